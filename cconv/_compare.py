@@ -1,0 +1,81 @@
+"""``cconv.compare``: run one call on several backends, report differences and times."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _api
+from . import _backends
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """One backend's run of the call: differences from the reference backend and the best time."""
+
+    backend: str
+    max_abs_diff: float
+    max_rel_diff: float
+    seconds: float
+
+
+class Comparison(list):
+    """A list of :class:`BackendResult`, printed as a table."""
+
+    def __init__(self, op_name, reference, results):
+        super().__init__(results)
+        self.op_name = op_name
+        self.reference = reference
+
+    def __str__(self):
+        lines = [f"{self.op_name}: differences against {self.reference!r}",
+                 f"{'backend':>8} {'max abs diff':>13} {'max rel diff':>13} {'time (ms)':>10}"]
+        lines += [f"{r.backend:>8} {r.max_abs_diff:13.3e} {r.max_rel_diff:13.3e} {r.seconds * 1e3:10.3f}"
+                  for r in self]
+        return "\n".join(lines)
+
+
+def _arrays(result):
+    parts = result if isinstance(result, tuple) else (result,)
+    return [np.asarray(p) for p in parts if p is not None]
+
+
+def _differences(result, reference):
+    abs_diff = rel_diff = 0.0
+    for a, b in zip(_arrays(result), _arrays(reference)):
+        if a.size == 0:
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        diff = np.abs(a64 - b64)
+        diff = np.where(np.isnan(a64) & np.isnan(b64), 0.0, diff)  # NaN agreeing with NaN is no error
+        abs_diff = max(abs_diff, float(np.max(diff)))
+        rel_diff = max(rel_diff, float(np.max(diff / np.maximum(np.abs(b64), np.finfo(a.dtype).tiny))))
+    return abs_diff, rel_diff
+
+
+def compare(op, *args, backends=None, reference="numpy", repeat=3, **kwargs):
+    """Run ``op(*args, **kwargs)`` on each backend and compare with ``reference``.
+
+    ``op`` is a public function (``cconv.conv2d``) or its name (``"conv2d"``);
+    ``backends`` defaults to :func:`cconv.available_backends`. Each backend's time is the
+    best of ``repeat`` runs. Returns a :class:`Comparison` (a list of :class:`BackendResult`)
+    that prints as a table.
+    """
+    if isinstance(op, str):
+        if op not in _api.__all__:
+            raise ValueError(f"unknown op {op!r}; choose one of {_api.__all__}")
+        op = getattr(_api, op)
+    if "backend" in kwargs:
+        raise TypeError("compare() chooses the backends itself; pass backends=[...] instead of backend=")
+    names = list(backends) if backends is not None else _backends.available_backends()
+    expected = op(*args, backend=reference, **kwargs)
+    results = []
+    for name in names:
+        best = float("inf")
+        for _ in range(max(1, int(repeat))):
+            start = time.perf_counter()
+            out = op(*args, backend=name, **kwargs)
+            best = min(best, time.perf_counter() - start)
+        results.append(BackendResult(name, *_differences(out, expected), best))
+    return Comparison(op.__name__, reference, results)

@@ -1,0 +1,20 @@
+"""``cconv.backend_info()``: what is running, and why the compiled backend is missing if it is."""
+from __future__ import annotations
+
+from . import _backends
+from ._threads import get_num_threads
+
+
+def backend_info():
+    """A dict: active backend, available backends, thread count, compiled build details
+    (or the reason the compiled extension failed to import)."""
+    info = {
+        "active": _backends.get_backend(),
+        "available": _backends.available_backends(),
+        "num_threads": get_num_threads(),
+        "compiled": _backends._compiled is not None,
+        "compiled_import_error": _backends.compiled_import_error,
+    }
+    if _backends._compiled is not None:
+        info.update(_backends._compiled.build_info())
+    return info

@@ -1,0 +1,380 @@
+"""Argument normalisation and shape arithmetic: the one place where every op's
+arguments are checked and turned into a geometry that the backends trust.
+
+Every backend receives C-contiguous arrays of one float dtype plus a frozen
+geometry record from this module; nothing below this layer re-validates, which
+is why the compiled kernels may run with bounds checking off.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+# --------------------------------------------------------------------------
+# scalar and pair arguments
+# --------------------------------------------------------------------------
+
+def _as_int(value, name):
+    """Return ``value`` as a Python int; bools, floats and other objects are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return operator.index(value)
+
+
+def _pair(value, name):
+    """Normalise an int or a length-2 sequence of ints to a tuple ``(h, w)``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {len(value)} values: {value!r}")
+        return _as_int(value[0], name), _as_int(value[1], name)
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be an int or a tuple of two ints, got an ndarray")
+    v = _as_int(value, name)
+    return v, v
+
+
+def _positive_pair(value, name):
+    pair = _pair(value, name)
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be >= 1, got {pair}")
+    return pair
+
+
+def _non_negative_pair(value, name):
+    pair = _pair(value, name)
+    if min(pair) < 0:
+        raise ValueError(f"{name} must be >= 0, got {pair}")
+    return pair
+
+
+def _check_element_count(shape, what):
+    """Refuse shapes whose element count (or byte size) does not fit in 64 bits."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count * 8 > _INT64_MAX:
+        raise ValueError(f"{what} of shape {tuple(shape)} has {count} elements, too many to allocate")
+    return count
+
+
+# --------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------
+
+def _as_array(value, name):
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+
+
+def as_float_arrays(**arrays):
+    """Convert the named array-likes to ndarrays of one supported float dtype.
+
+    Returns the arrays in the order given (``None`` passes through). Raises
+    ``TypeError`` naming the dtypes for anything but all-float32 or all-float64.
+    """
+    converted = {name: None if a is None else _as_array(a, name) for name, a in arrays.items()}
+    present = {name: a for name, a in converted.items() if a is not None}
+    for name, a in present.items():
+        if a.dtype not in _SUPPORTED_DTYPES:
+            raise TypeError(
+                f"{name} has dtype {a.dtype}; cconv supports float32 and float64 only "
+                f"(convert with {name}.astype(np.float32))"
+            )
+    dtypes = {a.dtype for a in present.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{name}: {a.dtype}" for name, a in present.items())
+        raise TypeError(f"all arrays must share one float dtype, got {listing}")
+    return tuple(converted.values())
+
+
+def contiguous(a):
+    """C-contiguous view or copy; the caller's array is never written."""
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def batched(x, name, spatial_dims=2):
+    """Accept (N, C, H, W) or unbatched (C, H, W); return the 4-d array and whether a batch was added."""
+    ndim = spatial_dims + 2
+    if x.ndim == ndim:
+        return x, False
+    if x.ndim == ndim - 1:
+        return x[np.newaxis], True
+    raise ValueError(
+        f"{name} must be {ndim}-d (N, C, H, W) or {ndim - 1}-d (C, H, W), got {x.ndim}-d of shape {x.shape}"
+    )
+
+
+# --------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything a backend needs to know about one conv2d call (all ints, validated).
+
+    Output size: ``out_h = (in_h + pad_top + pad_bottom - dilation_h*(kernel_h-1) - 1) // stride_h + 1``.
+    """
+
+    batch: int
+    in_channels: int
+    in_h: int
+    in_w: int
+    out_channels: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    dilation_h: int
+    dilation_w: int
+    groups: int
+    out_h: int
+    out_w: int
+
+    @property
+    def input_shape(self):
+        return (self.batch, self.in_channels, self.in_h, self.in_w)
+
+    @property
+    def weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups, self.kernel_h, self.kernel_w)
+
+    @property
+    def output_shape(self):
+        return (self.batch, self.out_channels, self.out_h, self.out_w)
+
+    @property
+    def flops(self):
+        """Multiply-adds times two of the forward pass."""
+        return (2 * self.batch * self.out_channels * self.out_h * self.out_w
+                * (self.in_channels // self.groups) * self.kernel_h * self.kernel_w)
+
+
+def _conv_padding(padding, kernel, dilation, stride):
+    """Return (top, bottom, left, right) for an int, a pair, 'valid' or 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride})")
+            # PyTorch puts the odd extra row/column at the bottom/right.
+            total_h = dilation[0] * (kernel[0] - 1)
+            total_w = dilation[1] * (kernel[1] - 1)
+            return total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2
+        raise ValueError(f"padding string must be 'valid' or 'same', got {padding!r}")
+    ph, pw = _non_negative_pair(padding, "padding")
+    return ph, ph, pw, pw
+
+
+def _conv_out_size(size, pad_before, pad_after, kernel, dilation, stride):
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
+    """Validate a conv2d call and return its :class:`ConvGeometry`.
+
+    ``input_shape`` is (N, C, H, W); ``weight_shape`` is (O, C/groups, kh, kw).
+    """
+    if len(weight_shape) != 4:
+        raise ValueError(f"weight must be 4-d (out_channels, in_channels/groups, kh, kw), got shape {tuple(weight_shape)}")
+    n, c, h, w = input_shape
+    o, c_per_group, kh, kw = weight_shape
+    stride = _positive_pair(stride, "stride")
+    dilation = _positive_pair(dilation, "dilation")
+    groups = _as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if min(kh, kw) < 1 or o < 1:
+        raise ValueError(f"weight must have non-zero sizes, got shape {tuple(weight_shape)}")
+    if c % groups:
+        raise ValueError(f"in_channels={c} is not divisible by groups={groups}")
+    if o % groups:
+        raise ValueError(f"out_channels={o} is not divisible by groups={groups}")
+    if c_per_group * groups != c:
+        raise ValueError(
+            f"weight of shape {tuple(weight_shape)} expects {c_per_group * groups} input channels "
+            f"(weight.shape[1]={c_per_group} x groups={groups}), but input has {c} channels"
+        )
+    top, bottom, left, right = _conv_padding(padding, (kh, kw), dilation, stride)
+    out_h = _conv_out_size(h, top, bottom, kh, dilation[0], stride[0])
+    out_w = _conv_out_size(w, left, right, kw, dilation[1], stride[1])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"output size would be ({out_h}, {out_w}): the dilated kernel "
+            f"({dilation[0] * (kh - 1) + 1}, {dilation[1] * (kw - 1) + 1}) is larger than the padded input "
+            f"({h + top + bottom}, {w + left + right})"
+        )
+    geometry = ConvGeometry(n, c, h, w, o, kh, kw, stride[0], stride[1], top, bottom, left, right,
+                            dilation[0], dilation[1], groups, out_h, out_w)
+    _check_element_count(geometry.output_shape, "conv2d output")
+    return geometry
+
+
+def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding, dilation, groups):
+    """Geometry of the conv2d whose input gradient is this conv_transpose2d.
+
+    ``input_shape`` is (N, C_in, H, W); ``weight_shape`` is (C_in, C_out/groups, kh, kw).
+    Output size: ``(H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``.
+    """
+    if len(weight_shape) != 4:
+        raise ValueError(f"weight must be 4-d (in_channels, out_channels/groups, kh, kw), got shape {tuple(weight_shape)}")
+    n, c_in, h, w = input_shape
+    stride = _positive_pair(stride, "stride")
+    dilation = _positive_pair(dilation, "dilation")
+    if isinstance(padding, str):
+        raise ValueError(f"conv_transpose2d takes int or pair padding, got {padding!r}")
+    padding = _non_negative_pair(padding, "padding")
+    output_padding = _non_negative_pair(output_padding, "output_padding")
+    groups = _as_int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if weight_shape[0] != c_in:
+        raise ValueError(f"weight of shape {tuple(weight_shape)} expects {weight_shape[0]} input channels, but input has {c_in}")
+    for op, s, d, name in zip(output_padding, stride, dilation, "hw"):
+        if op >= s and op >= d:
+            raise ValueError(f"output_padding ({name}={op}) must be smaller than either stride ({s}) or dilation ({d})")
+    kh, kw = weight_shape[2], weight_shape[3]
+    out_h = (h - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    out_w = (w - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"conv_transpose2d output size would be ({out_h}, {out_w}), which is < 1")
+    c_out = weight_shape[1] * groups
+    _check_element_count((n, c_out, out_h, out_w), "conv_transpose2d output")
+    # The transposed conv is the adjoint of a conv2d from (N, C_out, out_h, out_w) to the input's
+    # shape; output_padding becomes extra bottom/right rows that the forward conv never reaches.
+    geometry = conv_geometry((n, c_out, out_h, out_w), weight_shape, stride,
+                             padding, dilation, groups)
+    if (geometry.out_h, geometry.out_w) != (h, w):  # pragma: no cover - guaranteed by the formulas
+        raise AssertionError("conv_transpose2d geometry mismatch")
+    return geometry
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Everything a backend needs to know about one pooling call (all ints, validated).
+
+    Windows start at ``oh*stride_h - pad_h``; with ceil_mode the last window may hang
+    over the bottom/right edge and is clipped to the input (plus padding).
+    """
+
+    batch: int
+    channels: int
+    in_h: int
+    in_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+    out_h: int
+    out_w: int
+
+    @property
+    def input_shape(self):
+        return (self.batch, self.channels, self.in_h, self.in_w)
+
+    @property
+    def output_shape(self):
+        return (self.batch, self.channels, self.out_h, self.out_w)
+
+
+def _pool_out_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's pooling_output_shape: the last window must start inside the input or left padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate a pooling call and return its :class:`PoolGeometry`. ``stride=None`` means kernel_size."""
+    n, c, h, w = input_shape
+    kernel = _positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
+        else _positive_pair(stride, "stride")
+    padding = _non_negative_pair(padding, "padding")
+    dilation = _positive_pair(dilation, "dilation")
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    for p, k, name in zip(padding, kernel, "hw"):
+        if p > k // 2:
+            raise ValueError(f"padding ({name}={p}) must be at most half of kernel_size ({name}={k})")
+    out_h = _pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
+    out_w = _pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"pooling output size would be ({out_h}, {out_w}) for input ({h}, {w}), kernel {kernel}, "
+            f"stride {stride}, padding {padding}, dilation {dilation}: too small"
+        )
+    geometry = PoolGeometry(n, c, h, w, kernel[0], kernel[1], stride[0], stride[1],
+                            padding[0], padding[1], dilation[0], dilation[1], out_h, out_w)
+    _check_element_count(geometry.output_shape, "pooling output")
+    return geometry
+
+
+def input_shape_4d(input_shape, grad_output_ndim):
+    """Validate a user-supplied ``input_shape`` for a backward op and return it as 4 ints."""
+    if not isinstance(input_shape, (tuple, list)) and not (
+            isinstance(input_shape, np.ndarray) and input_shape.ndim == 1):
+        raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
+    shape = tuple(_as_int(s, "input_shape") for s in input_shape)
+    if len(shape) != grad_output_ndim or len(shape) not in (3, 4):
+        raise ValueError(
+            f"input_shape {shape} must have as many dims as grad_output ({grad_output_ndim}), 3 or 4"
+        )
+    if min(shape) < 0:
+        raise ValueError(f"input_shape must not have negative sizes, got {shape}")
+    _check_element_count(shape, "input_shape")
+    return shape if len(shape) == 4 else (1,) + shape
+
+
+def check_output_shape(array, expected, name):
+    """Backward ops: the gradient must have exactly the forward output's shape."""
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(expected)} for these arguments")
+
+
+def check_pool_indices(indices, output_shape, unbatched, input_shape):
+    """max_pool2d_backward: indices come from users, so check dtype, shape and range.
+
+    Returns the indices with a batch axis when the call is unbatched.
+    """
+    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+        dtype = getattr(indices, "dtype", type(indices).__name__)
+        raise TypeError(f"indices must be an int64 ndarray (as returned by max_pool2d), got {dtype}")
+    if unbatched and indices.ndim == 3:
+        indices = indices[np.newaxis]
+    check_output_shape(indices, output_shape, "indices")
+    if indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        height, width = input_shape[2], input_shape[3]
+        if lo < 0 or hi >= height * width:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"indices must lie in [0, {height * width}) (flat positions in each {height}x{width} "
+                f"input plane), found {bad}"
+            )
+    return indices

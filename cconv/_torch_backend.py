@@ -1,0 +1,91 @@
+"""The ``"torch"`` backend: PyTorch's CPU kernels behind cconv's backend interface.
+
+Registered only when torch is importable; used to compare against (benchmarks,
+``cconv.compare``), never required. Arrays cross via ``torch.from_numpy`` (no copy).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+name = "torch"
+
+
+def _t(a):
+    return torch.from_numpy(a)
+
+
+def _padded_input(x, g):
+    """torch.conv2d pads symmetrically, so asymmetric ('same', even kernel) padding goes in first."""
+    if (g.pad_top, g.pad_left) == (g.pad_bottom, g.pad_right):
+        return x, (g.pad_top, g.pad_left)
+    return F.pad(x, (g.pad_left, g.pad_right, g.pad_top, g.pad_bottom)), (0, 0)
+
+
+def _conv_args(g):
+    return dict(stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w), groups=g.groups)
+
+
+def conv2d(x, w, b, g):
+    with torch.no_grad():
+        xt, padding = _padded_input(_t(x), g)
+        return F.conv2d(xt, _t(w), None if b is None else _t(b), padding=padding, **_conv_args(g)).numpy()
+
+
+def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
+    if x is None:  # conv_transpose2d asks for grad_input only and passes no input
+        x = np.zeros(g.input_shape, dtype=gy.dtype)
+    symmetric = (g.pad_top, g.pad_left) == (g.pad_bottom, g.pad_right)
+    xt = _t(x)
+    if not symmetric:
+        xt = F.pad(xt, (g.pad_left, g.pad_right, g.pad_top, g.pad_bottom))
+    grads = torch.ops.aten.convolution_backward(
+        _t(gy), xt, _t(w), [g.out_channels], [g.stride_h, g.stride_w],
+        [g.pad_top, g.pad_left] if symmetric else [0, 0], [g.dilation_h, g.dilation_w],
+        False, [0, 0], g.groups, [need_input, need_weight, need_bias])
+    grad_input, grad_weight, grad_bias = (None if t is None else t.numpy() for t in grads)
+    if grad_input is not None and not symmetric:
+        grad_input = np.ascontiguousarray(
+            grad_input[:, :, g.pad_top:g.pad_top + g.in_h, g.pad_left:g.pad_left + g.in_w])
+    return grad_input, grad_weight, grad_bias
+
+
+def _pool_args(g):
+    return dict(kernel_size=(g.kernel_h, g.kernel_w), stride=(g.stride_h, g.stride_w),
+                padding=(g.pad_h, g.pad_w))
+
+
+def _ceil_mode(g):
+    # The geometry already holds the rounded output size; ceil_mode only ever adds one row/column,
+    # so asking torch for ceil_mode reproduces it whenever floor mode would give fewer.
+    floor_h = (g.in_h + 2 * g.pad_h - g.dilation_h * (g.kernel_h - 1) - 1) // g.stride_h + 1
+    floor_w = (g.in_w + 2 * g.pad_w - g.dilation_w * (g.kernel_w - 1) - 1) // g.stride_w + 1
+    return (floor_h, floor_w) != (g.out_h, g.out_w)
+
+
+def max_pool2d(x, g):
+    with torch.no_grad():
+        out, indices = F.max_pool2d(_t(x), dilation=(g.dilation_h, g.dilation_w), ceil_mode=_ceil_mode(g),
+                                    return_indices=True, **_pool_args(g))
+    return out.numpy(), indices.numpy()
+
+
+def max_pool2d_backward(gy, indices, input_shape):
+    grad = torch.zeros(input_shape, dtype=_t(gy).dtype)
+    n, c = input_shape[:2]
+    grad.view(n, c, -1).scatter_add_(2, _t(indices).view(n, c, -1), _t(gy).view(n, c, -1))
+    return grad.numpy()
+
+
+def avg_pool2d(x, g, count_include_pad, divisor_override):
+    with torch.no_grad():
+        return F.avg_pool2d(_t(x), ceil_mode=_ceil_mode(g), count_include_pad=count_include_pad,
+                            divisor_override=divisor_override, **_pool_args(g)).numpy()
+
+
+def avg_pool2d_backward(gy, g, count_include_pad, divisor_override):
+    return torch.ops.aten.avg_pool2d_backward(
+        _t(gy), torch.empty(g.input_shape, dtype=_t(gy).dtype), [g.kernel_h, g.kernel_w],
+        [g.stride_h, g.stride_w], [g.pad_h, g.pad_w], _ceil_mode(g), count_include_pad,
+        divisor_override).numpy()

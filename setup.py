@@ -1,0 +1,71 @@
+"""Build script: compiles every ``src/_*.pyx`` into an extension module ``cconv._*``.
+
+Environment switches
+--------------------
+CCONV_PURE_PYTHON=1   build no extension at all: a pure-Python install that runs on the
+                      NumPy reference backend (for platforms without a wheel or compiler).
+CCONV_SANITIZE=1      compile with -fsanitize=address,undefined (run the tests with the
+                      ASan runtime in LD_PRELOAD; see tools/sanitizer.sh).
+CCONV_NO_OPENMP=1     build without OpenMP (kernels then run single-threaded).
+"""
+import os
+import sys
+from glob import glob
+
+from setuptools import setup
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _openmp_flags():
+    """(compile, link) flags for OpenMP on this platform's usual compiler."""
+    if _flag("CCONV_NO_OPENMP"):
+        return [], []
+    if sys.platform == "win32":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang has no bundled OpenMP; use Homebrew's libomp when the wheel build provides it.
+        prefix = os.environ.get("CCONV_LIBOMP_PREFIX", "")
+        if prefix and os.path.isdir(prefix):
+            return ([f"-I{prefix}/include", "-Xpreprocessor", "-fopenmp"],
+                    [f"-L{prefix}/lib", "-lomp"])
+        return [], []
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _extensions():
+    import numpy as np
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    omp_compile, omp_link = _openmp_flags()
+    if sys.platform == "win32":
+        compile_args, link_args = ["/O2"] + omp_compile, omp_link
+    else:
+        compile_args = ["-O3", "-ffp-contract=fast", "-fno-math-errno"] + omp_compile
+        link_args = list(omp_link)
+        if _flag("CCONV_SANITIZE"):
+            sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+            compile_args = [a for a in compile_args if a != "-O3"] + sanitize
+            link_args += sanitize
+    extensions = [
+        Extension(
+            "cconv." + os.path.splitext(os.path.basename(path))[0],
+            sources=[path],
+            include_dirs=[np.get_include(), "src"],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        )
+        for path in sorted(glob("src/_*.pyx"))
+    ]
+    return cythonize(
+        extensions,
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
+                             "cdivision": True, "initializedcheck": False},
+    )
+
+
+setup(ext_modules=[] if _flag("CCONV_PURE_PYTHON") else _extensions())
