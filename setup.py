@@ -7,6 +7,7 @@ CCONV_PURE_PYTHON=1   build no extension at all: a pure-Python install that runs
 CCONV_SANITIZE=1      compile with -fsanitize=address,undefined (run the tests with the
                       ASan runtime in LD_PRELOAD; see tools/sanitizer.sh).
 CCONV_NO_OPENMP=1     build without OpenMP (kernels then run single-threaded).
+CCONV_EXTENSIONS=a,b  development only: build just these modules (e.g. ``_pool``).
 """
 import os
 import sys
@@ -61,6 +62,9 @@ def _extensions():
         )
         for path in sorted(glob("src/_*.pyx"))
     ]
+    only = [name for name in os.environ.get("CCONV_EXTENSIONS", "").split(",") if name]
+    if only:
+        extensions = [ext for ext in extensions if ext.name.split(".")[-1] in only]
     return cythonize(
         extensions,
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
