@@ -56,13 +56,20 @@ def _torch_backend():
     return importlib.import_module("cconv._torch_backend")
 
 
+_loader_cache = None
+
+
 def _loaders():
-    loaders = {"numpy": lambda: _reference}
-    if _compiled is not None:
-        loaders["cython"] = lambda: _compiled
-    if importlib.util.find_spec("torch") is not None:
-        loaders["torch"] = _torch_backend
-    return loaders
+    """name -> zero-argument loader; torch is only looked up (not imported) until first used."""
+    global _loader_cache
+    if _loader_cache is None:
+        loaders = {"numpy": lambda: _reference}
+        if _compiled is not None:
+            loaders["cython"] = lambda: _compiled
+        if importlib.util.find_spec("torch") is not None:
+            loaders["torch"] = _torch_backend
+        _loader_cache = loaders
+    return _loader_cache
 
 
 def available_backends():
@@ -113,7 +120,10 @@ def use_backend(name):
 
 def resolve(name=None):
     """The backend module for ``name`` (or the current choice when ``None``)."""
-    return _loaders()[_check_name(get_backend() if name is None else name)]()
+    if name is None:
+        name = get_backend()
+    loader = _loaders().get(name) if isinstance(name, str) else None
+    return loader() if loader is not None else _loaders()[_check_name(name)]()
 
 
 _load_compiled()

@@ -7,6 +7,7 @@ is why the compiled kernels may run with bounds checking off.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ def as_float_arrays(**arrays):
     Returns the arrays in the order given (``None`` passes through). Raises
     ``TypeError`` naming the dtypes for anything but all-float32 or all-float64.
     """
+    values = tuple(arrays.values())
+    first = values[0]
+    if type(first) is np.ndarray and first.dtype in _SUPPORTED_DTYPES and all(
+            a is None or (type(a) is np.ndarray and a.dtype == first.dtype) for a in values[1:]):
+        return values  # the common case, checked without building messages
     converted = {name: None if a is None else _as_array(a, name) for name, a in arrays.items()}
     present = {name: a for name, a in converted.items() if a is not None}
     for name, a in present.items():
@@ -185,6 +191,31 @@ def _conv_out_size(size, pad_before, pad_after, kernel, dilation, stride):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+_PLAIN_SCALARS = (int, str, bool, type(None))
+
+
+def _plain(value):
+    """True for exact ints, bools, strs, None and tuples of exact ints: arguments that are safe
+    cache keys. The cache is typed, so ``True`` never hits an entry made for ``1``; tuple items
+    must be exact ints because the typed cache does not look inside tuples."""
+    kind = type(value)
+    return kind in _PLAIN_SCALARS or (kind is tuple and all(type(v) is int for v in value))
+
+
+def _cached(validate):
+    """Memoise a geometry function for plain arguments: training loops repeat the same call,
+    and per-call overhead matters for small layers. Errors are never cached."""
+    memo = functools.lru_cache(maxsize=512, typed=True)(validate)
+
+    @functools.wraps(validate)
+    def geometry(input_shape, *args):
+        if all(_plain(a) for a in args):
+            return memo(tuple(input_shape), *args)
+        return validate(input_shape, *args)
+    return geometry
+
+
+@_cached
 def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     """Validate a conv2d call and return its :class:`ConvGeometry`.
 
@@ -309,6 +340,7 @@ def _pool_out_size(size, kernel, stride, pad, dilation, ceil_mode):
     return out
 
 
+@_cached
 def pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
     """Validate a pooling call and return its :class:`PoolGeometry`. ``stride=None`` means kernel_size."""
     n, c, h, w = input_shape
