@@ -340,6 +340,19 @@ def _pool_out_size(size, kernel, stride, pad, dilation, ceil_mode):
     return out
 
 
+def _first_empty_window(size, out, kernel, stride, pad, dilation):
+    """Index of the first window whose dilated taps all miss the input, or None.
+
+    Only dilation can skip over the input: with contiguous taps the padding rule
+    (pad <= kernel // 2) guarantees every window reaches a real pixel.
+    """
+    if dilation == 1 or size == 0:
+        return None
+    taps = (np.arange(out) * stride - pad)[:, None] + np.arange(kernel) * dilation
+    hits = ((taps >= 0) & (taps < size)).any(axis=1)
+    return None if hits.all() else int(np.argmin(hits))
+
+
 @_cached
 def pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
     """Validate a pooling call and return its :class:`PoolGeometry`. ``stride=None`` means kernel_size."""
@@ -361,6 +374,14 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode
             f"pooling output size would be ({out_h}, {out_w}) for input ({h}, {w}), kernel {kernel}, "
             f"stride {stride}, padding {padding}, dilation {dilation}: too small"
         )
+    for size, out, k, st, p, d, name in zip((h, w), (out_h, out_w), kernel, stride, padding, dilation, "hw"):
+        empty = _first_empty_window(size, out, k, st, p, d)
+        if empty is not None:
+            raise ValueError(
+                f"pooling window {empty} along {name} covers no input pixel (kernel {k}, stride {st}, "
+                f"padding {p}, dilation {d}, input size {size}); PyTorch would return -inf there "
+                "with an index outside the input"
+            )
     geometry = PoolGeometry(n, c, h, w, kernel[0], kernel[1], stride[0], stride[1],
                             padding[0], padding[1], dilation[0], dilation[1], out_h, out_w)
     _check_element_count(geometry.output_shape, "pooling output")
