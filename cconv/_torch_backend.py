@@ -71,11 +71,25 @@ def max_pool2d(x, g):
     return out.numpy(), indices.numpy()
 
 
+def _shape_check_params(in_size, out_size):
+    """(kernel, padding) that make torch's pooling shape check accept ``in_size -> out_size`` at stride 1.
+
+    Max pooling's output is at most one longer than its input (padding <= kernel // 2), so
+    ``kernel = in + 2*pad + 1 - out`` with ``pad = max(0, out - in)`` always exists.
+    """
+    pad = max(0, out_size - in_size)
+    return in_size + 2 * pad + 1 - out_size, pad
+
+
 def max_pool2d_backward(gy, indices, input_shape):
-    grad = torch.zeros(input_shape, dtype=_t(gy).dtype)
-    n, c = input_shape[:2]
-    grad.view(n, c, -1).scatter_add_(2, _t(indices).view(n, c, -1), _t(gy).view(n, c, -1))
-    return grad.numpy()
+    # torch's CPU kernel scatters grad_output through the indices alone; the pooling
+    # parameters only feed a shape check and the input tensor only its shape. The interface
+    # passes neither, so hand it an uninitialised input and parameters that pass the check:
+    # this runs the kernel a torch user's autograd runs, not a stand-in.
+    (kh, ph), (kw, pw) = (_shape_check_params(i, o) for i, o in zip(input_shape[2:], gy.shape[2:]))
+    return torch.ops.aten.max_pool2d_with_indices_backward(
+        _t(gy), torch.empty(input_shape, dtype=_t(gy).dtype), [kh, kw], [1, 1], [ph, pw], [1, 1],
+        False, _t(indices)).numpy()
 
 
 def avg_pool2d(x, g, count_include_pad, divisor_override):
