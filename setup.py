@@ -14,6 +14,11 @@ import sys
 from glob import glob
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+# Left in the built package by a CCONV_PURE_PYTHON=1 build, so that the installed package knows at
+# run time that it has no compiled backend by design (cconv/_backends.py reads it).
+PURE_PYTHON_MARKER = "_pure_python"
 
 
 def _flag(name):
@@ -72,4 +77,20 @@ def _extensions():
     )
 
 
-setup(ext_modules=[] if _flag("CCONV_PURE_PYTHON") else _extensions())
+class BuildPyRecordingMode(build_py):
+    """build_py that writes (or, for a compiled build, removes a stale) pure-Python marker."""
+
+    def run(self):
+        super().run()
+        marker = os.path.join(self.build_lib, "cconv", PURE_PYTHON_MARKER)
+        if _flag("CCONV_PURE_PYTHON"):
+            with open(marker, "w") as f:
+                f.write("built with CCONV_PURE_PYTHON=1: NumPy reference backend only\n")
+        elif os.path.exists(marker):
+            os.remove(marker)
+
+
+setup(
+    ext_modules=[] if _flag("CCONV_PURE_PYTHON") else _extensions(),
+    cmdclass={"build_py": BuildPyRecordingMode},
+)

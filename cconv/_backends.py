@@ -31,6 +31,13 @@ def _env_flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _pure_python_install():
+    """True when built with CCONV_PURE_PYTHON=1 (setup.py leaves this marker file) or run with it:
+    the NumPy reference is then the intended backend, not a fallback worth a warning."""
+    marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pure_python")
+    return _env_flag("CCONV_PURE_PYTHON") or os.path.exists(marker)
+
+
 def _load_compiled():
     """Import the compiled backend once; warn (or raise under CCONV_REQUIRE_COMPILED=1) if missing."""
     global _compiled, compiled_import_error
@@ -38,12 +45,15 @@ def _load_compiled():
         _compiled = importlib.import_module(_COMPILED_MODULE)
     except ImportError as exc:
         compiled_import_error = f"{type(exc).__name__}: {exc}"
+        pure = _pure_python_install()
+        if pure:
+            compiled_import_error = f"pure-Python install (CCONV_PURE_PYTHON=1); {compiled_import_error}"
         if _env_flag("CCONV_REQUIRE_COMPILED"):
             raise ImportError(
                 f"CCONV_REQUIRE_COMPILED=1 but the compiled cconv extension could not be imported "
                 f"({compiled_import_error})"
             ) from exc
-        if not _env_flag("CCONV_PURE_PYTHON"):
+        if not pure:
             warnings.warn(
                 f"cconv's compiled extension could not be imported ({compiled_import_error}); "
                 "falling back to the slower NumPy reference backend",
