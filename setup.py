@@ -14,6 +14,7 @@ import sys
 from glob import glob
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 # Left in the built package by a CCONV_PURE_PYTHON=1 build, so that the installed package knows at
@@ -77,20 +78,42 @@ def _extensions():
     )
 
 
+# setuptools reuses whatever an earlier build left in build/ when only timestamps say so; the
+# build modes differ in flags, not sources, so each mode must clear what another mode left there.
+
 class BuildPyRecordingMode(build_py):
-    """build_py that writes (or, for a compiled build, removes a stale) pure-Python marker."""
+    """build_py that records a pure-Python build (marker file) and drops stale compiled modules
+    from it; a compiled build removes a stale marker instead."""
 
     def run(self):
         super().run()
-        marker = os.path.join(self.build_lib, "cconv", PURE_PYTHON_MARKER)
+        package_dir = os.path.join(self.build_lib, "cconv")
+        marker = os.path.join(package_dir, PURE_PYTHON_MARKER)
         if _flag("CCONV_PURE_PYTHON"):
+            for stale in glob(os.path.join(package_dir, "_*.so")) + glob(os.path.join(package_dir, "_*.pyd")):
+                os.remove(stale)
             with open(marker, "w") as f:
                 f.write("built with CCONV_PURE_PYTHON=1: NumPy reference backend only\n")
         elif os.path.exists(marker):
             os.remove(marker)
 
 
+class BuildExtTrackingFlags(build_ext):
+    """build_ext that recompiles everything when the flags differ from the previous build in this
+    build directory (e.g. after CCONV_SANITIZE=1), instead of trusting timestamps."""
+
+    def run(self):
+        flags = repr([(ext.name, ext.extra_compile_args, ext.extra_link_args) for ext in self.extensions])
+        stamp = os.path.join(self.build_temp, "cconv-build-flags.txt")
+        if not os.path.exists(stamp) or open(stamp).read() != flags:
+            self.force = True
+        super().run()
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(flags)
+
+
 setup(
     ext_modules=[] if _flag("CCONV_PURE_PYTHON") else _extensions(),
-    cmdclass={"build_py": BuildPyRecordingMode},
+    cmdclass={"build_py": BuildPyRecordingMode, "build_ext": BuildExtTrackingFlags},
 )
