@@ -136,7 +136,7 @@ def max_pool2d_backward(gy, indices, input_shape):
     batch, channels, height, width = input_shape
     planes = batch * channels
     plane_size = height * width
-    flat = indices.reshape(planes, -1) + (np.arange(planes, dtype=np.int64) * plane_size)[:, None]
+    flat = indices.reshape(planes, -1 if planes else 0) + (np.arange(planes, dtype=np.int64) * plane_size)[:, None]
     grad = np.bincount(flat.ravel(), weights=gy.ravel(), minlength=planes * plane_size)
     return grad.astype(gy.dtype).reshape(input_shape)
 
