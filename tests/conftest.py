@@ -1,0 +1,124 @@
+"""Shared fixtures and helpers for the cconv test suite.
+
+The suite runs from inside ``tests/`` against the *installed* package. Helpers here
+are plain functions so that test modules can ``from conftest import assert_close``.
+
+Backends
+--------
+``BACKENDS``
+    every available backend except ``"torch"`` (so: ``"cython"`` when built, and
+    ``"numpy"``); ops whose result must not depend on the backend are run on each.
+``BACKENDS_UNDER_TEST``
+    the backends the differential tests compare with the NumPy reference: the
+    compiled one(s). ``CCONV_TEST_BACKENDS=torch`` (comma-separated names) overrides
+    the choice, e.g. to debug the differential tests before the kernels exist.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+import cconv
+
+REFERENCE = "numpy"
+
+BACKENDS = [name for name in cconv.available_backends() if name != "torch"]
+
+
+def _backends_under_test():
+    override = os.environ.get("CCONV_TEST_BACKENDS", "").strip()
+    if override:
+        return [name.strip() for name in override.split(",") if name.strip()]
+    return [name for name in BACKENDS if name != REFERENCE]
+
+
+BACKENDS_UNDER_TEST = _backends_under_test()
+
+#: Relative tolerance of :func:`assert_close`: ``norm(actual - expected) / norm(expected)``.
+TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+
+# How many cases each test category ran, by name; printed at the end of the session.
+_TALLY: collections.Counter = collections.Counter()
+
+
+def tally(category, name, count=1):
+    """Record ``count`` cases of ``name`` under ``category`` (e.g. "differential", "conv2d")."""
+    _TALLY[(category, name)] += count
+
+
+def backend_params(names):
+    """``pytest.mark.parametrize`` values for backend names; a skipped placeholder if there are none."""
+    if names:
+        return names
+    return [pytest.param(None, marks=pytest.mark.skip(
+        reason="no compiled backend is built (build it, or set CCONV_TEST_BACKENDS=torch)"))]
+
+
+def assert_close(actual, expected, *, dtype=None, context=""):
+    """Assert ``actual`` matches the reference ``expected`` by the issue's metric.
+
+    Same shape and dtype; NaN at exactly the same positions; infinities equal; on the
+    finite part ``norm(actual - expected) <= tol * norm(expected)`` with tol 1e-12 for
+    float64 and 1e-5 for float32 (an all-zero reference must be matched exactly).
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    where = f" ({context})" if context else ""
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}{where}"
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}{where}"
+    tol = TOLERANCE[np.dtype(dtype or expected.dtype)]
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    assert np.array_equal(nan_a, nan_e), (
+        f"NaN positions differ: {int((nan_a != nan_e).sum())} of {actual.size}{where}")
+    inf_e = np.isinf(expected)
+    assert np.array_equal(actual[inf_e], expected[inf_e]) and not np.isinf(actual[~inf_e]).any(), (
+        f"infinities differ{where}")
+    finite = np.isfinite(expected)
+    a = actual[finite].astype(np.float64)
+    e = expected[finite].astype(np.float64)
+    err = float(np.linalg.norm(a - e))
+    ref = float(np.linalg.norm(e))
+    assert err <= tol * ref, f"relative error {err / ref if ref else err:.3e} > {tol:.0e}{where}"
+
+
+def assert_identical(actual, expected, context=""):
+    """Bit-for-bit equality (NaN payloads aside): for selections such as max pooling and reruns."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    where = f" ({context})" if context else ""
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}{where}"
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}{where}"
+    assert np.array_equal(actual, expected, equal_nan=actual.dtype.kind == "f"), (
+        f"{int((actual != expected).sum())} of {actual.size} elements differ{where}")
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator seeded from the test's name: reproducible, different per test."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each non-torch backend in turn (the compiled one and the NumPy reference)."""
+    return request.param
+
+
+def pytest_report_header(config):
+    return (f"cconv {cconv.__version__} from {os.path.dirname(cconv.__file__)}; "
+            f"backends {cconv.available_backends()}, default {cconv.get_backend()!r}, "
+            f"differential-tested: {BACKENDS_UNDER_TEST or 'none'}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TALLY:
+        return
+    categories = sorted({category for category, _ in _TALLY})
+    for category in categories:
+        counts = {name: n for (cat, name), n in sorted(_TALLY.items()) if cat == category}
+        listing = ", ".join(f"{name} {n}" for name, n in counts.items())
+        terminalreporter.write_line(f"cconv {category}: {sum(counts.values())} cases ({listing})")

@@ -1,0 +1,473 @@
+"""Differential tests: every op of the backend under test against the NumPy reference.
+
+Each test draws many random configurations from a seeded generator (reproducible:
+a failure message names the case). Every ``FEATURES`` entry is forced on a share of
+the cases so that each one is certainly covered: batch 1 and several, empty batch,
+unbatched (C, H, W) input, odd sizes, kh != kw, strides that do not divide, dilation,
+groups and depthwise, 'same' with even kernels, asymmetric padding, ceil_mode, ties,
+NaN and -inf, non-contiguous and Fortran-ordered inputs; both dtypes throughout.
+
+Tolerance (``assert_close``): norm(diff)/norm(ref) <= 1e-12 in float64, 1e-5 in
+float32; max-pool values and indices must be identical. Run counts are printed at
+the end of the session.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import cconv
+from conftest import (BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical,
+                      backend_params, tally)
+
+DTYPES = [np.float64, np.float32]
+CHUNKS = range(4)          # each (op, dtype) runs CHUNKS x CASES_PER_CHUNK random cases
+CASES_PER_CHUNK = 60
+MASKS = list(itertools.product([True, False], repeat=3))
+
+# Forced on every len(FEATURES)-th case (by case number), drawn at random otherwise.
+FEATURES = ["plain", "empty_batch", "unbatched", "depthwise", "groups", "same_even", "asymmetric",
+            "stride_no_divide", "dilation", "fortran", "strided", "special_values", "ceil_mode", "ties"]
+
+pytestmark = [
+    pytest.mark.parametrize("name", backend_params(BACKENDS_UNDER_TEST)),
+    # inf - inf inside the reference's window sums: NaN is the intended result
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
+
+
+# --------------------------------------------------------------------------
+# random data and layouts
+# --------------------------------------------------------------------------
+
+def _layout(rng, a, feature):
+    """``a``'s values in a random memory layout: C order, Fortran order, or a strided view."""
+    kind = {"fortran": 1, "strided": 2}.get(feature, rng.integers(4) if rng.random() < 0.3 else 0)
+    if kind == 1:
+        return np.asfortranarray(a), "F"
+    if kind == 2:  # every other element of a bigger buffer
+        fill = np.nan if a.dtype.kind == "f" else -1  # garbage the kernels must never read
+        big = np.full(tuple(2 * s + 1 for s in a.shape), fill, dtype=a.dtype)
+        view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+        view[...] = a
+        return view, "strided"
+    if kind == 3:  # negative strides on the last axis
+        return a[..., ::-1].copy()[..., ::-1], "reversed"
+    return a, "C"
+
+
+def _values(rng, shape, dtype, feature, special=False):
+    """Standard normal values; with ``special`` sprinkle NaN, -inf and +inf."""
+    a = rng.standard_normal(shape)
+    if special or (feature == "special_values"):
+        r = rng.random(shape)
+        a[r < 0.05] = np.nan
+        a[(r >= 0.05) & (r < 0.15)] = -np.inf
+        a[(r >= 0.15) & (r < 0.17)] = np.inf
+    return a.astype(dtype)
+
+
+def _feature(rng, index):
+    if index % 2 == 0:
+        return FEATURES[(index // 2) % len(FEATURES)]
+    return "random"
+
+
+def _pair_or_int(rng, pair):
+    """Pass equal pairs as a plain int half the time (both spellings must work)."""
+    if pair[0] == pair[1] and rng.random() < 0.5:
+        return int(pair[0])
+    return (int(pair[0]), int(pair[1]))
+
+
+def _batch(rng, feature):
+    if feature == "empty_batch":
+        return 0
+    if feature in ("unbatched", "plain"):
+        return 1
+    return int(rng.choice([1, 1, 2, 3]))
+
+
+def _maybe_unbatch(arrays, n, feature, rng):
+    """Drop the batch axis of every array when the case asks for unbatched (C, H, W) input."""
+    if n == 1 and (feature == "unbatched" or (feature == "random" and rng.random() < 0.1)):
+        return [a[0] for a in arrays], True
+    return arrays, False
+
+
+# --------------------------------------------------------------------------
+# configurations
+# --------------------------------------------------------------------------
+
+def _conv_case(rng, feature):
+    """Random conv2d arguments: shapes of input and weight plus stride/padding/dilation/groups."""
+    if feature == "depthwise" or (feature == "random" and rng.random() < 0.15):
+        groups = int(rng.integers(1, 5))
+        c_per_group, o_per_group = 1, int(rng.integers(1, 3))
+    elif feature == "groups" or (feature == "random" and rng.random() < 0.25):
+        groups = int(rng.integers(2, 4))
+        c_per_group, o_per_group = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    else:
+        groups, c_per_group, o_per_group = 1, int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    kernel = rng.integers(1, 5, size=2)
+    if feature == "same_even":
+        kernel = 2 * rng.integers(1, 3, size=2)
+    stride = rng.integers(1, 4, size=2) if rng.random() < 0.5 else np.array([1, 1])
+    if feature == "stride_no_divide":
+        stride = rng.integers(2, 4, size=2)
+    dilation = rng.integers(1, 4, size=2) if (feature == "dilation" or rng.random() < 0.3) else np.array([1, 1])
+    if feature == "same_even" or (feature == "random" and rng.random() < 0.15):
+        stride = np.array([1, 1])
+        padding = "same"
+        pad_total = dilation * (kernel - 1)
+    elif feature == "asymmetric" or rng.random() < 0.3:
+        pad = rng.integers(0, 4, size=2)
+        if pad[0] == pad[1]:
+            pad[1] = (pad[1] + 1) % 4
+        padding, pad_total = (int(pad[0]), int(pad[1])), 2 * pad
+    elif rng.random() < 0.2:
+        padding, pad_total = "valid", np.array([0, 0])
+    else:
+        p = int(rng.integers(0, 3))
+        padding, pad_total = p, np.array([2 * p, 2 * p])
+    effective = dilation * (kernel - 1) + 1
+    low = np.maximum(1, effective - pad_total)
+    size = low + rng.integers(0, 7, size=2)
+    if feature == "stride_no_divide":  # make (size + pad - effective) % stride != 0
+        size += (stride - (size + pad_total - effective) % stride) % stride + 1
+    n = _batch(rng, feature)
+    c, o = groups * c_per_group, groups * o_per_group
+    args = dict(stride=_pair_or_int(rng, stride), padding=padding,
+                dilation=_pair_or_int(rng, dilation), groups=groups)
+    return (n, c, int(size[0]), int(size[1])), (o, c_per_group, int(kernel[0]), int(kernel[1])), args
+
+
+def _transpose_case(rng, feature):
+    """Random conv_transpose2d arguments; weight is (C_in, C_out/groups, kh, kw)."""
+    if feature == "depthwise" or (feature == "random" and rng.random() < 0.15):
+        groups, c_per_group, o_per_group = int(rng.integers(1, 5)), 1, int(rng.integers(1, 3))
+    elif feature == "groups" or (feature == "random" and rng.random() < 0.25):
+        groups, c_per_group, o_per_group = int(rng.integers(2, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    else:
+        groups, c_per_group, o_per_group = 1, int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    kernel = rng.integers(1, 5, size=2)
+    stride = rng.integers(1, 4, size=2) if (feature == "stride_no_divide" or rng.random() < 0.6) else np.array([1, 1])
+    dilation = rng.integers(1, 4, size=2) if (feature == "dilation" or rng.random() < 0.3) else np.array([1, 1])
+    padding = rng.integers(0, 3, size=2)
+    if feature == "asymmetric" and padding[0] == padding[1]:
+        padding[1] = (padding[1] + 1) % 3
+    # PyTorch also allows stride <= output_padding < dilation; cconv does not handle that yet
+    # (see test_reference.py::test_conv_transpose2d_output_padding_beyond_stride).
+    output_padding = np.array([rng.integers(0, s) for s in stride])
+    # out = (H - 1)*s - 2p + d(k - 1) + op + 1 >= 1
+    deficit = 2 * padding - dilation * (kernel - 1) - output_padding
+    low = 1 + np.maximum(0, -(-deficit // stride))
+    size = low + rng.integers(0, 5, size=2)
+    n = _batch(rng, feature)
+    c_in, c_out = groups * c_per_group, groups * o_per_group
+    args = dict(stride=_pair_or_int(rng, stride), padding=_pair_or_int(rng, padding),
+                output_padding=_pair_or_int(rng, output_padding), groups=groups,
+                dilation=_pair_or_int(rng, dilation))
+    return (n, c_in, int(size[0]), int(size[1])), (c_in, o_per_group, int(kernel[0]), int(kernel[1])), args
+
+
+def _pool_case(rng, feature, with_dilation=True):
+    """Random valid pooling arguments: input shape, kernel_size, stride, padding, dilation, ceil_mode.
+
+    Dilated windows that would cover only padding are refused by cconv (PyTorch returns
+    -inf with an out-of-range index there); such draws are redrawn.
+    """
+    while True:
+        shape, args = _draw_pool_case(rng, feature, with_dilation)
+        try:
+            cconv.max_pool2d(np.zeros((1, 1) + shape[2:]), **dict(args, dilation=args.get("dilation", 1)),
+                             backend=REFERENCE)
+        except ValueError as exc:
+            assert "covers no input pixel" in str(exc), exc
+            continue
+        return shape, args
+
+
+def _draw_pool_case(rng, feature, with_dilation):
+    kernel = rng.integers(1, 5, size=2)
+    stride = None if rng.random() < 0.3 else rng.integers(1, 4, size=2)
+    if feature == "stride_no_divide":
+        stride = rng.integers(2, 4, size=2)
+    padding = np.array([rng.integers(0, k // 2 + 1) for k in kernel])
+    if feature == "asymmetric":
+        kernel = np.array([4, 2])
+        padding = np.array([2, 0])
+    dilation = np.array([1, 1])
+    if with_dilation and (feature == "dilation" or rng.random() < 0.3):
+        dilation = rng.integers(1, 4, size=2)
+    ceil_mode = feature == "ceil_mode" or bool(rng.random() < 0.4)
+    effective = dilation * (kernel - 1) + 1
+    low = np.maximum(1, effective - 2 * padding)
+    size = low + rng.integers(0, 7, size=2)
+    n = _batch(rng, feature)
+    c = int(rng.integers(1, 4)) if feature != "depthwise" else 1
+    args = dict(kernel_size=_pair_or_int(rng, kernel),
+                stride=None if stride is None else _pair_or_int(rng, stride),
+                padding=_pair_or_int(rng, padding), ceil_mode=ceil_mode)
+    if with_dilation:
+        args["dilation"] = _pair_or_int(rng, dilation)
+    return (n, c, int(size[0]), int(size[1])), args
+
+
+def _pool_values(rng, shape, dtype, feature):
+    """Pooling inputs: normal values, heavy ties, or NaN/-inf/+inf (incl. all -inf planes)."""
+    kind = {"ties": 1, "special_values": 2}.get(feature, int(rng.choice([0, 0, 1, 2])))
+    if kind == 1:
+        return rng.integers(-1, 2, size=shape).astype(dtype), "ties"
+    if kind == 2:
+        a = _values(rng, shape, dtype, feature, special=True)
+        if a.size and rng.random() < 0.3:
+            a.reshape(-1, shape[-2], shape[-1])[0] = -np.inf  # a whole plane of -inf
+        return a, "special"
+    return _values(rng, shape, dtype, feature), "normal"
+
+
+def _cases(rng, count=CASES_PER_CHUNK):
+    for index in range(count):
+        yield _feature(rng, index)
+
+
+def _describe(**kwargs):
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+# --------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_conv2d(name, dtype, chunk):
+    rng = np.random.default_rng([1, chunk, np.dtype(dtype).itemsize])
+    for feature in _cases(rng):
+        x_shape, w_shape, args = _conv_case(rng, feature)
+        x = _values(rng, x_shape, dtype, feature)
+        w = _values(rng, w_shape, dtype, "plain")
+        b = _values(rng, w_shape[:1], dtype, "plain") if rng.random() < 0.6 else None
+        (x, ), _ = _maybe_unbatch([x], x_shape[0], feature, rng)
+        expected = cconv.conv2d(x, w, b, **args, backend=REFERENCE)
+        (xl, layout_x), (wl, layout_w) = _layout(rng, x, feature), _layout(rng, w, feature)
+        context = _describe(feature=feature, x=x.shape, w=w.shape, bias=b is not None, **args,
+                            layouts=(layout_x, layout_w), dtype=np.dtype(dtype).name)
+        actual = cconv.conv2d(xl, wl, b, **args, backend=name)
+        assert_close(actual, expected, context=context)
+        tally("differential", "conv2d")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_conv2d_backward(name, dtype, chunk):
+    """All eight output_mask combinations, in turn; unrequested gradients are None."""
+    rng = np.random.default_rng([2, chunk, np.dtype(dtype).itemsize])
+    for index, feature in enumerate(_cases(rng)):
+        x_shape, w_shape, args = _conv_case(rng, feature)
+        x = _values(rng, x_shape, dtype, feature)
+        w = _values(rng, w_shape, dtype, "plain")
+        y_shape = cconv.conv2d(x, w, **args, backend=REFERENCE).shape
+        gy = _values(rng, y_shape, dtype, "plain")
+        (x, gy), _ = _maybe_unbatch([x, gy], x_shape[0], feature, rng)
+        mask = MASKS[(index + chunk) % len(MASKS)]
+        expected = cconv.conv2d_backward(gy, x, w, **args, backend=REFERENCE)
+        (gyl, lg), (xl, lx), (wl, lw) = (_layout(rng, a, feature) for a in (gy, x, w))
+        context = _describe(feature=feature, x=x.shape, w=w.shape, **args, mask=mask,
+                            layouts=(lg, lx, lw), dtype=np.dtype(dtype).name)
+        actual = cconv.conv2d_backward(gyl, xl, wl, **args, output_mask=mask, backend=name)
+        assert len(actual) == 3
+        for wanted, got, ref, what in zip(mask, actual, expected, ("input", "weight", "bias")):
+            if wanted:
+                assert_close(got, ref, context=f"grad_{what}: {context}")
+            else:
+                assert got is None, f"grad_{what} computed although output_mask is False ({context})"
+        tally("differential", "conv2d_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_conv_transpose2d(name, dtype, chunk):
+    rng = np.random.default_rng([3, chunk, np.dtype(dtype).itemsize])
+    for feature in _cases(rng):
+        x_shape, w_shape, args = _transpose_case(rng, feature)
+        x = _values(rng, x_shape, dtype, feature)
+        w = _values(rng, w_shape, dtype, "plain")
+        b = _values(rng, (w_shape[1] * args["groups"],), dtype, "plain") if rng.random() < 0.5 else None
+        (x, ), _ = _maybe_unbatch([x], x_shape[0], feature, rng)
+        expected = cconv.conv_transpose2d(x, w, b, **args, backend=REFERENCE)
+        (xl, lx), (wl, lw) = _layout(rng, x, feature), _layout(rng, w, feature)
+        context = _describe(feature=feature, x=x.shape, w=w.shape, bias=b is not None, **args,
+                            layouts=(lx, lw), dtype=np.dtype(dtype).name)
+        actual = cconv.conv_transpose2d(xl, wl, b, **args, backend=name)
+        assert_close(actual, expected, context=context)
+        tally("differential", "conv_transpose2d")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_conv_transpose2d_backward(name, dtype, chunk):
+    rng = np.random.default_rng([4, chunk, np.dtype(dtype).itemsize])
+    for index, feature in enumerate(_cases(rng)):
+        x_shape, w_shape, args = _transpose_case(rng, feature)
+        x = _values(rng, x_shape, dtype, feature)
+        w = _values(rng, w_shape, dtype, "plain")
+        gy = _values(rng, cconv.conv_transpose2d(x, w, **args, backend=REFERENCE).shape, dtype, "plain")
+        (x, gy), _ = _maybe_unbatch([x, gy], x_shape[0], feature, rng)
+        mask = MASKS[(index + chunk) % len(MASKS)]
+        expected = cconv.conv_transpose2d_backward(gy, x, w, **args, backend=REFERENCE)
+        (gyl, lg), (xl, lx), (wl, lw) = (_layout(rng, a, feature) for a in (gy, x, w))
+        context = _describe(feature=feature, x=x.shape, w=w.shape, **args, mask=mask,
+                            layouts=(lg, lx, lw), dtype=np.dtype(dtype).name)
+        actual = cconv.conv_transpose2d_backward(gyl, xl, wl, **args, output_mask=mask, backend=name)
+        for wanted, got, ref, what in zip(mask, actual, expected, ("input", "weight", "bias")):
+            if wanted:
+                assert_close(got, ref, context=f"grad_{what}: {context}")
+            else:
+                assert got is None, f"grad_{what} computed although output_mask is False ({context})"
+        tally("differential", "conv_transpose2d_backward")
+
+
+# --------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_max_pool2d(name, dtype, chunk):
+    """Values and int64 indices identical to the reference (ties, NaN, -inf included)."""
+    rng = np.random.default_rng([5, chunk, np.dtype(dtype).itemsize])
+    for feature in _cases(rng):
+        shape, args = _pool_case(rng, feature)
+        x, values = _pool_values(rng, shape, dtype, feature)
+        (x, ), _ = _maybe_unbatch([x], shape[0], feature, rng)
+        expected, expected_idx = cconv.max_pool2d(x, **args, return_indices=True, backend=REFERENCE)
+        xl, layout = _layout(rng, x, feature)
+        context = _describe(feature=feature, x=x.shape, values=values, **args, layout=layout,
+                            dtype=np.dtype(dtype).name)
+        actual, actual_idx = cconv.max_pool2d(xl, **args, return_indices=True, backend=name)
+        assert_identical(actual, expected, context=context)
+        assert_identical(actual_idx, expected_idx, context=f"indices: {context}")
+        assert_identical(cconv.max_pool2d(xl, **args, backend=name), expected, context=context)
+        tally("differential", "max_pool2d")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_max_pool2d_backward(name, dtype, chunk):
+    """Indices from a real forward pass, or arbitrary in-range ones (heavy accumulation)."""
+    rng = np.random.default_rng([6, chunk, np.dtype(dtype).itemsize])
+    for feature in _cases(rng):
+        shape, args = _pool_case(rng, feature)
+        x, values = _pool_values(rng, shape, dtype, feature)
+        out, indices = cconv.max_pool2d(x, **args, return_indices=True, backend=REFERENCE)
+        if rng.random() < 0.3:
+            indices = rng.integers(0, shape[2] * shape[3], size=indices.shape, dtype=np.int64)
+            values = "random indices"
+        gy = _values(rng, out.shape, dtype, "plain")
+        (gy, indices), unbatched = _maybe_unbatch([gy, indices], shape[0], feature, rng)
+        input_shape = shape[1:] if unbatched else shape
+        input_shape = list(input_shape) if rng.random() < 0.3 else tuple(input_shape)
+        expected = cconv.max_pool2d_backward(gy, indices, input_shape, backend=REFERENCE)
+        (gyl, lg), (il, li) = _layout(rng, gy, feature), _layout(rng, indices, feature)
+        context = _describe(feature=feature, input_shape=input_shape, values=values, **args,
+                            layouts=(lg, li), dtype=np.dtype(dtype).name)
+        actual = cconv.max_pool2d_backward(gyl, il, input_shape, backend=name)
+        assert_close(actual, expected, context=context)
+        tally("differential", "max_pool2d_backward")
+
+
+def _avg_args(rng, args):
+    args = dict(args, count_include_pad=bool(rng.random() < 0.5))
+    if rng.random() < 0.3:
+        args["divisor_override"] = int(rng.choice([-3, -1, 1, 2, 5, 7]))
+    return args
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_avg_pool2d(name, dtype, chunk):
+    rng = np.random.default_rng([7, chunk, np.dtype(dtype).itemsize])
+    for feature in _cases(rng):
+        shape, args = _pool_case(rng, feature, with_dilation=False)
+        args = _avg_args(rng, args)
+        x, values = _pool_values(rng, shape, dtype, feature)
+        (x, ), _ = _maybe_unbatch([x], shape[0], feature, rng)
+        expected = cconv.avg_pool2d(x, **args, backend=REFERENCE)
+        xl, layout = _layout(rng, x, feature)
+        context = _describe(feature=feature, x=x.shape, values=values, **args, layout=layout,
+                            dtype=np.dtype(dtype).name)
+        assert_close(cconv.avg_pool2d(xl, **args, backend=name), expected, context=context)
+        tally("differential", "avg_pool2d")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_avg_pool2d_backward(name, dtype, chunk):
+    rng = np.random.default_rng([8, chunk, np.dtype(dtype).itemsize])
+    for feature in _cases(rng):
+        shape, args = _pool_case(rng, feature, with_dilation=False)
+        args = _avg_args(rng, args)
+        out_shape = cconv.avg_pool2d(np.zeros(shape, dtype), **args, backend=REFERENCE).shape
+        gy = _values(rng, out_shape, dtype, "plain")
+        (gy, ), unbatched = _maybe_unbatch([gy], shape[0], feature, rng)
+        input_shape = shape[1:] if unbatched else shape
+        expected = cconv.avg_pool2d_backward(gy, input_shape, **args, backend=REFERENCE)
+        gyl, layout = _layout(rng, gy, feature)
+        context = _describe(feature=feature, input_shape=input_shape, **args, layout=layout,
+                            dtype=np.dtype(dtype).name)
+        assert_close(cconv.avg_pool2d_backward(gyl, input_shape, **args, backend=name), expected,
+                     context=context)
+        tally("differential", "avg_pool2d_backward")
+
+
+# --------------------------------------------------------------------------
+# determinism
+# --------------------------------------------------------------------------
+
+def _determinism_calls(dtype):
+    """One call per op, big enough for the kernels to split work across threads."""
+    rng = np.random.default_rng(99)
+    x = rng.standard_normal((4, 6, 23, 19)).astype(dtype)
+    w = rng.standard_normal((8, 3, 3, 2)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    conv = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    gy = rng.standard_normal(cconv.conv2d(x, w, **conv, backend=REFERENCE).shape).astype(dtype)
+    tw = rng.standard_normal((6, 4, 3, 3)).astype(dtype)
+    tconv = dict(stride=2, padding=1, output_padding=1, groups=2)
+    tgy = rng.standard_normal(cconv.conv_transpose2d(x, tw, **tconv, backend=REFERENCE).shape).astype(dtype)
+    pool = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    out, idx = cconv.max_pool2d(x, **pool, return_indices=True, backend=REFERENCE)
+    pgy = rng.standard_normal(out.shape).astype(dtype)
+    return {
+        "conv2d": lambda b_: cconv.conv2d(x, w, b, **conv, backend=b_),
+        "conv2d_backward": lambda b_: cconv.conv2d_backward(gy, x, w, **conv, backend=b_),
+        "conv_transpose2d": lambda b_: cconv.conv_transpose2d(x, tw, None, **tconv, backend=b_),
+        "conv_transpose2d_backward": lambda b_: cconv.conv_transpose2d_backward(tgy, x, tw, **tconv, backend=b_),
+        "max_pool2d": lambda b_: cconv.max_pool2d(x, **pool, return_indices=True, backend=b_),
+        "max_pool2d_backward": lambda b_: cconv.max_pool2d_backward(pgy, idx, x.shape, backend=b_),
+        "avg_pool2d": lambda b_: cconv.avg_pool2d(x, **pool, count_include_pad=False, backend=b_),
+        "avg_pool2d_backward": lambda b_: cconv.avg_pool2d_backward(pgy, x.shape, **pool, backend=b_),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deterministic(name, dtype):
+    """The same call twice gives bit-identical results (and agrees with the reference)."""
+    for op, call in _determinism_calls(dtype).items():
+        first, second = call(name), call(name)
+        first = first if isinstance(first, tuple) else (first,)
+        second = second if isinstance(second, tuple) else (second,)
+        for a, b in zip(first, second):
+            assert a.tobytes() == b.tobytes(), f"{op}: two identical calls differ"
+        expected = call(REFERENCE)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        for a, e in zip(first, expected):
+            if a.dtype.kind == "f" and op != "max_pool2d":
+                assert_close(a, e, context=op)
+            else:
+                assert_identical(a, e, context=op)
+        tally("differential", "determinism")
