@@ -1,0 +1,700 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled conv2d forward and backward: the convolution half of the ``"cython"`` backend.
+
+Same interface as :mod:`cconv._reference`: arrays arrive C-contiguous, of one float
+dtype (float32 or float64, each with its own specialisation), validated by
+:mod:`cconv._shapes`; results are fresh arrays.  The GIL is released for the whole
+computation and the work is split over ``cconv.get_num_threads()`` OpenMP threads.
+
+Algorithms (chosen per call from the shapes, see ``build_info()["algorithms"]``):
+
+* forward: implicit GEMM, y(O_g x P) = W(O_g x K) * im2col(x)(K x P) per image and
+  group, where the im2col block of 192 output pixels is packed straight into the
+  GEMM's B panels (never a whole-batch im2col); 1x1 convolutions go through the
+  same path, where packing is a plain copy.  Few output channels per group
+  (depthwise, tiny layers) use direct loops over kernel taps instead.
+* grad_input: stride 1 is itself a forward convolution of grad_output with the
+  flipped, transposed kernel (padding dilation*(k-1) - pad); other strides use GEMM
+  with W^T followed by col2im, per image and group.
+* grad_weight: the (image, pixel) reduction is cut into one contiguous range per
+  thread; each thread accumulates its own partial gradient and the partials are
+  summed in thread order, so results are bit-identical from run to run for a
+  given thread count.
+* grad_bias: per output channel sums in a fixed order.
+
+Scratch memory (packed panels, partial weight gradients) lives in one buffer that
+is reused across calls, bounded per thread (see ``build_info()["workspace"]``).
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport uintptr_t
+from libc.string cimport memset
+
+import os
+import threading
+
+import numpy as np
+
+from cconv._threads import get_num_threads
+
+cdef extern from "conv_kernels.h" nogil:
+    ctypedef struct cconv_geom:
+        Py_ssize_t channels
+        Py_ssize_t in_h, in_w
+        Py_ssize_t kernel_h, kernel_w
+        Py_ssize_t stride_h, stride_w
+        Py_ssize_t pad_top, pad_left
+        Py_ssize_t dilation_h, dilation_w
+        Py_ssize_t out_h, out_w
+
+    ctypedef struct kernel_f32 "kernel_t_f32":
+        int mr, nr
+        const char *isa
+    ctypedef struct kernel_f64 "kernel_t_f64":
+        int mr, nr
+        const char *isa
+
+    const Py_ssize_t CCONV_KC
+    const Py_ssize_t CCONV_NC
+    const char *CCONV_COMPILER
+    const int CCONV_OPENMP
+
+    void cconv_select_kernel_f32(const char *want)
+    void cconv_select_kernel_f64(const char *want)
+    const kernel_f32 *cconv_kernel_f32()
+    const kernel_f64 *cconv_kernel_f64()
+
+    void pack_a_f32(float *dst, const float *src, Py_ssize_t m, Py_ssize_t k,
+                    Py_ssize_t rs, Py_ssize_t cs, int mr)
+    void pack_a_f64(double *dst, const double *src, Py_ssize_t m, Py_ssize_t k,
+                    Py_ssize_t rs, Py_ssize_t cs, int mr)
+    void conv_fwd_block_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+                            Py_ssize_t m, const float *apack, const float *bias, float *y,
+                            Py_ssize_t p0, Py_ssize_t nc, float *ws)
+    void conv_fwd_block_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+                            Py_ssize_t m, const double *apack, const double *bias, double *y,
+                            Py_ssize_t p0, Py_ssize_t nc, double *ws)
+    void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                           Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb)
+    void conv_gw_range_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                           Py_ssize_t r0, Py_ssize_t r1, double *gw, double *wsa, double *wsb)
+    void conv_gi_block_f32(const kernel_f32 *kern, const float *gy, const cconv_geom *g,
+                           Py_ssize_t m, const float *apack, float *gi, Py_ssize_t nc_max,
+                           float *wsb, float *wsc)
+    void conv_gi_block_f64(const kernel_f64 *kern, const double *gy, const cconv_geom *g,
+                           Py_ssize_t m, const double *apack, double *gi, Py_ssize_t nc_max,
+                           double *wsb, double *wsc)
+
+# CCONV_KERNEL_ISA=generic|avx2|avx512f overrides the micro-kernel choice (testing, benchmarking).
+cdef bytes _isa_request = os.environ.get("CCONV_KERNEL_ISA", "").strip().lower().encode()
+cconv_select_kernel_f32(_isa_request)
+cconv_select_kernel_f64(_isa_request)
+
+# Below this many multiply-adds a call runs on one thread: waking the OpenMP team costs
+# more than it saves.
+DEF _PARALLEL_MIN_MACS = 200000
+# GEMM tiles are mr (~6) output channels tall; with fewer channels per group than this
+# most of a tile would be padding, so direct loops win.
+DEF _GEMM_MIN_CHANNELS = 4
+# Largest im2col block (elements) the strided grad_input path keeps per thread.
+DEF _COL_BLOCK_ELEMS = 65536
+
+
+# --------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------
+
+cdef inline int _tile_mr(const floating *dummy) noexcept nogil:
+    if floating is float:
+        return cconv_kernel_f32().mr
+    else:
+        return cconv_kernel_f64().mr
+
+
+cdef inline int _tile_nr(const floating *dummy) noexcept nogil:
+    if floating is float:
+        return cconv_kernel_f32().nr
+    else:
+        return cconv_kernel_f64().nr
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t step) noexcept nogil:
+    return (v + step - 1) // step * step
+
+
+cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Floor division for b > 0 (C division truncates toward zero)."""
+    if a >= 0:
+        return a // b
+    return -((-a + b - 1) // b)
+
+
+cdef inline void _valid_cols(Py_ssize_t col_off, Py_ssize_t stride, Py_ssize_t size,
+                             Py_ssize_t out_size, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the output columns o with 0 <= o*stride + col_off < size."""
+    lo[0] = max(<Py_ssize_t>0, -_floor_div(col_off, stride))
+    hi[0] = min(out_size, _floor_div(size - 1 - col_off, stride) + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef cconv_geom _slice_geom(g):
+    """The geometry of one image-and-group slice of ``g`` (a cconv._shapes.ConvGeometry)."""
+    cdef cconv_geom s
+    s.channels = g.in_channels // g.groups
+    s.in_h = g.in_h
+    s.in_w = g.in_w
+    s.kernel_h = g.kernel_h
+    s.kernel_w = g.kernel_w
+    s.stride_h = g.stride_h
+    s.stride_w = g.stride_w
+    s.pad_top = g.pad_top
+    s.pad_left = g.pad_left
+    s.dilation_h = g.dilation_h
+    s.dilation_w = g.dilation_w
+    s.out_h = g.out_h
+    s.out_w = g.out_w
+    return s
+
+
+cdef cconv_geom _transposed_geom(const cconv_geom *s, Py_ssize_t out_channels_per_group):
+    """Stride-1 grad_input as a forward conv: grad_output (m channels, out_h x out_w) is
+    correlated with the flipped kernel; the padding dilation*(k-1) - pad may be negative."""
+    cdef cconv_geom t = s[0]
+    t.channels = out_channels_per_group
+    t.in_h = s.out_h
+    t.in_w = s.out_w
+    t.pad_top = s.dilation_h * (s.kernel_h - 1) - s.pad_top
+    t.pad_left = s.dilation_w * (s.kernel_w - 1) - s.pad_left
+    t.out_h = s.in_h
+    t.out_w = s.in_w
+    return t
+
+
+# --------------------------------------------------------------------------
+# scratch memory
+# --------------------------------------------------------------------------
+
+cdef object _scratch_buffer = None
+_scratch_lock = threading.Lock()
+
+cdef class _Scratch:
+    """Scratch memory for one call: the shared, growing buffer when no other call holds
+    it (fresh pages cost ~3 us per 4 KiB, so reuse matters), else a private one."""
+    cdef object array
+    cdef bint locked
+    cdef char *ptr
+
+    def __cinit__(self, Py_ssize_t nbytes):
+        global _scratch_buffer
+        self.locked = _scratch_lock.acquire(False)
+        if self.locked:
+            if _scratch_buffer is None or _scratch_buffer.shape[0] < nbytes + 64:
+                _scratch_buffer = None
+                _scratch_buffer = np.empty(nbytes + 64, dtype=np.uint8)
+            self.array = _scratch_buffer
+        else:
+            self.array = np.empty(nbytes + 64, dtype=np.uint8)
+        cdef unsigned char[::1] view = self.array
+        self.ptr = <char *>((<uintptr_t>&view[0] + 63) & ~(<uintptr_t>63))
+
+    cdef void release(self):
+        if self.locked:
+            self.locked = False
+            _scratch_lock.release()
+
+
+cdef inline int _threads_for(double macs):
+    """Threads for a call of ``macs`` multiply-adds: one for tiny calls, else the setting."""
+    if macs < _PARALLEL_MIN_MACS:
+        return 1
+    return max(1, <int>get_num_threads())
+
+
+# --------------------------------------------------------------------------
+# typed wrappers over the C kernels (one specialisation per float type)
+# --------------------------------------------------------------------------
+
+cdef inline void _pack_a(floating *dst, const floating *src, Py_ssize_t m, Py_ssize_t k,
+                         Py_ssize_t rs, Py_ssize_t cs) noexcept nogil:
+    if floating is float:
+        pack_a_f32(dst, src, m, k, rs, cs, cconv_kernel_f32().mr)
+    else:
+        pack_a_f64(dst, src, m, k, rs, cs, cconv_kernel_f64().mr)
+
+
+cdef inline void _fwd_block(const floating *x, const cconv_geom *s, Py_ssize_t m,
+                            const floating *apack, const floating *bias, floating *y,
+                            Py_ssize_t p0, Py_ssize_t nc, floating *ws) noexcept nogil:
+    if floating is float:
+        conv_fwd_block_f32(cconv_kernel_f32(), x, s, m, apack, bias, y, p0, nc, ws)
+    else:
+        conv_fwd_block_f64(cconv_kernel_f64(), x, s, m, apack, bias, y, p0, nc, ws)
+
+
+cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
+                           Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1,
+                           floating *gw, floating *wsa, floating *wsb) noexcept nogil:
+    if floating is float:
+        conv_gw_range_f32(cconv_kernel_f32(), x, gy, s, groups, m, r0, r1, gw, wsa, wsb)
+    else:
+        conv_gw_range_f64(cconv_kernel_f64(), x, gy, s, groups, m, r0, r1, gw, wsa, wsb)
+
+
+cdef inline void _gi_block(const floating *gy, const cconv_geom *s, Py_ssize_t m,
+                           const floating *apack, floating *gi, Py_ssize_t nc_max,
+                           floating *wsb, floating *wsc) noexcept nogil:
+    if floating is float:
+        conv_gi_block_f32(cconv_kernel_f32(), gy, s, m, apack, gi, nc_max, wsb, wsc)
+    else:
+        conv_gi_block_f64(cconv_kernel_f64(), gy, s, m, apack, gi, nc_max, wsb, wsc)
+
+
+# --------------------------------------------------------------------------
+# direct loops (few channels per group, depthwise, tiny calls)
+# --------------------------------------------------------------------------
+
+cdef inline floating _dot(const floating *a, const floating *b, Py_ssize_t n,
+                          Py_ssize_t stride) noexcept nogil:
+    """sum a[i] * b[i*stride] with four independent partial sums (a fixed order)."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i = 0
+    if stride == 1:
+        while i + 4 <= n:
+            s0 += a[i] * b[i]
+            s1 += a[i + 1] * b[i + 1]
+            s2 += a[i + 2] * b[i + 2]
+            s3 += a[i + 3] * b[i + 3]
+            i += 4
+    while i < n:
+        s0 += a[i] * b[i * stride]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef void _direct_plane(const floating *x, const floating *w, floating bias, floating *y,
+                        const cconv_geom *s) noexcept nogil:
+    """One output plane y (out_h x out_w) = bias + sum over the slice's channels and taps of
+    w[c, p, q] * x[c] shifted: x is a (channels, in_h, in_w) slice, w (channels, kh, kw)."""
+    cdef Py_ssize_t H = s.in_h, W = s.in_w, Ho = s.out_h, Wo = s.out_w
+    cdef Py_ssize_t sh = s.stride_h, sw = s.stride_w
+    cdef Py_ssize_t c, p, q, i, oh, ow, row_off, col_off, oh_lo, oh_hi, lo, hi
+    cdef floating wv
+    cdef const floating *xrow
+    cdef floating *yrow
+    for i in range(Ho * Wo):
+        y[i] = bias
+    for c in range(s.channels):
+        for p in range(s.kernel_h):
+            row_off = p * s.dilation_h - s.pad_top
+            _valid_cols(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            for q in range(s.kernel_w):
+                wv = w[(c * s.kernel_h + p) * s.kernel_w + q]
+                col_off = q * s.dilation_w - s.pad_left
+                _valid_cols(col_off, sw, W, Wo, &lo, &hi)
+                for oh in range(oh_lo, oh_hi):
+                    xrow = x + (c * H + oh * sh + row_off) * W
+                    yrow = y + oh * Wo
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            yrow[ow] += wv * xrow[ow + col_off]
+                    else:
+                        for ow in range(lo, hi):
+                            yrow[ow] += wv * xrow[ow * sw + col_off]
+
+
+cdef void _direct_gi_plane(const floating *gy, const floating *w, floating *gi,
+                           const cconv_geom *s, Py_ssize_t m, Py_ssize_t cl) noexcept nogil:
+    """Input plane cl of one group's grad_input (in_h x in_w) from the group's grad_output
+    gy (m, out_h, out_w) and weights w (m, channels, kh, kw), by scattering each tap."""
+    cdef Py_ssize_t H = s.in_h, W = s.in_w, Ho = s.out_h, Wo = s.out_w
+    cdef Py_ssize_t sh = s.stride_h, sw = s.stride_w
+    cdef Py_ssize_t o, p, q, i, oh, ow, row_off, col_off, oh_lo, oh_hi, lo, hi
+    cdef floating wv
+    cdef floating *grow
+    cdef const floating *gyrow
+    for i in range(H * W):
+        gi[i] = 0
+    for o in range(m):
+        for p in range(s.kernel_h):
+            row_off = p * s.dilation_h - s.pad_top
+            _valid_cols(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            for q in range(s.kernel_w):
+                wv = w[((o * s.channels + cl) * s.kernel_h + p) * s.kernel_w + q]
+                col_off = q * s.dilation_w - s.pad_left
+                _valid_cols(col_off, sw, W, Wo, &lo, &hi)
+                for oh in range(oh_lo, oh_hi):
+                    grow = gi + (oh * sh + row_off) * W
+                    gyrow = gy + (o * Ho + oh) * Wo
+                    for ow in range(lo, hi):
+                        grow[ow * sw + col_off] += wv * gyrow[ow]
+
+
+cdef void _direct_gw_channel(const floating *x, const floating *gy, floating *gw,
+                             const cconv_geom *s, Py_ssize_t batch, Py_ssize_t x_image,
+                             Py_ssize_t gy_image) noexcept nogil:
+    """grad_weight (channels, kh, kw) of one output channel: x is its group's input slice
+    and gy its grad_output plane, both of image 0 (image strides x_image, gy_image)."""
+    cdef Py_ssize_t H = s.in_h, W = s.in_w, Ho = s.out_h, Wo = s.out_w
+    cdef Py_ssize_t sh = s.stride_h, sw = s.stride_w
+    cdef Py_ssize_t c, p, q, img, oh, row_off, col_off, oh_lo, oh_hi, lo, hi
+    cdef floating acc
+    cdef const floating *xp
+    cdef const floating *gp
+    for c in range(s.channels):
+        for p in range(s.kernel_h):
+            row_off = p * s.dilation_h - s.pad_top
+            _valid_cols(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            for q in range(s.kernel_w):
+                col_off = q * s.dilation_w - s.pad_left
+                _valid_cols(col_off, sw, W, Wo, &lo, &hi)
+                acc = 0
+                if hi > lo:
+                    for img in range(batch):
+                        xp = x + img * x_image + c * H * W
+                        gp = gy + img * gy_image
+                        for oh in range(oh_lo, oh_hi):
+                            acc += _dot(gp + oh * Wo + lo,
+                                        xp + (oh * sh + row_off) * W + lo * sw + col_off,
+                                        hi - lo, sw)
+                gw[(c * s.kernel_h + p) * s.kernel_w + q] = acc
+
+
+# --------------------------------------------------------------------------
+# whole-call drivers (nogil; OpenMP over independent blocks)
+# --------------------------------------------------------------------------
+
+cdef inline bint _gemm_worthwhile(Py_ssize_t rows) noexcept nogil:
+    return rows >= _GEMM_MIN_CHANNELS
+
+
+cdef Py_ssize_t _forward_ws(Py_ssize_t groups, Py_ssize_t m, Py_ssize_t K, int mr,
+                            int nthreads) noexcept nogil:
+    """Elements of scratch the GEMM forward needs: packed weights + one B block per thread."""
+    return _round_up(groups * _round_up(m, mr) * K, 16) + nthreads * CCONV_KC * CCONV_NC
+
+
+cdef void _forward(const floating *x, const floating *w, const floating *b, floating *y,
+                   const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
+                   int nthreads, floating *ws) noexcept nogil:
+    """y (batch, groups*m, out_h, out_w) = conv(x, w) + b; GEMM when ws is given, else direct.
+    Requires channels >= 1 (K >= 1)."""
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
+    cdef Py_ssize_t O = groups * m
+    cdef Py_ssize_t t, r, blk, p0, gidx, a_size, nblk
+    cdef floating *apack
+    cdef floating *bws
+    if ws == NULL:
+        for t in prange(batch * O, nogil=True, num_threads=nthreads, schedule='static',
+                        use_threads_if=nthreads > 1):
+            _direct_plane(x + (t // O * groups + t % O // m) * x_group, w + t % O * K,
+                          b[t % O] if b != NULL else <floating>0, y + t * P, s)
+        return
+    a_size = _round_up(m, _tile_mr(ws)) * K
+    apack = ws
+    bws = ws + _round_up(groups * a_size, 16)
+    for gidx in range(groups):
+        _pack_a(apack + gidx * a_size, w + gidx * m * K, m, K, K, 1)
+    nblk = (P + CCONV_NC - 1) // CCONV_NC
+    for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
+                    use_threads_if=nthreads > 1):
+        r = t // nblk                      # image * groups + group
+        blk = t % nblk
+        p0 = blk * CCONV_NC
+        _fwd_block(x + r * x_group, s, m, apack + r % groups * a_size,
+                   b + r % groups * m if b != NULL else NULL, y + r * m * P,
+                   p0, min(CCONV_NC, P - p0), bws + threadid() * CCONV_KC * CCONV_NC)
+
+
+cdef Py_ssize_t _grad_weight_ws(Py_ssize_t groups, Py_ssize_t m, Py_ssize_t K, int mr,
+                                int nthreads) noexcept nogil:
+    """Elements per thread of the GEMM grad_weight: packed gy, packed im2col, partial sum."""
+    return (_round_up(m, mr) * CCONV_KC + CCONV_KC * CCONV_NC
+            + _round_up(groups * m * K, 16))
+
+
+cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
+                       const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
+                       int nthreads, floating *ws) noexcept nogil:
+    """gw (groups*m, channels, kh, kw); GEMM over per-thread (image, pixel) ranges summed in
+    thread order when ws is given, else direct loops per output channel."""
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
+    cdef Py_ssize_t O = groups * m
+    cdef Py_ssize_t R = batch * P, GW = O * K
+    cdef Py_ssize_t t, i, per_thread, wsa_size
+    cdef floating *tws
+    cdef floating *part
+    cdef floating acc
+    if ws == NULL:
+        for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
+                        use_threads_if=nthreads > 1):
+            _direct_gw_channel(x + t // m * x_group, gy + t * P, gw + t * K, s, batch,
+                               groups * x_group, O * P)
+        return
+    per_thread = _grad_weight_ws(groups, m, K, _tile_mr(ws), nthreads)
+    wsa_size = _round_up(m, _tile_mr(ws)) * CCONV_KC
+    for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule='static',
+                    use_threads_if=nthreads > 1):
+        tws = ws + t * per_thread
+        # Thread 0 accumulates straight into gw; the others into their own partial.
+        part = gw if t == 0 else tws + wsa_size + CCONV_KC * CCONV_NC
+        memset(part, 0, GW * sizeof(floating))
+        _gw_range(x, gy, s, groups, m, R * t // nthreads, R * (t + 1) // nthreads, part,
+                  tws, tws + wsa_size)
+    if nthreads > 1:
+        # Fixed summation order (thread 0, 1, 2, ...) per element: deterministic.
+        for i in prange(GW, nogil=True, num_threads=nthreads, schedule='static',
+                        use_threads_if=GW > 65536):
+            acc = gw[i]
+            for t in range(1, nthreads):
+                acc = acc + ws[t * per_thread + wsa_size + CCONV_KC * CCONV_NC + i]
+            gw[i] = acc
+
+
+cdef void _grad_bias(const floating *gy, floating *gb, Py_ssize_t batch, Py_ssize_t O,
+                     Py_ssize_t P, int nthreads) noexcept nogil:
+    """gb[o] = sum of grad_output over images and pixels, per channel in a fixed order."""
+    cdef Py_ssize_t o, img
+    cdef floating acc
+    for o in prange(O, nogil=True, num_threads=nthreads, schedule='static',
+                    use_threads_if=nthreads > 1 and batch * O * P > 65536):
+        acc = 0
+        for img in range(batch):
+            acc = acc + _dot_ones(gy + (img * O + o) * P, P)
+        gb[o] = acc
+
+
+cdef inline floating _dot_ones(const floating *a, Py_ssize_t n) noexcept nogil:
+    """sum a[0:n] with four independent partial sums (a fixed order)."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        i += 4
+    while i < n:
+        s0 += a[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef Py_ssize_t _col_block(Py_ssize_t K, Py_ssize_t P, int nr) noexcept nogil:
+    """Pixels per col2im block: about _COL_BLOCK_ELEMS elements of im2col, a multiple of nr."""
+    cdef Py_ssize_t nc = _COL_BLOCK_ELEMS // max(K, <Py_ssize_t>1) // nr * nr
+    return max(<Py_ssize_t>nr, min(nc, _round_up(P, nr)))
+
+
+cdef Py_ssize_t _grad_input_ws(Py_ssize_t groups, Py_ssize_t m, Py_ssize_t K, Py_ssize_t P,
+                               int mr, int nr, int nthreads) noexcept nogil:
+    """Elements of scratch the strided GEMM grad_input needs: packed W^T + per-thread blocks."""
+    cdef Py_ssize_t nc = _col_block(K, P, nr)
+    return (_round_up(groups * _round_up(K, mr) * m, 16)
+            + nthreads * (CCONV_KC * nc + _round_up(K * nc, 16)))
+
+
+cdef void _grad_input_strided(const floating *gy, const floating *w, floating *gi,
+                              const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
+                              Py_ssize_t m, int nthreads, floating *ws) noexcept nogil:
+    """gi (batch, groups*channels, in_h, in_w) for any stride: GEMM with W^T and col2im per
+    image and group when ws is given, else direct scatter loops per input plane."""
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    cdef Py_ssize_t HW = s.in_h * s.in_w
+    cdef Py_ssize_t x_group = s.channels * HW
+    cdef Py_ssize_t C = groups * s.channels
+    cdef Py_ssize_t t, r, gidx, a_size, nc, per_thread
+    cdef floating *apack
+    cdef floating *tws
+    if ws == NULL:
+        for t in prange(batch * C, nogil=True, num_threads=nthreads, schedule='static',
+                        use_threads_if=nthreads > 1):
+            gidx = t % C // s.channels
+            _direct_gi_plane(gy + (t // C * groups + gidx) * m * P, w + gidx * m * K,
+                             gi + t * HW, s, m, t % s.channels)
+        return
+    nc = _col_block(K, P, _tile_nr(ws))
+    a_size = _round_up(K, _tile_mr(ws)) * m
+    apack = ws
+    per_thread = CCONV_KC * nc + _round_up(K * nc, 16)
+    for gidx in range(groups):
+        _pack_a(apack + gidx * a_size, w + gidx * m * K, K, m, 1, K)
+    for t in prange(batch * groups, nogil=True, num_threads=nthreads, schedule='dynamic',
+                    use_threads_if=nthreads > 1):
+        tws = ws + _round_up(groups * a_size, 16) + threadid() * per_thread
+        memset(gi + t * x_group, 0, x_group * sizeof(floating))
+        _gi_block(gy + t * m * P, s, m, apack + t % groups * a_size, gi + t * x_group, nc,
+                  tws, tws + CCONV_KC * nc)
+
+
+# --------------------------------------------------------------------------
+# Python-level entry points (thin: read the geometry once, allocate, dispatch)
+# --------------------------------------------------------------------------
+
+cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, floating[::1] b,
+                       floating[:, :, :, ::1] y, g) except -1:
+    cdef cconv_geom s = _slice_geom(g)
+    cdef Py_ssize_t batch = g.batch, groups = g.groups
+    cdef Py_ssize_t m = y.shape[1] // groups
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    cdef int nthreads
+    cdef _Scratch scratch = None
+    if batch == 0:
+        return 0
+    if K == 0:  # no input channels: the output is the bias
+        for o in range(y.shape[1]):
+            y[:, o, :, :] = bias[o] if bias != NULL else 0
+        return 0
+    nthreads = _threads_for(<double>batch * groups * m * K * s.out_h * s.out_w)
+    if _gemm_worthwhile(m):
+        scratch = _Scratch(_forward_ws(groups, m, K, _tile_mr(bias), nthreads) * sizeof(floating))
+    try:
+        with nogil:
+            _forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], &s, batch, groups, m,
+                     nthreads, <floating *>scratch.ptr if scratch is not None else NULL)
+    finally:
+        if scratch is not None:
+            scratch.release()
+    return 0
+
+
+def conv2d(x, w, b, g):
+    """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/groups, kh, kw), b (O,) or None)."""
+    y = np.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype)
+    if x.dtype == np.float32:
+        _conv2d_typed[float](x, w, b, y, g)
+    else:
+        _conv2d_typed[double](x, w, b, y, g)
+    return y
+
+
+cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
+                         floating[:, :, :, ::1] w, floating[:, :, :, ::1] gi,
+                         floating[:, :, :, ::1] gw, floating[::1] gb, g) except -1:
+    cdef cconv_geom s = _slice_geom(g)
+    cdef cconv_geom ts
+    cdef Py_ssize_t batch = g.batch, groups = g.groups
+    cdef Py_ssize_t O = gy.shape[1], m = O // groups
+    cdef Py_ssize_t khw = s.kernel_h * s.kernel_w
+    cdef Py_ssize_t K = s.channels * khw
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    cdef Py_ssize_t gidx, c, o, r, n_wt
+    cdef double macs = <double>batch * O * K * P
+    cdef int nthreads = _threads_for(macs)
+    cdef _Scratch scratch = None
+    cdef floating *ws
+    cdef floating *wt
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    if gb is not None:
+        with nogil:
+            _grad_bias(&gy[0, 0, 0, 0], &gb[0], batch, O, P, nthreads)
+    if gw is not None:
+        if batch == 0 or K == 0:
+            gw[...] = 0
+        else:
+            if _gemm_worthwhile(m):
+                scratch = _Scratch(nthreads * _grad_weight_ws(groups, m, K, _tile_mr(wp), nthreads)
+                                   * sizeof(floating))
+            try:
+                with nogil:
+                    _grad_weight(&x[0, 0, 0, 0], &gy[0, 0, 0, 0], &gw[0, 0, 0, 0], &s, batch,
+                                 groups, m, nthreads,
+                                 <floating *>scratch.ptr if scratch is not None else NULL)
+            finally:
+                if scratch is not None:
+                    scratch.release()
+                scratch = None
+    if gi is not None and gi.size and K:
+        if s.stride_h == 1 and s.stride_w == 1:
+            # grad_input = forward conv of gy with the flipped kernel, transposed per group:
+            # wt[g, c, o, kh-1-p, kw-1-q] = w[g, o, c, p, q].
+            ts = _transposed_geom(&s, m)
+            n_wt = _round_up(groups * s.channels * m * khw, 16)
+            scratch = _Scratch((n_wt + (_forward_ws(groups, s.channels, m * khw, _tile_mr(wp),
+                                                    nthreads)
+                                        if _gemm_worthwhile(s.channels) else 0))
+                               * sizeof(floating))
+            try:
+                with nogil:
+                    wt = <floating *>scratch.ptr
+                    for gidx in range(groups):
+                        for c in range(s.channels):
+                            for o in range(m):
+                                for r in range(khw):
+                                    wt[((gidx * s.channels + c) * m + o) * khw + khw - 1 - r] = \
+                                        wp[((gidx * m + o) * s.channels + c) * khw + r]
+                    _forward(&gy[0, 0, 0, 0], wt, NULL, &gi[0, 0, 0, 0], &ts, batch, groups,
+                             s.channels, nthreads,
+                             wt + n_wt if _gemm_worthwhile(s.channels) else NULL)
+            finally:
+                scratch.release()
+        else:
+            if _gemm_worthwhile(m):
+                scratch = _Scratch(_grad_input_ws(groups, m, K, P, _tile_mr(wp), _tile_nr(wp),
+                                                  nthreads) * sizeof(floating))
+            try:
+                with nogil:
+                    _grad_input_strided(&gy[0, 0, 0, 0], wp, &gi[0, 0, 0, 0], &s, batch, groups,
+                                        m, nthreads,
+                                        <floating *>scratch.ptr if scratch is not None else NULL)
+            finally:
+                if scratch is not None:
+                    scratch.release()
+    elif gi is not None:
+        gi[...] = 0
+    return 0
+
+
+def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
+    """(grad_input (N, C, H, W), grad_weight (O, C/groups, kh, kw), grad_bias (O,)) of conv2d,
+    ``None`` where not requested; ``x`` may be None when the weight gradient is not needed."""
+    dtype = gy.dtype
+    gi = np.empty((g.batch, g.in_channels, g.in_h, g.in_w), dtype=dtype) if need_input else None
+    gw = np.empty((g.out_channels, g.in_channels // g.groups, g.kernel_h, g.kernel_w),
+                  dtype=dtype) if need_weight else None
+    gb = np.empty(g.out_channels, dtype=dtype) if need_bias else None
+    if dtype == np.float32:
+        _backward_typed[float](gy, x, w, gi, gw, gb, g)
+    else:
+        _backward_typed[double](gy, x, w, gi, gw, gb, g)
+    return gi, gw, gb
+
+
+def build_info():
+    """How this extension was built and which kernels it runs (for cconv.backend_info())."""
+    k32 = cconv_kernel_f32()
+    k64 = cconv_kernel_f64()
+    return {
+        "compiler": CCONV_COMPILER.decode(),
+        "openmp": bool(CCONV_OPENMP),
+        "openmp_version": int(CCONV_OPENMP),
+        "simd": k32.isa.decode(),
+        "gemm_tile": {"float32": (k32.mr, k32.nr), "float64": (k64.mr, k64.nr)},
+        "threads_from": "cconv.set_num_threads(n), else $OMP_NUM_THREADS, else the CPUs "
+                        "this process may use; calls under %d multiply-adds run on one thread"
+                        % _PARALLEL_MIN_MACS,
+        "algorithms": {
+            "conv2d": "implicit GEMM (im2col packed per %d-pixel block into GEMM panels; 1x1 "
+                      "is a plain GEMM) when a group has >= %d output channels, else direct "
+                      "loops over kernel taps" % (CCONV_NC, _GEMM_MIN_CHANNELS),
+            "grad_input": "stride 1: forward conv of grad_output with the flipped, transposed "
+                          "kernel; other strides: GEMM with W^T + col2im per image and group "
+                          "(direct scatter loops for < %d output channels per group)"
+                          % _GEMM_MIN_CHANNELS,
+            "grad_weight": "GEMM over one contiguous (image, pixel) range per thread, "
+                           "partials summed in thread order (deterministic per thread count)",
+            "grad_bias": "per-channel sums in a fixed order",
+        },
+        "workspace": "reused across calls; per thread %d x %d elements of packed im2col "
+                     "(+ a partial weight gradient for grad_weight), plus the packed weights"
+                     % (CCONV_KC, CCONV_NC),
+    }

@@ -1,0 +1,308 @@
+/* Type-generic body of conv_kernels.h: included once with T=float, S(x)=x_f32 and
+ * once with T=double, S(x)=x_f64.  No include guard on purpose. */
+
+/* ---- micro-kernels ---------------------------------------------------------- */
+
+typedef void (*S(ukr_fn))(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_t ldc,
+                          int m, int n, int accumulate, const T *bias);
+
+typedef struct {
+    int mr, nr;          /* tile shape: A strips are mr rows, B panels nr columns */
+    S(ukr_fn) fn;
+    const char *isa;
+} S(kernel_t);
+
+/* Portable C kernel (any compiler, any CPU): 4 x 8, auto-vectorised by -O3. */
+#define GENERIC_MR 4
+#define GENERIC_NR 8
+static void S(ukr_generic)(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RESTRICT b,
+                           T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n, int accumulate,
+                           const T *CCONV_RESTRICT bias)
+{
+    T acc[GENERIC_MR][GENERIC_NR];
+    int i, j;
+    for (i = 0; i < GENERIC_MR; i++) {
+        T init = (!accumulate && bias != NULL && i < m) ? bias[i] : (T)0;
+        for (j = 0; j < GENERIC_NR; j++) acc[i][j] = init;
+    }
+    for (Py_ssize_t k = 0; k < kc; k++) {
+        for (i = 0; i < GENERIC_MR; i++)
+            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += a[i] * b[j];
+        a += GENERIC_MR;
+        b += GENERIC_NR;
+    }
+    for (i = 0; i < m; i++) {
+        T *row = c + i * ldc;
+        if (accumulate)
+            for (j = 0; j < n; j++) row[j] += acc[i][j];
+        else
+            for (j = 0; j < n; j++) row[j] = acc[i][j];
+    }
+}
+
+#if CCONV_X86_DISPATCH
+#define UKR_NAME S(ukr_avx2)
+#define UKR_TARGET __attribute__((target("avx2,fma")))
+#define UKR_VBYTES 32
+#define UKR_MR 6
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_TARGET
+#undef UKR_VBYTES
+#undef UKR_MR
+
+#define UKR_NAME S(ukr_avx512)
+#define UKR_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define UKR_VBYTES 64
+#define UKR_MR 6
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_TARGET
+#undef UKR_VBYTES
+#undef UKR_MR
+#endif
+
+static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_generic), "generic"};
+#if CCONV_X86_DISPATCH
+static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2), "avx2+fma"};
+static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512), "avx512f"};
+#endif
+static const S(kernel_t) *S(kernel_chosen) = NULL;
+
+/* Select the micro-kernel: ``want`` is NULL/"" (best the CPU supports), "avx512f",
+ * "avx2" or "generic"; an unsupported request falls back to the best available. */
+static void S(cconv_select_kernel)(const char *want)
+{
+    const S(kernel_t) *best = &S(kernel_generic);
+#if CCONV_X86_DISPATCH
+    __builtin_cpu_init();
+    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f");
+    if (has_avx2) best = &S(kernel_avx2);
+    if (want != NULL && strcmp(want, "generic") == 0) best = &S(kernel_generic);
+    else if (want != NULL && strcmp(want, "avx512f") == 0 && has_avx512) best = &S(kernel_avx512);
+#else
+    (void)want;
+#endif
+    S(kernel_chosen) = best;
+}
+
+static const S(kernel_t) *S(cconv_kernel)(void)
+{
+    if (S(kernel_chosen) == NULL) S(cconv_select_kernel)(NULL);
+    return S(kernel_chosen);
+}
+
+/* ---- GEMM building blocks ----------------------------------------------------- */
+
+/* Pack the m x k matrix src[i*rs + kk*cs] into mr-row strips: element (s*mr + i, kk) goes
+ * to dst[s*k*mr + kk*mr + i]; rows past m are zero.  Size: ceil(m/mr)*mr*k. */
+static void S(pack_a)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t m,
+                      Py_ssize_t k, Py_ssize_t rs, Py_ssize_t cs, int mr)
+{
+    for (Py_ssize_t s = 0; s < m; s += mr) {
+        Py_ssize_t rows = cconv_min(mr, m - s);
+        const T *base = src + s * rs;
+        for (Py_ssize_t kk = 0; kk < k; kk++) {
+            T *d = dst + kk * mr;
+            Py_ssize_t i = 0;
+            for (; i < rows; i++) d[i] = base[i * rs + kk * cs];
+            for (; i < mr; i++) d[i] = 0;
+        }
+        dst += k * mr;
+    }
+}
+
+/* Pack the kc x n row-major block src[kk*ld + j] into nr-column panels:
+ * element (kk, j) goes to dst[(j/nr)*kc*nr + kk*nr + j%nr]; columns past n are zero. */
+static void S(pack_b)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t kc,
+                      Py_ssize_t n, Py_ssize_t ld, int nr)
+{
+    for (Py_ssize_t j0 = 0; j0 < n; j0 += nr) {
+        Py_ssize_t w = cconv_min(nr, n - j0);
+        for (Py_ssize_t kk = 0; kk < kc; kk++) {
+            const T *s = src + kk * ld + j0;
+            T *d = dst + kk * nr;
+            Py_ssize_t j = 0;
+            for (; j < w; j++) d[j] = s[j];
+            for (; j < nr; j++) d[j] = 0;
+        }
+        dst += kc * nr;
+    }
+}
+
+/* C[0:m, 0:n] (+)= A * B for packed A strips (strip stride a_strip) and packed B panels
+ * of depth kc.  jr outer: one B panel stays in L1 while the A strips stream from L2. */
+static void S(gemm_macro)(const S(kernel_t) *kern, Py_ssize_t m, Py_ssize_t n, Py_ssize_t kc,
+                          const T *a, Py_ssize_t a_strip, const T *b, T *c, Py_ssize_t ldc,
+                          int accumulate, const T *bias)
+{
+    const int mr = kern->mr, nr = kern->nr;
+    for (Py_ssize_t jr = 0; jr < n; jr += nr) {
+        const T *bp = b + (jr / nr) * kc * nr;
+        int nn = (int)cconv_min(nr, n - jr);
+        for (Py_ssize_t ir = 0; ir < m; ir += mr)
+            kern->fn(kc, a + (ir / mr) * a_strip, bp, c + ir * ldc + jr, ldc,
+                     (int)cconv_min(mr, m - ir), nn, accumulate,
+                     bias != NULL ? bias + ir : NULL);
+    }
+}
+
+/* ---- im2col / col2im, one row at a time ----------------------------------------
+ * Row k of the im2col matrix of one image-group slice holds, for every output pixel
+ * j = oh*out_w + ow, the input value kernel tap k = (c*kh + p)*kw + q reads:
+ * x[c, oh*sh - pad_top + p*dh, ow*sw - pad_left + q*dw], or 0 in the padding. */
+
+/* Write im2col row k for pixels [p0, p0 + n) to out[(j >> shift)*pstride + (j & mask)*estride]
+ * (j = 0..n-1): a contiguous row, one row of nr-wide B panels, or one panel column. */
+static void S(im2col_row)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k,
+                          Py_ssize_t p0, Py_ssize_t n, T *CCONV_RESTRICT out, int shift,
+                          Py_ssize_t pstride, Py_ssize_t mask, Py_ssize_t estride)
+{
+    const Py_ssize_t khw = g->kernel_h * g->kernel_w;
+    const Py_ssize_t c = k / khw, p = (k % khw) / g->kernel_w, q = k % g->kernel_w;
+    const Py_ssize_t H = g->in_h, W = g->in_w, sw = g->stride_w;
+    const T *plane = x + c * H * W;
+    const Py_ssize_t row_off = p * g->dilation_h - g->pad_top;
+    const Py_ssize_t col_off = q * g->dilation_w - g->pad_left;
+    Py_ssize_t oh = p0 / g->out_w, ow = p0 % g->out_w, j = 0;
+    while (j < n) {
+        const Py_ssize_t seg = cconv_min(g->out_w - ow, n - j);
+        const Py_ssize_t ih = oh * g->stride_h + row_off;
+        if (ih < 0 || ih >= H) {
+            for (Py_ssize_t t = j; t < j + seg; t++)
+                out[(t >> shift) * pstride + (t & mask) * estride] = 0;
+        } else {
+            const T *row = plane + ih * W;
+            Py_ssize_t iw = ow * sw + col_off;
+            for (Py_ssize_t t = j; t < j + seg; t++, iw += sw)
+                out[(t >> shift) * pstride + (t & mask) * estride] =
+                    ((size_t)iw < (size_t)W) ? row[iw] : (T)0;
+        }
+        j += seg;
+        ow = 0;
+        oh++;
+    }
+}
+
+/* The adjoint of im2col_row for a contiguous row: x[...] += col[j] for pixels [p0, p0+n). */
+static void S(col2im_row)(T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k, Py_ssize_t p0,
+                          Py_ssize_t n, const T *CCONV_RESTRICT col)
+{
+    const Py_ssize_t khw = g->kernel_h * g->kernel_w;
+    const Py_ssize_t c = k / khw, p = (k % khw) / g->kernel_w, q = k % g->kernel_w;
+    const Py_ssize_t H = g->in_h, W = g->in_w, sw = g->stride_w;
+    T *plane = x + c * H * W;
+    const Py_ssize_t row_off = p * g->dilation_h - g->pad_top;
+    const Py_ssize_t col_off = q * g->dilation_w - g->pad_left;
+    Py_ssize_t oh = p0 / g->out_w, ow = p0 % g->out_w, j = 0;
+    while (j < n) {
+        const Py_ssize_t seg = cconv_min(g->out_w - ow, n - j);
+        const Py_ssize_t ih = oh * g->stride_h + row_off;
+        if (ih >= 0 && ih < H) {
+            T *row = plane + ih * W;
+            Py_ssize_t iw = ow * sw + col_off;
+            for (Py_ssize_t t = j; t < j + seg; t++, iw += sw)
+                if ((size_t)iw < (size_t)W) row[iw] += col[t];
+        }
+        j += seg;
+        ow = 0;
+        oh++;
+    }
+}
+
+static int S(log2_int)(int v)
+{
+    int s = 0;
+    while ((1 << s) < v) s++;
+    return s;
+}
+
+/* ---- convolution blocks (one thread each) ------------------------------------- */
+
+/* Forward, implicit GEMM: output pixels [p0, p0+nc) of one image-group slice,
+ * y(m x P) = W(m x K) * im2col(x)(K x P) (+ bias).  apack: the group's weights packed
+ * by pack_a over the full K; ws: CCONV_KC * ceil(nc/nr)*nr elements.  Requires K >= 1. */
+static void S(conv_fwd_block)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+                              Py_ssize_t m, const T *apack, const T *bias, T *y,
+                              Py_ssize_t p0, Py_ssize_t nc, T *ws)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t P = g->out_h * g->out_w;
+    const int mr = kern->mr, nr = kern->nr, shift = S(log2_int)(nr);
+    const Py_ssize_t ncp = (nc + nr - 1) / nr * nr;
+    for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
+        const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+        for (Py_ssize_t kk = 0; kk < kc; kk++) {
+            T *row = ws + kk * nr;
+            S(im2col_row)(x, g, pc + kk, p0, nc, row, shift, kc * nr, nr - 1, 1);
+            for (Py_ssize_t t = nc; t < ncp; t++) row[(t >> shift) * kc * nr + (t & (nr - 1))] = 0;
+        }
+        S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, ws, y + p0, P, pc > 0, bias);
+    }
+}
+
+/* Weight gradient over the flattened (image, pixel) range [r0, r1) of the batch:
+ * gw(m x K) += gy(m x P) * im2col(x)^T for each group, accumulated in a fixed order.
+ * x, gy: whole batch; gw: groups*m x K (not cleared here).
+ * wsa: ceil(m/mr)*mr*CCONV_KC; wsb: CCONV_KC*CCONV_NC elements. */
+static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
+                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                             Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t P = g->out_h * g->out_w;
+    const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
+    const int mr = kern->mr, nr = kern->nr;
+    Py_ssize_t r = r0;
+    while (r < r1) {
+        const Py_ssize_t img = r / P, pa = r % P, pb = cconv_min(P, pa + (r1 - r));
+        for (Py_ssize_t gi = 0; gi < groups; gi++) {
+            const T *xg = x + (img * groups + gi) * x_group;
+            const T *gyg = gy + (img * groups + gi) * m * P;
+            T *gwg = gw + gi * m * K;
+            for (Py_ssize_t p0 = pa; p0 < pb; p0 += CCONV_KC) {
+                const Py_ssize_t pc = cconv_min(CCONV_KC, pb - p0);
+                S(pack_a)(wsa, gyg + p0, m, pc, P, 1, mr);
+                for (Py_ssize_t k0 = 0; k0 < K; k0 += CCONV_NC) {
+                    const Py_ssize_t kb = cconv_min(CCONV_NC, K - k0);
+                    const Py_ssize_t kbp = (kb + nr - 1) / nr * nr;
+                    for (Py_ssize_t kj = 0; kj < kb; kj++)
+                        S(im2col_row)(xg, g, k0 + kj, p0, pc, wsb + (kj / nr) * pc * nr + kj % nr,
+                                      0, 0, -1, nr);
+                    for (Py_ssize_t kj = kb; kj < kbp; kj++)
+                        for (Py_ssize_t pp = 0; pp < pc; pp++)
+                            wsb[(kj / nr) * pc * nr + pp * nr + kj % nr] = 0;
+                    S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gwg + k0, K, 1, NULL);
+                }
+            }
+        }
+        r += pb - pa;
+    }
+}
+
+/* Input gradient of one image-group slice by GEMM + col2im (any stride):
+ * col(K x P) = W^T(K x m) * gy(m x P), scattered back into gi (which must be zeroed)
+ * nc pixels at a time.  apack: W^T packed by pack_a (K rows, depth m);
+ * wsb: CCONV_KC*ceil(nc/nr)*nr; wsc: K*nc elements. */
+static void S(conv_gi_block)(const S(kernel_t) *kern, const T *gy, const cconv_geom *g,
+                             Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max,
+                             T *wsb, T *wsc)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t P = g->out_h * g->out_w;
+    const int mr = kern->mr, nr = kern->nr;
+    for (Py_ssize_t p0 = 0; p0 < P; p0 += nc_max) {
+        const Py_ssize_t nc = cconv_min(nc_max, P - p0);
+        for (Py_ssize_t o0 = 0; o0 < m; o0 += CCONV_KC) {
+            const Py_ssize_t kc = cconv_min(CCONV_KC, m - o0);
+            S(pack_b)(wsb, gy + o0 * P + p0, kc, nc, P, nr);
+            S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL);
+        }
+        for (Py_ssize_t k = 0; k < K; k++)
+            S(col2im_row)(gi, g, k, p0, nc, wsc + k * nc);
+    }
+}
+
+#undef GENERIC_MR
+#undef GENERIC_NR

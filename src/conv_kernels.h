@@ -1,0 +1,95 @@
+/* Compute kernels behind src/_conv.pyx: a packed, register-blocked GEMM and the
+ * im2col / col2im panel packers that turn a convolution into GEMM blocks without
+ * ever materialising a whole-batch im2col matrix.
+ *
+ * Everything here is single-threaded and allocation-free: _conv.pyx splits the
+ * work into independent blocks, runs them under OpenMP and hands each thread its
+ * own slice of a reused workspace.  Each routine exists for float (suffix _f32)
+ * and double (_f64): conv_impl.h is included twice as a poor man's template.
+ *
+ * GEMM structure (GotoBLAS/BLIS): A is packed into MR-row strips (k-major, so
+ * one strip column is MR contiguous values), B into NR-column panels (k-major),
+ * and a micro-kernel keeps an MR x NR tile of C in vector registers while it
+ * streams one A strip and one B panel.  The micro-kernel is chosen once at import
+ * by CPU feature (AVX-512F, AVX2+FMA, or portable C); on GCC/Clang the ISA
+ * specific versions are compiled with per-function target attributes, so the
+ * wheel itself stays baseline x86-64.
+ */
+#ifndef CCONV_CONV_KERNELS_H
+#define CCONV_CONV_KERNELS_H
+
+#include <Python.h>   /* Py_ssize_t */
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define CCONV_X86_DISPATCH 1
+#else
+#define CCONV_X86_DISPATCH 0
+#endif
+
+#if defined(__GNUC__)
+#define CCONV_RESTRICT __restrict__
+#elif defined(_MSC_VER)
+#define CCONV_RESTRICT __restrict
+#else
+#define CCONV_RESTRICT
+#endif
+
+#ifdef _OPENMP
+#define CCONV_OPENMP _OPENMP
+#else
+#define CCONV_OPENMP 0
+#endif
+
+#define CCONV_STR_(x) #x
+#define CCONV_STR(x) CCONV_STR_(x)
+#if defined(__clang__)
+#define CCONV_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define CCONV_COMPILER "gcc " __VERSION__
+#elif defined(_MSC_VER)
+#define CCONV_COMPILER "msvc " CCONV_STR(_MSC_FULL_VER)
+#else
+#define CCONV_COMPILER "unknown"
+#endif
+
+#define CCONV_CAT_(a, b) a##b
+#define CCONV_CAT(a, b) CCONV_CAT_(a, b)
+
+static inline Py_ssize_t cconv_min(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
+static inline Py_ssize_t cconv_max(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
+
+/* Geometry of one image-and-group slice of a convolution (all validated by cconv._shapes).
+ * Padding may be negative: the stride-1 input gradient is run as a forward
+ * convolution of grad_output with padding dilation*(k-1) - pad, which can be < 0. */
+typedef struct {
+    Py_ssize_t channels;             /* input channels of the slice (C / groups) */
+    Py_ssize_t in_h, in_w;
+    Py_ssize_t kernel_h, kernel_w;
+    Py_ssize_t stride_h, stride_w;
+    Py_ssize_t pad_top, pad_left;
+    Py_ssize_t dilation_h, dilation_w;
+    Py_ssize_t out_h, out_w;
+} cconv_geom;
+
+/* Blocking (elements).  KC bounds the depth of one packed A strip / B panel so a
+ * B panel (KC x NR) stays in L1 and the packed A block (O x KC) in L2. */
+#define CCONV_KC 256
+/* Columns (output pixels) per forward block: a B block is KC x CCONV_NC. */
+#define CCONV_NC 192
+
+/* ---- float ---------------------------------------------------------------- */
+#define T float
+#define S(name) CCONV_CAT(name, _f32)
+#include "conv_impl.h"
+#undef T
+#undef S
+
+/* ---- double --------------------------------------------------------------- */
+#define T double
+#define S(name) CCONV_CAT(name, _f64)
+#include "conv_impl.h"
+#undef T
+#undef S
+
+#endif /* CCONV_CONV_KERNELS_H */
