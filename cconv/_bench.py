@@ -329,17 +329,17 @@ def _task_inputs(case, op, dtype, seed=0):
     """Random inputs for one task, shared by every backend."""
     rng = np.random.default_rng(seed)
     g = case.geometry()
-    x = rng.standard_normal(case.input_shape, dtype=np.float64).astype(dtype)
+    x = rng.standard_normal(case.input_shape, dtype=dtype)
     if case.kind == "conv":
-        w = (rng.standard_normal(g.weight_shape) / math.sqrt(case.channels * case.kernel ** 2)).astype(dtype)
-        b = rng.standard_normal(case.out_channels).astype(dtype)
-        gy = rng.standard_normal(g.output_shape).astype(dtype) if op == "backward" else None
+        w = rng.standard_normal(g.weight_shape, dtype=dtype) / dtype.type(math.sqrt(case.channels * case.kernel ** 2))
+        b = rng.standard_normal(case.out_channels, dtype=dtype)
+        gy = rng.standard_normal(g.output_shape, dtype=dtype) if op == "backward" else None
         return {"x": x, "w": w, "b": b, "gy": gy}
     inputs = {"x": x}
     if op == "backward":
         _, inputs["indices"] = _api.max_pool2d(x, case.kernel, case.stride, case.pad, return_indices=True,
                                                backend="numpy")
-        inputs["gy"] = rng.standard_normal(g.output_shape).astype(dtype)
+        inputs["gy"] = rng.standard_normal(g.output_shape, dtype=dtype)
     return inputs
 
 
@@ -445,7 +445,7 @@ def _blas_kernel():
     return None
 
 
-def _best_matmul_gflops(matmul, a, b, repeat=5):
+def _best_matmul_gflops(matmul, a, b, repeat=8):
     matmul(a, b)
     best = min(_loop_time(lambda: matmul(a, b), 1) for _ in range(repeat))
     n = a.shape[0]
@@ -479,7 +479,16 @@ def _rss_kib(field):
 
 
 def _reset_peak_rss():
-    """Reset Linux's VmHWM to the current resident set; False where that is not possible."""
+    """Reset Linux's VmHWM to the current resident set; False where that is not possible.
+
+    Free heap memory is handed back first (glibc's ``malloc_trim``): pages that the
+    allocator kept resident would otherwise absorb the call's allocations unseen.
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -561,8 +570,13 @@ def _worker_env(threads, drop=()):
 
 def _run_worker(job, threads, on_record, drop_env=()):
     """Run one fresh worker process; call ``on_record`` with each JSON record it prints."""
+    env = _worker_env(threads, drop_env)
+    if job["mode"] == "memory":
+        # a fixed mmap threshold: glibc's adaptive one would serve large blocks from heap pages
+        # that an earlier free left resident, hiding them from the high-water mark
+        env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
     proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=_worker_env(threads, drop_env), text=True)
+                            env=env, text=True)
     try:
         proc.stdin.write(json.dumps(job))
         proc.stdin.close()
@@ -576,33 +590,21 @@ def _run_worker(job, threads, on_record, drop_env=()):
                            "its error is printed above")
 
 
-# --------------------------------------------------------------------------
-# progress bar
-# --------------------------------------------------------------------------
+class _Steps:
+    """Counts finished steps onto the command line's progress bar (drawn on a terminal only)."""
 
-class _Progress:
-    """A one-line progress bar on a terminal stream: ``[#####.....] 12/40 label``."""
+    def __init__(self, total, enabled=True):
+        from ._cli import ProgressBar
+        self.bar = ProgressBar(total, "bench")
+        self.bar.enabled = self.bar.enabled and enabled
+        self.done = 0
 
-    def __init__(self, total, stream=None, enabled=True, width=28):
-        self.total, self.done, self.width = max(total, 1), 0, width
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-
-    def update(self, label="", step=1):
-        self.done += step
-        if not self.enabled:
-            return
-        filled = int(self.width * min(self.done, self.total) / self.total)
-        elapsed = time.perf_counter() - self.start
-        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s {label}"
-        self.stream.write(line[:100].ljust(100))
-        self.stream.flush()
+    def update(self, status=""):
+        self.done += 1
+        self.bar.update(self.done, status)
 
     def close(self):
-        if self.enabled:
-            self.stream.write("\r" + " " * 100 + "\r")
-            self.stream.flush()
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------
@@ -641,22 +643,27 @@ def _machine():
 _OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def _peak(settings, dtypes):
-    """Single-thread matmul peaks: each source's GFLOP/s and the best, per dtype."""
+def _peak_runs(settings, dtypes):
+    """One round of single-thread matmul measurements: [(label, worker result)]."""
     size = settings["peak_size"]
-    runs = []
     if settings["in_process"]:
-        runs.append(("numpy", _measure_peak(size, dtypes)))
-    else:
-        job = {"mode": "peak", "size": size, "dtypes": dtypes, "with_torch": True}
-        found = []
-        _run_worker(job, 1, found.append)
-        runs.append(("numpy", found[0]))
-        if any(name in os.environ for name in _OPENBLAS_OVERRIDES):
-            # this machine pins OpenBLAS to an older kernel for safety; measure what it can do without
-            found = []
-            _run_worker(dict(job, with_torch=False), 1, found.append, drop_env=_OPENBLAS_OVERRIDES)
-            runs.append(("numpy (OPENBLAS_CORETYPE unset)", found[0]))
+        return [("numpy", _measure_peak(size, dtypes))]
+    job = {"mode": "peak", "size": size, "dtypes": dtypes, "with_torch": True}
+    runs = []
+    _run_worker(job, 1, lambda found: runs.append(("numpy", found)))
+    if any(name in os.environ for name in _OPENBLAS_OVERRIDES):
+        # this machine pins OpenBLAS to an older kernel for safety; measure what it can do without
+        _run_worker(dict(job, with_torch=False), 1, lambda found: runs.append(("numpy (OPENBLAS_CORETYPE unset)", found)),
+                    drop_env=_OPENBLAS_OVERRIDES)
+    return runs
+
+
+def _peak(settings, dtypes, runs):
+    """Per dtype: each source's best GFLOP/s over all ``runs`` rounds, and the best of them all.
+
+    Rounds at the start and the end of a run: a peak is a best case, and on a shared
+    machine one round can land in a busy moment.
+    """
     peak = {}
     for dtype in dtypes:
         sources = {}
@@ -665,9 +672,10 @@ def _peak(settings, dtypes):
                 name = label if lib == "numpy" else "torch.matmul"
                 if lib == "numpy" and run["blas"]:
                     name += f" [{run['blas']}]"
-                sources[name] = gflops
+                sources[name] = max(gflops, sources.get(name, 0.0))
         best = max(sources, key=sources.get)
-        peak[dtype] = {"size": size, "sources": sources, "best": sources[best], "best_source": best}
+        peak[dtype] = {"size": settings["peak_size"], "sources": sources, "best": sources[best],
+                       "best_source": best}
     return peak
 
 
@@ -1057,7 +1065,8 @@ def _write_outputs(report, args):
 def _command_line():
     """How this run was started, for the record: ``python -m cconv bench ...`` or the script."""
     argv = list(sys.argv) or ["cconv"]
-    program = "python -m cconv" if os.path.basename(argv[0]) == "__main__.py" else f"python {os.path.relpath(argv[0])}"
+    name = os.path.basename(argv[0])
+    program = {"__main__.py": "python -m cconv", "cconv": "cconv"}.get(name, f"python {os.path.relpath(argv[0])}")
     return " ".join([program] + argv[1:])
 
 
@@ -1091,13 +1100,15 @@ def run(args):
     ntasks = len(_tasks(settings)) * len(settings["backends"]) * len(settings["threads"]) * settings["processes"]
     nmemory = (len(settings["backends"]) * len(settings["ops"]) * len(settings["threads"])
                if settings["memory"] else 0)
-    progress = _Progress(ntasks + nmemory, enabled=not args.no_progress)
+    progress = _Steps(ntasks + nmemory, enabled=not args.no_progress)
     machine = _machine()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
-        peak = _peak(settings, settings["dtypes"])
+        peak_runs = _peak_runs(settings, settings["dtypes"])
         records = _measure_all(settings, progress)
         memory = _memory(settings, progress) if settings["memory"] else None
+        if not args.quick:
+            peak_runs += _peak_runs(settings, settings["dtypes"])
     except (RuntimeError, OSError) as exc:
         progress.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -1105,10 +1116,11 @@ def run(args):
     progress.close()
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = list(os.getloadavg())
+    peak = _peak(settings, settings["dtypes"], peak_runs)
     rows = _summarise(records, settings, peak)
     report = {"date": date, "command": _command_line(),
               "machine": machine, "settings": settings, "peak": peak, "results": rows, "memory": memory,
               "headline": _headline(rows, settings), "targets": _targets(rows, memory, settings),
-              "raw": records}
+              "peak_rounds": [{"label": label, **run} for label, run in peak_runs], "raw": records}
     _write_outputs(report, args)
     return 0
