@@ -97,7 +97,12 @@ def _format_info(info):
     shown = {"version", "python", "numpy", "platform", "available", "active", "compiled",
              "compiled_import_error", "num_threads", "blas"}
     for key, value in info.items():  # whatever the compiled extension reports about its build
-        if key not in shown:
+        if key in shown:
+            continue
+        if isinstance(value, dict):
+            lines.append(f"{key:<19}:")
+            lines += [f"  {sub:<17}: {item}" for sub, item in value.items()]
+        else:
             lines.append(f"{key:<19}: {value}")
     lines.append(f"BLAS (NumPy)       : {info['blas'] or 'unknown'}")
     return "\n".join(lines)
