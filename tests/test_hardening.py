@@ -3,9 +3,12 @@
 * Python threads: 4 threads calling every op concurrently, each on its own data, get results
   bit-identical to serial calls (the kernels keep no shared mutable state).
 * OpenMP thread count: results with ``cconv.set_num_threads(1)``, ``2`` and ``3`` are
-  bit-identical for the ops in ``BIT_IDENTICAL_ACROSS_THREADS``; the others may differ by
-  rounding only (a reduction split between threads is summed in another order), checked with
-  the suite's ``assert_close`` tolerance.
+  bit-identical for every op and output except those in ``ROUNDING_ACROSS_THREADS``: the
+  weight gradients of conv2d_backward and conv_transpose2d_backward, whose sum over (image,
+  pixel) is split into one range per thread and the partial sums then added in thread order.
+  Those differ by rounding only (measured: in 36 of 360 random configurations with 2-4
+  threads, at most 3.7e-7 relative to the largest element) and are checked with the suite's
+  ``assert_close`` tolerance. Each thread count on its own is deterministic.
 * Leaks: 10,000 calls of each op (after 1,000 warm-up calls) grow the resident set by less
   than ``LEAK_BOUND_MIB`` (each call's output is several KiB, so leaking any output would grow
   it by tens of MiB), and leave the inputs' reference counts unchanged. Linux only; skipped
@@ -38,8 +41,9 @@ pytestmark = pytest.mark.parametrize("name", backend_params(BACKENDS_UNDER_TEST)
 OPS = ("conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
        "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward")
 
-# Measured, not assumed: see test_openmp_thread_count_does_not_change_results.
-BIT_IDENTICAL_ACROSS_THREADS = set(OPS)
+# (op, position in its result) that may change in the last bits with the OpenMP thread count:
+# the weight gradients. Every other output is bit-identical across thread counts.
+ROUNDING_ACROSS_THREADS = {("conv2d_backward", 1), ("conv_transpose2d_backward", 1)}
 
 LEAK_CALLS = 10_000
 LEAK_WARMUP = 1_000
@@ -52,7 +56,7 @@ FUZZ_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "tools" / "fuzz.p
 def op_calls(rng, dtype, n=2, c=4, hw=10):
     """``{op name: (function, args, kwargs)}``: every public op on fresh random data.
 
-    Shapes: input (n, c, hw, hw); grouped 3x3 conv to 6 channels; stride-2 transposed conv;
+    Shapes: input (n, c, hw, hw); 3x3 conv to 8 channels in 2 groups; stride-2 transposed conv;
     3x3 stride-2 pools with padding and ceil_mode. Backward ops get a grad_output of their
     forward's output shape (taken from the reference, so no shape arithmetic is repeated here).
     """
@@ -60,9 +64,9 @@ def op_calls(rng, dtype, n=2, c=4, hw=10):
         return rng.standard_normal(shape).astype(dtype)
 
     x = normal(n, c, hw, hw)
-    w = normal(6, c // 2, 3, 3)
+    w = normal(8, c // 2, 3, 3)
     wt = normal(c, 3, 3, 3)
-    b = normal(6)
+    b = normal(8)
     conv = dict(stride=1, padding=1, dilation=1, groups=2)
     transpose = dict(stride=2, padding=1, output_padding=1)
     maxp = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
@@ -145,18 +149,18 @@ def test_python_threads_match_serial_calls(name):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("op", OPS)
 def test_openmp_thread_count_does_not_change_results(name, op, dtype, restore_threads):
-    # Odd batch and channel counts so that no thread count divides the work evenly.
-    call = op_calls(np.random.default_rng(7), dtype, n=5, c=6, hw=17)[op]
+    # Big enough to be split between threads; an odd batch so no thread count divides it.
+    call = op_calls(np.random.default_rng(7), dtype, n=5, c=8, hw=33)[op]
     cconv.set_num_threads(1)
     single = arrays(run(call, name))
     for threads in (2, 3):
         cconv.set_num_threads(threads)
-        for got, want in zip(arrays(run(call, name)), single, strict=True):
-            context = f"{op} with {threads} threads vs 1"
-            if op in BIT_IDENTICAL_ACROSS_THREADS:
-                assert_identical(got, want, context=context)
-            else:
+        for position, (got, want) in enumerate(zip(arrays(run(call, name)), single, strict=True)):
+            context = f"{op} output {position} with {threads} threads vs 1"
+            if (op, position) in ROUNDING_ACROSS_THREADS:
                 assert_close(got, want, context=context)
+            else:
+                assert_identical(got, want, context=context)
 
 
 # --------------------------------------------------------------------------
