@@ -313,7 +313,9 @@ def test_conv_transpose2d_backward(name, dtype, chunk):
     rng = np.random.default_rng([4, chunk, np.dtype(dtype).itemsize])
     for index, feature in enumerate(_cases(rng)):
         x_shape, w_shape, args = _transpose_case(rng, feature)
-        x = _values(rng, x_shape, dtype, feature)
+        # Non-finite x meets the zero padding of grad_output in grad_weight: that case has its
+        # own test, test_nonfinite_through_zero_padding.
+        x = _values(rng, x_shape, dtype, "plain")
         w = _values(rng, w_shape, dtype, "plain")
         gy = _values(rng, cconv.conv_transpose2d(x, w, **args, backend=REFERENCE).shape, dtype, "plain")
         (x, gy), _ = _maybe_unbatch([x, gy], x_shape[0], feature, rng)
@@ -422,6 +424,49 @@ def test_avg_pool2d_backward(name, dtype, chunk):
         assert_close(cconv.avg_pool2d_backward(gyl, input_shape, **args, backend=name), expected,
                      context=context)
         tally("differential", "avg_pool2d_backward")
+
+
+# --------------------------------------------------------------------------
+# NaN and Inf where PyTorch multiplies them by the zero padding
+# --------------------------------------------------------------------------
+
+def _nonfinite_cases(dtype=np.float64):
+    """A NaN or Inf in an operand that the zero padding multiplies: PyTorch (and the reference)
+    compute 0 * NaN = NaN there, so the NaN reaches outputs that a padding-skipping kernel misses."""
+    def ramp(*shape):
+        return np.linspace(-1, 1, int(np.prod(shape))).reshape(shape).astype(dtype)
+
+    x, w, gy = ramp(2, 3, 5, 4), ramp(2, 3, 3, 3), ramp(2, 2, 5, 4)
+
+    def poke(a, value, where=(0, 0, 0, 0)):
+        a = a.copy()
+        a[where] = value
+        return a
+
+    return {
+        "conv2d, NaN in weight": lambda b: cconv.conv2d(x, poke(w, np.nan), padding=1, backend=b),
+        "conv2d, +inf in weight": lambda b: cconv.conv2d(x, poke(w, np.inf), padding=1, backend=b),
+        "conv2d_backward, NaN in grad_output": lambda b: cconv.conv2d_backward(
+            poke(gy, np.nan), x, w, padding=1, backend=b),
+        "conv2d_backward, -inf in grad_output": lambda b: cconv.conv2d_backward(
+            poke(gy, -np.inf, (1, 1, 4, 3)), x, w, padding=1, backend=b),
+        "conv_transpose2d_backward, NaN in input": lambda b: cconv.conv_transpose2d_backward(
+            gy, poke(gy, np.nan), ramp(2, 2, 3, 3), padding=1, backend=b),
+    }
+
+
+@pytest.mark.parametrize("case", list(_nonfinite_cases()))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nonfinite_through_zero_padding(name, case, dtype):
+    """NaN/Inf propagate exactly as in PyTorch (test_reference checks the reference against torch)."""
+    call = _nonfinite_cases(dtype)[case]
+    with np.errstate(invalid="ignore"):
+        expected, actual = call(REFERENCE), call(name)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    for a, e in zip(actual, expected):
+        assert_close(a, e, context=case)
+    tally("differential", "non-finite through padding")
 
 
 # --------------------------------------------------------------------------

@@ -614,3 +614,26 @@ def test_reference_matches_torch(rng):
         assert_close(cconv.avg_pool2d_backward(gy, x.shape, **args, backend=REFERENCE), xt.grad.numpy(),
                      context=str(args))
         tally("against torch", "avg_pool2d")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nonfinite_through_zero_padding_like_torch(value):
+    """PyTorch multiplies NaN/Inf by the zero padding (0 * Inf = NaN) and so does the reference:
+    a non-finite weight or grad_output poisons every output that the padding touches."""
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-1, 1, 2 * 3 * 5 * 4).reshape(2, 3, 5, 4)
+    w = np.linspace(-1, 1, 2 * 3 * 3 * 3).reshape(2, 3, 3, 3)
+    gy = np.linspace(-1, 1, 2 * 2 * 5 * 4).reshape(2, 2, 5, 4)
+    w[0, 0, 0, 0] = value
+    gy[1, 1, 4, 3] = value
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, padding=1)
+    yt.backward(torch.from_numpy(gy))
+    with np.errstate(invalid="ignore"):
+        y = cconv.conv2d(x, w, padding=1, backend=REFERENCE)
+        gx, gw, _ = cconv.conv2d_backward(gy, x, w, padding=1, backend=REFERENCE)
+    assert_close(y, yt.detach().numpy())
+    assert_close(gx, xt.grad.numpy())
+    assert_close(gw, wt.grad.numpy())
+    if np.isnan(value):  # every window, every weight tap meets the NaN (in the data or the padding)
+        assert np.isnan(y[:, 0]).all() and np.isnan(gw[1]).all()
