@@ -221,9 +221,10 @@ def run(args):
         except (ValueError, TypeError) as exc:
             raise CommandError(str(exc)) from None
     x_train, _, x_test, _ = split_digits()
-    print(f"cconv train: 8x8 digits, {len(x_train)} train / {len(x_test)} test images, "
-          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, momentum {args.momentum}, "
-          f"seed {args.seed}, {get_num_threads()} threads, {args.dtype}", flush=True)
+    threads = get_num_threads()
+    print(f"cconv train: 8x8 digits, {len(x_train)} train / {len(x_test)} test images\n"
+          f"{args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, lr {args.lr} (cosine decay), momentum {args.momentum}, "
+          f"seed {args.seed}, {threads} thread{'s' if threads > 1 else ''}, {args.dtype}", flush=True)
 
     results = []
     for backend in backends:
