@@ -240,7 +240,8 @@ def add_arguments(parser):
     parser.add_argument("--in-process", action="store_true",
                         help="time everything in this process (no fresh processes; skips the memory "
                              "measurement and the OpenBLAS-default peak)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurement (measured on Linux only)")
     parser.add_argument("--quick", action="store_true",
                         help="fast smoke run: small suites, few samples, small peak matmul, no memory")
     parser.add_argument("--json", metavar="FILE", help="write every number (and the raw samples) to FILE")
@@ -284,7 +285,8 @@ def _settings(args):
         "warmup": args.warmup if args.warmup is not None else (0.01 if quick else 0.05),
         "processes": args.processes,
         "in_process": args.in_process,
-        "memory": not (args.no_memory or args.in_process or quick),
+        # resident-set accounting is read from Linux's /proc (and ru_maxrss in KiB)
+        "memory": not (args.no_memory or args.in_process or quick) and sys.platform.startswith("linux"),
         "peak_size": 512 if quick else 2048,
     }
 
@@ -387,11 +389,11 @@ def _loop_time(fn, number):
 
 def _calibrate(fn, warmup, min_time):
     """Warm ``fn`` up (>= 2 calls, >= ``warmup`` s); return calls per sample to fill ``min_time``."""
-    calls, start, last = 0, time.perf_counter(), float("inf")
+    calls, start, fastest = 0, time.perf_counter(), float("inf")
     while calls < 2 or time.perf_counter() - start < warmup:
-        last = min(last, _loop_time(fn, 1))
+        fastest = min(fastest, _loop_time(fn, 1))
         calls += 1
-    return max(1, min(1_000_000, math.ceil(min_time / max(last, 1e-9))))
+    return max(1, min(1_000_000, math.ceil(min_time / max(fastest, 1e-9))))
 
 
 def _time_task(case, op, dtype, backends, repeat, warmup, min_time):
@@ -487,7 +489,7 @@ def _reset_peak_rss():
     try:
         import ctypes
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError):  # not glibc
         pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -512,14 +514,12 @@ def _measure_memory(case, op, dtype, backend, threads):
             before = _rss_kib("VmRSS")
             result = fn()
             after = _rss_kib("VmHWM")
-        else:
+        else:  # no clear_refs: the process's high-water mark so far, a coarser baseline
             import resource
             method = "ru_maxrss"
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             result = fn()
             after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            if sys.platform == "darwin":  # bytes there, KiB on Linux
-                before, after = before // 1024, after // 1024
         parts = result if isinstance(result, tuple) else (result,)
         output_bytes = sum(int(np.asarray(r).nbytes) for r in parts if r is not None)
         return {"extra_bytes": (after - before) * 1024, "output_bytes": output_bytes, "method": method}
