@@ -75,6 +75,16 @@ cdef extern from "conv_kernels.h" nogil:
     void conv_fwd_block_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
                             Py_ssize_t m, const double *apack, const double *bias, double *y,
                             Py_ssize_t p0, Py_ssize_t nc, double *ws)
+    Py_ssize_t padded_size_f32(const cconv_geom *g, int nr)
+    Py_ssize_t padded_size_f64(const cconv_geom *g, int nr)
+    void tap_offsets_f32(const cconv_geom *g, Py_ssize_t *off)
+    void conv_fwd_slice_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+                            Py_ssize_t m, const float *apack, const Py_ssize_t *off,
+                            const float *bias, float *y, float *xp, float *ctmp)
+    void conv_fwd_slice_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+                            Py_ssize_t m, const double *apack, const Py_ssize_t *off,
+                            const double *bias, double *y, double *xp, double *ctmp)
+    const int CCONV_NB_PANELS
     void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb)
@@ -101,6 +111,14 @@ DEF _PARALLEL_MIN_MACS = 200000
 DEF _GEMM_MIN_CHANNELS = 4
 # Largest im2col block (elements) the strided grad_input path keeps per thread.
 DEF _COL_BLOCK_ELEMS = 65536
+# Largest padded image slice (elements) the implicit-GEMM forward copies per thread;
+# bigger slices use the packed-im2col GEMM, whose scratch does not grow with the image.
+DEF _PADDED_MAX_ELEMS = 4194304
+
+# Forward algorithms.
+DEF _DIRECT = 0
+DEF _GEMM_IM2COL = 1
+DEF _GEMM_PADDED = 2
 
 
 # --------------------------------------------------------------------------
@@ -233,6 +251,22 @@ cdef inline void _fwd_block(const floating *x, const cconv_geom *s, Py_ssize_t m
         conv_fwd_block_f32(cconv_kernel_f32(), x, s, m, apack, bias, y, p0, nc, ws)
     else:
         conv_fwd_block_f64(cconv_kernel_f64(), x, s, m, apack, bias, y, p0, nc, ws)
+
+
+cdef inline Py_ssize_t _padded_size(const cconv_geom *s, const floating *dummy) noexcept nogil:
+    if floating is float:
+        return padded_size_f32(s, cconv_kernel_f32().nr)
+    else:
+        return padded_size_f64(s, cconv_kernel_f64().nr)
+
+
+cdef inline void _fwd_slice(const floating *x, const cconv_geom *s, Py_ssize_t m,
+                            const floating *apack, const Py_ssize_t *off, const floating *bias,
+                            floating *y, floating *xp, floating *ctmp) noexcept nogil:
+    if floating is float:
+        conv_fwd_slice_f32(cconv_kernel_f32(), x, s, m, apack, off, bias, y, xp, ctmp)
+    else:
+        conv_fwd_slice_f64(cconv_kernel_f64(), x, s, m, apack, off, bias, y, xp, ctmp)
 
 
 cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
@@ -371,25 +405,46 @@ cdef inline bint _gemm_worthwhile(Py_ssize_t rows) noexcept nogil:
     return rows >= _GEMM_MIN_CHANNELS
 
 
-cdef Py_ssize_t _forward_ws(Py_ssize_t groups, Py_ssize_t m, Py_ssize_t K, int mr,
-                            int nthreads) noexcept nogil:
-    """Elements of scratch the GEMM forward needs: packed weights + one B block per thread."""
-    return _round_up(groups * _round_up(m, mr) * K, 16) + nthreads * CCONV_KC * CCONV_NC
+cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, const floating *dummy) noexcept nogil:
+    """Direct loops for few output channels per group; else implicit GEMM on a padded copy
+    of each image slice, or packed-im2col GEMM when that copy would be too large."""
+    if not _gemm_worthwhile(m):
+        return _DIRECT
+    if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
+        return _GEMM_PADDED
+    return _GEMM_IM2COL
+
+
+cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m, int algo,
+                            int nthreads, const floating *dummy) noexcept nogil:
+    """Elements of scratch the forward needs: packed weights (+ tap offsets) + per thread
+    either one packed im2col block or a padded image slice and a C block."""
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef int mr = _tile_mr(dummy), nr = _tile_nr(dummy)
+    cdef Py_ssize_t shared = _round_up(groups * _round_up(m, mr) * K, 16)
+    if algo == _DIRECT:
+        return 0
+    if algo == _GEMM_IM2COL:
+        return shared + nthreads * CCONV_KC * CCONV_NC
+    return (shared + _round_up(K * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
+            + nthreads * (_round_up(_padded_size(s, dummy), 16)
+                          + _round_up(m, mr) * CCONV_NB_PANELS * nr))
 
 
 cdef void _forward(const floating *x, const floating *w, const floating *b, floating *y,
                    const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
-                   int nthreads, floating *ws) noexcept nogil:
-    """y (batch, groups*m, out_h, out_w) = conv(x, w) + b; GEMM when ws is given, else direct.
-    Requires channels >= 1 (K >= 1)."""
+                   int nthreads, int algo, floating *ws) noexcept nogil:
+    """y (batch, groups*m, out_h, out_w) = conv(x, w) + b with the given algorithm
+    (ws: _forward_ws elements).  Requires channels >= 1 (K >= 1)."""
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
     cdef Py_ssize_t P = s.out_h * s.out_w
     cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
     cdef Py_ssize_t O = groups * m
-    cdef Py_ssize_t t, r, blk, p0, gidx, a_size, nblk
+    cdef Py_ssize_t t, r, blk, p0, gidx, a_size, nblk, per_thread, xp_size
     cdef floating *apack
-    cdef floating *bws
-    if ws == NULL:
+    cdef floating *tws
+    cdef Py_ssize_t *off
+    if algo == _DIRECT:
         for t in prange(batch * O, nogil=True, num_threads=nthreads, schedule='static',
                         use_threads_if=nthreads > 1):
             _direct_plane(x + (t // O * groups + t % O // m) * x_group, w + t % O * K,
@@ -397,9 +452,21 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
         return
     a_size = _round_up(m, _tile_mr(ws)) * K
     apack = ws
-    bws = ws + _round_up(groups * a_size, 16)
+    tws = ws + _round_up(groups * a_size, 16)
     for gidx in range(groups):
         _pack_a(apack + gidx * a_size, w + gidx * m * K, m, K, K, 1)
+    if algo == _GEMM_PADDED:
+        off = <Py_ssize_t *>tws
+        tap_offsets_f32(s, off)           # offsets do not depend on the float type
+        tws = tws + _round_up(K * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
+        xp_size = _round_up(_padded_size(s, ws), 16)
+        per_thread = xp_size + _round_up(m, _tile_mr(ws)) * CCONV_NB_PANELS * _tile_nr(ws)
+        for r in prange(batch * groups, nogil=True, num_threads=nthreads, schedule='dynamic',
+                        use_threads_if=nthreads > 1):
+            _fwd_slice(x + r * x_group, s, m, apack + r % groups * a_size, off,
+                       b + r % groups * m if b != NULL else NULL, y + r * m * P,
+                       tws + threadid() * per_thread, tws + threadid() * per_thread + xp_size)
+        return
     nblk = (P + CCONV_NC - 1) // CCONV_NC
     for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
                     use_threads_if=nthreads > 1):
@@ -408,7 +475,7 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
         p0 = blk * CCONV_NC
         _fwd_block(x + r * x_group, s, m, apack + r % groups * a_size,
                    b + r % groups * m if b != NULL else NULL, y + r * m * P,
-                   p0, min(CCONV_NC, P - p0), bws + threadid() * CCONV_KC * CCONV_NC)
+                   p0, min(CCONV_NC, P - p0), tws + threadid() * CCONV_KC * CCONV_NC)
 
 
 cdef Py_ssize_t _grad_weight_ws(Py_ssize_t groups, Py_ssize_t m, Py_ssize_t K, int mr,
@@ -546,7 +613,7 @@ cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, float
     cdef Py_ssize_t m = y.shape[1] // groups
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
     cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef int nthreads
+    cdef int nthreads, algo
     cdef _Scratch scratch = None
     if batch == 0:
         return 0
@@ -555,12 +622,13 @@ cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, float
             y[:, o, :, :] = bias[o] if bias != NULL else 0
         return 0
     nthreads = _threads_for(<double>batch * groups * m * K * s.out_h * s.out_w)
-    if _gemm_worthwhile(m):
-        scratch = _Scratch(_forward_ws(groups, m, K, _tile_mr(bias), nthreads) * sizeof(floating))
+    algo = _forward_algo(&s, m, bias)
+    if algo != _DIRECT:
+        scratch = _Scratch(_forward_ws(&s, groups, m, algo, nthreads, bias) * sizeof(floating))
     try:
         with nogil:
             _forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], &s, batch, groups, m,
-                     nthreads, <floating *>scratch.ptr if scratch is not None else NULL)
+                     nthreads, algo, <floating *>scratch.ptr if scratch is not None else NULL)
     finally:
         if scratch is not None:
             scratch.release()
@@ -590,6 +658,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
     cdef Py_ssize_t gidx, c, o, r, n_wt
     cdef double macs = <double>batch * O * K * P
     cdef int nthreads = _threads_for(macs)
+    cdef int algo
     cdef _Scratch scratch = None
     cdef floating *ws
     cdef floating *wt
@@ -618,10 +687,9 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             # grad_input = forward conv of gy with the flipped kernel, transposed per group:
             # wt[g, c, o, kh-1-p, kw-1-q] = w[g, o, c, p, q].
             ts = _transposed_geom(&s, m)
+            algo = _forward_algo(&ts, s.channels, wp)
             n_wt = _round_up(groups * s.channels * m * khw, 16)
-            scratch = _Scratch((n_wt + (_forward_ws(groups, s.channels, m * khw, _tile_mr(wp),
-                                                    nthreads)
-                                        if _gemm_worthwhile(s.channels) else 0))
+            scratch = _Scratch((n_wt + _forward_ws(&ts, groups, s.channels, algo, nthreads, wp))
                                * sizeof(floating))
             try:
                 with nogil:
@@ -633,8 +701,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
                                     wt[((gidx * s.channels + c) * m + o) * khw + khw - 1 - r] = \
                                         wp[((gidx * m + o) * s.channels + c) * khw + r]
                     _forward(&gy[0, 0, 0, 0], wt, NULL, &gi[0, 0, 0, 0], &ts, batch, groups,
-                             s.channels, nthreads,
-                             wt + n_wt if _gemm_worthwhile(s.channels) else NULL)
+                             s.channels, nthreads, algo, wt + n_wt)
             finally:
                 scratch.release()
         else:

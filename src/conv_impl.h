@@ -5,19 +5,23 @@
 
 typedef void (*S(ukr_fn))(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_t ldc,
                           int m, int n, int accumulate, const T *bias);
+typedef void (*S(ukr_ind_fn))(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
+                              T *c, Py_ssize_t ldc, int m, int n, int accumulate, const T *bias);
 
 typedef struct {
     int mr, nr;          /* tile shape: A strips are mr rows, B panels nr columns */
-    S(ukr_fn) fn;
+    S(ukr_fn) fn;        /* B from packed panels */
+    S(ukr_ind_fn) fn_ind;  /* B rows read at b + off[k] (implicit GEMM on a padded image) */
     const char *isa;
 } S(kernel_t);
 
-/* Portable C kernel (any compiler, any CPU): 4 x 8, auto-vectorised by -O3. */
+/* Portable C kernels (any compiler, any CPU): 4 x 8, auto-vectorised by -O3. */
 #define GENERIC_MR 4
 #define GENERIC_NR 8
-static void S(ukr_generic)(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RESTRICT b,
-                           T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n, int accumulate,
-                           const T *CCONV_RESTRICT bias)
+static inline void S(generic_tile)(Py_ssize_t kc, const T *CCONV_RESTRICT a,
+                                   const T *CCONV_RESTRICT b, const Py_ssize_t *off,
+                                   T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n,
+                                   int accumulate, const T *CCONV_RESTRICT bias)
 {
     T acc[GENERIC_MR][GENERIC_NR];
     int i, j;
@@ -26,10 +30,10 @@ static void S(ukr_generic)(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CC
         for (j = 0; j < GENERIC_NR; j++) acc[i][j] = init;
     }
     for (Py_ssize_t k = 0; k < kc; k++) {
+        const T *brow = off != NULL ? b + off[k] : b + k * GENERIC_NR;
         for (i = 0; i < GENERIC_MR; i++)
-            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += a[i] * b[j];
+            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += a[i] * brow[j];
         a += GENERIC_MR;
-        b += GENERIC_NR;
     }
     for (i = 0; i < m; i++) {
         T *row = c + i * ldc;
@@ -40,37 +44,67 @@ static void S(ukr_generic)(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CC
     }
 }
 
+static void S(ukr_generic)(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_t ldc,
+                           int m, int n, int accumulate, const T *bias)
+{
+    S(generic_tile)(kc, a, b, NULL, c, ldc, m, n, accumulate, bias);
+}
+
+static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
+                               T *c, Py_ssize_t ldc, int m, int n, int accumulate,
+                               const T *bias)
+{
+    S(generic_tile)(kc, a, b, off, c, ldc, m, n, accumulate, bias);
+}
+
 #if CCONV_X86_DISPATCH
-#define UKR_NAME S(ukr_avx2)
 #define UKR_TARGET __attribute__((target("avx2,fma")))
 #define UKR_VBYTES 32
 #define UKR_MR 6
+#define UKR_NAME S(ukr_avx2)
+#define UKR_INDIRECT 0
 #include "gemm_ukr.h"
 #undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NAME S(ukr_avx2_ind)
+#define UKR_INDIRECT 1
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
 #undef UKR_TARGET
 #undef UKR_VBYTES
 #undef UKR_MR
 
-#define UKR_NAME S(ukr_avx512)
 #define UKR_TARGET __attribute__((target("avx512f,avx2,fma")))
 #define UKR_VBYTES 64
 #define UKR_MR 6
+#define UKR_NAME S(ukr_avx512)
+#define UKR_INDIRECT 0
 #include "gemm_ukr.h"
 #undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NAME S(ukr_avx512_ind)
+#define UKR_INDIRECT 1
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
 #undef UKR_TARGET
 #undef UKR_VBYTES
 #undef UKR_MR
 #endif
 
-static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_generic), "generic"};
+static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_generic),
+                                              S(ukr_generic_ind), "generic"};
 #if CCONV_X86_DISPATCH
-static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2), "avx2+fma"};
-static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512), "avx512f"};
+static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
+                                           S(ukr_avx2_ind), "avx2+fma"};
+static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
+                                             S(ukr_avx512_ind), "avx512f"};
 #endif
 static const S(kernel_t) *S(kernel_chosen) = NULL;
 
-/* Select the micro-kernel: ``want`` is NULL/"" (best the CPU supports), "avx512f",
- * "avx2" or "generic"; an unsupported request falls back to the best available. */
+/* Select the micro-kernel: ``want`` is NULL/"" (best the CPU supports), "avx2" or
+ * "generic"; an unsupported request falls back to the best available. */
 static void S(cconv_select_kernel)(const char *want)
 {
     const S(kernel_t) *best = &S(kernel_generic);
@@ -78,9 +112,10 @@ static void S(cconv_select_kernel)(const char *want)
     __builtin_cpu_init();
     int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f");
-    if (has_avx2) best = &S(kernel_avx2);
+    if (has_avx512) best = &S(kernel_avx512);
+    else if (has_avx2) best = &S(kernel_avx2);
     if (want != NULL && strcmp(want, "generic") == 0) best = &S(kernel_generic);
-    else if (want != NULL && strcmp(want, "avx512f") == 0 && has_avx512) best = &S(kernel_avx512);
+    else if (want != NULL && strcmp(want, "avx2") == 0 && has_avx2) best = &S(kernel_avx2);
 #else
     (void)want;
 #endif
@@ -153,39 +188,7 @@ static void S(gemm_macro)(const S(kernel_t) *kern, Py_ssize_t m, Py_ssize_t n, P
  * j = oh*out_w + ow, the input value kernel tap k = (c*kh + p)*kw + q reads:
  * x[c, oh*sh - pad_top + p*dh, ow*sw - pad_left + q*dw], or 0 in the padding. */
 
-/* Write im2col row k for pixels [p0, p0 + n) to out[(j >> shift)*pstride + (j & mask)*estride]
- * (j = 0..n-1): a contiguous row, one row of nr-wide B panels, or one panel column. */
-static void S(im2col_row)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k,
-                          Py_ssize_t p0, Py_ssize_t n, T *CCONV_RESTRICT out, int shift,
-                          Py_ssize_t pstride, Py_ssize_t mask, Py_ssize_t estride)
-{
-    const Py_ssize_t khw = g->kernel_h * g->kernel_w;
-    const Py_ssize_t c = k / khw, p = (k % khw) / g->kernel_w, q = k % g->kernel_w;
-    const Py_ssize_t H = g->in_h, W = g->in_w, sw = g->stride_w;
-    const T *plane = x + c * H * W;
-    const Py_ssize_t row_off = p * g->dilation_h - g->pad_top;
-    const Py_ssize_t col_off = q * g->dilation_w - g->pad_left;
-    Py_ssize_t oh = p0 / g->out_w, ow = p0 % g->out_w, j = 0;
-    while (j < n) {
-        const Py_ssize_t seg = cconv_min(g->out_w - ow, n - j);
-        const Py_ssize_t ih = oh * g->stride_h + row_off;
-        if (ih < 0 || ih >= H) {
-            for (Py_ssize_t t = j; t < j + seg; t++)
-                out[(t >> shift) * pstride + (t & mask) * estride] = 0;
-        } else {
-            const T *row = plane + ih * W;
-            Py_ssize_t iw = ow * sw + col_off;
-            for (Py_ssize_t t = j; t < j + seg; t++, iw += sw)
-                out[(t >> shift) * pstride + (t & mask) * estride] =
-                    ((size_t)iw < (size_t)W) ? row[iw] : (T)0;
-        }
-        j += seg;
-        ow = 0;
-        oh++;
-    }
-}
-
-/* The adjoint of im2col_row for a contiguous row: x[...] += col[j] for pixels [p0, p0+n). */
+/* The adjoint of im2col_row_fast: x[...] += col[j] for pixels [p0, p0+n). */
 static void S(col2im_row)(T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k, Py_ssize_t p0,
                           Py_ssize_t n, const T *CCONV_RESTRICT col)
 {
@@ -211,11 +214,102 @@ static void S(col2im_row)(T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k
     }
 }
 
-static int S(log2_int)(int v)
+/* d[t] = row[iw0 + t*sw] for t in [0, len), 0 where the column falls outside [0, W):
+ * zero prefix, plain (vectorisable for sw == 1) copy, zero suffix. */
+static inline void S(copy_segment)(T *CCONV_RESTRICT d, const T *CCONV_RESTRICT row,
+                                   Py_ssize_t iw0, Py_ssize_t len, Py_ssize_t sw, Py_ssize_t W)
 {
-    int s = 0;
-    while ((1 << s) < v) s++;
-    return s;
+    Py_ssize_t lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
+    Py_ssize_t hi = iw0 >= W ? 0 : (W - 1 - iw0) / sw + 1;
+    Py_ssize_t t;
+    lo = cconv_min(lo, len);
+    hi = cconv_max(lo, cconv_min(hi, len));
+    for (t = 0; t < lo; t++) d[t] = 0;
+    if (sw == 1)
+        for (t = lo; t < hi; t++) d[t] = row[iw0 + t];
+    else
+        for (t = lo; t < hi; t++) d[t] = row[iw0 + t * sw];
+    for (t = hi; t < len; t++) d[t] = 0;
+}
+
+/* Gather im2col row k for pixels [p0, p0 + n) into the contiguous out[0:n].  Works per
+ * output-row segment so the common case (stride 1, window inside the image) is a plain
+ * vectorisable copy. */
+static void S(im2col_row_fast)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k,
+                               Py_ssize_t p0, Py_ssize_t n, T *CCONV_RESTRICT out)
+{
+    const Py_ssize_t khw = g->kernel_h * g->kernel_w;
+    const Py_ssize_t c = k / khw, p = (k % khw) / g->kernel_w, q = k % g->kernel_w;
+    const Py_ssize_t H = g->in_h, W = g->in_w, sw = g->stride_w;
+    const T *plane = x + c * H * W;
+    const Py_ssize_t row_off = p * g->dilation_h - g->pad_top;
+    const Py_ssize_t col_off = q * g->dilation_w - g->pad_left;
+    Py_ssize_t oh = p0 / g->out_w, ow = p0 % g->out_w, j = 0;
+    while (j < n) {
+        const Py_ssize_t seg = cconv_min(g->out_w - ow, n - j);
+        const Py_ssize_t ih = oh * g->stride_h + row_off;
+        T *o = out + j;
+        if (ih < 0 || ih >= H) {
+            for (Py_ssize_t t = 0; t < seg; t++) o[t] = 0;
+        } else {
+            S(copy_segment)(o, plane + ih * W, ow * sw + col_off, seg, sw, W);
+        }
+        j += seg;
+        ow = 0;
+        oh++;
+    }
+}
+
+/* Pack im2col rows [k0, k0+kc) x pixels [p0, p0+nc) straight into nr-column B panels
+ * (dst[(j/nr)*kc*nr + kk*nr + j%nr], zero columns past nc).  Panel by panel: the pixels
+ * of one panel split into at most a few output-row segments, each of which is, for
+ * every kernel tap, a contiguous copy when stride is 1 and the window is inside. */
+#define CCONV_MAX_SEGMENTS 130
+static void S(pack_b_im2col)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k0,
+                             Py_ssize_t kc, Py_ssize_t p0, Py_ssize_t nc, int nr,
+                             T *CCONV_RESTRICT dst)
+{
+    const Py_ssize_t kh = g->kernel_h, kw = g->kernel_w, khw = kh * kw;
+    const Py_ssize_t H = g->in_h, W = g->in_w, sw = g->stride_w, Wo = g->out_w;
+    Py_ssize_t seg_j[CCONV_MAX_SEGMENTS], seg_n[CCONV_MAX_SEGMENTS];
+    Py_ssize_t seg_ih[CCONV_MAX_SEGMENTS], seg_iw[CCONV_MAX_SEGMENTS];
+    for (Py_ssize_t j0 = 0; j0 < nc; j0 += nr, dst += kc * nr) {
+        const Py_ssize_t width = cconv_min(nr, nc - j0);
+        int nseg = 0;
+        for (Py_ssize_t j = 0, pix = p0 + j0; j < width; nseg++) {
+            const Py_ssize_t oh = pix / Wo, ow = pix % Wo;
+            const Py_ssize_t len = cconv_min(Wo - ow, width - j);
+            seg_j[nseg] = j;
+            seg_n[nseg] = len;
+            seg_ih[nseg] = oh * g->stride_h - g->pad_top;
+            seg_iw[nseg] = ow * sw - g->pad_left;
+            j += len;
+            pix += len;
+        }
+        Py_ssize_t c = k0 / khw, p = (k0 % khw) / kw, q = k0 % kw;
+        for (Py_ssize_t kk = 0; kk < kc; kk++) {
+            T *d = dst + kk * nr;
+            const T *plane = x + c * H * W;
+            const Py_ssize_t dy = p * g->dilation_h, dx = q * g->dilation_w;
+            for (int sgi = 0; sgi < nseg; sgi++) {
+                T *ds = d + seg_j[sgi];
+                const Py_ssize_t len = seg_n[sgi], ih = seg_ih[sgi] + dy, iw0 = seg_iw[sgi] + dx;
+                if ((size_t)ih >= (size_t)H) {
+                    for (Py_ssize_t t = 0; t < len; t++) ds[t] = 0;
+                    continue;
+                }
+                S(copy_segment)(ds, plane + ih * W, iw0, len, sw, W);
+            }
+            for (Py_ssize_t t = width; t < nr; t++) d[t] = 0;
+            if (++q == kw) {
+                q = 0;
+                if (++p == kh) {
+                    p = 0;
+                    c++;
+                }
+            }
+        }
+    }
 }
 
 /* ---- convolution blocks (one thread each) ------------------------------------- */
@@ -229,16 +323,122 @@ static void S(conv_fwd_block)(const S(kernel_t) *kern, const T *x, const cconv_g
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t P = g->out_h * g->out_w;
-    const int mr = kern->mr, nr = kern->nr, shift = S(log2_int)(nr);
-    const Py_ssize_t ncp = (nc + nr - 1) / nr * nr;
+    const int mr = kern->mr, nr = kern->nr;
     for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
         const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
-        for (Py_ssize_t kk = 0; kk < kc; kk++) {
-            T *row = ws + kk * nr;
-            S(im2col_row)(x, g, pc + kk, p0, nc, row, shift, kc * nr, nr - 1, 1);
-            for (Py_ssize_t t = nc; t < ncp; t++) row[(t >> shift) * kc * nr + (t & (nr - 1))] = 0;
-        }
+        S(pack_b_im2col)(x, g, pc, kc, p0, nc, nr, ws);
         S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, ws, y + p0, P, pc > 0, bias);
+    }
+}
+
+/* ---- implicit GEMM on a padded, polyphase copy of the image ---------------------
+ * For stride (sh, sw) the zero-padded slice is split into sh*sw phase planes,
+ * xp[c][a][b][r][s] = x[c][r*sh + a - pad_top][s*sw + b - pad_left], each hph x wph.
+ * Output pixel (oh, ow) under kernel tap (p, q) then reads phase ((p*dh) % sh, (q*dw) % sw)
+ * at row oh + (p*dh)/sh, column ow + (q*dw)/sw: on the flat grid j = oh*wph + ow every tap
+ * is a constant offset off[k], so NR consecutive j are NR contiguous inputs.  The grid
+ * has wph >= out_w columns; the extra ("garbage") columns are computed and dropped. */
+
+/* Phase plane size of slice geometry g: *hph x *wph. */
+static void S(phase_dims)(const cconv_geom *g, Py_ssize_t *hph, Py_ssize_t *wph)
+{
+    const Py_ssize_t hreq = (g->out_h - 1) * g->stride_h + g->dilation_h * (g->kernel_h - 1) + 1;
+    const Py_ssize_t wreq = (g->out_w - 1) * g->stride_w + g->dilation_w * (g->kernel_w - 1) + 1;
+    *hph = (hreq + g->stride_h - 1) / g->stride_h;
+    *wph = (wreq + g->stride_w - 1) / g->stride_w;
+}
+
+/* Elements of the padded copy, including slack so the last NR-wide grid block of every
+ * tap stays inside the buffer (those extra values only feed dropped columns). */
+static Py_ssize_t S(padded_size)(const cconv_geom *g, int nr)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    return g->channels * g->stride_h * g->stride_w * hph * wph + wph + 2 * nr;
+}
+
+/* off[k] for every kernel tap k = (c*kh + p)*kw + q (K entries). */
+static void S(tap_offsets)(const cconv_geom *g, Py_ssize_t *off)
+{
+    Py_ssize_t hph, wph, k = 0;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t sh = g->stride_h, sw = g->stride_w, plane = hph * wph;
+    for (Py_ssize_t c = 0; c < g->channels; c++)
+        for (Py_ssize_t p = 0; p < g->kernel_h; p++)
+            for (Py_ssize_t q = 0; q < g->kernel_w; q++) {
+                const Py_ssize_t dy = p * g->dilation_h, dx = q * g->dilation_w;
+                off[k++] = ((c * sh + dy % sh) * sw + dx % sw) * plane + (dy / sh) * wph + dx / sw;
+            }
+}
+
+/* Fill xp (padded_size elements) from the (channels, in_h, in_w) slice x. */
+static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr,
+                          T *CCONV_RESTRICT xp)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t sh = g->stride_h, sw = g->stride_w, H = g->in_h, W = g->in_w;
+    T *d = xp;
+    for (Py_ssize_t c = 0; c < g->channels; c++) {
+        const T *plane = x + c * H * W;
+        for (Py_ssize_t a = 0; a < sh; a++)
+            for (Py_ssize_t b = 0; b < sw; b++)
+                for (Py_ssize_t r = 0; r < hph; r++, d += wph) {
+                    const Py_ssize_t ih = r * sh + a - g->pad_top;
+                    if (ih < 0 || ih >= H) {
+                        for (Py_ssize_t t = 0; t < wph; t++) d[t] = 0;
+                    } else {
+                        S(copy_segment)(d, plane + ih * W, b - g->pad_left, wph, sw, W);
+                    }
+                }
+    }
+    for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) d[t] = 0;
+}
+
+/* Columns of the flat grid handled per block; the C block is m x (CCONV_NB_PANELS*nr). */
+#define CCONV_NB_PANELS 4
+
+/* Forward of one image-group slice: y(m x P) = W * x (+ bias) by implicit GEMM.
+ * apack: the group's weights packed by pack_a over the full K; off: tap_offsets;
+ * xp: padded_size elements; ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements. */
+static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+                              Py_ssize_t m, const T *apack, const Py_ssize_t *off,
+                              const T *bias, T *y, T *xp, T *ctmp)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t Wo = g->out_w, P = g->out_h * g->out_w;
+    const int mr = kern->mr, nr = kern->nr;
+    const Py_ssize_t NB = CCONV_NB_PANELS * nr;
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    S(pad_phases)(x, g, nr, xp);
+    const Py_ssize_t J = g->out_h * wph;
+    for (Py_ssize_t j0 = 0; j0 < J; j0 += NB) {
+        const Py_ssize_t nb = cconv_min(NB, J - j0);
+        for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
+            const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+            for (Py_ssize_t jr = 0; jr < nb; jr += nr)
+                for (Py_ssize_t ir = 0; ir < m; ir += mr)
+                    kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, xp + j0 + jr, off + pc,
+                                 ctmp + ir * NB + jr, NB, (int)cconv_min(mr, m - ir),
+                                 (int)cconv_min(nr, nb - jr), pc > 0,
+                                 bias != NULL ? bias + ir : NULL);
+        }
+        /* Drop the grid's extra columns while copying the block out. */
+        Py_ssize_t j = j0;
+        while (j < j0 + nb) {
+            const Py_ssize_t oh = j / wph, ow = j % wph;
+            const Py_ssize_t seg = cconv_min(wph - ow, j0 + nb - j);
+            if (ow < Wo) {
+                const Py_ssize_t len = cconv_min(seg, Wo - ow);
+                for (Py_ssize_t i = 0; i < m; i++) {
+                    const T *src = ctmp + i * NB + (j - j0);
+                    T *dst = y + i * P + oh * Wo + ow;
+                    for (Py_ssize_t t = 0; t < len; t++) dst[t] = src[t];
+                }
+            }
+            j += seg;
+        }
     }
 }
 
@@ -267,9 +467,12 @@ static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += CCONV_NC) {
                     const Py_ssize_t kb = cconv_min(CCONV_NC, K - k0);
                     const Py_ssize_t kbp = (kb + nr - 1) / nr * nr;
-                    for (Py_ssize_t kj = 0; kj < kb; kj++)
-                        S(im2col_row)(xg, g, k0 + kj, p0, pc, wsb + (kj / nr) * pc * nr + kj % nr,
-                                      0, 0, -1, nr);
+                    for (Py_ssize_t kj = 0; kj < kb; kj++) {
+                        T row[CCONV_KC];
+                        T *col = wsb + (kj / nr) * pc * nr + kj % nr;
+                        S(im2col_row_fast)(xg, g, k0 + kj, p0, pc, row);
+                        for (Py_ssize_t pp = 0; pp < pc; pp++) col[pp * nr] = row[pp];
+                    }
                     for (Py_ssize_t kj = kb; kj < kbp; kj++)
                         for (Py_ssize_t pp = 0; pp < pc; pp++)
                             wsb[(kj / nr) * pc * nr + pp * nr + kj % nr] = 0;

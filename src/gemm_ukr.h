@@ -1,7 +1,9 @@
-/* One vector micro-kernel, instantiated by conv_impl.h for each (type, ISA).
+/* One vector micro-kernel, instantiated by conv_impl.h for each (type, ISA, B access).
  *
  * Parameters (macros): T, UKR_NAME, UKR_TARGET (a function attribute or empty),
- * UKR_VBYTES (vector width in bytes), UKR_MR (rows).  The tile is UKR_MR x NR with
+ * UKR_VBYTES (vector width in bytes), UKR_MR (rows), UKR_INDIRECT (0: B is a packed
+ * panel, b[k*NR + j]; 1: B row k is the NR contiguous values at b + off[k], read
+ * straight from a padded image, so no im2col packing is needed).  The tile is UKR_MR x NR with
  * NR = two vectors, so MR*2 accumulators + 2 B vectors + 1 broadcast fit the
  * register file (6x2+3 = 15 of AVX2's 16 ymm; 12x2+3 = 27 of AVX-512's 32 zmm).
  *
@@ -21,6 +23,9 @@ typedef T UKR_VU __attribute__((vector_size(UKR_VBYTES), aligned(sizeof(T)), __m
 
 UKR_TARGET
 static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RESTRICT b,
+#if UKR_INDIRECT
+                     const Py_ssize_t *CCONV_RESTRICT off,
+#endif
                      T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n, int accumulate,
                      const T *CCONV_RESTRICT bias)
 {
@@ -33,8 +38,13 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RE
         acc1[i] = acc0[i];
     }
     for (Py_ssize_t k = 0; k < kc; k++) {
-        UKR_V b0 = *(const UKR_VU *)b;
-        UKR_V b1 = *(const UKR_VU *)(b + UKR_VL);
+#if UKR_INDIRECT
+        const T *brow = b + off[k];
+#else
+        const T *brow = b;
+#endif
+        UKR_V b0 = *(const UKR_VU *)brow;
+        UKR_V b1 = *(const UKR_VU *)(brow + UKR_VL);
 #pragma GCC unroll 16
         for (i = 0; i < UKR_MR; i++) {
             UKR_V ai = (UKR_V){0} + a[i];
@@ -42,7 +52,9 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RE
             acc1[i] += ai * b1;
         }
         a += UKR_MR;
+#if !UKR_INDIRECT
         b += UKR_NR;
+#endif
     }
     if (m == UKR_MR && n == UKR_NR) {
 #pragma GCC unroll 16
