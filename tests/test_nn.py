@@ -1,15 +1,12 @@
 """cconv.nn: every layer's backward against central finite differences (float64, tiny
-shapes) on each backend, PyTorch-like initialisation, SGD, and a reproducible training run."""
+shapes) on each backend (conftest's ``backend`` fixture), PyTorch-like initialisation, SGD, and a reproducible training run."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BACKENDS
 
 import cconv
 from cconv import nn
-
-pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
 
 def _numeric_grad(f, array, eps=1e-6):
@@ -83,14 +80,14 @@ def test_avg_pool2d_gradients(backend, kwargs):
     _check_layer(nn.AvgPool2d(backend=backend, **kwargs), rng.standard_normal((2, 3, 6, 7)), rng)
 
 
-def test_relu_flatten_linear_gradients(backend):
+def test_relu_flatten_linear_gradients():
     rng = np.random.default_rng(4)
     _check_layer(nn.ReLU(), _distinct(rng, (2, 3, 4)), rng)
     _check_layer(nn.Flatten(), rng.standard_normal((2, 3, 2, 2)), rng)
     _check_layer(nn.Linear(5, 3, rng=rng, dtype=np.float64), rng.standard_normal((4, 5)), rng)
 
 
-def test_softmax_cross_entropy_gradient(backend):
+def test_softmax_cross_entropy_gradient():
     rng = np.random.default_rng(5)
     logits = rng.standard_normal((6, 4)) * 3
     labels = rng.integers(0, 4, size=6)
@@ -174,7 +171,7 @@ def test_pytorch_like_initialisation(backend):
         nn.Conv2d(3, 4, 1, groups=2)
 
 
-def test_sgd_momentum_matches_torch(backend):
+def test_sgd_momentum_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(8)
     param = rng.standard_normal((3, 4))
@@ -191,7 +188,7 @@ def test_sgd_momentum_matches_torch(backend):
     np.testing.assert_allclose(param, tparam.detach().numpy(), rtol=1e-12)
 
 
-def test_load_digits(backend):
+def test_load_digits():
     images, labels = nn.load_digits()
     assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
     assert labels.shape == (1797,) and labels.dtype == np.int64
