@@ -2,6 +2,8 @@
 
 Registered only when torch is importable; used to compare against (benchmarks,
 ``cconv.compare``), never required. Arrays cross via ``torch.from_numpy`` (no copy).
+Tensors made that way never require grad, so no autograd graph is built and no
+``torch.no_grad()`` block (1-2 us a call) is needed.
 """
 from __future__ import annotations
 
@@ -28,9 +30,8 @@ def _conv_args(g):
 
 
 def conv2d(x, w, b, g):
-    with torch.no_grad():
-        xt, padding = _padded_input(_t(x), g)
-        return F.conv2d(xt, _t(w), None if b is None else _t(b), padding=padding, **_conv_args(g)).numpy()
+    xt, padding = _padded_input(_t(x), g)
+    return F.conv2d(xt, _t(w), None if b is None else _t(b), padding=padding, **_conv_args(g)).numpy()
 
 
 def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
@@ -65,9 +66,8 @@ def _ceil_mode(g):
 
 
 def max_pool2d(x, g):
-    with torch.no_grad():
-        out, indices = F.max_pool2d(_t(x), dilation=(g.dilation_h, g.dilation_w), ceil_mode=_ceil_mode(g),
-                                    return_indices=True, **_pool_args(g))
+    out, indices = F.max_pool2d(_t(x), dilation=(g.dilation_h, g.dilation_w), ceil_mode=_ceil_mode(g),
+                                return_indices=True, **_pool_args(g))
     return out.numpy(), indices.numpy()
 
 
@@ -93,9 +93,8 @@ def max_pool2d_backward(gy, indices, input_shape):
 
 
 def avg_pool2d(x, g, count_include_pad, divisor_override):
-    with torch.no_grad():
-        return F.avg_pool2d(_t(x), ceil_mode=_ceil_mode(g), count_include_pad=count_include_pad,
-                            divisor_override=divisor_override, **_pool_args(g)).numpy()
+    return F.avg_pool2d(_t(x), ceil_mode=_ceil_mode(g), count_include_pad=count_include_pad,
+                        divisor_override=divisor_override, **_pool_args(g)).numpy()
 
 
 def avg_pool2d_backward(gy, g, count_include_pad, divisor_override):
