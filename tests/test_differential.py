@@ -14,6 +14,9 @@ the end of the session.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,8 +26,8 @@ from conftest import (BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_ident
                       backend_params, tally)
 
 DTYPES = [np.float64, np.float32]
-CHUNKS = range(4)          # each (op, dtype) runs CHUNKS x CASES_PER_CHUNK random cases
-CASES_PER_CHUNK = 60
+CHUNKS = range(6)          # each (op, dtype) runs CHUNKS x CASES_PER_CHUNK random cases
+CASES_PER_CHUNK = 100
 MASKS = list(itertools.product([True, False], repeat=3))
 
 # Forced on every len(FEATURES)-th case (by case number), drawn at random otherwise.
@@ -424,6 +427,127 @@ def test_avg_pool2d_backward(name, dtype, chunk):
         assert_close(cconv.avg_pool2d_backward(gyl, input_shape, **args, backend=name), expected,
                      context=context)
         tally("differential", "avg_pool2d_backward")
+
+
+# --------------------------------------------------------------------------
+# larger problems: the GEMM path, K and column blocking, several threads
+# --------------------------------------------------------------------------
+
+def _large_conv_case(rng, symmetric_padding=False):
+    """Channels per group >= 4 (GEMM path), K = C/g*kh*kw often > 256, Ho*Wo often > 192,
+    enough multiply-adds to run on several threads; tile-unfriendly sizes on purpose."""
+    groups = int(rng.choice([1, 1, 2, 3]))
+    c_per_group, o_per_group = int(rng.integers(4, 41)) // groups + 1, int(rng.integers(4, 25))
+    kernel = rng.integers(1, 6, size=2)
+    dilation = rng.integers(1, 3, size=2) if rng.random() < 0.3 else np.array([1, 1])
+    stride = rng.integers(1, 3, size=2) if rng.random() < 0.4 else np.array([1, 1])
+    if not symmetric_padding and (stride == 1).all() and rng.random() < 0.3:
+        padding, pad_total = "same", dilation * (kernel - 1)
+    else:
+        pad = rng.integers(0, 3, size=2)
+        padding, pad_total = (int(pad[0]), int(pad[1])), 2 * pad
+    size = np.maximum(1, dilation * (kernel - 1) + 1 - pad_total) + rng.integers(6, 24, size=2)
+    x_shape = (int(rng.integers(1, 4)), groups * c_per_group, int(size[0]), int(size[1]))
+    w_shape = (groups * o_per_group, c_per_group, int(kernel[0]), int(kernel[1]))
+    args = dict(stride=_pair_or_int(rng, stride), padding=padding, dilation=_pair_or_int(rng, dilation),
+                groups=groups)
+    return x_shape, w_shape, args
+
+
+def _large_calls(rng, dtype):
+    """(op name, call(backend), description) for one large configuration of each conv op."""
+    x_shape, w_shape, args = _large_conv_case(rng)
+    x, w = _values(rng, x_shape, dtype, "plain"), _values(rng, w_shape, dtype, "plain")
+    b = _values(rng, w_shape[:1], dtype, "plain")
+    gy = _values(rng, cconv.conv2d(x, w, **args, backend=REFERENCE).shape, dtype, "plain")
+    mask = MASKS[int(rng.integers(0, 7))]
+    conv = _describe(x=x_shape, w=w_shape, **args)
+    # conv_transpose2d maps conv2d's output shape back to its input shape (the adjoint)
+    x_shape, w_shape, targs = _large_conv_case(rng, symmetric_padding=True)
+    probe = cconv.conv2d(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype), **targs, backend=REFERENCE)
+    stride, dilation = (targs["stride"],) * 2 if isinstance(targs["stride"], int) else targs["stride"], \
+        (targs["dilation"],) * 2 if isinstance(targs["dilation"], int) else targs["dilation"]
+    targs["output_padding"] = tuple(
+        (n + 2 * p - d * (k - 1) - 1) % s
+        for n, p, d, k, s in zip(x_shape[2:], targs["padding"], dilation, w_shape[2:], stride))
+    tx, tw = _values(rng, probe.shape, dtype, "plain"), _values(rng, w_shape, dtype, "plain")
+    tgy = _values(rng, x_shape, dtype, "plain")
+    tconv = _describe(x=tx.shape, w=w_shape, **targs)
+    return [
+        ("conv2d", lambda bk: cconv.conv2d(x, w, b, **args, backend=bk), conv),
+        ("conv2d_backward", lambda bk: cconv.conv2d_backward(gy, x, w, **args, output_mask=mask, backend=bk),
+         f"{conv}, mask={mask}"),
+        ("conv_transpose2d", lambda bk: cconv.conv_transpose2d(tx, tw, None, **targs, backend=bk), tconv),
+        ("conv_transpose2d_backward", lambda bk: cconv.conv_transpose2d_backward(tgy, tx, tw, **targs, backend=bk),
+         tconv),
+    ]
+
+
+LARGE_CASES = 20
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_large(name, dtype):
+    rng = np.random.default_rng([9, np.dtype(dtype).itemsize])
+    for _ in range(LARGE_CASES):
+        for op, call, context in _large_calls(rng, dtype):
+            expected, actual = call(REFERENCE), call(name)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            actual = actual if isinstance(actual, tuple) else (actual,)
+            for a, e in zip(actual, expected):
+                if e is None:
+                    assert a is None, f"{op}: unrequested gradient computed ({context})"
+                else:
+                    assert_close(a, e, context=f"{op}: {context}")
+            tally("differential", f"{op} (large)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_large(name, dtype):
+    """Many planes of a larger image, so that the pooling kernels split planes across threads."""
+    rng = np.random.default_rng([10, np.dtype(dtype).itemsize])
+    for _ in range(LARGE_CASES):
+        shape = (int(rng.integers(1, 4)), int(rng.integers(3, 17)), int(rng.integers(20, 41)), int(rng.integers(20, 41)))
+        x, _ = _pool_values(rng, shape, dtype, "random")
+        k = int(rng.integers(2, 5))
+        args = dict(kernel_size=k, stride=int(rng.integers(1, 3)), padding=int(rng.integers(0, k // 2 + 1)),
+                    ceil_mode=bool(rng.random() < 0.5))
+        context = _describe(x=shape, **args)
+        out, idx = cconv.max_pool2d(x, **args, return_indices=True, backend=REFERENCE)
+        got, got_idx = cconv.max_pool2d(x, **args, return_indices=True, backend=name)
+        assert_identical(got, out, context=context)
+        assert_identical(got_idx, idx, context=context)
+        gy = _values(rng, out.shape, dtype, "plain")
+        assert_close(cconv.max_pool2d_backward(gy, idx, shape, backend=name),
+                     cconv.max_pool2d_backward(gy, idx, shape, backend=REFERENCE), context=context)
+        assert_close(cconv.avg_pool2d(x, **args, backend=name), cconv.avg_pool2d(x, **args, backend=REFERENCE),
+                     context=context)
+        assert_close(cconv.avg_pool2d_backward(gy, shape, **args, count_include_pad=False, backend=name),
+                     cconv.avg_pool2d_backward(gy, shape, **args, count_include_pad=False, backend=REFERENCE),
+                     context=context)
+        tally("differential", "pooling (large)", 4)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_kernel_isa_variants(name, isa):
+    """The compiled GEMM micro-kernels exist per instruction set; the default is the best the
+    CPU has, so the others are run here in a subprocess (CCONV_KERNEL_ISA) on the GEMM-heavy cases."""
+    if name != "cython":
+        pytest.skip("instruction-set variants exist only in the compiled backend")
+    env = dict(os.environ, CCONV_KERNEL_ISA=isa, CCONV_TEST_BACKENDS="cython")
+    here = os.path.dirname(os.path.abspath(__file__))
+    probe = subprocess.run([sys.executable, "-c", "import cconv; print(cconv.backend_info()['simd'])"],
+                           env=env, cwd=here, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    if isa == "generic":
+        assert probe.stdout.strip() == "generic"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
+         "-k", "cython and (conv_large or (conv2d_backward and [0-))"],
+        env=env, cwd=here, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"kernels {probe.stdout.strip()}:\n{result.stdout[-4000:]}"
+    assert " passed" in result.stdout
+    tally("differential", f"ISA {isa} runs")
 
 
 # --------------------------------------------------------------------------
