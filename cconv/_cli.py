@@ -73,6 +73,16 @@ def _blas():
     return " ".join(str(part) for part in (blas.get("name"), blas.get("version")) if part)
 
 
+def _torch_version():
+    """PyTorch's version if installed, read from its metadata (importing torch takes seconds)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _info_dict():
     import numpy as np
 
@@ -82,6 +92,7 @@ def _info_dict():
             "platform": platform.platform()}
     info.update(cconv.backend_info())
     info["blas"] = _blas()
+    info["torch"] = _torch_version()
     return info
 
 
@@ -96,7 +107,7 @@ def _format_info(info):
         lines.append("                     (ops without backend= run on the NumPy reference)")
     lines.append(f"threads            : {info['num_threads']}")
     shown = {"version", "python", "numpy", "platform", "available", "active", "compiled",
-             "compiled_import_error", "num_threads", "blas"}
+             "compiled_import_error", "num_threads", "blas", "torch"}
     for key, value in info.items():  # whatever the compiled extension reports about its build
         if key in shown:
             continue
@@ -106,6 +117,7 @@ def _format_info(info):
         else:
             lines.append(f"{key:<19}: {value}")
     lines.append(f"BLAS (NumPy)       : {info['blas'] or 'unknown'}")
+    lines.append(f"PyTorch            : {info['torch'] or 'not installed (optional: the torch backend)'}")
     return "\n".join(lines)
 
 

@@ -41,6 +41,26 @@ def test_info_tells_the_truth():
     assert "Traceback" not in run.stderr
 
 
+def test_info_explains_a_missing_compiled_extension():
+    """Block the extension modules' import, as a failed build would, and ask `cconv info`."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('cconv._conv', 'cconv._pool'):\n"
+        "            raise ImportError('extension blocked by the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from cconv.__main__ import main\n"
+        "sys.exit(main(['info']))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CCONV_REQUIRE_COMPILED", "CCONV_BACKEND")}
+    run = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert _field(run.stdout, "compiled backend").startswith("MISSING")
+    assert "ImportError: extension blocked by the test" in run.stdout
+    assert _field(run.stdout, "active backend") == "numpy"
+    assert "cython" not in _field(run.stdout, "backends available")
+
+
 def test_info_follows_cconv_backend_environment_variable():
     run = _cconv("info", "--json", env={"CCONV_BACKEND": "numpy"})
     assert run.returncode == 0, run.stderr
