@@ -599,8 +599,8 @@ class _Steps:
         self.bar.enabled = self.bar.enabled and enabled
         self.done = 0
 
-    def update(self, status=""):
-        self.done += 1
+    def update(self, status="", step=1):
+        self.done += step
         self.bar.update(self.done, status)
 
     def close(self):
@@ -1112,10 +1112,12 @@ def run(args):
     machine = _machine()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
+        progress.update("matmul peak", step=0)
         peak_runs = _peak_runs(settings, settings["dtypes"])
         records = _measure_all(settings, progress)
         memory = _memory(settings, progress) if settings["memory"] else None
         if not args.quick:
+            progress.update("matmul peak again", step=0)
             peak_runs += _peak_runs(settings, settings["dtypes"])
     except (RuntimeError, OSError) as exc:
         progress.close()
