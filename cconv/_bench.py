@@ -688,8 +688,9 @@ def _measure_all(settings, progress):
         case = Case(**record["case"])
         progress.update(f"{case.suite} {case.kind} {record['op']} {record['backend']} t={record['threads']}")
 
-    for threads in settings["threads"]:
-        for process in range(settings["processes"]):
+    # processes outermost: a slow phase of a shared machine then spreads over every thread count
+    for process in range(settings["processes"]):
+        for threads in settings["threads"]:
             if settings["in_process"]:
                 _time_tasks(settings, threads, process, on_record)
             else:
