@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -109,7 +110,7 @@ def train_digits(backend=None, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["b
     with _torch_threads(backend, get_num_threads()):
         for epoch in range(1, epochs + 1):
             # Cosine decay of the learning rate, per epoch: large steps early, a quiet landing.
-            optimizer.lr = lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / epochs))
+            optimizer.lr = lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
             order = rng.permutation(len(y_train))
             loss_sum = correct = 0
             start = time.perf_counter()

@@ -292,11 +292,13 @@ class SGD:
         self._velocity = [np.zeros_like(p) for p, _ in self.parameters]
 
     def step(self):
+        """Update every parameter in place from its current gradient. ``lr`` may change between steps."""
+        lr = float(self.lr)  # a NumPy float64 scalar would promote float32 arithmetic to float64
         for (param, grad), velocity in zip(self.parameters, self._velocity):
             step = grad + self.weight_decay * param if self.weight_decay else grad
             velocity *= self.momentum
             velocity += step
-            param -= self.lr * velocity
+            param -= lr * velocity
 
 
 def load_digits(dtype=np.float32):
