@@ -118,24 +118,18 @@ class Conv2d(_Affine):
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.backend = backend
+        self._args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         self._init_parameters((out_channels, in_channels // groups, kh, kw),
                               in_channels // groups * kh * kw, bias, rng, dtype)
         self._x = None
 
-    def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                    backend=self.backend)
-
     def forward(self, x):
         self._x = x
-        return _api.conv2d(x, self.weight, self.bias, **self._geometry())
+        return _api.conv2d(x, self.weight, self.bias, **self._args)
 
     def backward(self, grad):
         grad_input, grad_weight, grad_bias = _api.conv2d_backward(
-            grad, self._saved("_x"), self.weight, output_mask=(True, True, self.bias is not None),
-            **self._geometry())
+            grad, self._saved("_x"), self.weight, output_mask=(True, True, self.bias is not None), **self._args)
         self._store_grads(grad_weight, grad_bias)
         return grad_input
 
@@ -168,13 +162,13 @@ class MaxPool2d(Layer):
     """Max pooling (:func:`cconv.max_pool2d`); backward routes each gradient to its window's maximum."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.ceil_mode, self.backend = dilation, ceil_mode, backend
+        self._args = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                          ceil_mode=ceil_mode)
+        self.backend = backend
         self._indices = self._input_shape = None
 
     def forward(self, x):
-        y, self._indices = _api.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                           self.ceil_mode, return_indices=True, backend=self.backend)
+        y, self._indices = _api.max_pool2d(x, **self._args, return_indices=True, backend=self.backend)
         self._input_shape = x.shape
         return y
 
