@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -84,6 +85,18 @@ def test_train_one_epoch_reports_accuracy_and_op_times():
     assert rows["total"] == pytest.approx(sum(rows[p] for p in parts), abs=0.3)
     assert all(rows[p] >= 0 for p in ("conv forward", "conv backward", "pool forward", "pool backward"))
     assert rows["test accuracy (%)"] == float(accuracy.group(1))
+
+
+def test_train_defaults_reach_97_percent_in_under_a_minute():
+    """The README's first command: default settings, default backend."""
+    start = time.perf_counter()
+    run = _cconv("train", timeout=300)
+    seconds = time.perf_counter() - start
+    assert run.returncode == 0, run.stderr
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)%", run.stdout).group(1))
+    assert accuracy >= 97.0, run.stdout
+    if cconv.get_backend() == "cython":
+        assert seconds < 60, f"took {seconds:.1f} s"
 
 
 @pytest.fixture
