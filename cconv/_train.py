@@ -224,8 +224,9 @@ def run(args):
     x_train, _, x_test, _ = split_digits()
     threads = get_num_threads()
     print(f"cconv train: 8x8 digits, {len(x_train)} train / {len(x_test)} test images\n"
-          f"{args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, lr {args.lr} (cosine decay), momentum {args.momentum}, "
-          f"seed {args.seed}, {threads} thread{'s' if threads > 1 else ''}, {args.dtype}", flush=True)
+          f"{args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, "
+          f"lr {args.lr} (cosine decay), momentum {args.momentum}, seed {args.seed}, "
+          f"{threads} thread{'s' if threads > 1 else ''}, {args.dtype}", flush=True)
 
     results = []
     for backend in backends:

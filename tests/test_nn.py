@@ -1,5 +1,6 @@
 """cconv.nn: every layer's backward against central finite differences (float64, tiny
-shapes) on each backend (conftest's ``backend`` fixture), PyTorch-like initialisation, SGD, and a reproducible training run."""
+shapes) on each backend (conftest's ``backend`` fixture), PyTorch-like initialisation, SGD,
+and a reproducible training run."""
 from __future__ import annotations
 
 import numpy as np
