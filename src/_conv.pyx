@@ -50,9 +50,11 @@ cdef extern from "conv_kernels.h" nogil:
 
     ctypedef struct kernel_f32 "kernel_t_f32":
         int mr, nr
+        void *dot
         const char *isa
     ctypedef struct kernel_f64 "kernel_t_f64":
         int mr, nr
+        void *dot
         const char *isa
 
     const Py_ssize_t CCONV_KC
@@ -85,6 +87,18 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     const int CCONV_NB_PANELS
+    Py_ssize_t dot_grid_f32(const cconv_geom *g)
+    Py_ssize_t dot_grid_f64(const cconv_geom *g)
+    void dot_mask_f32(const cconv_geom *g, int *mask)
+    void dot_mask_f64(const cconv_geom *g, long long *mask)
+    void conv_gw_images_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                            Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
+                            const int *mask, float *gw, float *xp, float *gyp)
+    void conv_gw_images_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                            Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
+                            const long long *mask, double *gw, double *xp, double *gyp)
     void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb)
@@ -109,6 +123,8 @@ DEF _PARALLEL_MIN_MACS = 200000
 # GEMM tiles are mr (~6) output channels tall; with fewer channels per group than this
 # most of a tile would be padding, so direct loops win.
 DEF _GEMM_MIN_CHANNELS = 4
+# Calls below this many multiply-adds use direct loops (latency over throughput).
+DEF _DIRECT_MAX_MACS = 32768
 # Largest im2col block (elements) the strided grad_input path keeps per thread.
 DEF _COL_BLOCK_ELEMS = 65536
 # Largest padded image slice (elements) the implicit-GEMM forward copies per thread;
@@ -269,6 +285,25 @@ cdef inline void _fwd_slice(const floating *x, const cconv_geom *s, Py_ssize_t m
         conv_fwd_slice_f64(cconv_kernel_f64(), x, s, m, apack, off, bias, y, xp, ctmp)
 
 
+cdef inline Py_ssize_t _dot_grid(const cconv_geom *s, const floating *dummy) noexcept nogil:
+    if floating is float:
+        return dot_grid_f32(s)
+    else:
+        return dot_grid_f64(s)
+
+
+cdef inline void _gw_images(const floating *x, const floating *gy, const cconv_geom *s,
+                            Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1,
+                            const Py_ssize_t *off, const void *mask, floating *gw,
+                            floating *xp, floating *gyp) noexcept nogil:
+    if floating is float:
+        conv_gw_images_f32(cconv_kernel_f32(), x, gy, s, groups, m, img0, img1, off,
+                           <const int *>mask, gw, xp, gyp)
+    else:
+        conv_gw_images_f64(cconv_kernel_f64(), x, gy, s, groups, m, img0, img1, off,
+                           <const long long *>mask, gw, xp, gyp)
+
+
 cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
                            Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1,
                            floating *gw, floating *wsa, floating *wsb) noexcept nogil:
@@ -405,14 +440,18 @@ cdef inline bint _gemm_worthwhile(Py_ssize_t rows) noexcept nogil:
     return rows >= _GEMM_MIN_CHANNELS
 
 
-cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, const floating *dummy) noexcept nogil:
-    """Direct loops for few output channels per group; else implicit GEMM on a padded copy
-    of each image slice, or packed-im2col GEMM when that copy would be too large."""
-    if not _gemm_worthwhile(m):
+cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
+                       const floating *dummy) noexcept nogil:
+    """Direct loops for tiny calls (no scratch, no packing: lowest latency); else implicit
+    GEMM on a padded copy of each image slice, which beats direct loops even with a single
+    output channel per group, or packed-im2col GEMM when that copy would be too large."""
+    if macs < _DIRECT_MAX_MACS:
         return _DIRECT
     if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
         return _GEMM_PADDED
-    return _GEMM_IM2COL
+    if _gemm_worthwhile(m):
+        return _GEMM_IM2COL
+    return _DIRECT
 
 
 cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m, int algo,
@@ -478,50 +517,107 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
                    p0, min(CCONV_NC, P - p0), tws + threadid() * CCONV_KC * CCONV_NC)
 
 
-cdef Py_ssize_t _grad_weight_ws(Py_ssize_t groups, Py_ssize_t m, Py_ssize_t K, int mr,
-                                int nthreads) noexcept nogil:
-    """Elements per thread of the GEMM grad_weight: packed gy, packed im2col, partial sum."""
-    return (_round_up(m, mr) * CCONV_KC + CCONV_KC * CCONV_NC
-            + _round_up(groups * m * K, 16))
+cdef inline Py_ssize_t _offsets_elems(Py_ssize_t K, const floating *dummy) noexcept nogil:
+    """Elements of scratch holding K Py_ssize_t tap offsets (rounded for alignment)."""
+    return _round_up(K * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
+
+
+cdef inline bint _has_dot(const floating *dummy) noexcept nogil:
+    if floating is float:
+        return cconv_kernel_f32().dot != NULL
+    else:
+        return cconv_kernel_f64().dot != NULL
+
+
+cdef int _grad_weight_algo(const cconv_geom *s, Py_ssize_t m, double macs,
+                           const floating *dummy) noexcept nogil:
+    """Direct loops for tiny calls; else the dot kernel on padded image copies (vector
+    kernels only, bounded copy size); else packed-im2col GEMM."""
+    if macs < _DIRECT_MAX_MACS:
+        return _DIRECT
+    if _has_dot(dummy) and _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
+        return _GEMM_PADDED
+    if _gemm_worthwhile(m):
+        return _GEMM_IM2COL
+    return _DIRECT
+
+
+cdef Py_ssize_t _grad_weight_thread_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m,
+                                       int algo, const floating *dummy) noexcept nogil:
+    """Elements per thread: a padded image (dot) or packed gy + im2col panels (GEMM), then
+    the thread's partial weight gradient."""
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t partial = _round_up(groups * m * K, 16)
+    if algo == _GEMM_PADDED:
+        return (_round_up(_padded_size(s, dummy), 16) + _round_up(m * _dot_grid(s, dummy), 16)
+                + partial)
+    return _round_up(m, _tile_mr(dummy)) * CCONV_KC + CCONV_KC * CCONV_NC + partial
+
+
+cdef Py_ssize_t _grad_weight_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m, int algo,
+                                int nthreads, const floating *dummy) noexcept nogil:
+    if algo == _DIRECT:
+        return 0
+    return (_offsets_elems(s.channels * s.kernel_h * s.kernel_w, dummy)
+            + _round_up(_dot_grid(s, dummy), 16)       # the mask (integers as wide as T)
+            + nthreads * _grad_weight_thread_ws(s, groups, m, algo, dummy))
 
 
 cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
                        const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
-                       int nthreads, floating *ws) noexcept nogil:
-    """gw (groups*m, channels, kh, kw); GEMM over per-thread (image, pixel) ranges summed in
-    thread order when ws is given, else direct loops per output channel."""
+                       int nthreads, int algo, floating *ws) noexcept nogil:
+    """gw (groups*m, channels, kh, kw).  GEMM/dot: thread t accumulates a contiguous share of
+    the batch into its own partial (thread 0 straight into gw) and the partials are summed
+    in thread order, so results are bit-identical run to run for a given thread count."""
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
     cdef Py_ssize_t P = s.out_h * s.out_w
     cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
     cdef Py_ssize_t O = groups * m
     cdef Py_ssize_t R = batch * P, GW = O * K
-    cdef Py_ssize_t t, i, per_thread, wsa_size
+    cdef Py_ssize_t t, i, per_thread, part_at, wsa_size, xp_size
+    cdef Py_ssize_t *off
+    cdef void *mask
+    cdef floating *base
     cdef floating *tws
     cdef floating *part
     cdef floating acc
-    if ws == NULL:
+    if algo == _DIRECT:
         for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
                         use_threads_if=nthreads > 1):
             _direct_gw_channel(x + t // m * x_group, gy + t * P, gw + t * K, s, batch,
                                groups * x_group, O * P)
         return
-    per_thread = _grad_weight_ws(groups, m, K, _tile_mr(ws), nthreads)
+    off = <Py_ssize_t *>ws
+    mask = <void *>(ws + _offsets_elems(K, ws))
+    if algo == _GEMM_PADDED:
+        tap_offsets_f32(s, off)           # offsets do not depend on the float type
+        if floating is float:
+            dot_mask_f32(s, <int *>mask)
+        else:
+            dot_mask_f64(s, <long long *>mask)
+    base = ws + _offsets_elems(K, ws) + _round_up(_dot_grid(s, ws), 16)
+    xp_size = _round_up(_padded_size(s, ws), 16)
+    per_thread = _grad_weight_thread_ws(s, groups, m, algo, ws)
+    part_at = per_thread - _round_up(GW, 16)
     wsa_size = _round_up(m, _tile_mr(ws)) * CCONV_KC
     for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule='static',
                     use_threads_if=nthreads > 1):
-        tws = ws + t * per_thread
-        # Thread 0 accumulates straight into gw; the others into their own partial.
-        part = gw if t == 0 else tws + wsa_size + CCONV_KC * CCONV_NC
+        tws = base + t * per_thread
+        part = gw if t == 0 else tws + part_at
         memset(part, 0, GW * sizeof(floating))
-        _gw_range(x, gy, s, groups, m, R * t // nthreads, R * (t + 1) // nthreads, part,
-                  tws, tws + wsa_size)
+        if algo == _GEMM_PADDED:
+            _gw_images(x, gy, s, groups, m, batch * t // nthreads, batch * (t + 1) // nthreads,
+                       off, mask, part, tws, tws + xp_size)
+        else:
+            _gw_range(x, gy, s, groups, m, R * t // nthreads, R * (t + 1) // nthreads, part,
+                      tws, tws + wsa_size)
     if nthreads > 1:
         # Fixed summation order (thread 0, 1, 2, ...) per element: deterministic.
         for i in prange(GW, nogil=True, num_threads=nthreads, schedule='static',
                         use_threads_if=GW > 65536):
             acc = gw[i]
             for t in range(1, nthreads):
-                acc = acc + ws[t * per_thread + wsa_size + CCONV_KC * CCONV_NC + i]
+                acc = acc + base[t * per_thread + part_at + i]
             gw[i] = acc
 
 
@@ -622,7 +718,7 @@ cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, float
             y[:, o, :, :] = bias[o] if bias != NULL else 0
         return 0
     nthreads = _threads_for(<double>batch * groups * m * K * s.out_h * s.out_w)
-    algo = _forward_algo(&s, m, bias)
+    algo = _forward_algo(&s, m, <double>batch * groups * m * K * s.out_h * s.out_w, bias)
     if algo != _DIRECT:
         scratch = _Scratch(_forward_ws(&s, groups, m, algo, nthreads, bias) * sizeof(floating))
     try:
@@ -658,7 +754,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
     cdef Py_ssize_t gidx, c, o, r, n_wt
     cdef double macs = <double>batch * O * K * P
     cdef int nthreads = _threads_for(macs)
-    cdef int algo
+    cdef int algo, nt_w
     cdef _Scratch scratch = None
     cdef floating *ws
     cdef floating *wt
@@ -670,13 +766,18 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
         if batch == 0 or K == 0:
             gw[...] = 0
         else:
-            if _gemm_worthwhile(m):
-                scratch = _Scratch(nthreads * _grad_weight_ws(groups, m, K, _tile_mr(wp), nthreads)
+            algo = _grad_weight_algo(&s, m, macs, wp)
+            if algo == _GEMM_PADDED:
+                nt_w = min(nthreads, batch)   # the dot path splits the batch by images
+            else:
+                nt_w = nthreads
+            if algo != _DIRECT:
+                scratch = _Scratch(_grad_weight_ws(&s, groups, m, algo, nt_w, wp)
                                    * sizeof(floating))
             try:
                 with nogil:
                     _grad_weight(&x[0, 0, 0, 0], &gy[0, 0, 0, 0], &gw[0, 0, 0, 0], &s, batch,
-                                 groups, m, nthreads,
+                                 groups, m, nt_w, algo,
                                  <floating *>scratch.ptr if scratch is not None else NULL)
             finally:
                 if scratch is not None:
@@ -687,7 +788,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             # grad_input = forward conv of gy with the flipped kernel, transposed per group:
             # wt[g, c, o, kh-1-p, kw-1-q] = w[g, o, c, p, q].
             ts = _transposed_geom(&s, m)
-            algo = _forward_algo(&ts, s.channels, wp)
+            algo = _forward_algo(&ts, s.channels, macs, wp)
             n_wt = _round_up(groups * s.channels * m * khw, 16)
             scratch = _Scratch((n_wt + _forward_ws(&ts, groups, s.channels, algo, nthreads, wp))
                                * sizeof(floating))

@@ -8,10 +8,15 @@ typedef void (*S(ukr_fn))(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_
 typedef void (*S(ukr_ind_fn))(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
                               T *c, Py_ssize_t ldc, int m, int n, int accumulate, const T *bias);
 
+typedef void (*S(dot_fn))(const T *gy, Py_ssize_t jp, const T *xp, const Py_ssize_t *off,
+                          const TI *mask, T *gw, Py_ssize_t ldg, int mo, int nk);
+
 typedef struct {
     int mr, nr;          /* tile shape: A strips are mr rows, B panels nr columns */
     S(ukr_fn) fn;        /* B from packed panels */
     S(ukr_ind_fn) fn_ind;  /* B rows read at b + off[k] (implicit GEMM on a padded image) */
+    S(dot_fn) dot;       /* weight-gradient tile (gemm_dot.h), or NULL: use conv_gw_range */
+    int dot_mo, dot_nk;  /* its tile: output channels x kernel taps */
     const char *isa;
 } S(kernel_t);
 
@@ -71,6 +76,17 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
+#define DOT_NAME S(dot_avx2)
+#define DOT_TARGET UKR_TARGET
+#define DOT_VBYTES 32
+#define DOT_MO 3
+#define DOT_NK 4
+#include "gemm_dot.h"
+#undef DOT_NAME
+#undef DOT_TARGET
+#undef DOT_VBYTES
+#undef DOT_MO
+#undef DOT_NK
 #undef UKR_TARGET
 #undef UKR_VBYTES
 #undef UKR_MR
@@ -88,18 +104,29 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
+#define DOT_NAME S(dot_avx512)
+#define DOT_TARGET UKR_TARGET
+#define DOT_VBYTES 64
+#define DOT_MO 4
+#define DOT_NK 6
+#include "gemm_dot.h"
+#undef DOT_NAME
+#undef DOT_TARGET
+#undef DOT_VBYTES
+#undef DOT_MO
+#undef DOT_NK
 #undef UKR_TARGET
 #undef UKR_VBYTES
 #undef UKR_MR
 #endif
 
 static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_generic),
-                                              S(ukr_generic_ind), "generic"};
+                                              S(ukr_generic_ind), NULL, 0, 0, "generic"};
 #if CCONV_X86_DISPATCH
 static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
-                                           S(ukr_avx2_ind), "avx2+fma"};
+                                           S(ukr_avx2_ind), S(dot_avx2), 3, 4, "avx2+fma"};
 static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
-                                             S(ukr_avx512_ind), "avx512f"};
+                                             S(ukr_avx512_ind), S(dot_avx512), 4, 6, "avx512f"};
 #endif
 static const S(kernel_t) *S(kernel_chosen) = NULL;
 
@@ -440,6 +467,65 @@ static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_g
             j += seg;
         }
     }
+}
+
+/* Grid length the dot kernel runs over: out_h*wph rounded up to the widest vector
+ * (64 bytes), so every kernel's vector width divides it. */
+static Py_ssize_t S(dot_grid)(const cconv_geom *g)
+{
+    Py_ssize_t hph, wph;
+    const Py_ssize_t lanes = 64 / (Py_ssize_t)sizeof(T);
+    S(phase_dims)(g, &hph, &wph);
+    return (g->out_h * wph + lanes - 1) / lanes * lanes;
+}
+
+/* mask[j] = -1 (all bits) where grid position j is a real output pixel, else 0. */
+static void S(dot_mask)(const cconv_geom *g, TI *mask)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t jp = S(dot_grid)(g), J = g->out_h * wph;
+    for (Py_ssize_t j = 0; j < jp; j++) mask[j] = (j < J && j % wph < g->out_w) ? (TI)-1 : 0;
+}
+
+/* Weight gradient of images [img0, img1) by the dot kernel (kern->dot != NULL):
+ * gw(groups*m x K) += gy * im2col(x)^T, image by image and tile by tile in a fixed order.
+ * x, gy: whole batch; off: tap_offsets; mask: dot_mask; xp: padded_size elements;
+ * gyp: m * dot_grid elements (both scratch). */
+static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
+                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                              Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
+                              const TI *mask, T *gw, T *xp, T *gyp)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t Wo = g->out_w, P = g->out_h * Wo;
+    const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
+    const Py_ssize_t jp = S(dot_grid)(g);
+    const int mo = kern->dot_mo, nk = kern->dot_nk;
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    for (Py_ssize_t img = img0; img < img1; img++)
+        for (Py_ssize_t gi = 0; gi < groups; gi++) {
+            S(pad_phases)(x + (img * groups + gi) * x_group, g, kern->nr, xp);
+            const T *gyg = gy + (img * groups + gi) * m * P;
+            /* grad_output onto the grid: rows of wph with zeros past out_w, zero tail. */
+            for (Py_ssize_t i = 0; i < m; i++) {
+                T *d = gyp + i * jp;
+                Py_ssize_t j = 0;
+                for (Py_ssize_t oh = 0; oh < g->out_h; oh++) {
+                    const T *src = gyg + i * P + oh * Wo;
+                    for (Py_ssize_t t = 0; t < Wo; t++) d[j + t] = src[t];
+                    for (Py_ssize_t t = Wo; t < wph; t++) d[j + t] = 0;
+                    j += wph;
+                }
+                for (; j < jp; j++) d[j] = 0;
+            }
+            T *gwg = gw + gi * m * K;
+            for (Py_ssize_t o0 = 0; o0 < m; o0 += mo)
+                for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
+                    kern->dot(gyp + o0 * jp, jp, xp, off + k0, mask, gwg + o0 * K + k0, K,
+                              (int)cconv_min(mo, m - o0), (int)cconv_min(nk, K - k0));
+        }
 }
 
 /* Weight gradient over the flattened (image, pixel) range [r0, r1) of the batch:

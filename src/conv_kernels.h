@@ -80,16 +80,20 @@ typedef struct {
 
 /* ---- float ---------------------------------------------------------------- */
 #define T float
+#define TI int
 #define S(name) CCONV_CAT(name, _f32)
 #include "conv_impl.h"
 #undef T
+#undef TI
 #undef S
 
 /* ---- double --------------------------------------------------------------- */
 #define T double
+#define TI long long
 #define S(name) CCONV_CAT(name, _f64)
 #include "conv_impl.h"
 #undef T
+#undef TI
 #undef S
 
 #endif /* CCONV_CONV_KERNELS_H */

@@ -1,0 +1,66 @@
+/* One weight-gradient "dot" kernel, instantiated by conv_impl.h for each (type, ISA).
+ *
+ * Parameters (macros): T, DOT_NAME, DOT_TARGET, DOT_VBYTES, DOT_MO, DOT_NK.
+ * For a tile of mo <= DOT_MO output channels and nk <= DOT_NK kernel taps:
+ *
+ *   gw[i*ldg + l] += sum_{j < jp} gy[i*jp + j] * (mask[j] ? xp[off[l] + j] : 0)
+ *
+ * over the flat output grid j = oh*wph + ow of the padded polyphase image xp (see
+ * pad_phases); gy is grad_output copied onto that grid (zero on the grid's extra
+ * columns), mask[j] is all ones on real output pixels and 0 elsewhere, so an inf in
+ * the input can never meet a zero there.  Vectorised along j with DOT_MO*DOT_NK vector
+ * accumulators (an outer-product register tile: per vector step DOT_MO + DOT_NK loads
+ * feed DOT_MO*DOT_NK FMAs).  The lanes are summed in a fixed order at the end, so
+ * results do not depend on threads or timing.  jp is a multiple of the vector width.
+ */
+#define DOT_VL (DOT_VBYTES / (int)sizeof(T))
+#define DOT_V CCONV_CAT(DOT_NAME, _v)
+#define DOT_VU CCONV_CAT(DOT_NAME, _vu)
+#define DOT_VI CCONV_CAT(DOT_NAME, _vi)
+
+typedef T DOT_V __attribute__((vector_size(DOT_VBYTES)));
+typedef T DOT_VU __attribute__((vector_size(DOT_VBYTES), aligned(sizeof(T)), __may_alias__));
+typedef TI DOT_VI __attribute__((vector_size(DOT_VBYTES)));  /* TI: integer as wide as T */
+
+DOT_TARGET
+static void DOT_NAME(const T *CCONV_RESTRICT gy, Py_ssize_t jp, const T *CCONV_RESTRICT xp,
+                     const Py_ssize_t *CCONV_RESTRICT off, const TI *CCONV_RESTRICT mask,
+                     T *CCONV_RESTRICT gw, Py_ssize_t ldg, int mo, int nk)
+{
+    DOT_V acc[DOT_MO][DOT_NK];
+    const T *grow[DOT_MO];
+    const T *xrow[DOT_NK];
+    int i, l;
+#pragma GCC unroll 8
+    for (i = 0; i < DOT_MO; i++) {
+        grow[i] = gy + (i < mo ? i : 0) * jp;   /* missing rows re-read row 0, results unused */
+#pragma GCC unroll 8
+        for (l = 0; l < DOT_NK; l++) acc[i][l] = (DOT_V){0};
+    }
+    for (l = 0; l < DOT_NK; l++) xrow[l] = xp + off[l < nk ? l : 0];
+    for (Py_ssize_t j = 0; j < jp; j += DOT_VL) {
+        const DOT_VI mv = *(const DOT_VI *)(mask + j);
+        DOT_V gv[DOT_MO];
+#pragma GCC unroll 8
+        for (i = 0; i < DOT_MO; i++) gv[i] = *(const DOT_VU *)(grow[i] + j);
+#pragma GCC unroll 8
+        for (l = 0; l < DOT_NK; l++) {
+            const DOT_V xv = (DOT_V)((DOT_VI)(*(const DOT_VU *)(xrow[l] + j)) & mv);
+#pragma GCC unroll 8
+            for (i = 0; i < DOT_MO; i++) acc[i][l] += gv[i] * xv;
+        }
+    }
+    for (i = 0; i < mo; i++)
+        for (l = 0; l < nk; l++) {
+            T lanes[DOT_VL];
+            *(DOT_VU *)lanes = acc[i][l];
+            T sum = 0;
+            for (int lane = 0; lane < DOT_VL; lane++) sum += lanes[lane];
+            gw[i * ldg + l] += sum;
+        }
+}
+
+#undef DOT_VL
+#undef DOT_V
+#undef DOT_VU
+#undef DOT_VI
