@@ -9,12 +9,16 @@ in a fixed order, so results are bit-identical from run to run and for any threa
 Semantics follow PyTorch's CPU kernels exactly: a window starts at ``o*stride - pad``;
 taps that fall in the padding are skipped (max) or count as zeros (avg); with ceil_mode
 the last window is clipped to the input.
+
+Max pooling runs through the vectorised row kernels of ``pool_kernels.h`` (baseline
+SIMD, or AVX2 chosen at import); ``pool_isa`` names the one in use.
 """
 cimport cython
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 import numpy as np
@@ -22,21 +26,41 @@ import numpy as np
 from cconv._threads import get_num_threads
 
 
+cdef extern from "pool_kernels.h" nogil:
+    const char* c_pool_isa "pool_isa"
+    void pool_kernels_init()
+    void pool_max_row_f32(const float* x, Py_ssize_t rows, Py_ssize_t row_step, float label0,
+                          float label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw,
+                          Py_ssize_t dw, const float* first_col, float* out, int64_t* index,
+                          int64_t index0)
+    void pool_max_row_f64(const double* x, Py_ssize_t rows, Py_ssize_t row_step, double label0,
+                          double label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw,
+                          Py_ssize_t dw, const double* first_col, double* out, int64_t* index,
+                          int64_t index0)
+    void pool_pad_plane_f32(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t left,
+                            Py_ssize_t right, Py_ssize_t slack, float* dst)
+    void pool_pad_plane_f64(const double* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t left,
+                            Py_ssize_t right, Py_ssize_t slack, double* dst)
+    enum:
+        POOL_BLOCK  # windows per row-kernel call
+        POOL_GROUP  # with a padded copy, rounded up to a multiple of this
+
+pool_kernels_init()
+pool_isa = c_pool_isa.decode()
+
+
 cdef struct PoolShape:
     # The geometry as plain C integers, read once per call from the PoolGeometry record.
     Py_ssize_t planes, in_h, in_w, out_h, out_w
     Py_ssize_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
-
-
-cdef PoolShape _pool_shape(g) except *:
-    cdef PoolShape s
-    s.planes = g.batch * g.channels
-    s.in_h, s.in_w, s.out_h, s.out_w = g.in_h, g.in_w, g.out_h, g.out_w
-    s.kernel_h, s.kernel_w = g.kernel_h, g.kernel_w
-    s.stride_h, s.stride_w = g.stride_h, g.stride_w
-    s.pad_h, s.pad_w = g.pad_h, g.pad_w
-    s.dilation_h, s.dilation_w = g.dilation_h, g.dilation_w
-    return s
+    # Max pooling reads a copy of each plane ("padded") with pad_w -inf columns on the
+    # left, pad_right on the right (ceil_mode overhang) and `slack` values after the last
+    # row, unless there is no padding and the row length is a multiple of POOL_GROUP.
+    Py_ssize_t pad_right, slack, out_w_rounded
+    bint padded
+    # The row kernels apply: every window has a real column and its tap labels fit
+    # exactly in the dtype (float32 up to 2**24); otherwise windows go one by one.
+    bint vector_float, vector_double
 
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t dilation) noexcept nogil:
@@ -53,52 +77,153 @@ cdef inline Py_ssize_t _tap_count(Py_ssize_t first, Py_ssize_t end, Py_ssize_t d
     return (end - first + dilation - 1) // dilation
 
 
+cdef PoolShape _pool_shape(g) except *:
+    cdef PoolShape s
+    cdef Py_ssize_t ow, label_bound
+    cdef bint real_columns = True
+    s.planes = g.batch * g.channels
+    s.in_h, s.in_w, s.out_h, s.out_w = g.in_h, g.in_w, g.out_h, g.out_w
+    s.kernel_h, s.kernel_w = g.kernel_h, g.kernel_w
+    s.stride_h, s.stride_w = g.stride_h, g.stride_w
+    s.pad_h, s.pad_w = g.pad_h, g.pad_w
+    s.dilation_h, s.dilation_w = g.dilation_h, g.dilation_w
+    s.pad_right = max(0, (s.out_w - 1) * s.stride_w - s.pad_w
+                      + (s.kernel_w - 1) * s.dilation_w + 1 - s.in_w)
+    s.out_w_rounded = (s.out_w + POOL_GROUP - 1) // POOL_GROUP * POOL_GROUP
+    s.slack = (s.out_w_rounded - s.out_w) * s.stride_w
+    s.padded = s.pad_w > 0 or s.pad_right > 0 or s.slack > 0
+    for ow in range(s.out_w):
+        # with dilation and ceil_mode a window can straddle the whole input
+        real_columns &= _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w) < s.in_w
+    label_bound = s.kernel_h * s.dilation_h * s.in_w + s.kernel_w * s.dilation_w
+    s.vector_double = real_columns and s.in_h > 0 and label_bound < (1 << 31)
+    s.vector_float = s.vector_double and label_bound < (1 << 24)
+    return s
+
+
 # --------------------------------------------------------------------------
 # max pooling
 # --------------------------------------------------------------------------
 
-cdef void _max_pool_plane(const floating* x, floating* out, int64_t* indices,
-                          const PoolShape* s) noexcept nogil:
-    """One (H, W) plane -> its (Ho, Wo) maxima and flat argmax indices ``h*W + w``.
+cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_ssize_t ow,
+                      floating* out, int64_t* index) noexcept nogil:
+    """One window with bounds checks: the fallback when the row kernels do not apply.
 
     PyTorch's rule: start from -inf and the first in-bounds tap, take a tap when it is
-    greater or NaN; so ties keep the first maximum and the last NaN wins.
+    greater or NaN; so ties keep the first maximum and the last NaN wins. A window with
+    no tap in the input gives -inf and index -1.
     """
     cdef Py_ssize_t W = s.in_w
-    cdef Py_ssize_t oh, ow, i, j, h0, w0, nh, nw, pos, best
-    cdef floating v, m
+    cdef Py_ssize_t i, j, pos, best
+    cdef Py_ssize_t h0 = _first_tap(oh * s.stride_h - s.pad_h, s.dilation_h)
+    cdef Py_ssize_t w0 = _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w)
+    cdef Py_ssize_t nh = min(
+        _tap_count(h0, oh * s.stride_h - s.pad_h + (s.kernel_h - 1) * s.dilation_h + 1, s.dilation_h),
+        _tap_count(h0, s.in_h, s.dilation_h))
+    cdef Py_ssize_t nw = min(
+        _tap_count(w0, ow * s.stride_w - s.pad_w + (s.kernel_w - 1) * s.dilation_w + 1, s.dilation_w),
+        _tap_count(w0, W, s.dilation_w))
+    cdef floating v, m = -INFINITY
+    best = h0 * W + w0 if nh > 0 and nw > 0 else -1
+    for i in range(nh):
+        pos = (h0 + i * s.dilation_h) * W + w0
+        for j in range(nw):
+            v = x[pos]
+            if v > m or v != v:
+                m = v
+                best = pos
+            pos += s.dilation_w
+    out[0] = m
+    index[0] = best
+
+
+cdef inline void _max_row(const floating* x, Py_ssize_t rows, Py_ssize_t row_step, floating label0,
+                          floating label_step, Py_ssize_t count, const PoolShape* s,
+                          const floating* first_col, floating* out, int64_t* index,
+                          int64_t index0) noexcept nogil:
+    if floating is float:
+        pool_max_row_f32(x, rows, row_step, label0, label_step, count, s.kernel_w, s.stride_w,
+                         s.dilation_w, first_col, out, index, index0)
+    else:
+        pool_max_row_f64(x, rows, row_step, label0, label_step, count, s.kernel_w, s.stride_w,
+                         s.dilation_w, first_col, out, index, index0)
+
+
+cdef void _max_pool_plane(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
+                          floating* work) noexcept nogil:
+    """One (H, W) plane -> its (Ho, Wo) maxima and flat argmax indices ``h*W + w``.
+
+    Each output row goes to the row kernel in blocks of BLOCK windows, reading the kernel
+    rows that lie inside the input. With column padding the kernel reads a copy of the
+    plane whose padding columns hold -inf (never taken), and each window starts from
+    the label of its first real tap; ``work`` holds those labels (Wo) and the copy.
+    """
+    cdef Py_ssize_t W = s.in_w, stride = s.in_w, sw = s.stride_w
+    cdef Py_ssize_t oh, ow, h_start, i0, i1, c0, count
+    cdef const floating* src = x
+    cdef const floating* first_col = NULL
+    cdef bint vector = s.vector_float if floating is float else s.vector_double
+    if vector and s.padded:
+        if work == NULL:  # out of memory for the copy: take the slow path
+            vector = False
+        else:
+            first_col = work
+            stride = s.pad_w + W + s.pad_right
+            if floating is float:
+                pool_pad_plane_f32(x, s.in_h, W, s.pad_w, s.pad_right, s.slack, work + s.out_w_rounded)
+            else:
+                pool_pad_plane_f64(x, s.in_h, W, s.pad_w, s.pad_right, s.slack, work + s.out_w_rounded)
+            src = work + s.out_w_rounded
     for oh in range(s.out_h):
-        h0 = _first_tap(oh * s.stride_h - s.pad_h, s.dilation_h)
-        nh = _tap_count(h0, oh * s.stride_h - s.pad_h + (s.kernel_h - 1) * s.dilation_h + 1,
-                        s.dilation_h)
-        nh = min(nh, _tap_count(h0, s.in_h, s.dilation_h))
-        for ow in range(s.out_w):
-            w0 = _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w)
-            nw = _tap_count(w0, ow * s.stride_w - s.pad_w + (s.kernel_w - 1) * s.dilation_w + 1,
-                            s.dilation_w)
-            nw = min(nw, _tap_count(w0, W, s.dilation_w))
-            m = -INFINITY
-            best = h0 * W + w0 if nh > 0 and nw > 0 else -1
-            for i in range(nh):
-                pos = (h0 + i * s.dilation_h) * W + w0
-                for j in range(nw):
-                    v = x[pos]
-                    if v > m or v != v:
-                        m = v
-                        best = pos
-                    pos += s.dilation_w
-            out[oh * s.out_w + ow] = m
-            indices[oh * s.out_w + ow] = best
+        h_start = oh * s.stride_h - s.pad_h
+        # kernel rows i0 <= i < i1 fall inside the input
+        i0 = _tap_count(h_start, 0, s.dilation_h)
+        i1 = min(s.kernel_h, _tap_count(h_start, s.in_h, s.dilation_h))
+        if not vector or i0 >= i1:
+            for ow in range(s.out_w):
+                _max_window(x, s, oh, ow, out + oh * s.out_w + ow, indices + oh * s.out_w + ow)
+            continue
+        c0 = 0
+        while c0 < s.out_w:
+            count = min(<Py_ssize_t>POOL_BLOCK, s.out_w - c0)
+            _max_row(src + (h_start + i0 * s.dilation_h) * stride + c0 * sw, i1 - i0,
+                     s.dilation_h * stride, <floating>(i0 * s.dilation_h * W),
+                     <floating>(s.dilation_h * W), count, s,
+                     first_col + c0 if first_col != NULL else NULL,
+                     out + oh * s.out_w + c0, indices + oh * s.out_w + c0,
+                     h_start * W + c0 * sw - s.pad_w)
+            c0 += count
+
+
+cdef void _first_columns(const PoolShape* s, floating* labels) noexcept nogil:
+    """labels[ow] = column offset of window ow's first real tap (padded case).
+
+    The windows past out_w only pad the last block to whole vectors (results unused).
+    """
+    cdef Py_ssize_t ow, start
+    for ow in range(s.out_w_rounded):
+        start = ow * s.stride_w - s.pad_w
+        labels[ow] = <floating>(_first_tap(start, s.dilation_w) - start if ow < s.out_w else 0)
 
 
 cdef void _max_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                     int64_t[:, :, :, ::1] indices, const PoolShape* s, int threads) noexcept:
     cdef Py_ssize_t p, n, c, channels = x.shape[1]
-    with nogil:
-        for p in prange(s.planes, num_threads=threads, schedule="static"):
+    cdef floating* work = NULL
+    # per-thread buffer for the padded case: first-real-tap labels, then the plane copy
+    cdef size_t work_size = (s.out_w_rounded + s.in_h * (s.pad_w + s.in_w + s.pad_right)
+                             + s.slack) * sizeof(floating)
+    with nogil, parallel(num_threads=threads):
+        work = NULL
+        if s.padded:
+            work = <floating*>malloc(work_size)
+            if work != NULL:
+                _first_columns(s, work)
+        for p in prange(s.planes, schedule="static"):
             n = p // channels
             c = p % channels
-            _max_pool_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], &indices[n, c, 0, 0], s)
+            _max_pool_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], &indices[n, c, 0, 0], s, work)
+        free(work)
 
 
 def max_pool2d(x, g):
