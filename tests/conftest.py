@@ -120,7 +120,7 @@ def pytest_terminal_summary(terminalreporter):
     categories = sorted({category for category, _ in _TALLY})
     for category in categories:
         counts = {name: n for (cat, name), n in sorted(_TALLY.items()) if cat == category}
-        if len(counts) <= 10:
+        if len(counts) <= 20:
             detail = ", ".join(f"{name} {n}" for name, n in counts.items())
         else:
             detail = f"{len(counts)} kinds"
