@@ -117,8 +117,17 @@ POOL_INLINE void POOL_NAME(pool_vfold)(const POOL_T *POOL_RESTRICT x, Py_ssize_t
         memcpy(best + k, &bk, sizeof bk);
     }
 }
-#define POOL_FOLD(x, n, KW, SW, label, m, best) POOL_NAME(pool_vfold)(x, n, KW, SW, label, m, best, 0)
-#define POOL_FOLD_FIRST(x, n, KW, SW, label, m, best) POOL_NAME(pool_vfold)(x, n, KW, SW, label, m, best, 1)
+#endif
+
+/* The AVX2 build (vec = 1) uses the explicit vectors above; the baseline build keeps the
+ * auto-vectorised loops, because 32-byte vectors lowered to SSE2 shuffle poorly. */
+#if POOL_VECTOR_EXT
+#define POOL_FOLD(x, n, KW, SW, label, m, best)                            \
+    (vec ? POOL_NAME(pool_vfold)(x, n, KW, SW, label, m, best, 0)          \
+         : POOL_NAME(pool_fold)(x, n, KW, SW, 1, label, m, best))
+#define POOL_FOLD_FIRST(x, n, KW, SW, label, m, best)                      \
+    (vec ? POOL_NAME(pool_vfold)(x, n, KW, SW, label, m, best, 1)          \
+         : POOL_NAME(pool_fold_first)(x, n, KW, SW, 1, label, m, best))
 #else
 #define POOL_FOLD(x, n, KW, SW, label, m, best) POOL_NAME(pool_fold)(x, n, KW, SW, 1, label, m, best)
 #define POOL_FOLD_FIRST(x, n, KW, SW, label, m, best) POOL_NAME(pool_fold_first)(x, n, KW, SW, 1, label, m, best)
@@ -148,7 +157,8 @@ POOL_INLINE void POOL_NAME(pool_fold_tap_first)(const POOL_T *POOL_RESTRICT x, P
 /* One kernel row of every window: literal sizes for the common kernels. */
 POOL_INLINE void POOL_NAME(pool_fold_row)(const POOL_T *POOL_RESTRICT x, Py_ssize_t count,
                                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw, POOL_T label,
-                                          POOL_T *POOL_RESTRICT m, POOL_T *POOL_RESTRICT best)
+                                          POOL_T *POOL_RESTRICT m, POOL_T *POOL_RESTRICT best,
+                                          const int vec)
 {
     Py_ssize_t j;
     if (dw == 1 && sw == 2 && kw == 2) {
@@ -175,7 +185,7 @@ POOL_INLINE void POOL_NAME(pool_fold_row)(const POOL_T *POOL_RESTRICT x, Py_ssiz
 POOL_INLINE void POOL_NAME(pool_fold_row_first)(const POOL_T *POOL_RESTRICT x, Py_ssize_t count,
                                                 Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
                                                 POOL_T label, POOL_T *POOL_RESTRICT m,
-                                                POOL_T *POOL_RESTRICT best)
+                                                POOL_T *POOL_RESTRICT best, const int vec)
 {
     if (dw == 1 && sw == 2 && kw == 2) {
         POOL_FOLD_FIRST(x, count, 2, 2, label, m, best);
@@ -193,7 +203,7 @@ POOL_INLINE void POOL_NAME(pool_fold_row_first)(const POOL_T *POOL_RESTRICT x, P
         else
             POOL_NAME(pool_fold_tap_first)(x, count, sw, label, m, best);
         if (kw > 1)  /* the rest of the row */
-            POOL_NAME(pool_fold_row)(x + dw, count, kw - 1, sw, dw, label + (POOL_T)dw, m, best);
+            POOL_NAME(pool_fold_row)(x + dw, count, kw - 1, sw, dw, label + (POOL_T)dw, m, best, vec);
     }
 }
 
@@ -215,13 +225,13 @@ POOL_INLINE void POOL_NAME(pool_max_row_body)(
     const POOL_T *POOL_RESTRICT x, Py_ssize_t rows, Py_ssize_t row_step, POOL_T label0,
     POOL_T label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
     const POOL_T *POOL_RESTRICT first_col, POOL_T *POOL_RESTRICT out, int64_t *POOL_RESTRICT index,
-    int64_t index0)
+    int64_t index0, const int vec)
 {
     POOL_ALIGNED(64) POOL_T m[POOL_BLOCK];
     POOL_ALIGNED(64) POOL_T best[POOL_BLOCK];
     Py_ssize_t r = 0, k, n = (count + POOL_GROUP - 1) / POOL_GROUP * POOL_GROUP;
     if (first_col == NULL) {
-        POOL_NAME(pool_fold_row_first)(x, n, kw, sw, dw, label0, m, best);
+        POOL_NAME(pool_fold_row_first)(x, n, kw, sw, dw, label0, m, best, vec);
         r = 1;
     } else {
         for (k = 0; k < n; k++) {
@@ -231,7 +241,7 @@ POOL_INLINE void POOL_NAME(pool_max_row_body)(
     }
     for (; r < rows; r++)
         POOL_NAME(pool_fold_row)(x + r * row_step, n, kw, sw, dw,
-                                 label0 + (POOL_T)r * label_step, m, best);
+                                 label0 + (POOL_T)r * label_step, m, best, vec);
     memcpy(out, m, (size_t)count * sizeof(POOL_T));
     /* labels are small integers: via int32, which vectorises on SSE2 */
     for (k = 0; k < count; k++)
@@ -247,14 +257,14 @@ POOL_INLINE void POOL_NAME(pool_max_row_body)(
 
 static void POOL_NAME(pool_max_row_base)(POOL_ROW_ARGS)
 {
-    POOL_NAME(pool_max_row_body)(POOL_ROW_CALL);
+    POOL_NAME(pool_max_row_body)(POOL_ROW_CALL, 0);
 }
 
 #if POOL_X86_DISPATCH
 __attribute__((target("avx2")))
 static void POOL_NAME(pool_max_row_avx2)(POOL_ROW_ARGS)
 {
-    POOL_NAME(pool_max_row_body)(POOL_ROW_CALL);
+    POOL_NAME(pool_max_row_body)(POOL_ROW_CALL, 1);
 }
 #endif
 
