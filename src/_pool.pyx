@@ -77,6 +77,24 @@ cdef inline Py_ssize_t _tap_count(Py_ssize_t first, Py_ssize_t end, Py_ssize_t d
     return (end - first + dilation - 1) // dilation
 
 
+cdef enum:
+    # A call with less work than this (elements read plus taps visited) runs on one
+    # thread: waking an OpenMP team costs more than it saves.
+    GRAIN = 1 << 15
+
+
+cdef inline int _team(int threads, Py_ssize_t planes, Py_ssize_t work) noexcept nogil:
+    """Threads for a call over ``planes`` independent planes."""
+    if work < GRAIN or threads < 2:
+        return 1
+    return <int>min(<Py_ssize_t>threads, planes)
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) noexcept nogil:
+    """First plane of thread t when ``planes`` are dealt out in ``team`` equal ranges."""
+    return planes * t // team
+
+
 cdef PoolShape _pool_shape(g) except *:
     cdef PoolShape s
     cdef Py_ssize_t ow, label_bound
@@ -206,24 +224,35 @@ cdef void _first_columns(const PoolShape* s, floating* labels) noexcept nogil:
         labels[ow] = <floating>(_first_tap(start, s.dilation_w) - start if ow < s.out_w else 0)
 
 
+cdef void _max_pool_planes(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
+                           Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Planes first..last-1, on one thread (with its own buffer for the padded case)."""
+    cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
+    cdef floating* work = NULL
+    if s.padded:
+        # first-real-tap labels, then the plane copy
+        work = <floating*>malloc((s.out_w_rounded + s.in_h * (s.pad_w + s.in_w + s.pad_right)
+                                  + s.slack) * sizeof(floating))
+        if work != NULL:
+            _first_columns(s, work)
+    for p in range(first, last):
+        _max_pool_plane(x + p * in_size, out + p * out_size, indices + p * out_size, s, work)
+    free(work)
+
+
 cdef void _max_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                     int64_t[:, :, :, ::1] indices, const PoolShape* s, int threads) noexcept:
-    cdef Py_ssize_t p, n, c, channels = x.shape[1]
-    cdef floating* work = NULL
-    # per-thread buffer for the padded case: first-real-tap labels, then the plane copy
-    cdef size_t work_size = (s.out_w_rounded + s.in_h * (s.pad_w + s.in_w + s.pad_right)
-                             + s.slack) * sizeof(floating)
-    with nogil, parallel(num_threads=threads):
-        work = NULL
-        if s.padded:
-            work = <floating*>malloc(work_size)
-            if work != NULL:
-                _first_columns(s, work)
-        for p in prange(s.planes, schedule="static"):
-            n = p // channels
-            c = p % channels
-            _max_pool_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], &indices[n, c, 0, 0], s, work)
-        free(work)
+    cdef int t, team = _team(threads, s.planes, s.planes * (
+        s.in_h * s.in_w + s.out_h * s.out_w * s.kernel_h * s.kernel_w))
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
+    cdef int64_t* ip = &indices[0, 0, 0, 0]
+    with nogil:
+        if team == 1:
+            _max_pool_planes(xp, op, ip, s, 0, s.planes)
+        else:
+            for t in prange(team, num_threads=team, schedule="static"):
+                _max_pool_planes(xp, op, ip, s, _split(s.planes, t, team), _split(s.planes, t + 1, team))
 
 
 def max_pool2d(x, g):
@@ -242,26 +271,39 @@ def max_pool2d(x, g):
     return out, indices
 
 
-cdef void _max_unpool_plane(const floating* gy, const int64_t* indices, floating* grad,
-                            Py_ssize_t out_size, Py_ssize_t in_size) noexcept nogil:
-    """Zero one input plane, then add each output gradient at its argmax (in order)."""
-    cdef Py_ssize_t i
-    memset(grad, 0, in_size * sizeof(floating))
-    for i in range(out_size):
-        grad[indices[i]] += gy[i]
+cdef void _max_unpool_planes(const floating* gy, const int64_t* indices, floating* grad,
+                             Py_ssize_t out_size, Py_ssize_t in_size, Py_ssize_t first,
+                             Py_ssize_t last) noexcept nogil:
+    """Planes first..last-1: zero each input plane, then add every output gradient at its
+    argmax, in output order (the order of PyTorch's kernel)."""
+    cdef Py_ssize_t p, i
+    cdef floating* g
+    cdef const floating* d
+    cdef const int64_t* k
+    for p in range(first, last):
+        g = grad + p * in_size
+        d = gy + p * out_size
+        k = indices + p * out_size
+        memset(g, 0, in_size * sizeof(floating))
+        for i in range(out_size):
+            g[k[i]] += d[i]
 
 
 cdef void _max_pool_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :, :, ::1] indices,
                              floating[:, :, :, ::1] grad, int threads) noexcept:
-    cdef Py_ssize_t p, n, c, channels = gy.shape[1]
-    cdef Py_ssize_t planes = gy.shape[0] * channels
+    cdef Py_ssize_t planes = gy.shape[0] * gy.shape[1]
     cdef Py_ssize_t out_size = gy.shape[2] * gy.shape[3], in_size = grad.shape[2] * grad.shape[3]
+    cdef int t, team = _team(threads, planes, planes * (in_size + out_size))
+    cdef const floating* gp = &gy[0, 0, 0, 0]
+    cdef const int64_t* ip = &indices[0, 0, 0, 0]
+    cdef floating* rp = &grad[0, 0, 0, 0]
     with nogil:
-        for p in prange(planes, num_threads=threads, schedule="static"):
-            n = p // channels
-            c = p % channels
-            _max_unpool_plane(&gy[n, c, 0, 0], &indices[n, c, 0, 0], &grad[n, c, 0, 0],
-                              out_size, in_size)
+        if team == 1:
+            _max_unpool_planes(gp, ip, rp, out_size, in_size, 0, planes)
+        else:
+            for t in prange(team, num_threads=team, schedule="static"):
+                _max_unpool_planes(gp, ip, rp, out_size, in_size, _split(planes, t, team),
+                                   _split(planes, t + 1, team))
 
 
 def max_pool2d_backward(gy, indices, input_shape):
@@ -335,12 +377,19 @@ cdef void _avg_pool_plane(const floating* x, floating* out, const PoolShape* s,
 
 cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, const PoolShape* s,
                     bint count_include_pad, Py_ssize_t divisor_override, int threads) noexcept:
-    cdef Py_ssize_t p, n, c, channels = x.shape[1]
+    cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
+    cdef int team = _team(threads, s.planes, s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* op = &out[0, 0, 0, 0]
     with nogil:
-        for p in prange(s.planes, num_threads=threads, schedule="static"):
-            n = p // channels
-            c = p % channels
-            _avg_pool_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], s, count_include_pad, divisor_override)
+        if team == 1:
+            for p in range(s.planes):
+                _avg_pool_plane(xp + p * in_size, op + p * out_size, s, count_include_pad,
+                                divisor_override)
+        else:
+            for p in prange(s.planes, num_threads=team, schedule="static"):
+                _avg_pool_plane(xp + p * in_size, op + p * out_size, s, count_include_pad,
+                                divisor_override)
 
 
 def avg_pool2d(x, g, count_include_pad, divisor_override):
@@ -377,13 +426,19 @@ cdef void _avg_unpool_plane(const floating* gy, floating* grad, const PoolShape*
 cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, ::1] grad,
                              const PoolShape* s, bint count_include_pad,
                              Py_ssize_t divisor_override, int threads) noexcept:
-    cdef Py_ssize_t p, n, c, channels = gy.shape[1]
+    cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
+    cdef int team = _team(threads, s.planes, s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
+    cdef const floating* gp = &gy[0, 0, 0, 0]
+    cdef floating* rp = &grad[0, 0, 0, 0]
     with nogil:
-        for p in prange(s.planes, num_threads=threads, schedule="static"):
-            n = p // channels
-            c = p % channels
-            _avg_unpool_plane(&gy[n, c, 0, 0], &grad[n, c, 0, 0], s, count_include_pad,
-                              divisor_override)
+        if team == 1:
+            for p in range(s.planes):
+                _avg_unpool_plane(gp + p * out_size, rp + p * in_size, s, count_include_pad,
+                                  divisor_override)
+        else:
+            for p in prange(s.planes, num_threads=team, schedule="static"):
+                _avg_unpool_plane(gp + p * out_size, rp + p * in_size, s, count_include_pad,
+                                  divisor_override)
 
 
 def avg_pool2d_backward(gy, g, count_include_pad, divisor_override):
