@@ -103,8 +103,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
 
 def _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation):
     x, unbatched = _shapes.batched(x, "input")
-    g = _shapes.conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation, groups)
-    return x, unbatched, g
+    g, output_shape = _shapes.conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding,
+                                                      dilation, groups)
+    return x, unbatched, g, output_shape
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -128,10 +129,12 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     ``Ho = (H - 1)*stride_h - 2*pad_h + dilation_h*(kh - 1) + output_padding_h + 1``.
     """
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched, g = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
+    x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
     _check_bias(b, g.in_channels)
     impl = _backends.resolve(backend)
     y, _, _ = impl.conv2d_backward(_shapes.contiguous(x), None, _shapes.contiguous(w), g, True, False, False)
+    if y.shape != output_shape:  # output_padding >= stride: rows/columns that no window reaches
+        y = np.pad(y, ((0, 0), (0, 0), (0, output_shape[2] - g.in_h), (0, output_shape[3] - g.in_w)))
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return _unbatch(y, unbatched)
@@ -147,14 +150,15 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, o
     """
     need_input, need_weight, need_bias = _output_mask(output_mask)
     gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched, g = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
+    x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
     gy = _batched_like(gy, unbatched)
-    _shapes.check_output_shape(gy, g.input_shape, "grad_output")
+    _shapes.check_output_shape(gy, output_shape, "grad_output")
     impl = _backends.resolve(backend)
+    grad_bias = gy.sum(axis=(0, 2, 3)) if need_bias else None
+    gy = gy[:, :, :g.in_h, :g.in_w]  # output_padding rows past every window affect only the bias
     gy, x, w = _shapes.contiguous(gy), _shapes.contiguous(x), _shapes.contiguous(w)
     grad_input = impl.conv2d(gy, w, None, g) if need_input else None
     grad_weight = impl.conv2d_backward(x, gy, w, g, False, True, False)[1] if need_weight else None
-    grad_bias = gy.sum(axis=(0, 2, 3)) if need_bias else None
     if unbatched and grad_input is not None:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias

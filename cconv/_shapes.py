@@ -7,6 +7,7 @@ is why the compiled kernels may run with bounds checking off.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import numbers
 import operator
@@ -257,10 +258,12 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
 
 
 def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_padding, dilation, groups):
-    """Geometry of the conv2d whose input gradient is this conv_transpose2d.
+    """Geometry of the conv2d whose input gradient is this conv_transpose2d, and the output shape.
 
     ``input_shape`` is (N, C_in, H, W); ``weight_shape`` is (C_in, C_out/groups, kh, kw).
     Output size: ``(H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``.
+    Returns ``(geometry, (N, C_out, Ho, Wo))``; the geometry's input may be smaller than the
+    output by the output_padding rows/columns that no window reaches (see below).
     """
     if len(weight_shape) != 4:
         raise ValueError(f"weight must be 4-d (in_channels, out_channels/groups, kh, kw), got shape {tuple(weight_shape)}")
@@ -287,12 +290,28 @@ def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_p
     c_out = weight_shape[1] * groups
     _check_element_count((n, c_out, out_h, out_w), "conv_transpose2d output")
     # The transposed conv is the adjoint of a conv2d from (N, C_out, out_h, out_w) to the input's
-    # shape; output_padding becomes extra bottom/right rows that the forward conv never reaches.
+    # shape; output_padding < stride becomes extra bottom/right rows that its windows never reach.
     geometry = conv_geometry((n, c_out, out_h, out_w), weight_shape, stride,
                              padding, dilation, groups)
-    if (geometry.out_h, geometry.out_w) != (h, w):  # pragma: no cover - guaranteed by the formulas
+    # PyTorch also allows stride <= output_padding < dilation. The last row any window reads is
+    # out_h - 1 + padding - output_padding: the conv2d then pads less at the bottom, or (when
+    # output_padding > padding) ends before out_h and the caller appends the unreached rows as zeros.
+    changes = {}
+    for op, s, p, size, axis, end in zip(output_padding, stride, padding, (out_h, out_w), "hw",
+                                         ("pad_bottom", "pad_right")):
+        if op >= s:
+            changes[f"in_{axis}"] = size - max(0, op - p)
+            changes[end] = max(0, p - op)
+    if changes:
+        if min(changes.get("in_h", 1), changes.get("in_w", 1)) < 1:
+            raise ValueError(f"conv_transpose2d: no output pixel would receive input (padding {padding}, "
+                             f"output_padding {output_padding}, stride {stride})")
+        geometry = dataclasses.replace(geometry, out_h=h, out_w=w, **changes)
+    if (_conv_out_size(geometry.in_h, geometry.pad_top, geometry.pad_bottom, kh, dilation[0], stride[0]),
+            _conv_out_size(geometry.in_w, geometry.pad_left, geometry.pad_right, kw, dilation[1], stride[1]),
+            geometry.out_h, geometry.out_w) != (h, w, h, w):  # pragma: no cover - guaranteed by the formulas
         raise AssertionError("conv_transpose2d geometry mismatch")
-    return geometry
+    return geometry, (n, c_out, out_h, out_w)
 
 
 # --------------------------------------------------------------------------

@@ -148,7 +148,22 @@ def _conv_case(rng, feature):
 
 
 def _transpose_case(rng, feature):
-    """Random conv_transpose2d arguments; weight is (C_in, C_out/groups, kh, kw)."""
+    """Random conv_transpose2d arguments; weight is (C_in, C_out/groups, kh, kw).
+
+    cconv refuses the degenerate output_padding >= stride configurations in which no output
+    pixel receives any input (PyTorch returns just the bias there); those are redrawn.
+    """
+    while True:
+        x_shape, w_shape, args = _draw_transpose_case(rng, feature)
+        try:
+            cconv.conv_transpose2d(np.zeros((1,) + x_shape[1:]), np.zeros(w_shape), **args, backend=REFERENCE)
+        except ValueError as exc:
+            assert "no output pixel would receive input" in str(exc), exc
+            continue
+        return x_shape, w_shape, args
+
+
+def _draw_transpose_case(rng, feature):
     if feature == "depthwise" or (feature == "random" and rng.random() < 0.15):
         groups, c_per_group, o_per_group = int(rng.integers(1, 5)), 1, int(rng.integers(1, 3))
     elif feature == "groups" or (feature == "random" and rng.random() < 0.25):
@@ -161,9 +176,8 @@ def _transpose_case(rng, feature):
     padding = rng.integers(0, 3, size=2)
     if feature == "asymmetric" and padding[0] == padding[1]:
         padding[1] = (padding[1] + 1) % 3
-    # PyTorch also allows stride <= output_padding < dilation; cconv does not handle that yet
-    # (see test_reference.py::test_conv_transpose2d_output_padding_beyond_stride).
-    output_padding = np.array([rng.integers(0, s) for s in stride])
+    # below stride, or (as PyTorch also allows) below dilation
+    output_padding = np.array([rng.integers(0, max(s, d)) for s, d in zip(stride, dilation)])
     # out = (H - 1)*s - 2p + d(k - 1) + op + 1 >= 1
     deficit = 2 * padding - dilation * (kernel - 1) - output_padding
     low = 1 + np.maximum(0, -(-deficit // stride))

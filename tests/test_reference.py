@@ -441,13 +441,29 @@ def test_conv2d_matches_loop_definition(rng):
 
 
 def _random_transpose(rng, output_padding_below=None):
+    """Random conv_transpose2d arguments (output_padding below stride, or below max(stride, dilation)
+    as PyTorch allows; the degenerate draws in which no output pixel receives input are redrawn)."""
+    while True:
+        x, w, b, args = _draw_transpose(rng, output_padding_below)
+        try:
+            cconv.conv_transpose2d(x, w, b, **args, backend=REFERENCE)
+        except ValueError as exc:
+            assert "no output pixel would receive input" in str(exc), exc
+            continue
+        return x, w, b, args
+
+
+def _draw_transpose(rng, output_padding_below):
     groups = int(rng.integers(1, 3))
     cin, cog = groups * int(rng.integers(1, 3)), int(rng.integers(1, 3))
     kernel = tuple(int(k) for k in rng.integers(1, 4, size=2))
     stride = tuple(int(s) for s in rng.integers(1, 4, size=2))
     dilation = tuple(int(d) for d in rng.integers(1, 3, size=2))
     padding = tuple(int(min(p, d * (k - 1))) for p, d, k in zip(rng.integers(0, 2, size=2), dilation, kernel))
-    limit = output_padding_below or stride
+    if output_padding_below:   # PyTorch's full range: below stride or below dilation
+        limit = tuple(max(s, d) for s, d in zip(stride, dilation))
+    else:
+        limit = stride
     output_padding = tuple(int(rng.integers(0, m)) for m in limit)
     x = rng.standard_normal((int(rng.integers(1, 3)), cin, int(rng.integers(2, 5)), int(rng.integers(2, 5))))
     w = rng.standard_normal((cin, cog) + kernel)
@@ -464,15 +480,27 @@ def test_conv_transpose2d_matches_scatter_definition(rng):
         tally("loop definitions", "conv_transpose2d")
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, ValueError),
-                   reason="known bug: output_padding >= stride (allowed by PyTorch when < dilation) "
-                          "breaks cconv's conv_transpose2d geometry")
-def test_conv_transpose2d_output_padding_beyond_stride():
-    x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
-    args = dict(stride=(1, 1), padding=(0, 0), output_padding=(1, 1), dilation=(2, 2), groups=1)
-    expected = naive_conv_transpose2d(x, w, None, **args)
-    assert expected.shape == (1, 1, 6, 6)
-    assert_close(cconv.conv_transpose2d(x, w, **args, backend=REFERENCE), expected)
+def test_conv_transpose2d_output_padding_beyond_stride(backend, rng):
+    """PyTorch allows stride <= output_padding < dilation: the extra rows hold only the bias."""
+    x, w, b = rng.standard_normal((2, 2, 3, 3)), rng.standard_normal((2, 3, 2, 2)), rng.standard_normal(3)
+    args = dict(stride=(1, 2), padding=(0, 1), output_padding=(2, 2), dilation=(3, 3), groups=1)
+    expected = naive_conv_transpose2d(x, w, b, **args)
+    assert expected.shape == (2, 3, 8, 8)
+    assert_close(cconv.conv_transpose2d(x, w, b, **args, backend=backend), expected)
+    for _ in range(20):
+        x, w, b, args = _random_transpose(rng, output_padding_below="max(stride, dilation)")
+        assert_close(cconv.conv_transpose2d(x, w, b, **args, backend=backend),
+                     naive_conv_transpose2d(x, w, b, **args), context=str(args))
+        r = rng.standard_normal(naive_conv_transpose2d(x, w, b, **args).shape)
+        grads = cconv.conv_transpose2d_backward(r, x, w, **args, backend=backend)
+
+        def loss():
+            return float(np.sum(cconv.conv_transpose2d(x, w, b, **args, backend=backend) * r))
+
+        assert_gradient(numerical_gradient(loss, x), grads[0], "conv_transpose2d input (output_padding >= stride)")
+        assert_gradient(numerical_gradient(loss, w), grads[1], "conv_transpose2d weight (output_padding >= stride)")
+        if b is not None:
+            assert_gradient(numerical_gradient(loss, b), grads[2], "conv_transpose2d bias (output_padding >= stride)")
 
 
 def _random_pool(rng, dilation=True):
@@ -575,7 +603,7 @@ def test_reference_matches_torch(rng):
         tally("against torch", "conv2d")
 
     for _ in range(25):
-        x, w, b, args = _random_transpose(rng)
+        x, w, b, args = _random_transpose(rng, output_padding_below="max(stride, dilation)")
         xt, wt = t(x), t(w)
         yt = F.conv_transpose2d(xt, wt, None if b is None else torch.from_numpy(b), **args)
         gy = rng.standard_normal(tuple(yt.shape))
