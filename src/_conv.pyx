@@ -94,11 +94,15 @@ cdef extern from "conv_kernels.h" nogil:
     void conv_gw_images_f32(const kernel_f32 *kern, const float *x, const float *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                             Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
-                            const int *mask, float *gw, float *xp, float *gyp)
+                            const int *mask, float *gw, float *ws)
     void conv_gw_images_f64(const kernel_f64 *kern, const double *x, const double *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                             Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
-                            const long long *mask, double *gw, double *xp, double *gyp)
+                            const long long *mask, double *gw, double *ws)
+    Py_ssize_t dot_image_size_f32(const cconv_geom *g, Py_ssize_t m, int nr)
+    Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
+    Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)
+    Py_ssize_t dot_images_f64(const cconv_geom *g, Py_ssize_t m, int nr)
     void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb)
@@ -116,6 +120,10 @@ cdef extern from "conv_kernels.h" nogil:
 cdef bytes _isa_request = os.environ.get("CCONV_KERNEL_ISA", "").strip().lower().encode()
 cconv_select_kernel_f32(_isa_request)
 cconv_select_kernel_f64(_isa_request)
+
+# Benchmarking aid: force the GEMM flavour ("padded" or "im2col") of forward passes.
+cdef int _forced_algo = {"padded": 2, "im2col": 1}.get(
+    os.environ.get("CCONV_CONV_ALGO", "").strip().lower(), -1)
 
 # Below this many multiply-adds a call runs on one thread: waking the OpenMP team costs
 # more than it saves.
@@ -295,13 +303,24 @@ cdef inline Py_ssize_t _dot_grid(const cconv_geom *s, const floating *dummy) noe
 cdef inline void _gw_images(const floating *x, const floating *gy, const cconv_geom *s,
                             Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1,
                             const Py_ssize_t *off, const void *mask, floating *gw,
-                            floating *xp, floating *gyp) noexcept nogil:
+                            floating *ws) noexcept nogil:
     if floating is float:
         conv_gw_images_f32(cconv_kernel_f32(), x, gy, s, groups, m, img0, img1, off,
-                           <const int *>mask, gw, xp, gyp)
+                           <const int *>mask, gw, ws)
     else:
         conv_gw_images_f64(cconv_kernel_f64(), x, gy, s, groups, m, img0, img1, off,
-                           <const long long *>mask, gw, xp, gyp)
+                           <const long long *>mask, gw, ws)
+
+
+cdef inline Py_ssize_t _dot_scratch(const cconv_geom *s, Py_ssize_t m,
+                                    const floating *dummy) noexcept nogil:
+    """Scratch elements of one thread of the dot kernel (0: too large, use im2col)."""
+    if floating is float:
+        return (dot_images_f32(s, m, cconv_kernel_f32().nr)
+                * dot_image_size_f32(s, m, cconv_kernel_f32().nr))
+    else:
+        return (dot_images_f64(s, m, cconv_kernel_f64().nr)
+                * dot_image_size_f64(s, m, cconv_kernel_f64().nr))
 
 
 cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
@@ -445,10 +464,23 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
     """Direct loops for tiny calls (no scratch, no packing: lowest latency); else implicit
     GEMM on a padded copy of each image slice, which beats direct loops even with a single
     output channel per group, or packed-im2col GEMM when that copy would be too large."""
+    cdef Py_ssize_t nr = _tile_nr(dummy), wph, grid_cols, im2col_cols
     if macs < _DIRECT_MAX_MACS:
         return _DIRECT
-    if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
+    if _forced_algo == _GEMM_IM2COL and _gemm_worthwhile(m):
+        return _GEMM_IM2COL
+    if _forced_algo == _GEMM_PADDED:
         return _GEMM_PADDED
+    if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
+        # Columns each computes per output channel: the padded grid has extra columns per
+        # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
+        wph = ((s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1)) // s.stride_w + 1
+        grid_cols = _round_up(s.out_h * wph, nr)
+        im2col_cols = _round_up(s.out_h * s.out_w, nr)
+        # (1x1 kernels: im2col is a plain copy into panels, which stream better.)
+        if not (_gemm_worthwhile(m) and (im2col_cols * (m + 16) < grid_cols * m
+                                         or s.kernel_h * s.kernel_w == 1)):
+            return _GEMM_PADDED
     if _gemm_worthwhile(m):
         return _GEMM_IM2COL
     return _DIRECT
@@ -535,7 +567,7 @@ cdef int _grad_weight_algo(const cconv_geom *s, Py_ssize_t m, double macs,
     kernels only, bounded copy size); else packed-im2col GEMM."""
     if macs < _DIRECT_MAX_MACS:
         return _DIRECT
-    if _has_dot(dummy) and _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
+    if _has_dot(dummy) and _dot_scratch(s, m, dummy) > 0:
         return _GEMM_PADDED
     if _gemm_worthwhile(m):
         return _GEMM_IM2COL
@@ -549,8 +581,7 @@ cdef Py_ssize_t _grad_weight_thread_ws(const cconv_geom *s, Py_ssize_t groups, P
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
     cdef Py_ssize_t partial = _round_up(groups * m * K, 16)
     if algo == _GEMM_PADDED:
-        return (_round_up(_padded_size(s, dummy), 16) + _round_up(m * _dot_grid(s, dummy), 16)
-                + partial)
+        return _dot_scratch(s, m, dummy) + partial
     return _round_up(m, _tile_mr(dummy)) * CCONV_KC + CCONV_KC * CCONV_NC + partial
 
 
@@ -574,7 +605,7 @@ cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
     cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
     cdef Py_ssize_t O = groups * m
     cdef Py_ssize_t R = batch * P, GW = O * K
-    cdef Py_ssize_t t, i, per_thread, part_at, wsa_size, xp_size
+    cdef Py_ssize_t t, i, per_thread, part_at, wsa_size
     cdef Py_ssize_t *off
     cdef void *mask
     cdef floating *base
@@ -596,7 +627,6 @@ cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
         else:
             dot_mask_f64(s, <long long *>mask)
     base = ws + _offsets_elems(K, ws) + _round_up(_dot_grid(s, ws), 16)
-    xp_size = _round_up(_padded_size(s, ws), 16)
     per_thread = _grad_weight_thread_ws(s, groups, m, algo, ws)
     part_at = per_thread - _round_up(GW, 16)
     wsa_size = _round_up(m, _tile_mr(ws)) * CCONV_KC
@@ -607,7 +637,7 @@ cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
         memset(part, 0, GW * sizeof(floating))
         if algo == _GEMM_PADDED:
             _gw_images(x, gy, s, groups, m, batch * t // nthreads, batch * (t + 1) // nthreads,
-                       off, mask, part, tws, tws + xp_size)
+                       off, mask, part, tws)
         else:
             _gw_range(x, gy, s, groups, m, R * t // nthreads, R * (t + 1) // nthreads, part,
                       tws, tws + wsa_size)
