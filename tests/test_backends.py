@@ -173,7 +173,8 @@ def test_selection_order(spy):
 
 
 def test_environment_variable():
-    code = "import cconv, numpy as np; print(cconv.get_backend()); print(cconv.conv2d(np.ones((1,1,3,3)), np.ones((1,1,2,2))).sum())"
+    code = ("import cconv, numpy as np; print(cconv.get_backend()); "
+            "print(cconv.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))).sum())")
     for name in BACKENDS:
         result = _run(code, CCONV_BACKEND=name)
         assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS, REFERENCE, assert_close, assert_identical, tally
+from conftest import REFERENCE, assert_close, assert_identical, tally
 
 # --------------------------------------------------------------------------
 # the seed example
@@ -423,7 +423,8 @@ def _random_conv(rng):
     if rng.random() < 0.3:
         stride, padding, total = (1, 1), "same", dilation * (kernel - 1)
     else:
-        stride, padding = tuple(int(s) for s in rng.integers(1, 4, size=2)), tuple(int(p) for p in rng.integers(0, 3, size=2))
+        stride = tuple(int(s) for s in rng.integers(1, 4, size=2))
+        padding = tuple(int(p) for p in rng.integers(0, 3, size=2))
         total = 2 * np.array(padding)
     size = np.maximum(1, dilation * (kernel - 1) + 1 - total) + rng.integers(0, 5, size=2)
     x = rng.standard_normal((int(rng.integers(1, 3)), c, int(size[0]), int(size[1])))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS, tally
+from conftest import tally
 
 # Valid arguments that each bad-input entry spoils in one way.
 X = np.ones((2, 4, 6, 6))                       # input (N, C, H, W)
