@@ -61,6 +61,9 @@ cdef struct PoolShape:
     # The row kernels apply: every window has a real column and its tap labels fit
     # exactly in the dtype (float32 up to 2**24); otherwise windows go one by one.
     bint vector_float, vector_double
+    # Average pooling: output columns avg_w0 <= ow < avg_w1 have their window inside the
+    # input horizontally (no clipping, no bounds checks).
+    Py_ssize_t avg_w0, avg_w1
 
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t dilation) noexcept nogil:
@@ -116,6 +119,9 @@ cdef PoolShape _pool_shape(g) except *:
     label_bound = s.kernel_h * s.dilation_h * s.in_w + s.kernel_w * s.dilation_w
     s.vector_double = real_columns and s.in_h > 0 and label_bound < (1 << 31)
     s.vector_float = s.vector_double and label_bound < (1 << 24)
+    s.avg_w0 = min((s.pad_w + s.stride_w - 1) // s.stride_w, s.out_w)
+    s.avg_w1 = (s.in_w + s.pad_w - s.kernel_w) // s.stride_w + 1 if s.in_w + s.pad_w >= s.kernel_w else 0
+    s.avg_w1 = max(min(s.avg_w1, s.out_w), s.avg_w0)
     return s
 
 
@@ -330,6 +336,11 @@ def max_pool2d_backward(gy, indices, input_shape):
 # average pooling (no dilation: the API never passes one)
 # --------------------------------------------------------------------------
 
+cdef enum:
+    # output gradients shared out per pass (stack scratch of the backward)
+    BLOCK = 256
+
+
 cdef struct AvgWindow:
     # A window clipped to the input, and its divisor (PyTorch's rule).
     Py_ssize_t h0, h1, w0, w1
@@ -357,22 +368,71 @@ cdef inline AvgWindow _avg_window(const PoolShape* s, Py_ssize_t oh, Py_ssize_t 
     return win
 
 
+cdef void _avg_window_out(const floating* x, floating* out, const PoolShape* s, Py_ssize_t oh,
+                          Py_ssize_t ow, bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
+    """One window with clipping (border windows): sum in row-major order, then divide."""
+    cdef Py_ssize_t h, w
+    cdef floating total = 0
+    cdef AvgWindow win = _avg_window(s, oh, ow, count_include_pad, divisor_override)
+    if win.h0 >= win.h1 or win.w0 >= win.w1:  # a window entirely in padding
+        out[0] = 0
+        return
+    for h in range(win.h0, win.h1):
+        for w in range(win.w0, win.w1):
+            total = total + x[h * s.in_w + w]
+    out[0] = total / <floating>win.divisor
+
+
+cdef inline void _add_tap(const floating* tap, floating* total, Py_ssize_t count,
+                          Py_ssize_t stride) noexcept nogil:
+    """total[k] += tap[k*stride]: one kernel tap of a row of windows (vectorises)."""
+    cdef Py_ssize_t k
+    for k in range(count):
+        total[k] = total[k] + tap[k * stride]
+
+
 cdef void _avg_pool_plane(const floating* x, floating* out, const PoolShape* s,
                           bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
-    cdef Py_ssize_t oh, ow, h, w
-    cdef floating total
-    cdef AvgWindow win
+    """One plane. The interior columns of each output row are summed a kernel tap at a time
+    (each window still adds its taps in row-major order, as PyTorch does); their divisor
+    is the same along the row. Border columns go window by window."""
+    cdef Py_ssize_t oh, ow, h, j, h_start, h_end, h0, h1, divisor
+    cdef Py_ssize_t lo = s.avg_w0, n = s.avg_w1 - s.avg_w0, sw = s.stride_w
+    cdef floating* row
+    cdef const floating* tap
     for oh in range(s.out_h):
-        for ow in range(s.out_w):
-            win = _avg_window(s, oh, ow, count_include_pad, divisor_override)
-            if win.h0 >= win.h1 or win.w0 >= win.w1:  # a window entirely in padding
-                out[oh * s.out_w + ow] = 0
-                continue
-            total = 0
-            for h in range(win.h0, win.h1):
-                for w in range(win.w0, win.w1):
-                    total = total + x[h * s.in_w + w]
-            out[oh * s.out_w + ow] = total / <floating>win.divisor
+        h_start = oh * s.stride_h - s.pad_h
+        h_end = min(h_start + s.kernel_h, s.in_h + s.pad_h)
+        h0 = max(h_start, 0)
+        h1 = min(h_end, s.in_h)
+        row = out + oh * s.out_w
+        if n > 0 and h0 < h1:
+            for j in range(n):
+                row[lo + j] = 0
+            for h in range(h0, h1):
+                for j in range(s.kernel_w):
+                    tap = x + h * s.in_w + lo * sw - s.pad_w + j
+                    if sw == 1:
+                        _add_tap(tap, row + lo, n, 1)
+                    elif sw == 2:
+                        _add_tap(tap, row + lo, n, 2)
+                    else:
+                        _add_tap(tap, row + lo, n, sw)
+            if divisor_override != 0:
+                divisor = divisor_override
+            elif count_include_pad:
+                divisor = (h_end - h_start) * s.kernel_w
+            else:
+                divisor = (h1 - h0) * s.kernel_w
+            for j in range(n):
+                row[lo + j] = row[lo + j] / <floating>divisor
+            for ow in range(lo):
+                _avg_window_out(x, row + ow, s, oh, ow, count_include_pad, divisor_override)
+            for ow in range(lo + n, s.out_w):
+                _avg_window_out(x, row + ow, s, oh, ow, count_include_pad, divisor_override)
+        else:
+            for ow in range(s.out_w):
+                _avg_window_out(x, row + ow, s, oh, ow, count_include_pad, divisor_override)
 
 
 cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, const PoolShape* s,
@@ -407,20 +467,69 @@ def avg_pool2d(x, g, count_include_pad, divisor_override):
     return out
 
 
+cdef void _avg_unwindow(floating* grad, floating g, const PoolShape* s, Py_ssize_t oh,
+                        Py_ssize_t ow, bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
+    """Spread one output gradient over its clipped window (border windows)."""
+    cdef Py_ssize_t h, w
+    cdef AvgWindow win = _avg_window(s, oh, ow, count_include_pad, divisor_override)
+    cdef floating share = g / <floating>win.divisor
+    for h in range(win.h0, win.h1):
+        for w in range(win.w0, win.w1):
+            grad[h * s.in_w + w] += share
+
+
+cdef inline void _spread_tap(floating* tap, const floating* share, Py_ssize_t count,
+                             Py_ssize_t stride) noexcept nogil:
+    """tap[k*stride] += share[k]: one kernel tap of a row of windows."""
+    cdef Py_ssize_t k
+    for k in range(count):
+        tap[k * stride] = tap[k * stride] + share[k]
+
+
 cdef void _avg_unpool_plane(const floating* gy, floating* grad, const PoolShape* s,
                             bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
-    """Zero one input plane, then spread each output gradient over its window."""
-    cdef Py_ssize_t oh, ow, h, w
-    cdef floating share
-    cdef AvgWindow win
+    """Zero one input plane, then spread each output gradient over its window: interior
+    columns of an output row a kernel tap at a time (their divisor is the same along the
+    row), border columns window by window. Deterministic; the order in which overlapping
+    windows add up differs from PyTorch's (rounding-level differences)."""
+    cdef Py_ssize_t oh, ow, h, j, h_start, h_end, h0, h1, divisor, c0, count
+    cdef Py_ssize_t lo = s.avg_w0, n = s.avg_w1 - s.avg_w0, sw = s.stride_w
+    cdef floating share[BLOCK]
+    cdef const floating* row
+    cdef floating* tap
     memset(grad, 0, s.in_h * s.in_w * sizeof(floating))
     for oh in range(s.out_h):
-        for ow in range(s.out_w):
-            win = _avg_window(s, oh, ow, count_include_pad, divisor_override)
-            share = gy[oh * s.out_w + ow] / <floating>win.divisor
-            for h in range(win.h0, win.h1):
-                for w in range(win.w0, win.w1):
-                    grad[h * s.in_w + w] += share
+        h_start = oh * s.stride_h - s.pad_h
+        h_end = min(h_start + s.kernel_h, s.in_h + s.pad_h)
+        h0 = max(h_start, 0)
+        h1 = min(h_end, s.in_h)
+        row = gy + oh * s.out_w
+        for ow in range(lo):
+            _avg_unwindow(grad, row[ow], s, oh, ow, count_include_pad, divisor_override)
+        if h0 < h1:
+            if divisor_override != 0:
+                divisor = divisor_override
+            elif count_include_pad:
+                divisor = (h_end - h_start) * s.kernel_w
+            else:
+                divisor = (h1 - h0) * s.kernel_w
+            c0 = lo
+            while c0 < lo + n:
+                count = min(<Py_ssize_t>BLOCK, lo + n - c0)
+                for j in range(count):
+                    share[j] = row[c0 + j] / <floating>divisor
+                for h in range(h0, h1):
+                    for j in range(s.kernel_w):
+                        tap = grad + h * s.in_w + c0 * sw - s.pad_w + j
+                        if sw == 1:
+                            _spread_tap(tap, share, count, 1)
+                        elif sw == 2:
+                            _spread_tap(tap, share, count, 2)
+                        else:
+                            _spread_tap(tap, share, count, sw)
+                c0 += count
+        for ow in range(lo + n, s.out_w):
+            _avg_unwindow(grad, row[ow], s, oh, ow, count_include_pad, divisor_override)
 
 
 cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, ::1] grad,
