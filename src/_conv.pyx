@@ -87,6 +87,18 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     const int CCONV_NB_PANELS
+    void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, float *u)
+    void wino_weights_f64(const double *w, Py_ssize_t m_total, Py_ssize_t C, double *u)
+    Py_ssize_t wino_task_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                  Py_ssize_t tpad)
+    void conv_wino_rows_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+                            Py_ssize_t m, const float *upack, Py_ssize_t upack_xi,
+                            const Py_ssize_t *off, const float *bias, float *y, Py_ssize_t ty0,
+                            Py_ssize_t nty, Py_ssize_t tpad, float *ws)
+    void conv_wino_rows_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+                            Py_ssize_t m, const double *upack, Py_ssize_t upack_xi,
+                            const Py_ssize_t *off, const double *bias, double *y,
+                            Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, double *ws)
     Py_ssize_t dot_grid_f32(const cconv_geom *g)
     Py_ssize_t dot_grid_f64(const cconv_geom *g)
     void dot_mask_f32(const cconv_geom *g, int *mask)
@@ -121,8 +133,8 @@ cdef bytes _isa_request = os.environ.get("CCONV_KERNEL_ISA", "").strip().lower()
 cconv_select_kernel_f32(_isa_request)
 cconv_select_kernel_f64(_isa_request)
 
-# Benchmarking aid: force the GEMM flavour ("padded" or "im2col") of forward passes.
-cdef int _forced_algo = {"padded": 2, "im2col": 1}.get(
+# Benchmarking aid: force the algorithm ("padded", "im2col" or "winograd") of forward passes.
+cdef int _forced_algo = {"padded": 2, "im2col": 1, "winograd": -1}.get(
     os.environ.get("CCONV_CONV_ALGO", "").strip().lower(), -1)
 
 # Below this many multiply-adds a call runs on one thread: waking the OpenMP team costs
@@ -143,6 +155,11 @@ DEF _PADDED_MAX_ELEMS = 4194304
 DEF _DIRECT = 0
 DEF _GEMM_IM2COL = 1
 DEF _GEMM_PADDED = 2
+DEF _WINOGRAD = 3
+# Winograd needs enough channels for its transforms to pay off, and a tile block of about
+# this many scratch elements per thread (V and M blocks).
+DEF _WINO_MIN_CHANNELS = 16
+DEF _WINO_BLOCK_ELEMS = 262144
 
 
 # --------------------------------------------------------------------------
@@ -323,6 +340,36 @@ cdef inline Py_ssize_t _dot_scratch(const cconv_geom *s, Py_ssize_t m,
                 * dot_image_size_f64(s, m, cconv_kernel_f64().nr))
 
 
+cdef inline void _wino_weights(const floating *w, Py_ssize_t m_total, Py_ssize_t C,
+                               floating *u) noexcept nogil:
+    if floating is float:
+        wino_weights_f32(w, m_total, C, u)
+    else:
+        wino_weights_f64(w, m_total, C, u)
+
+
+cdef inline void _wino_rows(const floating *x, const cconv_geom *s, Py_ssize_t m,
+                            const floating *upack, Py_ssize_t upack_xi, const Py_ssize_t *off,
+                            const floating *bias, floating *y, Py_ssize_t ty0, Py_ssize_t nty,
+                            Py_ssize_t tpad, floating *ws) noexcept nogil:
+    if floating is float:
+        conv_wino_rows_f32(cconv_kernel_f32(), x, s, m, upack, upack_xi, off, bias, y, ty0, nty,
+                           tpad, ws)
+    else:
+        conv_wino_rows_f64(cconv_kernel_f64(), x, s, m, upack, upack_xi, off, bias, y, ty0, nty,
+                           tpad, ws)
+
+
+cdef inline void _wino_blocking(const cconv_geom *s, Py_ssize_t m, int nr, Py_ssize_t *nty,
+                                Py_ssize_t *tpad) noexcept nogil:
+    """Tile rows per Winograd task and the padded tile count of its blocks."""
+    cdef Py_ssize_t tw = (s.out_w + 1) // 2, th = (s.out_h + 1) // 2
+    cdef Py_ssize_t tiles = _WINO_BLOCK_ELEMS // (16 * (s.channels + m))
+    tiles = max(<Py_ssize_t>nr, min(tiles, <Py_ssize_t>8 * nr))
+    nty[0] = max(<Py_ssize_t>1, min(th, tiles // tw))
+    tpad[0] = _round_up(nty[0] * tw, nr)
+
+
 cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
                            Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1,
                            floating *gw, floating *wsa, floating *wsb) noexcept nogil:
@@ -471,6 +518,11 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
         return _GEMM_IM2COL
     if _forced_algo == _GEMM_PADDED:
         return _GEMM_PADDED
+    if (_forced_algo < 0 and s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1
+            and s.stride_w == 1 and s.dilation_h == 1 and s.dilation_w == 1
+            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS
+            and (s.out_w + 1) // 2 * ((s.out_h + 1) // 2) >= 2 * nr):
+        return _WINOGRAD
     if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
         # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
@@ -495,11 +547,53 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m
     cdef Py_ssize_t shared = _round_up(groups * _round_up(m, mr) * K, 16)
     if algo == _DIRECT:
         return 0
+    cdef Py_ssize_t nty, tpad
     if algo == _GEMM_IM2COL:
         return shared + nthreads * CCONV_KC * CCONV_NC
+    if algo == _WINOGRAD:
+        _wino_blocking(s, m, nr, &nty, &tpad)
+        return (16 * groups * _round_up(m, mr) * s.channels       # packed U
+                + _round_up(16 * groups * m * s.channels, 16)     # U before packing
+                + _round_up(s.channels * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
+                + nthreads * _round_up(wino_task_size_f32(s.channels, m, nty,
+                                                          (s.out_w + 1) // 2, tpad), 16))
     return (shared + _round_up(K * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
             + nthreads * (_round_up(_padded_size(s, dummy), 16)
                           + _round_up(m, mr) * CCONV_NB_PANELS * nr))
+
+
+cdef void _forward_winograd(const floating *x, const floating *w, const floating *b,
+                            floating *y, const cconv_geom *s, Py_ssize_t batch,
+                            Py_ssize_t groups, Py_ssize_t m, int nthreads,
+                            floating *ws) noexcept nogil:
+    """Winograd F(2x2, 3x3): transform and pack the weights once, then one task per
+    (image, group, block of tile rows)."""
+    cdef Py_ssize_t C = s.channels, O = groups * m
+    cdef Py_ssize_t tw = (s.out_w + 1) // 2, th = (s.out_h + 1) // 2
+    cdef Py_ssize_t a_size = _round_up(m, _tile_mr(ws)) * C
+    cdef Py_ssize_t upack_xi = groups * a_size
+    cdef Py_ssize_t x_group = C * s.in_h * s.in_w
+    cdef Py_ssize_t nty, tpad, nblk, per_thread, t, r, ty0, xi, gidx, c
+    cdef floating *upack = ws
+    cdef floating *u = upack + 16 * upack_xi
+    cdef Py_ssize_t *off = <Py_ssize_t *>(u + _round_up(16 * O * C, 16))
+    cdef floating *tws = (<floating *>off) + _round_up(C * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
+    _wino_blocking(s, m, _tile_nr(ws), &nty, &tpad)
+    per_thread = _round_up(wino_task_size_f32(C, m, nty, tw, tpad), 16)
+    _wino_weights(w, O, C, u)
+    for xi in range(16):
+        for gidx in range(groups):
+            _pack_a(upack + xi * upack_xi + gidx * a_size, u + (xi * O + gidx * m) * C, m, C, C, 1)
+    for c in range(C):
+        off[c] = c * tpad
+    nblk = (th + nty - 1) // nty
+    for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
+                    use_threads_if=nthreads > 1):
+        r = t // nblk                      # image * groups + group
+        ty0 = t % nblk * nty
+        _wino_rows(x + r * x_group, s, m, upack + r % groups * a_size, upack_xi, off,
+                   b + r % groups * m if b != NULL else NULL, y + r * m * s.out_h * s.out_w,
+                   ty0, min(nty, th - ty0), tpad, tws + threadid() * per_thread)
 
 
 cdef void _forward(const floating *x, const floating *w, const floating *b, floating *y,
@@ -520,6 +614,9 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
                         use_threads_if=nthreads > 1):
             _direct_plane(x + (t // O * groups + t % O // m) * x_group, w + t % O * K,
                           b[t % O] if b != NULL else <floating>0, y + t * P, s)
+        return
+    if algo == _WINOGRAD:
+        _forward_winograd(x, w, b, y, s, batch, groups, m, nthreads, ws)
         return
     a_size = _round_up(m, _tile_mr(ws)) * K
     apack = ws

@@ -470,6 +470,174 @@ static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_g
     }
 }
 
+/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 undilated convolutions ------------------
+ * Each 2x2 output tile costs 16 multiplies per (input, output channel) pair instead of 36:
+ *   Y = A^T [ sum_c (G g G^T) .* (B^T d B) ] A
+ * for the 4x4 input patch d at rows 2*ty - pad_top.., columns 2*tx - pad_left...  The
+ * elementwise products over channels are 16 GEMMs (one per position xi of the 4x4
+ * transformed tile), M_xi(m x T) = U_xi(m x C) * V_xi(C x T), run by the indirect
+ * micro-kernel on V_xi rows (row c at c*tpad).  Transforms are written as loops over a
+ * tile row (tx), which vectorise.  Rounding stays within a few ulps per product. */
+
+/* v0..v3 = (a0 - a2, a1 + a2, a2 - a1, a1 - a3): one B^T step over n tiles. */
+static inline void S(wino_combine)(T *CCONV_RESTRICT v0, T *CCONV_RESTRICT v1,
+                                   T *CCONV_RESTRICT v2, T *CCONV_RESTRICT v3,
+                                   const T *CCONV_RESTRICT a0, const T *CCONV_RESTRICT a1,
+                                   const T *CCONV_RESTRICT a2, const T *CCONV_RESTRICT a3,
+                                   Py_ssize_t n)
+{
+    for (Py_ssize_t t = 0; t < n; t++) {
+        v0[t] = a0[t] - a2[t];
+        v1[t] = a1[t] + a2[t];
+        v2[t] = a2[t] - a1[t];
+        v3[t] = a1[t] - a3[t];
+    }
+}
+
+/* The 2x2 outputs (y00, y01, y10, y11) + b of n tiles from their 16 transformed products,
+ * mm[xi*xi_stride + t]. */
+static inline void S(wino_output)(const T *CCONV_RESTRICT mm, Py_ssize_t xi_stride, T b,
+                                  T *CCONV_RESTRICT y00, T *CCONV_RESTRICT y01,
+                                  T *CCONV_RESTRICT y10, T *CCONV_RESTRICT y11, Py_ssize_t n)
+{
+    for (Py_ssize_t t = 0; t < n; t++) {
+        T s0[4], s1[4];
+        for (int j = 0; j < 4; j++) {
+            const T m0 = mm[j * xi_stride + t], m1 = mm[(4 + j) * xi_stride + t];
+            const T m2 = mm[(8 + j) * xi_stride + t], m3 = mm[(12 + j) * xi_stride + t];
+            s0[j] = m0 + m1 + m2;
+            s1[j] = m1 - m2 - m3;
+        }
+        y00[t] = b + (s0[0] + s0[1] + s0[2]);
+        y01[t] = b + (s0[1] - s0[2] - s0[3]);
+        y10[t] = b + (s1[0] + s1[1] + s1[2]);
+        y11[t] = b + (s1[1] - s1[2] - s1[3]);
+    }
+}
+
+/* row[2t] = even[t], row[2t + 1] = odd[t] for the row's width (odd widths drop the last odd). */
+static inline void S(wino_interleave)(T *CCONV_RESTRICT row, const T *CCONV_RESTRICT even,
+                                      const T *CCONV_RESTRICT odd, Py_ssize_t width)
+{
+    const Py_ssize_t pairs = width / 2;
+    for (Py_ssize_t t = 0; t < pairs; t++) {
+        row[2 * t] = even[t];
+        row[2 * t + 1] = odd[t];
+    }
+    if (width % 2) row[width - 1] = even[pairs];
+}
+
+/* U[xi][o][c] = (G g_oc G^T)[xi] for the (m_total, channels, 3, 3) weights w.
+ * G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. */
+static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ssize_t C,
+                            T *CCONV_RESTRICT u)
+{
+    const Py_ssize_t plane = m_total * C;
+    for (Py_ssize_t o = 0; o < m_total; o++)
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const T *g = w + (o * C + c) * 9;
+            T t[4][3], r[4][4];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = g[j];
+                t[1][j] = (T)0.5 * (g[j] + g[3 + j] + g[6 + j]);
+                t[2][j] = (T)0.5 * (g[j] - g[3 + j] + g[6 + j]);
+                t[3][j] = g[6 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                r[i][0] = t[i][0];
+                r[i][1] = (T)0.5 * (t[i][0] + t[i][1] + t[i][2]);
+                r[i][2] = (T)0.5 * (t[i][0] - t[i][1] + t[i][2]);
+                r[i][3] = t[i][2];
+            }
+            for (int xi = 0; xi < 16; xi++) u[xi * plane + o * C + c] = r[xi / 4][xi % 4];
+        }
+}
+
+/* Scratch elements of one Winograd task over nty tile rows of tw tiles, tpad >= nty*tw:
+ * V (16 x C x tpad), M (16 x m x tpad), row transforms, one padded input row. */
+static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                    Py_ssize_t tpad)
+{
+    return 16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16;
+}
+
+/* Output tile rows [ty0, ty0 + nty) of one image-group slice (3x3, stride 1, dilation 1):
+ * x (C, in_h, in_w) -> y (m, out_h, out_w) (+ bias).  upack: for each xi the group's U_xi
+ * packed by pack_a (strip stride C*mr, xi stride upack_xi); off[c] = c*tpad, where tpad
+ * >= nty*tw is a multiple of nr; ws: wino_task_size elements for that tpad. */
+CCONV_CLONES
+static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+                              Py_ssize_t m, const T *upack, Py_ssize_t upack_xi,
+                              const Py_ssize_t *off, const T *bias, T *y, Py_ssize_t ty0,
+                              Py_ssize_t nty, Py_ssize_t tpad, T *ws)
+{
+    const Py_ssize_t C = g->channels, H = g->in_h, W = g->in_w;
+    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
+    const int mr = kern->mr, nr = kern->nr;
+    const Py_ssize_t T_ = nty * tw;
+    T *V = ws, *M = V + 16 * C * tpad;
+    T *rows = M + 16 * m * tpad;                 /* (2*nty + 2) x 4 x (tw + 1) */
+    T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);   /* padded input row, 2*tw + 2 (+2) */
+    const Py_ssize_t rstride = tw + 1;
+    /* Input transform: V[xi][c][t] = (B^T d B)[xi] for tile t = (ty - ty0)*tw + tx. */
+    for (Py_ssize_t c = 0; c < C; c++) {
+        const T *plane = x + c * H * W;
+        for (Py_ssize_t rr = 0; rr < 2 * nty + 2; rr++) {
+            const Py_ssize_t ih = 2 * ty0 + rr - g->pad_top;
+            T *R = rows + rr * 4 * rstride;
+            if (ih < 0 || ih >= H) {
+                for (Py_ssize_t t = 0; t < 4 * rstride; t++) R[t] = 0;
+                continue;
+            }
+            S(copy_segment)(prow, plane + ih * W, -g->pad_left, 2 * tw + 2, 1, W);
+            /* Row transform with B = columns (d0-d2, d1+d2, d2-d1, d1-d3) of each patch. */
+            for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                const T d0 = prow[2 * tx], d1 = prow[2 * tx + 1];
+                const T d2 = prow[2 * tx + 2], d3 = prow[2 * tx + 3];
+                R[tx] = d0 - d2;
+                R[rstride + tx] = d1 + d2;
+                R[2 * rstride + tx] = d2 - d1;
+                R[3 * rstride + tx] = d1 - d3;
+            }
+        }
+        for (Py_ssize_t ty = 0; ty < nty; ty++) {
+            const T *q0 = rows + (2 * ty) * 4 * rstride, *q1 = q0 + 4 * rstride;
+            const T *q2 = q1 + 4 * rstride, *q3 = q2 + 4 * rstride;
+            for (int j = 0; j < 4; j++)
+                S(wino_combine)(V + ((0 * 4 + j) * C + c) * tpad + ty * tw,
+                                V + ((1 * 4 + j) * C + c) * tpad + ty * tw,
+                                V + ((2 * 4 + j) * C + c) * tpad + ty * tw,
+                                V + ((3 * 4 + j) * C + c) * tpad + ty * tw,
+                                q0 + j * rstride, q1 + j * rstride, q2 + j * rstride,
+                                q3 + j * rstride, tw);
+        }
+        for (int xi = 0; xi < 16; xi++)     /* padding tiles: defined values, results unused */
+            for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
+    }
+    /* 16 GEMMs: M_xi (m x tpad) = U_xi (m x C) * V_xi (C x tpad). */
+    for (int xi = 0; xi < 16; xi++) {
+        const T *ua = upack + xi * upack_xi, *vb = V + xi * C * tpad;
+        T *mc = M + xi * m * tpad;
+        for (Py_ssize_t jr = 0; jr < T_; jr += nr)
+            for (Py_ssize_t ir = 0; ir < m; ir += mr)
+                kern->fn_ind(C, ua + (ir / mr) * C * mr, vb + jr, off, mc + ir * tpad + jr, tpad,
+                             (int)cconv_min(mr, m - ir), (int)cconv_min(nr, T_ - jr), 0, NULL);
+    }
+    /* Output transform: Y = A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], + bias. */
+    T *e = prow;   /* 4 rows of tw: the 2x2 outputs of a tile row before interleaving */
+    for (Py_ssize_t o = 0; o < m; o++) {
+        const T b = bias != NULL ? bias[o] : (T)0;
+        T *yo = y + o * Ho * Wo;
+        for (Py_ssize_t ty = 0; ty < nty; ty++) {
+            const Py_ssize_t oh = 2 * (ty0 + ty);
+            const T *mm = M + o * tpad + ty * tw;
+            S(wino_output)(mm, m * tpad, b, e, e + tw, e + 2 * tw, e + 3 * tw, tw);
+            S(wino_interleave)(yo + oh * Wo, e, e + tw, Wo);
+            if (oh + 1 < Ho) S(wino_interleave)(yo + (oh + 1) * Wo, e + 2 * tw, e + 3 * tw, Wo);
+        }
+    }
+}
+
 /* Grid length the dot kernel runs over: out_h*wph rounded up to the widest vector
  * (64 bytes), so every kernel's vector width divides it. */
 static Py_ssize_t S(dot_grid)(const cconv_geom *g)

@@ -53,6 +53,16 @@
 #define CCONV_COMPILER "unknown"
 #endif
 
+/* Memory-bound helpers (transforms, packing) are cloned per ISA and picked at load time. */
+#if CCONV_X86_DISPATCH && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define CCONV_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef CCONV_CLONES
+#define CCONV_CLONES
+#endif
+
 #define CCONV_CAT_(a, b) a##b
 #define CCONV_CAT(a, b) CCONV_CAT_(a, b)
 
