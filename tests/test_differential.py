@@ -40,7 +40,8 @@ MASKS = list(itertools.product([True, False], repeat=3))
 
 # Every even-numbered case forces the next feature in turn; odd-numbered cases are fully random.
 FEATURES = ["plain", "empty_batch", "unbatched", "depthwise", "groups", "same_even", "asymmetric",
-            "stride_no_divide", "dilation", "fortran", "strided", "special_values", "ceil_mode", "ties"]
+            "stride_no_divide", "dilation", "fortran", "strided", "special_values", "ceil_mode", "ties",
+            "medium"]
 
 pytestmark = [
     pytest.mark.parametrize("name", backend_params(BACKENDS_UNDER_TEST)),
@@ -112,6 +113,12 @@ def _maybe_unbatch(arrays, n, feature, rng):
 # configurations
 # --------------------------------------------------------------------------
 
+def _medium(rng, feature):
+    """Enough multiply-adds (> ~32k) for the compiled conv to leave its direct loops for the
+    GEMM paths; the default small cases mostly exercise the direct loops."""
+    return feature == "medium" or (feature == "random" and rng.random() < 0.35)
+
+
 def _conv_case(rng, feature):
     """Random conv2d arguments: shapes of input and weight plus stride/padding/dilation/groups."""
     if feature == "depthwise" or (feature == "random" and rng.random() < 0.15):
@@ -148,6 +155,9 @@ def _conv_case(rng, feature):
     size = low + rng.integers(0, 7, size=2)
     if feature == "stride_no_divide":  # make (size + pad - effective) % stride != 0
         size += (stride - (size + pad_total - effective) % stride) % stride + 1
+    if _medium(rng, feature):
+        c_per_group, o_per_group = c_per_group + 3, o_per_group + int(rng.integers(3, 8))
+        size += rng.integers(4, 10, size=2)
     n = _batch(rng, feature)
     c, o = groups * c_per_group, groups * o_per_group
     args = dict(stride=_pair_or_int(rng, stride), padding=padding,
@@ -190,6 +200,9 @@ def _draw_transpose_case(rng, feature):
     deficit = 2 * padding - dilation * (kernel - 1) - output_padding
     low = 1 + np.maximum(0, -(-deficit // stride))
     size = low + rng.integers(0, 5, size=2)
+    if _medium(rng, feature):
+        c_per_group, o_per_group = c_per_group + 3, o_per_group + int(rng.integers(3, 8))
+        size += rng.integers(3, 7, size=2)
     n = _batch(rng, feature)
     c_in, c_out = groups * c_per_group, groups * o_per_group
     args = dict(stride=_pair_or_int(rng, stride), padding=_pair_or_int(rng, padding),
@@ -566,7 +579,7 @@ def _large_calls(rng, dtype):
     ]
 
 
-LARGE_CASES = 20
+LARGE_CASES = int(os.environ.get("CCONV_TEST_LARGE_CASES", "20"))  # per dtype
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -612,26 +625,36 @@ def test_pool_large(name, dtype):
         tally("differential", "pooling (large)", 4)
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2"])
-def test_kernel_isa_variants(name, isa):
-    """The compiled GEMM micro-kernels exist per instruction set; the default is the best the
-    CPU has, so the others are run here in a subprocess (CCONV_KERNEL_ISA) on the GEMM-heavy cases."""
+KERNEL_VARIANTS = [
+    # the GEMM micro-kernels exist per instruction set; the default is the best the CPU has
+    {"CCONV_KERNEL_ISA": "generic"},
+    {"CCONV_KERNEL_ISA": "avx2"},
+    # the forward GEMM comes in two flavours, chosen per shape; force each one everywhere
+    {"CCONV_CONV_ALGO": "padded"},
+    {"CCONV_CONV_ALGO": "im2col"},
+]
+
+
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS, ids=lambda v: "=".join(*v.items()))
+def test_kernel_variants(name, variant):
+    """Re-run a cross-section of this module (chunk 0 of every op, the large and the hypothesis
+    cases) in a subprocess with the compiled kernels switched to a non-default variant."""
     if name != "cython":
-        pytest.skip("instruction-set variants exist only in the compiled backend")
-    env = dict(os.environ, CCONV_KERNEL_ISA=isa, CCONV_TEST_BACKENDS="cython")
+        pytest.skip("kernel variants exist only in the compiled backend")
+    env = dict(os.environ, CCONV_TEST_BACKENDS="cython", CCONV_TEST_LARGE_CASES="8", **variant)
     here = os.path.dirname(os.path.abspath(__file__))
     probe = subprocess.run([sys.executable, "-c", "import cconv; print(cconv.backend_info()['simd'])"],
                            env=env, cwd=here, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
-    if isa == "generic":
+    if variant.get("CCONV_KERNEL_ISA") == "generic":
         assert probe.stdout.strip() == "generic"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
-         "-k", "cython and (conv_large or (conv2d_backward and [0-))"],
-        env=env, cwd=here, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"kernels {probe.stdout.strip()}:\n{result.stdout[-4000:]}"
+         "-k", "cython and (conv_large or conv2d_hypothesis or [0-) and not nonfinite and not variants"],
+        env=env, cwd=here, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{variant} (kernels {probe.stdout.strip()}):\n{result.stdout[-4000:]}"
     assert " passed" in result.stdout
-    tally("differential", f"ISA {isa} runs")
+    tally("differential", "kernel-variant reruns")
 
 
 # --------------------------------------------------------------------------
