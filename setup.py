@@ -51,7 +51,11 @@ def _extensions():
     if sys.platform == "win32":
         compile_args, link_args = ["/O2"] + omp_compile, omp_link
     else:
-        compile_args = ["-O3", "-ffp-contract=fast", "-fno-math-errno"] + omp_compile
+        # GCC >= 14 (the manylinux wheel images) makes these errors by default; fail the same
+        # way everywhere instead of shipping a warning that is a crash (a mismatched call).
+        strict = ["-Werror=incompatible-pointer-types", "-Werror=implicit-function-declaration",
+                  "-Werror=int-conversion"]
+        compile_args = ["-O3", "-ffp-contract=fast", "-fno-math-errno"] + strict + omp_compile
         link_args = list(omp_link)
         if _flag("CCONV_SANITIZE"):
             sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
