@@ -345,6 +345,7 @@ static void S(pack_b_im2col)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_
 /* Forward, implicit GEMM: output pixels [p0, p0+nc) of one image-group slice,
  * y(m x P) = W(m x K) * im2col(x)(K x P) (+ bias).  apack: the group's weights packed
  * by pack_a over the full K; ws: CCONV_KC * ceil(nc/nr)*nr elements.  Requires K >= 1. */
+CCONV_CLONES
 static void S(conv_fwd_block)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const T *bias, T *y,
                               Py_ssize_t p0, Py_ssize_t nc, T *ws)
@@ -386,6 +387,7 @@ static Py_ssize_t S(padded_size)(const cconv_geom *g, int nr)
 }
 
 /* off[k] for every kernel tap k = (c*kh + p)*kw + q (K entries). */
+CCONV_MAYBE_UNUSED
 static void S(tap_offsets)(const cconv_geom *g, Py_ssize_t *off)
 {
     Py_ssize_t hph, wph, k = 0;
@@ -429,6 +431,7 @@ static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr
 /* Forward of one image-group slice: y(m x P) = W * x (+ bias) by implicit GEMM.
  * apack: the group's weights packed by pack_a over the full K; off: tap_offsets;
  * xp: padded_size elements; ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements. */
+CCONV_CLONES
 static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const Py_ssize_t *off,
                               const T *bias, T *y, T *xp, T *ctmp)
@@ -555,6 +558,7 @@ static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ss
 
 /* Scratch elements of one Winograd task over nty tile rows of tw tiles, tpad >= nty*tw:
  * V (16 x C x tpad), M (16 x m x tpad), row transforms, one padded input row. */
+CCONV_MAYBE_UNUSED
 static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                     Py_ssize_t tpad)
 {
@@ -682,6 +686,7 @@ static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
  * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
  * fixed order.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
  * ws: dot_images * dot_image_size elements. */
+CCONV_CLONES
 static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                               Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
@@ -730,6 +735,7 @@ static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
  * gw(m x K) += gy(m x P) * im2col(x)^T for each group, accumulated in a fixed order.
  * x, gy: whole batch; gw: groups*m x K (not cleared here).
  * wsa: ceil(m/mr)*mr*CCONV_KC; wsb: CCONV_KC*CCONV_NC elements. */
+CCONV_CLONES
 static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                              Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb)
@@ -772,6 +778,7 @@ static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
  * col(K x P) = W^T(K x m) * gy(m x P), scattered back into gi (which must be zeroed)
  * nc pixels at a time.  apack: W^T packed by pack_a (K rows, depth m);
  * wsb: CCONV_KC*ceil(nc/nr)*nr; wsc: K*nc elements. */
+CCONV_CLONES
 static void S(conv_gi_block)(const S(kernel_t) *kern, const T *gy, const cconv_geom *g,
                              Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max,
                              T *wsb, T *wsc)

@@ -63,6 +63,13 @@
 #define CCONV_CLONES
 #endif
 
+/* Type-independent helpers exist in both instantiations; only one may be called. */
+#if defined(__GNUC__)
+#define CCONV_MAYBE_UNUSED __attribute__((unused))
+#else
+#define CCONV_MAYBE_UNUSED
+#endif
+
 #define CCONV_CAT_(a, b) a##b
 #define CCONV_CAT(a, b) CCONV_CAT_(a, b)
 
