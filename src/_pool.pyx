@@ -10,12 +10,19 @@ Semantics follow PyTorch's CPU kernels exactly: a window starts at ``o*stride - 
 taps that fall in the padding are skipped (max) or count as zeros (avg); with ceil_mode
 the last window is clipped to the input.
 
-Max pooling runs through the vectorised row kernels of ``pool_kernels.h`` (baseline
-SIMD, or AVX2 chosen at import); ``pool_isa`` names the one in use.
+Speed comes from computing a row of windows at a time, one kernel tap (or kernel row)
+after another, with branch-free selects: a compare-and-branch per tap mispredicts half the
+time on real data, which is what makes a plain max pool (PyTorch's NCHW kernel included)
+slow. Max pooling runs through the vectorised row kernels of ``pool_kernels.h`` (baseline
+SIMD, or AVX2 chosen at import; ``pool_isa`` names the one in use); average pooling's
+row loops are plain sums that the compiler vectorises.
+
+Workspace: a max-pool call with padding (or a row length that is not a multiple of
+POOL_GROUP) allocates, per thread, one -inf-padded copy of a plane plus a row of labels;
+nothing else is allocated besides the outputs.
 """
-cimport cython
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -177,10 +184,12 @@ cdef void _max_pool_plane(const floating* x, floating* out, int64_t* indices, co
                           floating* work) noexcept nogil:
     """One (H, W) plane -> its (Ho, Wo) maxima and flat argmax indices ``h*W + w``.
 
-    Each output row goes to the row kernel in blocks of BLOCK windows, reading the kernel
-    rows that lie inside the input. With column padding the kernel reads a copy of the
-    plane whose padding columns hold -inf (never taken), and each window starts from
-    the label of its first real tap; ``work`` holds those labels (Wo) and the copy.
+    Each output row goes to the row kernel in blocks of POOL_BLOCK windows, reading the
+    kernel rows that lie inside the input. When ``s.padded``, the kernel reads a copy of
+    the plane whose padding columns hold -inf (never taken) with slack after it (the last
+    block is rounded up to whole vectors), and each window starts from the label of its
+    first real tap; ``work`` holds those labels (one per window) and the copy. Windows the
+    row kernel cannot take (see PoolShape.vector_*) go one by one through _max_window.
     """
     cdef Py_ssize_t W = s.in_w, stride = s.in_w, sw = s.stride_w
     cdef Py_ssize_t oh, ow, h_start, i0, i1, c0, count
