@@ -90,7 +90,8 @@ POOL_INLINE void POOL_NAME(pool_vtake)(const POOL_T *p, const Py_ssize_t SW, con
     *best = (POOL_VEC)(((POOL_IVEC)*label & take) | ((POOL_IVEC)*best & ~take));
 }
 
-/* pool_fold (first = 0) or pool_fold_first (first = 1); n is a multiple of POOL_V. */
+/* pool_fold (first = 0) or pool_fold_first (first = 1) without dilation (DW = 1);
+ * n is a multiple of POOL_V. */
 POOL_INLINE void POOL_NAME(pool_vfold)(const POOL_T *POOL_RESTRICT x, Py_ssize_t n,
                                        const Py_ssize_t KW, const Py_ssize_t SW, POOL_T label,
                                        POOL_T *POOL_RESTRICT m, POOL_T *POOL_RESTRICT best,
