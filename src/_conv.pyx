@@ -91,14 +91,16 @@ cdef extern from "conv_kernels.h" nogil:
     void wino_weights_f64(const double *w, Py_ssize_t m_total, Py_ssize_t C, double *u)
     Py_ssize_t wino_task_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                   Py_ssize_t tpad)
-    void conv_wino_rows_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
-                            Py_ssize_t m, const float *upack, Py_ssize_t upack_xi,
-                            const Py_ssize_t *off, const float *bias, float *y, Py_ssize_t ty0,
+    void conv_wino_rows_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
+                            const cconv_geom *g, Py_ssize_t m, const float *upack,
+                            Py_ssize_t upack_xi, const Py_ssize_t *off, const float *bias,
+                            float *y, Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0,
                             Py_ssize_t nty, Py_ssize_t tpad, float *ws)
-    void conv_wino_rows_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
-                            Py_ssize_t m, const double *upack, Py_ssize_t upack_xi,
-                            const Py_ssize_t *off, const double *bias, double *y,
-                            Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, double *ws)
+    void conv_wino_rows_f64(const kernel_f64 *kern, const double *x, Py_ssize_t x_img,
+                            const cconv_geom *g, Py_ssize_t m, const double *upack,
+                            Py_ssize_t upack_xi, const Py_ssize_t *off, const double *bias,
+                            double *y, Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0,
+                            Py_ssize_t nty, Py_ssize_t tpad, double *ws)
     Py_ssize_t dot_grid_f32(const cconv_geom *g)
     Py_ssize_t dot_grid_f64(const cconv_geom *g)
     void dot_mask_f32(const cconv_geom *g, int *mask)
@@ -348,26 +350,32 @@ cdef inline void _wino_weights(const floating *w, Py_ssize_t m_total, Py_ssize_t
         wino_weights_f64(w, m_total, C, u)
 
 
-cdef inline void _wino_rows(const floating *x, const cconv_geom *s, Py_ssize_t m,
-                            const floating *upack, Py_ssize_t upack_xi, const Py_ssize_t *off,
-                            const floating *bias, floating *y, Py_ssize_t ty0, Py_ssize_t nty,
+cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
+                            Py_ssize_t m, const floating *upack, Py_ssize_t upack_xi,
+                            const Py_ssize_t *off, const floating *bias, floating *y,
+                            Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
                             Py_ssize_t tpad, floating *ws) noexcept nogil:
     if floating is float:
-        conv_wino_rows_f32(cconv_kernel_f32(), x, s, m, upack, upack_xi, off, bias, y, ty0, nty,
-                           tpad, ws)
+        conv_wino_rows_f32(cconv_kernel_f32(), x, x_img, s, m, upack, upack_xi, off, bias, y,
+                           y_img, nimg, ty0, nty, tpad, ws)
     else:
-        conv_wino_rows_f64(cconv_kernel_f64(), x, s, m, upack, upack_xi, off, bias, y, ty0, nty,
-                           tpad, ws)
+        conv_wino_rows_f64(cconv_kernel_f64(), x, x_img, s, m, upack, upack_xi, off, bias, y,
+                           y_img, nimg, ty0, nty, tpad, ws)
 
 
-cdef inline void _wino_blocking(const cconv_geom *s, Py_ssize_t m, int nr, Py_ssize_t *nty,
+cdef inline void _wino_blocking(const cconv_geom *s, Py_ssize_t m, int nr, Py_ssize_t batch,
+                                Py_ssize_t *nimg, Py_ssize_t *nty,
                                 Py_ssize_t *tpad) noexcept nogil:
-    """Tile rows per Winograd task and the padded tile count of its blocks."""
+    """Tiles per Winograd task: about _WINO_BLOCK_ELEMS of scratch, as tile rows of one
+    image or, for small images, whole images (nimg of them)."""
     cdef Py_ssize_t tw = (s.out_w + 1) // 2, th = (s.out_h + 1) // 2
     cdef Py_ssize_t tiles = _WINO_BLOCK_ELEMS // (16 * (s.channels + m))
     tiles = max(<Py_ssize_t>nr, min(tiles, <Py_ssize_t>8 * nr))
     nty[0] = max(<Py_ssize_t>1, min(th, tiles // tw))
-    tpad[0] = _round_up(nty[0] * tw, nr)
+    nimg[0] = 1
+    if nty[0] == th:
+        nimg[0] = max(<Py_ssize_t>1, min(batch, tiles // (th * tw)))
+    tpad[0] = _round_up(nimg[0] * nty[0] * tw, nr)
 
 
 cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
@@ -520,8 +528,7 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
         return _GEMM_PADDED
     if (_forced_algo < 0 and s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1
             and s.stride_w == 1 and s.dilation_h == 1 and s.dilation_w == 1
-            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS
-            and (s.out_w + 1) // 2 * ((s.out_h + 1) // 2) >= 2 * nr):
+            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS):
         return _WINOGRAD
     if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
@@ -538,8 +545,9 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
     return _DIRECT
 
 
-cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m, int algo,
-                            int nthreads, const floating *dummy) noexcept nogil:
+cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
+                            Py_ssize_t m, int algo, int nthreads,
+                            const floating *dummy) noexcept nogil:
     """Elements of scratch the forward needs: packed weights (+ tap offsets) + per thread
     either one packed im2col block or a padded image slice and a C block."""
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
@@ -547,11 +555,11 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m
     cdef Py_ssize_t shared = _round_up(groups * _round_up(m, mr) * K, 16)
     if algo == _DIRECT:
         return 0
-    cdef Py_ssize_t nty, tpad
+    cdef Py_ssize_t nty, tpad, nimg
     if algo == _GEMM_IM2COL:
         return shared + nthreads * CCONV_KC * CCONV_NC
     if algo == _WINOGRAD:
-        _wino_blocking(s, m, nr, &nty, &tpad)
+        _wino_blocking(s, m, nr, batch, &nimg, &nty, &tpad)
         return (16 * groups * _round_up(m, mr) * s.channels       # packed U
                 + _round_up(16 * groups * m * s.channels, 16)     # U before packing
                 + _round_up(s.channels * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
@@ -573,12 +581,12 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
     cdef Py_ssize_t a_size = _round_up(m, _tile_mr(ws)) * C
     cdef Py_ssize_t upack_xi = groups * a_size
     cdef Py_ssize_t x_group = C * s.in_h * s.in_w
-    cdef Py_ssize_t nty, tpad, nblk, per_thread, t, r, ty0, xi, gidx, c
+    cdef Py_ssize_t nimg, nty, tpad, nblk, nchunk, per_thread, t, r, ty0, b0, xi, gidx, c
     cdef floating *upack = ws
     cdef floating *u = upack + 16 * upack_xi
     cdef Py_ssize_t *off = <Py_ssize_t *>(u + _round_up(16 * O * C, 16))
     cdef floating *tws = (<floating *>off) + _round_up(C * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
-    _wino_blocking(s, m, _tile_nr(ws), &nty, &tpad)
+    _wino_blocking(s, m, _tile_nr(ws), batch, &nimg, &nty, &tpad)
     per_thread = _round_up(wino_task_size_f32(C, m, nty, tw, tpad), 16)
     _wino_weights(w, O, C, u)
     for xi in range(16):
@@ -586,14 +594,20 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
             _pack_a(upack + xi * upack_xi + gidx * a_size, u + (xi * O + gidx * m) * C, m, C, C, 1)
     for c in range(C):
         off[c] = c * tpad
-    nblk = (th + nty - 1) // nty
-    for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
-                    use_threads_if=nthreads > 1):
-        r = t // nblk                      # image * groups + group
+    nblk = (th + nty - 1) // nty           # tile-row blocks per image
+    nchunk = (batch + nimg - 1) // nimg     # image chunks (nimg > 1 only with nblk == 1)
+    for t in prange(nchunk * groups * nblk, nogil=True, num_threads=nthreads,
+                    schedule='dynamic', use_threads_if=nthreads > 1):
+        r = t // nblk                      # chunk * groups + group
         ty0 = t % nblk * nty
-        _wino_rows(x + r * x_group, s, m, upack + r % groups * a_size, upack_xi, off,
-                   b + r % groups * m if b != NULL else NULL, y + r * m * s.out_h * s.out_w,
-                   ty0, min(nty, th - ty0), tpad, tws + threadid() * per_thread)
+        gidx = r % groups
+        b0 = r // groups * nimg
+        _wino_rows(x + (b0 * groups + gidx) * x_group, groups * x_group, s, m,
+                   upack + gidx * a_size, upack_xi, off,
+                   b + gidx * m if b != NULL else NULL,
+                   y + (b0 * groups + gidx) * m * s.out_h * s.out_w, O * s.out_h * s.out_w,
+                   min(nimg, batch - b0), ty0, min(nty, th - ty0), tpad,
+                   tws + threadid() * per_thread)
 
 
 cdef void _forward(const floating *x, const floating *w, const floating *b, floating *y,
@@ -847,7 +861,7 @@ cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, float
     nthreads = _threads_for(<double>batch * groups * m * K * s.out_h * s.out_w)
     algo = _forward_algo(&s, m, <double>batch * groups * m * K * s.out_h * s.out_w, bias)
     if algo != _DIRECT:
-        scratch = _Scratch(_forward_ws(&s, groups, m, algo, nthreads, bias) * sizeof(floating))
+        scratch = _Scratch(_forward_ws(&s, batch, groups, m, algo, nthreads, bias) * sizeof(floating))
     try:
         with nogil:
             _forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], &s, batch, groups, m,
@@ -917,7 +931,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             ts = _transposed_geom(&s, m)
             algo = _forward_algo(&ts, s.channels, macs, wp)
             n_wt = _round_up(groups * s.channels * m * khw, 16)
-            scratch = _Scratch((n_wt + _forward_ws(&ts, groups, s.channels, algo, nthreads, wp))
+            scratch = _Scratch((n_wt + _forward_ws(&ts, batch, groups, s.channels, algo, nthreads, wp))
                                * sizeof(floating))
             try:
                 with nogil:

@@ -565,27 +565,31 @@ static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, 
     return 16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16;
 }
 
-/* Output tile rows [ty0, ty0 + nty) of one image-group slice (3x3, stride 1, dilation 1):
- * x (C, in_h, in_w) -> y (m, out_h, out_w) (+ bias).  upack: for each xi the group's U_xi
+/* Output tile rows [ty0, ty0 + nty) of nimg image-group slices (3x3, stride 1, dilation 1;
+ * several images only with whole images, so small images still fill the GEMM panels):
+ * x (C, in_h, in_w) -> y (m, out_h, out_w) (+ bias), image b at x + b*x_img, y + b*y_img.  upack: for each xi the group's U_xi
  * packed by pack_a (strip stride C*mr, xi stride upack_xi); off[c] = c*tpad, where tpad
  * >= nty*tw is a multiple of nr; ws: wino_task_size elements for that tpad. */
 CCONV_CLONES
-static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
-                              Py_ssize_t m, const T *upack, Py_ssize_t upack_xi,
-                              const Py_ssize_t *off, const T *bias, T *y, Py_ssize_t ty0,
-                              Py_ssize_t nty, Py_ssize_t tpad, T *ws)
+static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
+                              const cconv_geom *g, Py_ssize_t m, const T *upack,
+                              Py_ssize_t upack_xi, const Py_ssize_t *off, const T *bias, T *y,
+                              Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
+                              Py_ssize_t tpad, T *ws)
 {
     const Py_ssize_t C = g->channels, H = g->in_h, W = g->in_w;
     const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
     const int mr = kern->mr, nr = kern->nr;
-    const Py_ssize_t T_ = nty * tw;
+    const Py_ssize_t T_ = nimg * nty * tw;
     T *V = ws, *M = V + 16 * C * tpad;
     T *rows = M + 16 * m * tpad;                 /* (2*nty + 2) x 4 x (tw + 1) */
     T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);   /* padded input row, 2*tw + 2 (+2) */
     const Py_ssize_t rstride = tw + 1;
     /* Input transform: V[xi][c][t] = (B^T d B)[xi] for tile t = (ty - ty0)*tw + tx. */
-    for (Py_ssize_t c = 0; c < C; c++) {
-        const T *plane = x + c * H * W;
+    for (Py_ssize_t c = 0; c < C; c++)
+    for (Py_ssize_t bi = 0; bi < nimg; bi++) {
+        const T *plane = x + bi * x_img + c * H * W;
+        const Py_ssize_t t0 = bi * nty * tw;
         for (Py_ssize_t rr = 0; rr < 2 * nty + 2; rr++) {
             const Py_ssize_t ih = 2 * ty0 + rr - g->pad_top;
             T *R = rows + rr * 4 * rstride;
@@ -608,16 +612,17 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, const cconv_g
             const T *q0 = rows + (2 * ty) * 4 * rstride, *q1 = q0 + 4 * rstride;
             const T *q2 = q1 + 4 * rstride, *q3 = q2 + 4 * rstride;
             for (int j = 0; j < 4; j++)
-                S(wino_combine)(V + ((0 * 4 + j) * C + c) * tpad + ty * tw,
-                                V + ((1 * 4 + j) * C + c) * tpad + ty * tw,
-                                V + ((2 * 4 + j) * C + c) * tpad + ty * tw,
-                                V + ((3 * 4 + j) * C + c) * tpad + ty * tw,
+                S(wino_combine)(V + ((0 * 4 + j) * C + c) * tpad + t0 + ty * tw,
+                                V + ((1 * 4 + j) * C + c) * tpad + t0 + ty * tw,
+                                V + ((2 * 4 + j) * C + c) * tpad + t0 + ty * tw,
+                                V + ((3 * 4 + j) * C + c) * tpad + t0 + ty * tw,
                                 q0 + j * rstride, q1 + j * rstride, q2 + j * rstride,
                                 q3 + j * rstride, tw);
         }
-        for (int xi = 0; xi < 16; xi++)     /* padding tiles: defined values, results unused */
-            for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
     }
+    for (Py_ssize_t c = 0; c < C; c++)   /* padding tiles: defined values, results unused */
+        for (int xi = 0; xi < 16; xi++)
+            for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
     /* 16 GEMMs: M_xi (m x tpad) = U_xi (m x C) * V_xi (C x tpad). */
     for (int xi = 0; xi < 16; xi++) {
         const T *ua = upack + xi * upack_xi, *vb = V + xi * C * tpad;
@@ -629,12 +634,13 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, const cconv_g
     }
     /* Output transform: Y = A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], + bias. */
     T *e = prow;   /* 4 rows of tw: the 2x2 outputs of a tile row before interleaving */
+    for (Py_ssize_t bi = 0; bi < nimg; bi++)
     for (Py_ssize_t o = 0; o < m; o++) {
         const T b = bias != NULL ? bias[o] : (T)0;
-        T *yo = y + o * Ho * Wo;
+        T *yo = y + bi * y_img + o * Ho * Wo;
         for (Py_ssize_t ty = 0; ty < nty; ty++) {
             const Py_ssize_t oh = 2 * (ty0 + ty);
-            const T *mm = M + o * tpad + ty * tw;
+            const T *mm = M + o * tpad + (bi * nty + ty) * tw;
             S(wino_output)(mm, m * tpad, b, e, e + tw, e + 2 * tw, e + 3 * tw, tw);
             S(wino_interleave)(yo + oh * Wo, e, e + tw, Wo);
             if (oh + 1 < Ho) S(wino_interleave)(yo + (oh + 1) * Wo, e + 2 * tw, e + 3 * tw, Wo);
