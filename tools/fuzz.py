@@ -11,6 +11,7 @@ strided views, sometimes with NaN/Inf, sometimes with a zero-size batch.
 
     python tools/fuzz.py                     # 10,000 calls of the compiled ops, seed 0
     python tools/fuzz.py --calls 200000 --seed 7 --backend torch
+    python tools/fuzz.py --finite            # no NaN/Inf drawn (to triage a mismatch)
 
 Prints one summary line; exits 1 on any mismatch (the first few are described with the seed
 and draw number that reproduce them), 2 if the backend under test is unavailable.
@@ -45,9 +46,10 @@ def _kind(result):
 class Fuzzer:
     """Draws argument sets and runs each op on both backends; tallies calls and mismatches."""
 
-    def __init__(self, backend="cython", seed=0):
+    def __init__(self, backend="cython", seed=0, special_values=True):
         self.backend = backend
         self.seed = seed
+        self.special_values = special_values    # draw NaN/Inf into some arrays
         self.rng = np.random.default_rng(seed)
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
@@ -78,7 +80,7 @@ class Fuzzer:
             a = self.rng.standard_normal(shape).astype(dtype)
             if layout < 0.25:
                 a = np.asfortranarray(a)
-        if a.size and self.rng.random() < 0.05:
+        if a.size and self.rng.random() < 0.05 and self.special_values:
             flat = a.reshape(-1) if a.flags.c_contiguous else None
             value = [np.nan, np.inf, -np.inf][self._int(0, 2)]
             if flat is not None:
@@ -242,13 +244,14 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=10_000, help="op calls to make (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--backend", default="cython", help="backend under test (default cython)")
+    parser.add_argument("--finite", action="store_true", help="never draw NaN or Inf into the arrays")
     args = parser.parse_args(argv)
     if args.backend not in cconv.available_backends():
         print(f"fuzz: backend {args.backend!r} is not available here ({cconv.available_backends()}); "
               f"{cconv.backend_info().get('compiled_import_error') or ''}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    fuzzer = Fuzzer(args.backend, args.seed).fuzz(args.calls)
+    fuzzer = Fuzzer(args.backend, args.seed, special_values=not args.finite).fuzz(args.calls)
     seconds = time.perf_counter() - start
     for line in fuzzer.mismatches[:SHOW_MISMATCHES]:
         print("MISMATCH", line)
