@@ -6,8 +6,9 @@
   bit-identical for every op and output except those in ``ROUNDING_ACROSS_THREADS``: the
   weight gradients of conv2d_backward and conv_transpose2d_backward, whose sum over (image,
   pixel) is split into one range per thread and the partial sums then added in thread order.
-  Those differ by rounding only (measured: in 36 of 360 random configurations with 2-4
-  threads, at most 3.7e-7 relative to the largest element) and are checked with the suite's
+  Those differ by rounding only (measured over 80 random layer shapes x 2 dtypes x 2-4
+  threads vs 1: the weight gradient differed in 138 of 480 comparisons, by at most 3.9e-7
+  relative to its largest element; all other outputs never) and are checked with the suite's
   ``assert_close`` tolerance. Each thread count on its own is deterministic.
 * Leaks: 10,000 calls of each op (after 1,000 warm-up calls) grow the resident set by less
   than ``LEAK_BOUND_MIB`` (each call's output is several KiB, so leaking any output would grow
