@@ -12,6 +12,8 @@
  * accumulators (an outer-product register tile: per vector step DOT_MO + DOT_NK loads
  * feed DOT_MO*DOT_NK FMAs).  The lanes are summed in a fixed order at the end, so
  * results do not depend on threads or timing.  jp is a multiple of the vector width.
+ * The sums run over nimg images at once (image b's gy and xp start b*img_stride further
+ * on), so the final lane sums are amortised over all of them.
  */
 #define DOT_VL (DOT_VBYTES / (int)sizeof(T))
 #define DOT_V CCONV_CAT(DOT_NAME, _v)
@@ -24,20 +26,22 @@ typedef TI DOT_VI __attribute__((vector_size(DOT_VBYTES)));  /* TI: integer as w
 
 DOT_TARGET
 static void DOT_NAME(const T *CCONV_RESTRICT gy, Py_ssize_t jp, const T *CCONV_RESTRICT xp,
-                     const Py_ssize_t *CCONV_RESTRICT off, const TI *CCONV_RESTRICT mask,
-                     T *CCONV_RESTRICT gw, Py_ssize_t ldg, int mo, int nk)
+                     Py_ssize_t img_stride, int nimg, const Py_ssize_t *CCONV_RESTRICT off,
+                     const TI *CCONV_RESTRICT mask, T *CCONV_RESTRICT gw, Py_ssize_t ldg,
+                     int mo, int nk)
 {
     DOT_V acc[DOT_MO][DOT_NK];
     const T *grow[DOT_MO];
     const T *xrow[DOT_NK];
     int i, l;
 #pragma GCC unroll 8
-    for (i = 0; i < DOT_MO; i++) {
-        grow[i] = gy + (i < mo ? i : 0) * jp;   /* missing rows re-read row 0, results unused */
+    for (i = 0; i < DOT_MO; i++)
 #pragma GCC unroll 8
         for (l = 0; l < DOT_NK; l++) acc[i][l] = (DOT_V){0};
-    }
-    for (l = 0; l < DOT_NK; l++) xrow[l] = xp + off[l < nk ? l : 0];
+    for (int b = 0; b < nimg; b++) {
+    for (i = 0; i < DOT_MO; i++)      /* missing rows re-read row 0, results unused */
+        grow[i] = gy + b * img_stride + (i < mo ? i : 0) * jp;
+    for (l = 0; l < DOT_NK; l++) xrow[l] = xp + b * img_stride + off[l < nk ? l : 0];
     for (Py_ssize_t j = 0; j < jp; j += DOT_VL) {
         const DOT_VI mv = *(const DOT_VI *)(mask + j);
         DOT_V gv[DOT_MO];
@@ -49,6 +53,7 @@ static void DOT_NAME(const T *CCONV_RESTRICT gy, Py_ssize_t jp, const T *CCONV_R
 #pragma GCC unroll 8
             for (i = 0; i < DOT_MO; i++) acc[i][l] += gv[i] * xv;
         }
+    }
     }
     for (i = 0; i < mo; i++)
         for (l = 0; l < nk; l++) {
