@@ -108,8 +108,8 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #define DOT_NAME S(dot_avx512)
 #define DOT_TARGET UKR_TARGET
 #define DOT_VBYTES 64
-#define DOT_MO 6
-#define DOT_NK 4
+#define DOT_MO 4
+#define DOT_NK 6
 #include "gemm_dot.h"
 #undef DOT_NAME
 #undef DOT_TARGET
@@ -127,7 +127,7 @@ static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_gene
 static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
                                            S(ukr_avx2_ind), S(dot_avx2), 3, 4, "avx2+fma"};
 static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
-                                             S(ukr_avx512_ind), S(dot_avx512), 6, 4, "avx512f"};
+                                             S(ukr_avx512_ind), S(dot_avx512), 4, 6, "avx512f"};
 #endif
 static const S(kernel_t) *S(kernel_chosen) = NULL;
 
