@@ -678,7 +678,8 @@ cdef int _grad_weight_algo(const cconv_geom *s, Py_ssize_t m, double macs,
     kernels only, bounded copy size); else packed-im2col GEMM."""
     if macs < _DIRECT_MAX_MACS:
         return _DIRECT
-    if _has_dot(dummy) and _dot_scratch(s, m, dummy) > 0:
+    if (_has_dot(dummy) and _dot_scratch(s, m, dummy) > 0
+            and not (s.kernel_h * s.kernel_w == 1 and _gemm_worthwhile(m))):
         return _GEMM_PADDED
     if _gemm_worthwhile(m):
         return _GEMM_IM2COL
