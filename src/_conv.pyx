@@ -87,8 +87,10 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     const int CCONV_NB_PANELS
-    void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, float *u)
-    void wino_weights_f64(const double *w, Py_ssize_t m_total, Py_ssize_t C, double *u)
+    void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
+                          Py_ssize_t o1, float *u)
+    void wino_weights_f64(const double *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
+                          Py_ssize_t o1, double *u)
     Py_ssize_t wino_task_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                   Py_ssize_t tpad)
     void conv_wino_rows_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
@@ -343,11 +345,11 @@ cdef inline Py_ssize_t _dot_scratch(const cconv_geom *s, Py_ssize_t m,
 
 
 cdef inline void _wino_weights(const floating *w, Py_ssize_t m_total, Py_ssize_t C,
-                               floating *u) noexcept nogil:
+                               Py_ssize_t o0, Py_ssize_t o1, floating *u) noexcept nogil:
     if floating is float:
-        wino_weights_f32(w, m_total, C, u)
+        wino_weights_f32(w, m_total, C, o0, o1, u)
     else:
-        wino_weights_f64(w, m_total, C, u)
+        wino_weights_f64(w, m_total, C, o0, o1, u)
 
 
 cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
@@ -588,10 +590,15 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
     cdef floating *tws = (<floating *>off) + _round_up(C * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
     _wino_blocking(s, m, _tile_nr(ws), batch, &nimg, &nty, &tpad)
     per_thread = _round_up(wino_task_size_f32(C, m, nty, tw, tpad), 16)
-    _wino_weights(w, O, C, u)
-    for xi in range(16):
-        for gidx in range(groups):
-            _pack_a(upack + xi * upack_xi + gidx * a_size, u + (xi * O + gidx * m) * C, m, C, C, 1)
+    # Weight transform and packing: 16*O*C values, worth both threads on wide layers.
+    for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
+                    use_threads_if=nthreads > 1 and O * C > 4096):
+        _wino_weights(w, O, C, t, t + 1, u)
+    for t in prange(16 * groups, nogil=True, num_threads=nthreads, schedule='static',
+                    use_threads_if=nthreads > 1 and O * C > 4096):
+        xi = t // groups
+        gidx = t % groups
+        _pack_a(upack + xi * upack_xi + gidx * a_size, u + (xi * O + gidx * m) * C, m, C, C, 1)
     for c in range(C):
         off[c] = c * tpad
     nblk = (th + nty - 1) // nty           # tile-row blocks per image

@@ -530,13 +530,13 @@ static inline void S(wino_interleave)(T *CCONV_RESTRICT row, const T *CCONV_REST
     if (width % 2) row[width - 1] = even[pairs];
 }
 
-/* U[xi][o][c] = (G g_oc G^T)[xi] for the (m_total, channels, 3, 3) weights w.
+/* U[xi][o][c] = (G g_oc G^T)[xi] for o in [o0, o1) of the (m_total, C, 3, 3) weights w.
  * G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. */
 static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ssize_t C,
-                            T *CCONV_RESTRICT u)
+                            Py_ssize_t o0, Py_ssize_t o1, T *CCONV_RESTRICT u)
 {
     const Py_ssize_t plane = m_total * C;
-    for (Py_ssize_t o = 0; o < m_total; o++)
+    for (Py_ssize_t o = o0; o < o1; o++)
         for (Py_ssize_t c = 0; c < C; c++) {
             const T *g = w + (o * C + c) * 9;
             T t[4][3], r[4][4];
