@@ -149,6 +149,8 @@ DEF _PARALLEL_MIN_MACS = 200000
 DEF _GEMM_MIN_CHANNELS = 4
 # Calls below this many multiply-adds use direct loops (latency over throughput).
 DEF _DIRECT_MAX_MACS = 32768
+# Flipped weights of a direct stride-1 grad_input up to this size live on the stack.
+DEF _SMALL_WEIGHTS = 256
 # Largest im2col block (elements) the strided grad_input path keeps per thread.
 DEF _COL_BLOCK_ELEMS = 65536
 # Largest padded image slice (elements) the implicit-GEMM forward copies per thread;
@@ -883,7 +885,7 @@ cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, float
 def conv2d(x, w, b, g):
     """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/groups, kh, kw), b (O,) or None)."""
     y = np.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype)
-    if x.dtype == np.float32:
+    if x.itemsize == 4:                   # float32 (the only other dtype is float64)
         _conv2d_typed[float](x, w, b, y, g)
     else:
         _conv2d_typed[double](x, w, b, y, g)
@@ -905,8 +907,8 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
     cdef int nthreads = _threads_for(macs)
     cdef int algo, nt_w
     cdef _Scratch scratch = None
-    cdef floating *ws
     cdef floating *wt
+    cdef floating small_wt[_SMALL_WEIGHTS]
     cdef const floating *wp = &w[0, 0, 0, 0]
     if gb is not None:
         with nogil:
@@ -939,11 +941,14 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             ts = _transposed_geom(&s, m)
             algo = _forward_algo(&ts, s.channels, macs, wp)
             n_wt = _round_up(groups * s.channels * m * khw, 16)
-            scratch = _Scratch((n_wt + _forward_ws(&ts, batch, groups, s.channels, algo, nthreads, wp))
-                               * sizeof(floating))
+            if algo == _DIRECT and n_wt <= _SMALL_WEIGHTS:
+                wt = small_wt             # tiny calls: no scratch buffer at all
+            else:
+                scratch = _Scratch((n_wt + _forward_ws(&ts, batch, groups, s.channels, algo,
+                                                       nthreads, wp)) * sizeof(floating))
+                wt = <floating *>scratch.ptr
             try:
                 with nogil:
-                    wt = <floating *>scratch.ptr
                     for gidx in range(groups):
                         for c in range(s.channels):
                             for o in range(m):
@@ -953,7 +958,8 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
                     _forward(&gy[0, 0, 0, 0], wt, NULL, &gi[0, 0, 0, 0], &ts, batch, groups,
                              s.channels, nthreads, algo, wt + n_wt)
             finally:
-                scratch.release()
+                if scratch is not None:
+                    scratch.release()
         else:
             if _gemm_worthwhile(m):
                 scratch = _Scratch(_grad_input_ws(groups, m, K, P, _tile_mr(wp), _tile_nr(wp),
@@ -979,7 +985,7 @@ def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
     gw = np.empty((g.out_channels, g.in_channels // g.groups, g.kernel_h, g.kernel_w),
                   dtype=dtype) if need_weight else None
     gb = np.empty(g.out_channels, dtype=dtype) if need_bias else None
-    if dtype == np.float32:
+    if gy.itemsize == 4:                  # float32 (the only other dtype is float64)
         _backward_typed[float](gy, x, w, gi, gw, gb, g)
     else:
         _backward_typed[double](gy, x, w, gi, gw, gb, g)
