@@ -6,24 +6,34 @@ dtype (float32 or float64, each with its own specialisation), validated by
 :mod:`cconv._shapes`; results are fresh arrays.  The GIL is released for the whole
 computation and the work is split over ``cconv.get_num_threads()`` OpenMP threads.
 
-Algorithms (chosen per call from the shapes, see ``build_info()["algorithms"]``):
+Algorithms (chosen per call from the shapes, see ``build_info()["algorithms"]``); all
+GEMM work runs on one register-blocked micro-kernel (6 x 32 floats on AVX-512, 6 x 16
+on AVX2+FMA, portable C otherwise), picked at import by CPU feature:
 
-* forward: implicit GEMM, y(O_g x P) = W(O_g x K) * im2col(x)(K x P) per image and
-  group, where the im2col block of 192 output pixels is packed straight into the
-  GEMM's B panels (never a whole-batch im2col); 1x1 convolutions go through the
-  same path, where packing is a plain copy.  Few output channels per group
-  (depthwise, tiny layers) use direct loops over kernel taps instead.
+* forward, 3x3 stride 1 with >= 16 channels in and out per group: Winograd F(2x2, 3x3),
+  16 GEMMs over 2x2 output tiles (2.25x fewer multiplies), blocks of tile rows or, for
+  small images, of several whole images.
+* forward, other shapes: implicit GEMM on a zero-padded (polyphase, for strides > 1)
+  copy of one image: on the flat grid oh*row + ow every kernel tap is a constant
+  offset, so the micro-kernel reads its B rows straight from that copy (no im2col).
+  Small images with many output channels, 1x1 kernels and very large images instead
+  pack im2col blocks of 192 output pixels into GEMM panels (never a whole-batch
+  im2col).  Tiny calls (< 32768 multiply-adds) use direct loops over kernel taps.
 * grad_input: stride 1 is itself a forward convolution of grad_output with the
-  flipped, transposed kernel (padding dilation*(k-1) - pad); other strides use GEMM
-  with W^T followed by col2im, per image and group.
-* grad_weight: the (image, pixel) reduction is cut into one contiguous range per
-  thread; each thread accumulates its own partial gradient and the partials are
-  summed in thread order, so results are bit-identical from run to run for a
-  given thread count.
+  flipped, transposed kernel (padding dilation*(k-1) - pad), so it gets all of the
+  above; other strides use GEMM with W^T followed by col2im, per image and group.
+* grad_weight: an outer-product "dot" kernel reduces over output pixels of several
+  padded images at once (4 output channels x 6 kernel taps per register tile, masked
+  so that padding never meets an inf); 1x1 kernels use the packed GEMM.  The batch
+  is cut into one contiguous share per thread, each thread accumulates its own
+  partial and the partials are summed in thread order.
 * grad_bias: per output channel sums in a fixed order.
 
-Scratch memory (packed panels, partial weight gradients) lives in one buffer that
-is reused across calls, bounded per thread (see ``build_info()["workspace"]``).
+Every reduction runs in a fixed order, so results are bit-identical from run to run
+(for a given thread count; grad_weight's thread partials make it depend on that count).
+Scratch memory (packed weights, padded image copies, panels, partial weight gradients)
+lives in one buffer that is reused across calls and bounded per thread, see
+``build_info()["workspace"]``.
 """
 cimport cython
 from cython cimport floating
@@ -87,6 +97,8 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     const int CCONV_NB_PANELS
+    int all_finite_f32(const float *x, Py_ssize_t n)
+    int all_finite_f64(const double *x, Py_ssize_t n)
     void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
                           Py_ssize_t o1, float *u)
     void wino_weights_f64(const double *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
@@ -518,12 +530,19 @@ cdef inline bint _gemm_worthwhile(Py_ssize_t rows) noexcept nogil:
     return rows >= _GEMM_MIN_CHANNELS
 
 
-cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
-                       const floating *dummy) noexcept nogil:
+cdef inline bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return all_finite_f32(x, n)
+    else:
+        return all_finite_f64(x, n)
+
+
+cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const floating *x,
+                       Py_ssize_t x_size, const floating *w, Py_ssize_t w_size) noexcept nogil:
     """Direct loops for tiny calls (no scratch, no packing: lowest latency); else implicit
     GEMM on a padded copy of each image slice, which beats direct loops even with a single
     output channel per group, or packed-im2col GEMM when that copy would be too large."""
-    cdef Py_ssize_t nr = _tile_nr(dummy), wph, grid_cols, im2col_cols
+    cdef Py_ssize_t nr = _tile_nr(x), wph, grid_cols, im2col_cols
     if macs < _DIRECT_MAX_MACS:
         return _DIRECT
     if _forced_algo == _GEMM_IM2COL and _gemm_worthwhile(m):
@@ -532,9 +551,10 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs,
         return _GEMM_PADDED
     if (_forced_algo < 0 and s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1
             and s.stride_w == 1 and s.dilation_h == 1 and s.dilation_w == 1
-            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS):
+            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS
+            and _all_finite(w, w_size) and _all_finite(x, x_size)):
         return _WINOGRAD
-    if _padded_size(s, dummy) <= _PADDED_MAX_ELEMS:
+    if _padded_size(s, x) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
         # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
         wph = ((s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1)) // s.stride_w + 1
@@ -869,7 +889,9 @@ cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, float
             y[:, o, :, :] = bias[o] if bias != NULL else 0
         return 0
     nthreads = _threads_for(<double>batch * groups * m * K * s.out_h * s.out_w)
-    algo = _forward_algo(&s, m, <double>batch * groups * m * K * s.out_h * s.out_w, bias)
+    algo = _forward_algo(&s, m, <double>batch * groups * m * K * s.out_h * s.out_w,
+                         <const floating *>&x[0, 0, 0, 0], batch * x.shape[1] * s.in_h * s.in_w,
+                         <const floating *>&w[0, 0, 0, 0], y.shape[1] * K)
     if algo != _DIRECT:
         scratch = _Scratch(_forward_ws(&s, batch, groups, m, algo, nthreads, bias) * sizeof(floating))
     try:
@@ -939,7 +961,8 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             # grad_input = forward conv of gy with the flipped kernel, transposed per group:
             # wt[g, c, o, kh-1-p, kw-1-q] = w[g, o, c, p, q].
             ts = _transposed_geom(&s, m)
-            algo = _forward_algo(&ts, s.channels, macs, wp)
+            algo = _forward_algo(&ts, s.channels, macs, <const floating *>&gy[0, 0, 0, 0],
+                                 batch * O * P, wp, O * K)
             n_wt = _round_up(groups * s.channels * m * khw, 16)
             if algo == _DIRECT and n_wt <= _SMALL_WEIGHTS:
                 wt = small_wt             # tiny calls: no scratch buffer at all
@@ -1001,23 +1024,30 @@ def build_info():
         "openmp": bool(CCONV_OPENMP),
         "openmp_version": int(CCONV_OPENMP),
         "simd": k32.isa.decode(),
+        "simd_override": "CCONV_KERNEL_ISA=generic|avx2 (default: best the CPU supports)",
         "gemm_tile": {"float32": (k32.mr, k32.nr), "float64": (k64.mr, k64.nr)},
         "threads_from": "cconv.set_num_threads(n), else $OMP_NUM_THREADS, else the CPUs "
                         "this process may use; calls under %d multiply-adds run on one thread"
                         % _PARALLEL_MIN_MACS,
         "algorithms": {
-            "conv2d": "implicit GEMM (im2col packed per %d-pixel block into GEMM panels; 1x1 "
-                      "is a plain GEMM) when a group has >= %d output channels, else direct "
-                      "loops over kernel taps" % (CCONV_NC, _GEMM_MIN_CHANNELS),
-            "grad_input": "stride 1: forward conv of grad_output with the flipped, transposed "
-                          "kernel; other strides: GEMM with W^T + col2im per image and group "
-                          "(direct scatter loops for < %d output channels per group)"
-                          % _GEMM_MIN_CHANNELS,
-            "grad_weight": "GEMM over one contiguous (image, pixel) range per thread, "
-                           "partials summed in thread order (deterministic per thread count)",
+            "conv2d": "Winograd F(2x2,3x3) for 3x3 stride-1 undilated layers with >= %d "
+                      "channels in and out per group; else implicit GEMM on a padded "
+                      "(polyphase) image copy, or packed-im2col GEMM (%d-pixel blocks) for "
+                      "small images with many channels, 1x1 kernels and huge images; direct "
+                      "loops below %d multiply-adds"
+                      % (_WINO_MIN_CHANNELS, CCONV_NC, _DIRECT_MAX_MACS),
+            "grad_input": "stride 1: the forward algorithms on grad_output with the flipped, "
+                          "transposed kernel; other strides: GEMM with W^T + col2im per "
+                          "image and group",
+            "grad_weight": "register-tiled dot kernel over padded images (1x1: packed GEMM); "
+                           "one contiguous share of the batch per thread, partials summed in "
+                           "thread order (deterministic for a given thread count)",
             "grad_bias": "per-channel sums in a fixed order",
         },
-        "workspace": "reused across calls; per thread %d x %d elements of packed im2col "
-                     "(+ a partial weight gradient for grad_weight), plus the packed weights"
-                     % (CCONV_KC, CCONV_NC),
+        "workspace": "one buffer reused across calls: packed weights (16x for Winograd) plus "
+                     "per thread a padded copy of one image slice (<= %d elements, else "
+                     "im2col panels of %d x %d), a Winograd tile block (~%d elements) or "
+                     "dot-kernel images (<= 4M elements), and a partial weight gradient"
+                     % (_PADDED_MAX_ELEMS, CCONV_KC, CCONV_NC, _WINO_BLOCK_ELEMS),
+        "workspace_bytes": 0 if _scratch_buffer is None else int(_scratch_buffer.nbytes),
     }

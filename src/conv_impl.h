@@ -530,6 +530,22 @@ static inline void S(wino_interleave)(T *CCONV_RESTRICT row, const T *CCONV_REST
     if (width % 2) row[width - 1] = even[pairs];
 }
 
+/* 1 if none of x[0:n] is inf or NaN.  Winograd mixes the inputs of a tile before the
+ * products, so one inf would turn neighbouring outputs into inf - inf = NaN where direct
+ * summation gives a finite or infinite value: non-finite data takes another algorithm. */
+CCONV_CLONES
+static int S(all_finite)(const T *CCONV_RESTRICT x, Py_ssize_t n)
+{
+    const TI exponent = sizeof(T) == 4 ? (TI)0x7f800000 : (TI)0x7ff0000000000000LL;
+    TI bad = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        TI bits;
+        memcpy(&bits, x + i, sizeof bits);
+        bad |= (TI)((bits & exponent) == exponent);
+    }
+    return bad == 0;
+}
+
 /* U[xi][o][c] = (G g_oc G^T)[xi] for o in [o0, o1) of the (m_total, C, 3, 3) weights w.
  * G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. */
 static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ssize_t C,
