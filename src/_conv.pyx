@@ -149,7 +149,8 @@ cdef bytes _isa_request = os.environ.get("CCONV_KERNEL_ISA", "").strip().lower()
 cconv_select_kernel_f32(_isa_request)
 cconv_select_kernel_f64(_isa_request)
 
-# Benchmarking aid: force the algorithm ("padded", "im2col" or "winograd") of forward passes.
+# Benchmarking aid: force the algorithm ("padded", "im2col" or "winograd") of forward passes
+# ("im2col" also forces the packed GEMM for grad_weight).
 cdef int _forced_algo = {"padded": 2, "im2col": 1, "winograd": -1}.get(
     os.environ.get("CCONV_CONV_ALGO", "").strip().lower(), -1)
 
@@ -707,8 +708,15 @@ cdef int _grad_weight_algo(const cconv_geom *s, Py_ssize_t m, double macs,
     kernels only, bounded copy size); else packed-im2col GEMM."""
     if macs < _DIRECT_MAX_MACS:
         return _DIRECT
+    if _forced_algo == _GEMM_IM2COL and _gemm_worthwhile(m):
+        return _GEMM_IM2COL
+    # The dot kernel also sums over the grid's extra columns (dot_grid >= out_h*out_w); the
+    # packed GEMM pays ~48 FMA-equivalents per packed element instead, spread over m rows,
+    # and is a plain GEMM for 1x1 kernels.
     if (_has_dot(dummy) and _dot_scratch(s, m, dummy) > 0
-            and not (s.kernel_h * s.kernel_w == 1 and _gemm_worthwhile(m))):
+            and not (_gemm_worthwhile(m)
+                     and (s.kernel_h * s.kernel_w == 1
+                          or _dot_grid(s, dummy) * m > s.out_h * s.out_w * (m + 48)))):
         return _GEMM_PADDED
     if _gemm_worthwhile(m):
         return _GEMM_IM2COL
