@@ -781,6 +781,9 @@ def _headline(rows, settings):
     return out
 
 
+_SHORT_OP = {"forward": "fwd", "backward": "bwd"}
+
+
 def _sig(value, digits=3):
     """``value`` with about ``digits`` significant digits and no exponent: 0.0123, 1.23, 1234."""
     if value == 0 or not math.isfinite(value):
@@ -919,7 +922,7 @@ def _report_text(report):
         spread = f"{_sig(lo * scale)}-{_sig(hi * scale)}"
         pct = f"{r['pct_peak']:5.1f}%" if "pct_peak" in r else ""
         ratio = f"{r['torch_ratio']:9.2f}x" if "torch_ratio" in r else ""
-        kind_op = ("pool " if r["kind"] == "pool" else "") + ("fwd" if r["op"] == "forward" else "bwd")
+        kind_op = ("pool " if r["kind"] == "pool" else "") + _SHORT_OP[r["op"]]
         lines.append(f"{r['label']:<30} {kind_op:<8} {r['dtype']:<7} {r['backend']:<12} {r['threads']:>3} "
                      f"{time_text:>11} {spread:>13} {_sig(r['rate']):>7} {r['rate_unit']:<7}"
                      f"{pct:>6} {ratio:>10}")
@@ -949,6 +952,26 @@ def _report_text(report):
 
 def _loads(values):
     return "n/a" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
+def _ratio_tables(report):
+    """Markdown: one compact table per (backend, dtype) of torch/backend ratios, a column per op and thread count."""
+    rows = [r for r in report["results"] if "torch_ratio" in r]
+    out = []
+    for backend, dtype in dict.fromkeys((r["backend"], r["dtype"]) for r in rows):
+        sel = [r for r in rows if (r["backend"], r["dtype"]) == (backend, dtype)]
+        columns = list(dict.fromkeys((r["op"], r["threads"]) for r in sel))
+        cell = {(r["label"], r["op"], r["threads"]): r for r in sel}
+        out += [f"## torch/{backend} time ratio per task, {dtype} (> 1: {backend} is faster)", "",
+                "| case | " + " | ".join(f"{_SHORT_OP[op]} {t}T" for op, t in columns) + " |",
+                "|---|" + "---:|" * len(columns)]
+        for label in dict.fromkeys(r["label"] for r in sel):
+            values = [cell.get((label, op, t)) for op, t in columns]
+            out.append(f"| {label} | " + " | ".join(
+                "" if v is None else (f"**{v['torch_ratio']:.2f}**" if v["torch_ratio"] < 1 else f"{v['torch_ratio']:.2f}")
+                for v in values) + " |")
+        out.append("")
+    return out
 
 
 def _report_markdown(report):
@@ -1002,13 +1025,14 @@ def _report_markdown(report):
             out.append(f"| {row['backend']} | {row['op']} | {row['threads']} | {row['extra_bytes'] / 2**20:.1f} | "
                        f"{row['output_bytes'] / 2**20:.1f} |")
         out.append("")
+    out += _ratio_tables(report)
     out += ["## All results", "",
             "| case | op | dtype | backend | threads | time | spread | rate | % peak | torch/this |",
             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         scale, unit = _time_unit(r["median_s"])
         lo, hi = _spread(r)
-        kind_op = ("pool " if r["kind"] == "pool" else "") + ("fwd" if r["op"] == "forward" else "bwd")
+        kind_op = ("pool " if r["kind"] == "pool" else "") + _SHORT_OP[r["op"]]
         out.append(f"| {r['label']} | {kind_op} | {r['dtype']} | {r['backend']} | {r['threads']} | "
                    f"{_sig(r['median_s'] * scale, 4)} {unit} | {_sig(lo * scale)}-{_sig(hi * scale)} | "
                    f"{_sig(r['rate'])} {r['rate_unit']} | "
@@ -1042,7 +1066,7 @@ def _plot(report, path):
         ax.set_ylabel("torch time / backend time")
         ax.set_title(f"{t} thread(s): above 1 = faster than torch {report['machine'].get('torch', '')}")
         ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(tasks))])
-        ax.set_xticklabels([f"{label} {'fwd' if op == 'forward' else 'bwd'}" + ("" if dtype == "float32" else f" {dtype}")
+        ax.set_xticklabels([f"{label} {_SHORT_OP[op]}" + ("" if dtype == "float32" else f" {dtype}")
                             for label, op, dtype in tasks], rotation=70, ha="right", fontsize=7)
         ax.legend()
     fig.tight_layout()
