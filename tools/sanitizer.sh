@@ -69,6 +69,16 @@ export CCONV_REQUIRE_COMPILED=1
 # Reports go to stderr (UBSan ignores log_path when it shares a process with ASan): keep a copy.
 sanitized() { LD_PRELOAD="$ASAN_RUNTIME" "$@" 2>&1 | tee -a "$LOG"; }
 
+# And the runtimes must really be in the processes that run the tests (from $WORK, where no
+# source tree can shadow the installed package).
+cd "$WORK"
+sanitized "$PY" -c '
+import cconv
+maps = open("/proc/self/maps").read()
+missing = [lib for lib in ("libasan", "libubsan") if lib not in maps]
+assert cconv.backend_info()["compiled"] and not missing, f"not loaded: {missing}"
+print("sanitizer: the compiled backend runs with the ASan and UBSan runtimes loaded")'
+
 status=0
 if [ "$RUN_TESTS" = 1 ]; then
   echo "sanitizer: test suite"
