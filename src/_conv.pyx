@@ -97,6 +97,20 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     const int CCONV_NB_PANELS
+    Py_ssize_t wino_gw_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                Py_ssize_t tpad, int mr, int nr)
+    void conv_wino_gw_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                          const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                          Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
+                          Py_ssize_t tpad, float *sacc, float *ws)
+    void conv_wino_gw_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                          const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                          Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
+                          Py_ssize_t tpad, double *sacc, double *ws)
+    void wino_weights_grad_f32(const float *sacc, Py_ssize_t m_total, Py_ssize_t C,
+                               Py_ssize_t o0, Py_ssize_t o1, float *gw)
+    void wino_weights_grad_f64(const double *sacc, Py_ssize_t m_total, Py_ssize_t C,
+                               Py_ssize_t o0, Py_ssize_t o1, double *gw)
     int all_finite_f32(const float *x, Py_ssize_t n)
     int all_finite_f64(const double *x, Py_ssize_t n)
     void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
@@ -538,6 +552,13 @@ cdef inline bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
         return all_finite_f64(x, n)
 
 
+cdef inline bint _winograd_shape(const cconv_geom *s, Py_ssize_t m) noexcept nogil:
+    """3x3, stride 1, undilated, with enough channels in and out for the transforms to pay."""
+    return (s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1 and s.stride_w == 1
+            and s.dilation_h == 1 and s.dilation_w == 1
+            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS)
+
+
 cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const floating *x,
                        Py_ssize_t x_size, const floating *w, Py_ssize_t w_size) noexcept nogil:
     """Direct loops for tiny calls (no scratch, no packing: lowest latency); else implicit
@@ -550,9 +571,7 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const flo
         return _GEMM_IM2COL
     if _forced_algo == _GEMM_PADDED:
         return _GEMM_PADDED
-    if (_forced_algo < 0 and s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1
-            and s.stride_w == 1 and s.dilation_h == 1 and s.dilation_w == 1
-            and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS
+    if (_forced_algo < 0 and _winograd_shape(s, m)
             and _all_finite(w, w_size) and _all_finite(x, x_size)):
         return _WINOGRAD
     if _padded_size(s, x) <= _PADDED_MAX_ELEMS:
@@ -800,6 +819,55 @@ cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
             gw[i] = acc
 
 
+cdef Py_ssize_t _grad_weight_winograd_ws(const cconv_geom *s, Py_ssize_t batch,
+                                         Py_ssize_t groups, Py_ssize_t m, int nthreads,
+                                         const floating *dummy) noexcept nogil:
+    """Elements: per thread a 16 x O x C partial dU and one tile block's transforms/panels."""
+    cdef Py_ssize_t nimg, nty, tpad
+    _wino_blocking(s, m, _tile_nr(dummy), batch, &nimg, &nty, &tpad)
+    return nthreads * (_round_up(16 * groups * m * s.channels, 16)
+                       + _round_up(wino_gw_size_f32(s.channels, m, nty, (s.out_w + 1) // 2,
+                                                    tpad, _tile_mr(dummy), _tile_nr(dummy)), 16))
+
+
+cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating *gw,
+                                const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
+                                Py_ssize_t m, int nthreads, floating *ws) noexcept nogil:
+    """Winograd F(2x2, 3x3) weight gradient: each thread accumulates dU (16 GEMMs over the
+    tiles of its share of the batch), the partials are summed in thread order, then
+    gw = G^T dU G."""
+    cdef Py_ssize_t C = s.channels, O = groups * m, SU = 16 * O * C
+    cdef Py_ssize_t nimg, nty, tpad, per_thread, t, i
+    cdef floating *part
+    cdef floating acc
+    _wino_blocking(s, m, _tile_nr(ws), batch, &nimg, &nty, &tpad)
+    per_thread = _grad_weight_winograd_ws(s, batch, groups, m, 1, ws)
+    for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule='static',
+                    use_threads_if=nthreads > 1):
+        part = ws + t * per_thread
+        memset(part, 0, SU * sizeof(floating))
+        if floating is float:
+            conv_wino_gw_f32(cconv_kernel_f32(), x, gy, s, groups, m, batch * t // nthreads,
+                             batch * (t + 1) // nthreads, nimg, nty, tpad, part,
+                             part + _round_up(SU, 16))
+        else:
+            conv_wino_gw_f64(cconv_kernel_f64(), x, gy, s, groups, m, batch * t // nthreads,
+                             batch * (t + 1) // nthreads, nimg, nty, tpad, part,
+                             part + _round_up(SU, 16))
+    if nthreads > 1:
+        for i in prange(SU, nogil=True, num_threads=nthreads, schedule='static'):
+            acc = ws[i]
+            for t in range(1, nthreads):
+                acc = acc + ws[t * per_thread + i]
+            ws[i] = acc
+    for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
+                    use_threads_if=nthreads > 1 and O * C > 4096):
+        if floating is float:
+            wino_weights_grad_f32(ws, O, C, t, t + 1, gw)
+        else:
+            wino_weights_grad_f64(ws, O, C, t, t + 1, gw)
+
+
 cdef void _grad_bias(const floating *gy, floating *gb, Py_ssize_t batch, Py_ssize_t O,
                      Py_ssize_t P, int nthreads) noexcept nogil:
     """gb[o] = sum of grad_output over images and pixels, per channel in a fixed order."""
@@ -948,18 +1016,32 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             gw[...] = 0
         else:
             algo = _grad_weight_algo(&s, m, macs, wp)
-            if algo == _GEMM_PADDED:
+            # Winograd's weight gradient pays its transposed packing only where the dot
+            # kernel would waste much of its grid (small images with many channels).
+            if (_forced_algo < 0 and algo == _GEMM_IM2COL and _winograd_shape(&s, m)
+                    and _all_finite(<const floating *>&x[0, 0, 0, 0], batch * x.shape[1] * s.in_h * s.in_w)
+                    and _all_finite(<const floating *>&gy[0, 0, 0, 0], batch * O * P)):
+                algo = _WINOGRAD
+            if algo == _GEMM_PADDED or algo == _WINOGRAD:
                 nt_w = min(nthreads, batch)   # the dot path splits the batch by images
             else:
                 nt_w = nthreads
-            if algo != _DIRECT:
+            if algo == _WINOGRAD:
+                scratch = _Scratch(_grad_weight_winograd_ws(&s, batch, groups, m, nt_w, wp)
+                                   * sizeof(floating))
+            elif algo != _DIRECT:
                 scratch = _Scratch(_grad_weight_ws(&s, groups, m, algo, nt_w, wp)
                                    * sizeof(floating))
             try:
                 with nogil:
-                    _grad_weight(&x[0, 0, 0, 0], &gy[0, 0, 0, 0], &gw[0, 0, 0, 0], &s, batch,
-                                 groups, m, nt_w, algo,
-                                 <floating *>scratch.ptr if scratch is not None else NULL)
+                    if algo == _WINOGRAD:
+                        _grad_weight_winograd(&x[0, 0, 0, 0], &gy[0, 0, 0, 0], &gw[0, 0, 0, 0],
+                                              &s, batch, groups, m, nt_w,
+                                              <floating *>scratch.ptr)
+                    else:
+                        _grad_weight(&x[0, 0, 0, 0], &gy[0, 0, 0, 0], &gw[0, 0, 0, 0], &s,
+                                     batch, groups, m, nt_w, algo,
+                                     <floating *>scratch.ptr if scratch is not None else NULL)
             finally:
                 if scratch is not None:
                     scratch.release()

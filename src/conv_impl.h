@@ -572,36 +572,17 @@ static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ss
         }
 }
 
-/* Scratch elements of one Winograd task over nty tile rows of tw tiles, tpad >= nty*tw:
- * V (16 x C x tpad), M (16 x m x tpad), row transforms, one padded input row. */
-CCONV_MAYBE_UNUSED
-static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
-                                    Py_ssize_t tpad)
-{
-    return 16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16;
-}
-
-/* Output tile rows [ty0, ty0 + nty) of nimg image-group slices (3x3, stride 1, dilation 1;
- * several images only with whole images, so small images still fill the GEMM panels):
- * x (C, in_h, in_w) -> y (m, out_h, out_w) (+ bias), image b at x + b*x_img, y + b*y_img.  upack: for each xi the group's U_xi
- * packed by pack_a (strip stride C*mr, xi stride upack_xi); off[c] = c*tpad, where tpad
- * >= nty*tw is a multiple of nr; ws: wino_task_size elements for that tpad. */
-CCONV_CLONES
-static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
-                              const cconv_geom *g, Py_ssize_t m, const T *upack,
-                              Py_ssize_t upack_xi, const Py_ssize_t *off, const T *bias, T *y,
-                              Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
-                              Py_ssize_t tpad, T *ws)
+/* Input transform of tile rows [ty0, ty0 + nty) of nimg image slices (image b at
+ * x + b*x_img): V[xi][c][t] = (B^T d B)[xi] for tile t = (b*nty + ty - ty0)*tw + tx, with
+ * V's columns [nimg*nty*tw, tpad) zeroed.  rows: (2*nty + 2)*4*(tw + 1) scratch elements,
+ * prow: 2*tw + 4. */
+static void S(wino_input)(const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_ssize_t nimg,
+                          Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, T *V, T *rows,
+                          T *prow)
 {
     const Py_ssize_t C = g->channels, H = g->in_h, W = g->in_w;
-    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
-    const int mr = kern->mr, nr = kern->nr;
-    const Py_ssize_t T_ = nimg * nty * tw;
-    T *V = ws, *M = V + 16 * C * tpad;
-    T *rows = M + 16 * m * tpad;                 /* (2*nty + 2) x 4 x (tw + 1) */
-    T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);   /* padded input row, 2*tw + 2 (+2) */
+    const Py_ssize_t tw = (g->out_w + 1) / 2, T_ = nimg * nty * tw;
     const Py_ssize_t rstride = tw + 1;
-    /* Input transform: V[xi][c][t] = (B^T d B)[xi] for tile t = (ty - ty0)*tw + tx. */
     for (Py_ssize_t c = 0; c < C; c++)
     for (Py_ssize_t bi = 0; bi < nimg; bi++) {
         const T *plane = x + bi * x_img + c * H * W;
@@ -639,6 +620,37 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
     for (Py_ssize_t c = 0; c < C; c++)   /* padding tiles: defined values, results unused */
         for (int xi = 0; xi < 16; xi++)
             for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
+}
+
+/* Scratch elements of one Winograd task over nty tile rows of tw tiles, tpad >= nty*tw:
+ * V (16 x C x tpad), M (16 x m x tpad), row transforms, one padded input row. */
+CCONV_MAYBE_UNUSED
+static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                    Py_ssize_t tpad)
+{
+    return 16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16;
+}
+
+/* Output tile rows [ty0, ty0 + nty) of nimg image-group slices (3x3, stride 1, dilation 1;
+ * several images only with whole images, so small images still fill the GEMM panels):
+ * x (C, in_h, in_w) -> y (m, out_h, out_w) (+ bias), image b at x + b*x_img, y + b*y_img.  upack: for each xi the group's U_xi
+ * packed by pack_a (strip stride C*mr, xi stride upack_xi); off[c] = c*tpad, where tpad
+ * >= nty*tw is a multiple of nr; ws: wino_task_size elements for that tpad. */
+CCONV_CLONES
+static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
+                              const cconv_geom *g, Py_ssize_t m, const T *upack,
+                              Py_ssize_t upack_xi, const Py_ssize_t *off, const T *bias, T *y,
+                              Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
+                              Py_ssize_t tpad, T *ws)
+{
+    const Py_ssize_t C = g->channels;
+    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
+    const int mr = kern->mr, nr = kern->nr;
+    const Py_ssize_t T_ = nimg * nty * tw;
+    T *V = ws, *M = V + 16 * C * tpad;
+    T *rows = M + 16 * m * tpad;                 /* (2*nty + 2) x 4 x (tw + 1) */
+    T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);   /* padded input row, 2*tw + 2 (+2) */
+    S(wino_input)(x, x_img, g, nimg, ty0, nty, tpad, V, rows, prow);
     /* 16 GEMMs: M_xi (m x tpad) = U_xi (m x C) * V_xi (C x tpad). */
     for (int xi = 0; xi < 16; xi++) {
         const T *ua = upack + xi * upack_xi, *vb = V + xi * C * tpad;
@@ -662,6 +674,138 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
             if (oh + 1 < Ho) S(wino_interleave)(yo + (oh + 1) * Wo, e + 2 * tw, e + 3 * tw, Wo);
         }
     }
+}
+
+/* ---- Winograd F(2x2, 3x3) weight gradient -------------------------------------------
+ * Forward: Y_t = A^T M_t A with M_xi = sum_c U_xi V_xi and U = G g G^T.  So
+ *   dU_xi (m x C) = sum_t Z_xi[:, t] V_xi[:, t]^T  with  Z_t = A dY_t A^T,
+ *   dg = G^T dU G,
+ * 16 GEMMs whose depth is the tile count, accumulated over tiles and images. */
+
+/* Z[xi][o][t] = (A g A^T)[xi] for the 2x2 grad_output tiles of tile rows [ty0, ty0 + nty) of
+ * nimg images (image b at gy + b*gy_img; m planes of out_h x out_w); A = [[1, 0], [1, 1],
+ * [1, -1], [0, -1]].  Tiles past the output read zeros.  tmp: 4*tw elements. */
+static void S(wino_gy)(const T *gy, Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m,
+                       Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, T *Z,
+                       T *tmp)
+{
+    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
+    T *a = tmp, *b = tmp + tw, *c = tmp + 2 * tw, *d = tmp + 3 * tw;
+    for (Py_ssize_t bi = 0; bi < nimg; bi++)
+        for (Py_ssize_t o = 0; o < m; o++) {
+            const T *plane = gy + bi * gy_img + o * Ho * Wo;
+            for (Py_ssize_t ty = 0; ty < nty; ty++) {
+                const Py_ssize_t oh = 2 * (ty0 + ty), t0 = (bi * nty + ty) * tw;
+                const T *r0 = plane + oh * Wo, *r1 = r0 + Wo;
+                const int second_row = oh + 1 < Ho;
+                for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                    const int second_col = 2 * tx + 1 < Wo;
+                    a[tx] = r0[2 * tx];
+                    b[tx] = second_col ? r0[2 * tx + 1] : (T)0;
+                    c[tx] = second_row ? r1[2 * tx] : (T)0;
+                    d[tx] = second_row && second_col ? r1[2 * tx + 1] : (T)0;
+                }
+                T *z[16];
+                for (int xi = 0; xi < 16; xi++) z[xi] = Z + (xi * m + o) * tpad + t0;
+                for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                    /* rows of A g: (a, b), (a + c, b + d), (a - c, b - d), (-c, -d);
+                     * each row (u, v) times A^T: (u, u + v, u - v, -v). */
+                    const T u[4] = {a[tx], a[tx] + c[tx], a[tx] - c[tx], -c[tx]};
+                    const T v[4] = {b[tx], b[tx] + d[tx], b[tx] - d[tx], -d[tx]};
+                    for (int i = 0; i < 4; i++) {
+                        z[4 * i][tx] = u[i];
+                        z[4 * i + 1][tx] = u[i] + v[i];
+                        z[4 * i + 2][tx] = u[i] - v[i];
+                        z[4 * i + 3][tx] = -v[i];
+                    }
+                }
+            }
+        }
+}
+
+/* Pack the transpose of the C x n block src[c*ld + t] as B panels for a GEMM of depth n:
+ * element (t, c) at dst[(c/nr)*n*nr + t*nr + c%nr], columns past C zero. */
+static void S(pack_bt)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t C,
+                       Py_ssize_t n, Py_ssize_t ld, int nr)
+{
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += nr, dst += n * nr) {
+        const Py_ssize_t w = cconv_min(nr, C - c0);
+        for (Py_ssize_t t = 0; t < n; t++) {
+            T *d = dst + t * nr;
+            Py_ssize_t j = 0;
+            for (; j < w; j++) d[j] = src[(c0 + j) * ld + t];
+            for (; j < nr; j++) d[j] = 0;
+        }
+    }
+}
+
+/* Scratch elements of one thread of the Winograd weight gradient (see conv_wino_gw). */
+CCONV_MAYBE_UNUSED
+static Py_ssize_t S(wino_gw_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                  Py_ssize_t tpad, int mr, int nr)
+{
+    return (16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16
+            + (m + mr) * tpad + (C + nr) * tpad);
+}
+
+/* dU accumulation over images [img0, img1), nimg images and nty tile rows at a time:
+ * sacc[xi][o][c] (xi stride groups*m*C) += Z_xi V_xi^T.  x, gy: whole batch. */
+CCONV_CLONES
+static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
+                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                            Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
+                            Py_ssize_t tpad, T *sacc, T *ws)
+{
+    const Py_ssize_t C = g->channels, tw = (g->out_w + 1) / 2, th = (g->out_h + 1) / 2;
+    const Py_ssize_t x_group = C * g->in_h * g->in_w, y_group = m * g->out_h * g->out_w;
+    const Py_ssize_t xi_stride = groups * m * C;
+    const int mr = kern->mr, nr = kern->nr;
+    T *V = ws, *Z = V + 16 * C * tpad;
+    T *rows = Z + 16 * m * tpad;
+    T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);
+    T *apack = prow + 4 * (tw + 2) + 16;
+    T *bpack = apack + (m + mr) * tpad;
+    for (Py_ssize_t gi = 0; gi < groups; gi++)
+        for (Py_ssize_t b0 = img0; b0 < img1; b0 += nimg) {
+            const Py_ssize_t nb = cconv_min(nimg, img1 - b0);
+            for (Py_ssize_t ty0 = 0; ty0 < th; ty0 += nty) {
+                const Py_ssize_t rows_here = cconv_min(nty, th - ty0);
+                const Py_ssize_t n = nb * rows_here * tw;     /* GEMM depth: tiles */
+                S(wino_input)(x + (b0 * groups + gi) * x_group, groups * x_group, g, nb, ty0,
+                              rows_here, tpad, V, rows, prow);
+                S(wino_gy)(gy + (b0 * groups + gi) * y_group, groups * y_group, g, m, nb, ty0,
+                           rows_here, tpad, Z, prow);
+                for (int xi = 0; xi < 16; xi++) {
+                    S(pack_a)(apack, Z + xi * m * tpad, m, n, tpad, 1, mr);
+                    S(pack_bt)(bpack, V + xi * C * tpad, C, n, tpad, nr);
+                    S(gemm_macro)(kern, m, C, n, apack, n * mr, bpack,
+                                  sacc + xi * xi_stride + gi * m * C, C, 1, NULL);
+                }
+            }
+        }
+}
+
+/* gw[o][c] (3x3) = G^T dU G from dU = sacc[xi][o][c] (xi stride m_total*C), o in [o0, o1). */
+static void S(wino_weights_grad)(const T *CCONV_RESTRICT sacc, Py_ssize_t m_total, Py_ssize_t C,
+                                 Py_ssize_t o0, Py_ssize_t o1, T *CCONV_RESTRICT gw)
+{
+    const Py_ssize_t plane = m_total * C;
+    for (Py_ssize_t o = o0; o < o1; o++)
+        for (Py_ssize_t c = 0; c < C; c++) {
+            T du[4][4], t[3][4];
+            for (int xi = 0; xi < 16; xi++) du[xi / 4][xi % 4] = sacc[xi * plane + o * C + c];
+            for (int j = 0; j < 4; j++) {
+                t[0][j] = du[0][j] + (T)0.5 * (du[1][j] + du[2][j]);
+                t[1][j] = (T)0.5 * (du[1][j] - du[2][j]);
+                t[2][j] = (T)0.5 * (du[1][j] + du[2][j]) + du[3][j];
+            }
+            T *out = gw + (o * C + c) * 9;
+            for (int p = 0; p < 3; p++) {
+                out[p * 3] = t[p][0] + (T)0.5 * (t[p][1] + t[p][2]);
+                out[p * 3 + 1] = (T)0.5 * (t[p][1] - t[p][2]);
+                out[p * 3 + 2] = (T)0.5 * (t[p][1] + t[p][2]) + t[p][3];
+            }
+        }
 }
 
 /* Grid length the dot kernel runs over: out_h*wph rounded up to the widest vector
