@@ -107,10 +107,10 @@ cdef extern from "conv_kernels.h" nogil:
                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                           Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
                           Py_ssize_t tpad, double *sacc, double *ws)
-    void wino_weights_grad_f32(const float *sacc, Py_ssize_t m_total, Py_ssize_t C,
-                               Py_ssize_t o0, Py_ssize_t o1, float *gw)
-    void wino_weights_grad_f64(const double *sacc, Py_ssize_t m_total, Py_ssize_t C,
-                               Py_ssize_t o0, Py_ssize_t o1, double *gw)
+    void wino_weights_grad_f32(const float *sacc, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, float *gw)
+    void wino_weights_grad_f64(const double *sacc, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, double *gw)
     int all_finite_f32(const float *x, Py_ssize_t n)
     int all_finite_f64(const double *x, Py_ssize_t n)
     void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
@@ -192,6 +192,7 @@ DEF _WINOGRAD = 3
 # Winograd needs enough channels for its transforms to pay off, and a tile block of about
 # this many scratch elements per thread (V and M blocks).
 DEF _WINO_MIN_CHANNELS = 16
+DEF _WINO_GW_MIN_MC = 32768
 DEF _WINO_BLOCK_ELEMS = 262144
 
 
@@ -863,9 +864,9 @@ cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating 
     for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
                     use_threads_if=nthreads > 1 and O * C > 4096):
         if floating is float:
-            wino_weights_grad_f32(ws, O, C, t, t + 1, gw)
+            wino_weights_grad_f32(ws, groups, m, C, t, t + 1, gw)
         else:
-            wino_weights_grad_f64(ws, O, C, t, t + 1, gw)
+            wino_weights_grad_f64(ws, groups, m, C, t, t + 1, gw)
 
 
 cdef void _grad_bias(const floating *gy, floating *gb, Py_ssize_t batch, Py_ssize_t O,
@@ -1016,9 +1017,11 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
             gw[...] = 0
         else:
             algo = _grad_weight_algo(&s, m, macs, wp)
-            # Winograd's weight gradient pays its transposed packing only where the dot
-            # kernel would waste much of its grid (small images with many channels).
-            if (_forced_algo < 0 and algo == _GEMM_IM2COL and _winograd_shape(&s, m)
+            # Winograd's weight gradient writes 16 values per (channel, tile) and per
+            # (output channel, tile) for 16*C*m multiply-adds per tile: it pays off on wide
+            # layers, or where the dot kernel would waste much of its grid (small images).
+            if (_forced_algo < 0 and algo != _DIRECT and _winograd_shape(&s, m)
+                    and (algo == _GEMM_IM2COL or m * s.channels >= _WINO_GW_MIN_MC)
                     and _all_finite(<const floating *>&x[0, 0, 0, 0], batch * x.shape[1] * s.in_h * s.in_w)
                     and _all_finite(<const floating *>&gy[0, 0, 0, 0], batch * O * P)):
                 algo = _WINOGRAD
@@ -1129,9 +1132,13 @@ def build_info():
             "grad_input": "stride 1: the forward algorithms on grad_output with the flipped, "
                           "transposed kernel; other strides: GEMM with W^T + col2im per "
                           "image and group",
-            "grad_weight": "register-tiled dot kernel over padded images (1x1: packed GEMM); "
+            "grad_weight": "Winograd F(2x2,3x3) (16 GEMMs over tiles) for wide 3x3 stride-1 "
+                           "layers (out x in channels per group >= %d) and small images; "
+                           "else register-tiled dot kernel over padded images (1x1 and small "
+                           "wide images: packed GEMM); "
                            "one contiguous share of the batch per thread, partials summed in "
-                           "thread order (deterministic for a given thread count)",
+                           "thread order (deterministic for a given thread count)"
+                           % _WINO_GW_MIN_MC,
             "grad_bias": "per-channel sums in a fixed order",
         },
         "workspace": "one buffer reused across calls: packed weights (16x for Winograd) plus "

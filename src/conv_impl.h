@@ -482,18 +482,27 @@ static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_g
  * micro-kernel on V_xi rows (row c at c*tpad).  Transforms are written as loops over a
  * tile row (tx), which vectorise.  Rounding stays within a few ulps per product. */
 
-/* v0..v3 = (a0 - a2, a1 + a2, a2 - a1, a1 - a3): one B^T step over n tiles. */
+/* v0..v3 (element stride `stride`) = (a0 - a2, a1 + a2, a2 - a1, a1 - a3) over n tiles. */
 static inline void S(wino_combine)(T *CCONV_RESTRICT v0, T *CCONV_RESTRICT v1,
                                    T *CCONV_RESTRICT v2, T *CCONV_RESTRICT v3,
                                    const T *CCONV_RESTRICT a0, const T *CCONV_RESTRICT a1,
                                    const T *CCONV_RESTRICT a2, const T *CCONV_RESTRICT a3,
-                                   Py_ssize_t n)
+                                   Py_ssize_t n, Py_ssize_t stride)
 {
-    for (Py_ssize_t t = 0; t < n; t++) {
-        v0[t] = a0[t] - a2[t];
-        v1[t] = a1[t] + a2[t];
-        v2[t] = a2[t] - a1[t];
-        v3[t] = a1[t] - a3[t];
+    if (stride == 1) {
+        for (Py_ssize_t t = 0; t < n; t++) {
+            v0[t] = a0[t] - a2[t];
+            v1[t] = a1[t] + a2[t];
+            v2[t] = a2[t] - a1[t];
+            v3[t] = a1[t] - a3[t];
+        }
+    } else {
+        for (Py_ssize_t t = 0; t < n; t++) {
+            v0[t * stride] = a0[t] - a2[t];
+            v1[t * stride] = a1[t] + a2[t];
+            v2[t * stride] = a2[t] - a1[t];
+            v3[t * stride] = a1[t] - a3[t];
+        }
     }
 }
 
@@ -573,15 +582,15 @@ static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ss
 }
 
 /* Input transform of tile rows [ty0, ty0 + nty) of nimg image slices (image b at
- * x + b*x_img): V[xi][c][t] = (B^T d B)[xi] for tile t = (b*nty + ty - ty0)*tw + tx, with
- * V's columns [nimg*nty*tw, tpad) zeroed.  rows: (2*nty + 2)*4*(tw + 1) scratch elements,
+ * x + b*x_img): element (xi, c, t) of layout L = (B^T d B)[xi] for channel c and tile
+ * t = (b*nty + ty - ty0)*tw + tx.  rows: (2*nty + 2)*4*(tw + 1) scratch elements,
  * prow: 2*tw + 4. */
 static void S(wino_input)(const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_ssize_t nimg,
-                          Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, T *V, T *rows,
-                          T *prow)
+                          Py_ssize_t ty0, Py_ssize_t nty, const cconv_layout *L, T *V,
+                          T *rows, T *prow)
 {
     const Py_ssize_t C = g->channels, H = g->in_h, W = g->in_w;
-    const Py_ssize_t tw = (g->out_w + 1) / 2, T_ = nimg * nty * tw;
+    const Py_ssize_t tw = (g->out_w + 1) / 2;
     const Py_ssize_t rstride = tw + 1;
     for (Py_ssize_t c = 0; c < C; c++)
     for (Py_ssize_t bi = 0; bi < nimg; bi++) {
@@ -608,18 +617,15 @@ static void S(wino_input)(const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_
         for (Py_ssize_t ty = 0; ty < nty; ty++) {
             const T *q0 = rows + (2 * ty) * 4 * rstride, *q1 = q0 + 4 * rstride;
             const T *q2 = q1 + 4 * rstride, *q3 = q2 + 4 * rstride;
+            T *vc = V + (c / L->cb) * L->cb_stride + (c % L->cb) * L->c_stride
+                      + (t0 + ty * tw) * L->t_stride;
             for (int j = 0; j < 4; j++)
-                S(wino_combine)(V + ((0 * 4 + j) * C + c) * tpad + t0 + ty * tw,
-                                V + ((1 * 4 + j) * C + c) * tpad + t0 + ty * tw,
-                                V + ((2 * 4 + j) * C + c) * tpad + t0 + ty * tw,
-                                V + ((3 * 4 + j) * C + c) * tpad + t0 + ty * tw,
+                S(wino_combine)(vc + (0 * 4 + j) * L->xi_stride, vc + (1 * 4 + j) * L->xi_stride,
+                                vc + (2 * 4 + j) * L->xi_stride, vc + (3 * 4 + j) * L->xi_stride,
                                 q0 + j * rstride, q1 + j * rstride, q2 + j * rstride,
-                                q3 + j * rstride, tw);
+                                q3 + j * rstride, tw, L->t_stride);
         }
     }
-    for (Py_ssize_t c = 0; c < C; c++)   /* padding tiles: defined values, results unused */
-        for (int xi = 0; xi < 16; xi++)
-            for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
 }
 
 /* Scratch elements of one Winograd task over nty tile rows of tw tiles, tpad >= nty*tw:
@@ -650,7 +656,11 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
     T *V = ws, *M = V + 16 * C * tpad;
     T *rows = M + 16 * m * tpad;                 /* (2*nty + 2) x 4 x (tw + 1) */
     T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);   /* padded input row, 2*tw + 2 (+2) */
-    S(wino_input)(x, x_img, g, nimg, ty0, nty, tpad, V, rows, prow);
+    const cconv_layout L = {C * tpad, C, 0, tpad, 1};   /* V[xi][c][t], rows of tpad */
+    S(wino_input)(x, x_img, g, nimg, ty0, nty, &L, V, rows, prow);
+    for (Py_ssize_t c = 0; c < C; c++)   /* padding tiles: defined values, results unused */
+        for (int xi = 0; xi < 16; xi++)
+            for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
     /* 16 GEMMs: M_xi (m x tpad) = U_xi (m x C) * V_xi (C x tpad). */
     for (int xi = 0; xi < 16; xi++) {
         const T *ua = upack + xi * upack_xi, *vb = V + xi * C * tpad;
@@ -682,18 +692,20 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
  *   dg = G^T dU G,
  * 16 GEMMs whose depth is the tile count, accumulated over tiles and images. */
 
-/* Z[xi][o][t] = (A g A^T)[xi] for the 2x2 grad_output tiles of tile rows [ty0, ty0 + nty) of
- * nimg images (image b at gy + b*gy_img; m planes of out_h x out_w); A = [[1, 0], [1, 1],
- * [1, -1], [0, -1]].  Tiles past the output read zeros.  tmp: 4*tw elements. */
+/* Z = (A g A^T) for the 2x2 grad_output tiles of tile rows [ty0, ty0 + nty) of nimg images
+ * (image b at gy + b*gy_img; m planes of out_h x out_w), element (xi, o, t) stored by
+ * layout L; A = [[1, 0], [1, 1], [1, -1], [0, -1]].  Tiles past the output read zeros.
+ * tmp: 4*tw elements. */
 static void S(wino_gy)(const T *gy, Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m,
-                       Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, T *Z,
-                       T *tmp)
+                       Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty, const cconv_layout *L,
+                       T *Z, T *tmp)
 {
-    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
+    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2, ts = L->t_stride;
     T *a = tmp, *b = tmp + tw, *c = tmp + 2 * tw, *d = tmp + 3 * tw;
     for (Py_ssize_t bi = 0; bi < nimg; bi++)
         for (Py_ssize_t o = 0; o < m; o++) {
             const T *plane = gy + bi * gy_img + o * Ho * Wo;
+            T *zo = Z + (o / L->cb) * L->cb_stride + (o % L->cb) * L->c_stride;
             for (Py_ssize_t ty = 0; ty < nty; ty++) {
                 const Py_ssize_t oh = 2 * (ty0 + ty), t0 = (bi * nty + ty) * tw;
                 const T *r0 = plane + oh * Wo, *r1 = r0 + Wo;
@@ -705,38 +717,23 @@ static void S(wino_gy)(const T *gy, Py_ssize_t gy_img, const cconv_geom *g, Py_s
                     c[tx] = second_row ? r1[2 * tx] : (T)0;
                     d[tx] = second_row && second_col ? r1[2 * tx + 1] : (T)0;
                 }
-                T *z[16];
-                for (int xi = 0; xi < 16; xi++) z[xi] = Z + (xi * m + o) * tpad + t0;
+                T *z = zo + t0 * ts;
+                const Py_ssize_t xs = L->xi_stride;
                 for (Py_ssize_t tx = 0; tx < tw; tx++) {
                     /* rows of A g: (a, b), (a + c, b + d), (a - c, b - d), (-c, -d);
                      * each row (u, v) times A^T: (u, u + v, u - v, -v). */
                     const T u[4] = {a[tx], a[tx] + c[tx], a[tx] - c[tx], -c[tx]};
                     const T v[4] = {b[tx], b[tx] + d[tx], b[tx] - d[tx], -d[tx]};
+                    T *zt = z + tx * ts;
                     for (int i = 0; i < 4; i++) {
-                        z[4 * i][tx] = u[i];
-                        z[4 * i + 1][tx] = u[i] + v[i];
-                        z[4 * i + 2][tx] = u[i] - v[i];
-                        z[4 * i + 3][tx] = -v[i];
+                        zt[(4 * i) * xs] = u[i];
+                        zt[(4 * i + 1) * xs] = u[i] + v[i];
+                        zt[(4 * i + 2) * xs] = u[i] - v[i];
+                        zt[(4 * i + 3) * xs] = -v[i];
                     }
                 }
             }
         }
-}
-
-/* Pack the transpose of the C x n block src[c*ld + t] as B panels for a GEMM of depth n:
- * element (t, c) at dst[(c/nr)*n*nr + t*nr + c%nr], columns past C zero. */
-static void S(pack_bt)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t C,
-                       Py_ssize_t n, Py_ssize_t ld, int nr)
-{
-    for (Py_ssize_t c0 = 0; c0 < C; c0 += nr, dst += n * nr) {
-        const Py_ssize_t w = cconv_min(nr, C - c0);
-        for (Py_ssize_t t = 0; t < n; t++) {
-            T *d = dst + t * nr;
-            Py_ssize_t j = 0;
-            for (; j < w; j++) d[j] = src[(c0 + j) * ld + t];
-            for (; j < nr; j++) d[j] = 0;
-        }
-    }
 }
 
 /* Scratch elements of one thread of the Winograd weight gradient (see conv_wino_gw). */
@@ -744,12 +741,14 @@ CCONV_MAYBE_UNUSED
 static Py_ssize_t S(wino_gw_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                   Py_ssize_t tpad, int mr, int nr)
 {
-    return (16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16
-            + (m + mr) * tpad + (C + nr) * tpad);
+    return (16 * ((C + mr) + (m + nr)) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2)
+            + 16);
 }
 
-/* dU accumulation over images [img0, img1), nimg images and nty tile rows at a time:
- * sacc[xi][o][c] (xi stride groups*m*C) += Z_xi V_xi^T.  x, gy: whole batch. */
+/* dU^T accumulation over images [img0, img1), nimg images and nty tile rows at a time:
+ * sacc[xi][group][c][o] (xi stride groups*C*m) += V_xi Z_xi^T, 16 GEMMs whose depth is the
+ * block's tile count.  The transforms write V straight into GEMM A strips (channels) and
+ * Z into B panels (output channels), so nothing is repacked.  x, gy: whole batch. */
 CCONV_CLONES
 static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
@@ -758,42 +757,47 @@ static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
 {
     const Py_ssize_t C = g->channels, tw = (g->out_w + 1) / 2, th = (g->out_h + 1) / 2;
     const Py_ssize_t x_group = C * g->in_h * g->in_w, y_group = m * g->out_h * g->out_w;
-    const Py_ssize_t xi_stride = groups * m * C;
     const int mr = kern->mr, nr = kern->nr;
-    T *V = ws, *Z = V + 16 * C * tpad;
-    T *rows = Z + 16 * m * tpad;
+    const Py_ssize_t Cp = (C + mr - 1) / mr * mr, mp = (m + nr - 1) / nr * nr;
+    const Py_ssize_t plane = groups * C * m;
+    T *V = ws, *Z = V + 16 * Cp * tpad;
+    T *rows = Z + 16 * mp * tpad;
     T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);
-    T *apack = prow + 4 * (tw + 2) + 16;
-    T *bpack = apack + (m + mr) * tpad;
     for (Py_ssize_t gi = 0; gi < groups; gi++)
         for (Py_ssize_t b0 = img0; b0 < img1; b0 += nimg) {
             const Py_ssize_t nb = cconv_min(nimg, img1 - b0);
             for (Py_ssize_t ty0 = 0; ty0 < th; ty0 += nty) {
                 const Py_ssize_t rows_here = cconv_min(nty, th - ty0);
                 const Py_ssize_t n = nb * rows_here * tw;     /* GEMM depth: tiles */
-                S(wino_input)(x + (b0 * groups + gi) * x_group, groups * x_group, g, nb, ty0,
-                              rows_here, tpad, V, rows, prow);
-                S(wino_gy)(gy + (b0 * groups + gi) * y_group, groups * y_group, g, m, nb, ty0,
-                           rows_here, tpad, Z, prow);
+                const cconv_layout LV = {Cp * n, mr, n * mr, 1, mr};
+                const cconv_layout LZ = {mp * n, nr, n * nr, 1, nr};
+                /* Rows of the last strip / panel past C / m must be zero. */
                 for (int xi = 0; xi < 16; xi++) {
-                    S(pack_a)(apack, Z + xi * m * tpad, m, n, tpad, 1, mr);
-                    S(pack_bt)(bpack, V + xi * C * tpad, C, n, tpad, nr);
-                    S(gemm_macro)(kern, m, C, n, apack, n * mr, bpack,
-                                  sacc + xi * xi_stride + gi * m * C, C, 1, NULL);
+                    if (Cp > C) memset(V + xi * LV.xi_stride + (Cp - mr) * n, 0, mr * n * sizeof(T));
+                    if (mp > m) memset(Z + xi * LZ.xi_stride + (mp - nr) * n, 0, nr * n * sizeof(T));
                 }
+                S(wino_input)(x + (b0 * groups + gi) * x_group, groups * x_group, g, nb, ty0,
+                              rows_here, &LV, V, rows, prow);
+                S(wino_gy)(gy + (b0 * groups + gi) * y_group, groups * y_group, g, m, nb, ty0,
+                           rows_here, &LZ, Z, prow);
+                for (int xi = 0; xi < 16; xi++)
+                    S(gemm_macro)(kern, C, m, n, V + xi * LV.xi_stride, n * mr,
+                                  Z + xi * LZ.xi_stride, sacc + xi * plane + gi * C * m, m, 1,
+                                  NULL);
             }
         }
 }
 
-/* gw[o][c] (3x3) = G^T dU G from dU = sacc[xi][o][c] (xi stride m_total*C), o in [o0, o1). */
-static void S(wino_weights_grad)(const T *CCONV_RESTRICT sacc, Py_ssize_t m_total, Py_ssize_t C,
-                                 Py_ssize_t o0, Py_ssize_t o1, T *CCONV_RESTRICT gw)
+/* gw[o][c] (3x3) = G^T dU G for o in [o0, o1), dU[xi] = sacc[xi][group][c][o % m]. */
+static void S(wino_weights_grad)(const T *CCONV_RESTRICT sacc, Py_ssize_t groups, Py_ssize_t m,
+                                 Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, T *CCONV_RESTRICT gw)
 {
-    const Py_ssize_t plane = m_total * C;
+    const Py_ssize_t plane = groups * C * m;
     for (Py_ssize_t o = o0; o < o1; o++)
         for (Py_ssize_t c = 0; c < C; c++) {
             T du[4][4], t[3][4];
-            for (int xi = 0; xi < 16; xi++) du[xi / 4][xi % 4] = sacc[xi * plane + o * C + c];
+            const Py_ssize_t at = (o / m * C + c) * m + o % m;
+            for (int xi = 0; xi < 16; xi++) du[xi / 4][xi % 4] = sacc[xi * plane + at];
             for (int j = 0; j < 4; j++) {
                 t[0][j] = du[0][j] + (T)0.5 * (du[1][j] + du[2][j]);
                 t[1][j] = (T)0.5 * (du[1][j] - du[2][j]);

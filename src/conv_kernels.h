@@ -89,6 +89,13 @@ typedef struct {
     Py_ssize_t out_h, out_w;
 } cconv_geom;
 
+/* Where a Winograd transform writes element (xi, c, t) (xi: position in the 4x4 tile,
+ * c: channel, t: tile): base + xi*xi_stride + (c / cb)*cb_stride + (c % cb)*c_stride +
+ * t*t_stride.  Rows of tiles (forward) or GEMM A strips / B panels (weight gradient). */
+typedef struct {
+    Py_ssize_t xi_stride, cb, cb_stride, c_stride, t_stride;
+} cconv_layout;
+
 /* Blocking (elements).  KC bounds the depth of one packed A strip / B panel so a
  * B panel (KC x NR) stays in L1 and the packed A block (O x KC) in L2. */
 #define CCONV_KC 256
