@@ -113,10 +113,12 @@ cdef extern from "conv_kernels.h" nogil:
                                Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, double *gw)
     int all_finite_f32(const float *x, Py_ssize_t n)
     int all_finite_f64(const double *x, Py_ssize_t n)
-    void wino_weights_f32(const float *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
-                          Py_ssize_t o1, float *u)
-    void wino_weights_f64(const double *w, Py_ssize_t m_total, Py_ssize_t C, Py_ssize_t o0,
-                          Py_ssize_t o1, double *u)
+    void wino_weights_f32(const float *w, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t C,
+                          int mr, Py_ssize_t o0, Py_ssize_t o1, float *upack,
+                          Py_ssize_t upack_xi)
+    void wino_weights_f64(const double *w, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t C,
+                          int mr, Py_ssize_t o0, Py_ssize_t o1, double *upack,
+                          Py_ssize_t upack_xi)
     Py_ssize_t wino_task_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                   Py_ssize_t tpad)
     void conv_wino_rows_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
@@ -374,12 +376,13 @@ cdef inline Py_ssize_t _dot_scratch(const cconv_geom *s, Py_ssize_t m,
                 * dot_image_size_f64(s, m, cconv_kernel_f64().nr))
 
 
-cdef inline void _wino_weights(const floating *w, Py_ssize_t m_total, Py_ssize_t C,
-                               Py_ssize_t o0, Py_ssize_t o1, floating *u) noexcept nogil:
+cdef inline void _wino_weights(const floating *w, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, floating *upack,
+                               Py_ssize_t upack_xi) noexcept nogil:
     if floating is float:
-        wino_weights_f32(w, m_total, C, o0, o1, u)
+        wino_weights_f32(w, groups, m, C, cconv_kernel_f32().mr, o0, o1, upack, upack_xi)
     else:
-        wino_weights_f64(w, m_total, C, o0, o1, u)
+        wino_weights_f64(w, groups, m, C, cconv_kernel_f64().mr, o0, o1, upack, upack_xi)
 
 
 cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
@@ -605,8 +608,7 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t batch, Py_ssize_t gr
         return shared + nthreads * CCONV_KC * CCONV_NC
     if algo == _WINOGRAD:
         _wino_blocking(s, m, nr, batch, &nimg, &nty, &tpad)
-        return (16 * groups * _round_up(m, mr) * s.channels       # packed U
-                + _round_up(16 * groups * m * s.channels, 16)     # U before packing
+        return (_round_up(16 * groups * _round_up(m, mr) * s.channels, 16)   # packed U
                 + _round_up(s.channels * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
                 + nthreads * _round_up(wino_task_size_f32(s.channels, m, nty,
                                                           (s.out_w + 1) // 2, tpad), 16))
@@ -628,20 +630,14 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
     cdef Py_ssize_t x_group = C * s.in_h * s.in_w
     cdef Py_ssize_t nimg, nty, tpad, nblk, nchunk, per_thread, t, r, ty0, b0, xi, gidx, c
     cdef floating *upack = ws
-    cdef floating *u = upack + 16 * upack_xi
-    cdef Py_ssize_t *off = <Py_ssize_t *>(u + _round_up(16 * O * C, 16))
+    cdef Py_ssize_t *off = <Py_ssize_t *>(upack + _round_up(16 * upack_xi, 16))
     cdef floating *tws = (<floating *>off) + _round_up(C * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
     _wino_blocking(s, m, _tile_nr(ws), batch, &nimg, &nty, &tpad)
     per_thread = _round_up(wino_task_size_f32(C, m, nty, tw, tpad), 16)
-    # Weight transform and packing: 16*O*C values, worth both threads on wide layers.
+    # Weight transform straight into GEMM strips: 16*O*C values, worth both threads.
     for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
                     use_threads_if=nthreads > 1 and O * C > 4096):
-        _wino_weights(w, O, C, t, t + 1, u)
-    for t in prange(16 * groups, nogil=True, num_threads=nthreads, schedule='static',
-                    use_threads_if=nthreads > 1 and O * C > 4096):
-        xi = t // groups
-        gidx = t % groups
-        _pack_a(upack + xi * upack_xi + gidx * a_size, u + (xi * O + gidx * m) * C, m, C, C, 1)
+        _wino_weights(w, groups, m, C, t, t + 1, upack, upack_xi)
     for c in range(C):
         off[c] = c * tpad
     nblk = (th + nty - 1) // nty           # tile-row blocks per image

@@ -555,13 +555,20 @@ static int S(all_finite)(const T *CCONV_RESTRICT x, Py_ssize_t n)
     return bad == 0;
 }
 
-/* U[xi][o][c] = (G g_oc G^T)[xi] for o in [o0, o1) of the (m_total, C, 3, 3) weights w.
- * G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. */
-static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ssize_t C,
-                            Py_ssize_t o0, Py_ssize_t o1, T *CCONV_RESTRICT u)
+/* U = G g G^T for output channels [o0, o1) of the (groups*m, C, 3, 3) weights w, written
+ * straight into GEMM A strips: U_xi of group gi is packed like pack_a would (strips of mr
+ * output channels, k-major over C) at upack + xi*upack_xi + gi*a_size, a_size =
+ * ceil(m/mr)*mr*C; strip rows past m are zeroed by the thread that owns the strip's last
+ * channel.  G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]. */
+static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t groups, Py_ssize_t m,
+                            Py_ssize_t C, int mr, Py_ssize_t o0, Py_ssize_t o1,
+                            T *CCONV_RESTRICT upack, Py_ssize_t upack_xi)
 {
-    const Py_ssize_t plane = m_total * C;
-    for (Py_ssize_t o = o0; o < o1; o++)
+    const Py_ssize_t a_size = (m + mr - 1) / mr * mr * C;
+    (void)groups;
+    for (Py_ssize_t o = o0; o < o1; o++) {
+        const Py_ssize_t gi = o / m, ol = o % m;
+        T *strip = upack + gi * a_size + (ol / mr) * C * mr + ol % mr;
         for (Py_ssize_t c = 0; c < C; c++) {
             const T *g = w + (o * C + c) * 9;
             T t[4][3], r[4][4];
@@ -577,8 +584,14 @@ static void S(wino_weights)(const T *CCONV_RESTRICT w, Py_ssize_t m_total, Py_ss
                 r[i][2] = (T)0.5 * (t[i][0] - t[i][1] + t[i][2]);
                 r[i][3] = t[i][2];
             }
-            for (int xi = 0; xi < 16; xi++) u[xi * plane + o * C + c] = r[xi / 4][xi % 4];
+            for (int xi = 0; xi < 16; xi++) strip[xi * upack_xi + c * mr] = r[xi / 4][xi % 4];
         }
+        if (ol == m - 1 && m % mr)     /* zero the padding rows of the group's last strip */
+            for (int xi = 0; xi < 16; xi++)
+                for (Py_ssize_t c = 0; c < C; c++)
+                    for (Py_ssize_t i = m % mr; i < mr; i++)
+                        upack[xi * upack_xi + gi * a_size + (m / mr) * C * mr + c * mr + i] = 0;
+    }
 }
 
 /* Input transform of tile rows [ty0, ty0 + nty) of nimg image slices (image b at
