@@ -108,9 +108,11 @@ cdef extern from "conv_kernels.h" nogil:
                           Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
                           Py_ssize_t tpad, double *sacc, double *ws)
     void wino_weights_grad_f32(const float *sacc, Py_ssize_t groups, Py_ssize_t m,
-                               Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, float *gw)
+                               Py_ssize_t C, Py_ssize_t gi, Py_ssize_t c, float *gw,
+                               float *tmp)
     void wino_weights_grad_f64(const double *sacc, Py_ssize_t groups, Py_ssize_t m,
-                               Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, double *gw)
+                               Py_ssize_t C, Py_ssize_t gi, Py_ssize_t c, double *gw,
+                               double *tmp)
     int all_finite_f32(const float *x, Py_ssize_t n)
     int all_finite_f64(const double *x, Py_ssize_t n)
     void wino_weights_f32(const float *w, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t C,
@@ -841,8 +843,7 @@ cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating 
     per_thread = _grad_weight_winograd_ws(s, batch, groups, m, 1, ws)
     for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule='static',
                     use_threads_if=nthreads > 1):
-        part = ws + t * per_thread
-        memset(part, 0, SU * sizeof(floating))
+        part = ws + t * per_thread          # written (not accumulated) by its first block
         if floating is float:
             conv_wino_gw_f32(cconv_kernel_f32(), x, gy, s, groups, m, batch * t // nthreads,
                              batch * (t + 1) // nthreads, nimg, nty, tpad, part,
@@ -857,12 +858,16 @@ cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating 
             for t in range(1, nthreads):
                 acc = acc + ws[t * per_thread + i]
             ws[i] = acc
-    for t in prange(O, nogil=True, num_threads=nthreads, schedule='static',
+    # gw = G^T dU G, one (group, input channel) at a time; thread t's scratch (past its
+    # partial) holds the 12 x m intermediate.
+    for i in prange(groups * C, nogil=True, num_threads=nthreads, schedule='static',
                     use_threads_if=nthreads > 1 and O * C > 4096):
         if floating is float:
-            wino_weights_grad_f32(ws, groups, m, C, t, t + 1, gw)
+            wino_weights_grad_f32(ws, groups, m, C, i // C, i % C, gw,
+                                  ws + threadid() * per_thread + _round_up(SU, 16))
         else:
-            wino_weights_grad_f64(ws, groups, m, C, t, t + 1, gw)
+            wino_weights_grad_f64(ws, groups, m, C, i // C, i % C, gw,
+                                  ws + threadid() * per_thread + _round_up(SU, 16))
 
 
 cdef void _grad_bias(const floating *gy, floating *gb, Py_ssize_t batch, Py_ssize_t O,

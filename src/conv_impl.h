@@ -758,8 +758,8 @@ static Py_ssize_t S(wino_gw_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py
             + 16);
 }
 
-/* dU^T accumulation over images [img0, img1), nimg images and nty tile rows at a time:
- * sacc[xi][group][c][o] (xi stride groups*C*m) += V_xi Z_xi^T, 16 GEMMs whose depth is the
+/* dU^T over images [img0, img1) (img1 > img0), nimg images and nty tile rows at a time:
+ * sacc[xi][group][c][o] (xi stride groups*C*m) = sum of V_xi Z_xi^T (no clearing needed), 16 GEMMs whose depth is the
  * block's tile count.  The transforms write V straight into GEMM A strips (channels) and
  * Z into B panels (output channels), so nothing is repacked.  x, gy: whole batch. */
 CCONV_CLONES
@@ -793,36 +793,43 @@ static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
                               rows_here, &LV, V, rows, prow);
                 S(wino_gy)(gy + (b0 * groups + gi) * y_group, groups * y_group, g, m, nb, ty0,
                            rows_here, &LZ, Z, prow);
+                const int accumulate = b0 > img0 || ty0 > 0;   /* first block overwrites */
                 for (int xi = 0; xi < 16; xi++)
                     S(gemm_macro)(kern, C, m, n, V + xi * LV.xi_stride, n * mr,
-                                  Z + xi * LZ.xi_stride, sacc + xi * plane + gi * C * m, m, 1,
-                                  NULL);
+                                  Z + xi * LZ.xi_stride, sacc + xi * plane + gi * C * m, m,
+                                  accumulate, NULL);
             }
         }
 }
 
-/* gw[o][c] (3x3) = G^T dU G for o in [o0, o1), dU[xi] = sacc[xi][group][c][o % m]. */
+/* gw = G^T dU G for the input channels c of group gi, all m output channels at once
+ * (dU[xi] = sacc[xi][gi][c][0:m], contiguous, so the transform vectorises over o). */
 static void S(wino_weights_grad)(const T *CCONV_RESTRICT sacc, Py_ssize_t groups, Py_ssize_t m,
-                                 Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, T *CCONV_RESTRICT gw)
+                                 Py_ssize_t C, Py_ssize_t gi, Py_ssize_t c, T *CCONV_RESTRICT gw,
+                                 T *CCONV_RESTRICT tmp)
 {
     const Py_ssize_t plane = groups * C * m;
-    for (Py_ssize_t o = o0; o < o1; o++)
-        for (Py_ssize_t c = 0; c < C; c++) {
-            T du[4][4], t[3][4];
-            const Py_ssize_t at = (o / m * C + c) * m + o % m;
-            for (int xi = 0; xi < 16; xi++) du[xi / 4][xi % 4] = sacc[xi * plane + at];
-            for (int j = 0; j < 4; j++) {
-                t[0][j] = du[0][j] + (T)0.5 * (du[1][j] + du[2][j]);
-                t[1][j] = (T)0.5 * (du[1][j] - du[2][j]);
-                t[2][j] = (T)0.5 * (du[1][j] + du[2][j]) + du[3][j];
-            }
-            T *out = gw + (o * C + c) * 9;
-            for (int p = 0; p < 3; p++) {
-                out[p * 3] = t[p][0] + (T)0.5 * (t[p][1] + t[p][2]);
-                out[p * 3 + 1] = (T)0.5 * (t[p][1] - t[p][2]);
-                out[p * 3 + 2] = (T)0.5 * (t[p][1] + t[p][2]) + t[p][3];
-            }
+    const T *du = sacc + (gi * C + c) * m;          /* du[xi*plane + o] */
+    T *t = tmp;                                      /* t[(p*4 + j)*m + o], 12 rows */
+    for (int j = 0; j < 4; j++) {
+        const T *d0 = du + j * plane, *d1 = du + (4 + j) * plane;
+        const T *d2 = du + (8 + j) * plane, *d3 = du + (12 + j) * plane;
+        T *t0 = t + j * m, *t1 = t + (4 + j) * m, *t2 = t + (8 + j) * m;
+        for (Py_ssize_t o = 0; o < m; o++) {
+            t0[o] = d0[o] + (T)0.5 * (d1[o] + d2[o]);
+            t1[o] = (T)0.5 * (d1[o] - d2[o]);
+            t2[o] = (T)0.5 * (d1[o] + d2[o]) + d3[o];
         }
+    }
+    for (int p = 0; p < 3; p++) {
+        const T *a0 = t + (p * 4) * m, *a1 = a0 + m, *a2 = a1 + m, *a3 = a2 + m;
+        for (Py_ssize_t o = 0; o < m; o++) {
+            T *out = gw + ((gi * m + o) * C + c) * 9 + p * 3;
+            out[0] = a0[o] + (T)0.5 * (a1[o] + a2[o]);
+            out[1] = (T)0.5 * (a1[o] - a2[o]);
+            out[2] = (T)0.5 * (a1[o] + a2[o]) + a3[o];
+        }
+    }
 }
 
 /* Grid length the dot kernel runs over: out_h*wph rounded up to the widest vector
