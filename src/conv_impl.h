@@ -201,13 +201,18 @@ static void S(gemm_macro)(const S(kernel_t) *kern, Py_ssize_t m, Py_ssize_t n, P
                           int accumulate, const T *bias)
 {
     const int mr = kern->mr, nr = kern->nr;
-    for (Py_ssize_t jr = 0; jr < n; jr += nr) {
-        const T *bp = b + (jr / nr) * kc * nr;
-        int nn = (int)cconv_min(nr, n - jr);
-        for (Py_ssize_t ir = 0; ir < m; ir += mr)
-            kern->fn(kc, a + (ir / mr) * a_strip, bp, c + ir * ldc + jr, ldc,
-                     (int)cconv_min(mr, m - ir), nn, accumulate,
-                     bias != NULL ? bias + ir : NULL);
+    /* Row blocks of about CCONV_MC rows keep the A strips they cycle through in L2. */
+    const Py_ssize_t mc = cconv_max(mr, CCONV_MC / mr * mr);
+    for (Py_ssize_t ic = 0; ic < m; ic += mc) {
+        const Py_ssize_t iend = cconv_min(m, ic + mc);
+        for (Py_ssize_t jr = 0; jr < n; jr += nr) {
+            const T *bp = b + (jr / nr) * kc * nr;
+            int nn = (int)cconv_min(nr, n - jr);
+            for (Py_ssize_t ir = ic; ir < iend; ir += mr)
+                kern->fn(kc, a + (ir / mr) * a_strip, bp, c + ir * ldc + jr, ldc,
+                         (int)cconv_min(mr, m - ir), nn, accumulate,
+                         bias != NULL ? bias + ir : NULL);
+        }
     }
 }
 

@@ -99,6 +99,8 @@ typedef struct {
 /* Blocking (elements).  KC bounds the depth of one packed A strip / B panel so a
  * B panel (KC x NR) stays in L1 and the packed A block (O x KC) in L2. */
 #define CCONV_KC 256
+/* Rows per GEMM row block (A block CCONV_MC x KC stays in L2 while B panels stream). */
+#define CCONV_MC 96
 /* Columns (output pixels) per forward block: a B block is KC x CCONV_NC. */
 #define CCONV_NC 192
 
