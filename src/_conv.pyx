@@ -149,6 +149,14 @@ cdef extern from "conv_kernels.h" nogil:
     Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f64(const cconv_geom *g, Py_ssize_t m, int nr)
+    void conv_fwd_span_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
+                           const cconv_geom *g, Py_ssize_t m, const float *apack,
+                           const float *bias, float *y, Py_ssize_t y_img, Py_ssize_t j0,
+                           Py_ssize_t nc, float *ws)
+    void conv_fwd_span_f64(const kernel_f64 *kern, const double *x, Py_ssize_t x_img,
+                           const cconv_geom *g, Py_ssize_t m, const double *apack,
+                           const double *bias, double *y, Py_ssize_t y_img, Py_ssize_t j0,
+                           Py_ssize_t nc, double *ws)
     void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb)
@@ -415,6 +423,23 @@ cdef inline void _wino_blocking(const cconv_geom *s, Py_ssize_t m, int nr, Py_ss
     tpad[0] = _round_up(nimg[0] * nty[0] * tw, nr)
 
 
+cdef inline void _fwd_span(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
+                           Py_ssize_t m, const floating *apack, const floating *bias,
+                           floating *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc,
+                           floating *ws) noexcept nogil:
+    if floating is float:
+        conv_fwd_span_f32(cconv_kernel_f32(), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
+    else:
+        conv_fwd_span_f64(cconv_kernel_f64(), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
+
+
+cdef inline bint _span_images(const cconv_geom *s, Py_ssize_t batch, int nr) noexcept nogil:
+    """Packed-im2col blocks spanning images when an image's last panel would be mostly
+    empty (more than 1/16 of the columns wasted)."""
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    return batch > 1 and 16 * (_round_up(P, nr) - P) > _round_up(P, nr)
+
+
 cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_geom *s,
                            Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1,
                            floating *gw, floating *wsa, floating *wsb) noexcept nogil:
@@ -607,6 +632,9 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t batch, Py_ssize_t gr
         return 0
     cdef Py_ssize_t nty, tpad, nimg
     if algo == _GEMM_IM2COL:
+        if _span_images(s, batch, nr):
+            return shared + nthreads * (CCONV_KC * CCONV_NC + CCONV_NC
+                                        + _round_up(m, mr) * CCONV_NC)
         return shared + nthreads * CCONV_KC * CCONV_NC
     if algo == _WINOGRAD:
         _wino_blocking(s, m, nr, batch, &nimg, &nty, &tpad)
@@ -696,6 +724,17 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
             _fwd_slice(x + r * x_group, s, m, apack + r % groups * a_size, off,
                        b + r % groups * m if b != NULL else NULL, y + r * m * P,
                        tws + threadid() * per_thread, tws + threadid() * per_thread + xp_size)
+        return
+    if _span_images(s, batch, _tile_nr(ws)):
+        per_thread = CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, _tile_mr(ws)) * CCONV_NC
+        nblk = (batch * P + CCONV_NC - 1) // CCONV_NC
+        for t in prange(groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
+                        use_threads_if=nthreads > 1):
+            gidx = t // nblk
+            p0 = t % nblk * CCONV_NC
+            _fwd_span(x + gidx * x_group, groups * x_group, s, m, apack + gidx * a_size,
+                      b + gidx * m if b != NULL else NULL, y + gidx * m * P, O * P, p0,
+                      min(CCONV_NC, batch * P - p0), tws + threadid() * per_thread)
         return
     nblk = (P + CCONV_NC - 1) // CCONV_NC
     for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',

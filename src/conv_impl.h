@@ -926,6 +926,47 @@ static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
         }
 }
 
+/* Forward, packed-im2col GEMM over columns [j0, j0 + nc) of the batch-flattened pixel
+ * range (column j = image*P + pixel): blocks may span images, so small images (P not a
+ * multiple of nr) do not leave a mostly empty panel per image.  x, y: the group's slice of
+ * image 0 (image strides x_img, y_img).  ws: CCONV_KC*ncp + ncp + ceil(m/mr)*mr*ncp
+ * elements, ncp = ceil(nc/nr)*nr.  Requires K >= 1. */
+CCONV_CLONES
+static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
+                             const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias,
+                             T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t P = g->out_h * g->out_w;
+    const int mr = kern->mr, nr = kern->nr;
+    const Py_ssize_t ncp = (nc + nr - 1) / nr * nr;
+    T *bpk = ws, *row = bpk + CCONV_KC * ncp, *ct = row + ncp;
+    for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
+        const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+        for (Py_ssize_t kk = 0; kk < kc; kk++) {
+            for (Py_ssize_t j = 0; j < nc;) {       /* one image's pixels at a time */
+                const Py_ssize_t img = (j0 + j) / P, p = (j0 + j) % P;
+                const Py_ssize_t len = cconv_min(P - p, nc - j);
+                S(im2col_row_fast)(x + img * x_img, g, pc + kk, p, len, row + j);
+                j += len;
+            }
+            for (Py_ssize_t j = nc; j < ncp; j++) row[j] = 0;
+            for (Py_ssize_t jp = 0; jp < ncp; jp += nr) {
+                T *d = bpk + (jp / nr) * kc * nr + kk * nr;
+                for (int t = 0; t < nr; t++) d[t] = row[jp + t];
+            }
+        }
+        S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, bpk, ct, ncp, pc > 0, bias);
+    }
+    for (Py_ssize_t j = 0; j < nc;) {
+        const Py_ssize_t img = (j0 + j) / P, p = (j0 + j) % P;
+        const Py_ssize_t len = cconv_min(P - p, nc - j);
+        for (Py_ssize_t i = 0; i < m; i++)
+            memcpy(y + img * y_img + i * P + p, ct + i * ncp + j, len * sizeof(T));
+        j += len;
+    }
+}
+
 /* Weight gradient over the flattened (image, pixel) range [r0, r1) of the batch:
  * gw(m x K) += gy(m x P) * im2col(x)^T for each group, accumulated in a fixed order.
  * x, gy: whole batch; gw: groups*m x K (not cleared here).
