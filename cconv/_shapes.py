@@ -210,9 +210,10 @@ def _cached(validate):
 
     @functools.wraps(validate)
     def geometry(input_shape, *args):
-        if all(_plain(a) for a in args):
-            return memo(tuple(input_shape), *args)
-        return validate(input_shape, *args)
+        for a in args:
+            if not _plain(a):
+                return validate(input_shape, *args)
+        return memo(tuple(input_shape), *args)
     return geometry
 
 
