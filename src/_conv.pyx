@@ -590,13 +590,28 @@ cdef inline bint _winograd_shape(const cconv_geom *s, Py_ssize_t m) noexcept nog
             and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS)
 
 
+cdef inline bint _reads_padding(const cconv_geom *s) noexcept nogil:
+    """Whether some kernel tap of some output pixel falls in the zero padding."""
+    return (s.pad_top > 0 or s.pad_left > 0
+            or (s.out_h - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) - s.pad_top >= s.in_h
+            or (s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1) - s.pad_left >= s.in_w)
+
+
+cdef inline bint _direct_exact(const cconv_geom *s, const floating *v,
+                               Py_ssize_t n) noexcept nogil:
+    """Whether the direct loops, which skip the zero padding, give PyTorch's result when v
+    (the operand that multiplies the padding) holds n values: PyTorch computes 0 * inf and
+    0 * NaN = NaN there, so a non-finite v needs a kernel that multiplies the padding."""
+    return not _reads_padding(s) or _all_finite(v, n)
+
+
 cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const floating *x,
                        Py_ssize_t x_size, const floating *w, Py_ssize_t w_size) noexcept nogil:
     """Direct loops for tiny calls (no scratch, no packing: lowest latency); else implicit
     GEMM on a padded copy of each image slice, which beats direct loops even with a single
     output channel per group, or packed-im2col GEMM when that copy would be too large."""
     cdef Py_ssize_t nr = _tile_nr(x), wph, grid_cols, im2col_cols
-    if macs < _DIRECT_MAX_MACS:
+    if macs < _DIRECT_MAX_MACS and _direct_exact(s, w, w_size):
         return _DIRECT
     if _forced_algo == _GEMM_IM2COL and _gemm_worthwhile(m):
         return _GEMM_IM2COL
@@ -760,10 +775,11 @@ cdef inline bint _has_dot(const floating *dummy) noexcept nogil:
 
 
 cdef int _grad_weight_algo(const cconv_geom *s, Py_ssize_t m, double macs,
-                           const floating *dummy) noexcept nogil:
+                           const floating *gy, Py_ssize_t gy_size) noexcept nogil:
     """Direct loops for tiny calls; else the dot kernel on padded image copies (vector
     kernels only, bounded copy size); else packed-im2col GEMM."""
-    if macs < _DIRECT_MAX_MACS:
+    cdef const floating *dummy = gy
+    if macs < _DIRECT_MAX_MACS and _direct_exact(s, gy, gy_size):
         return _DIRECT
     if _forced_algo == _GEMM_IM2COL and _gemm_worthwhile(m):
         return _GEMM_IM2COL
@@ -1056,7 +1072,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
         if batch == 0 or K == 0:
             gw[...] = 0
         else:
-            algo = _grad_weight_algo(&s, m, macs, wp)
+            algo = _grad_weight_algo(&s, m, macs, <const floating *>&gy[0, 0, 0, 0], batch * O * P)
             # Winograd's weight gradient writes 16 values per (channel, tile) and per
             # (output channel, tile) for 16*C*m multiply-adds per tile: it pays off on wide
             # layers, or where the dot kernel would waste much of its grid (small images).
