@@ -204,7 +204,7 @@ DEF _WINOGRAD = 3
 # Winograd needs enough channels for its transforms to pay off, and a tile block of about
 # this many scratch elements per thread (V and M blocks).
 DEF _WINO_MIN_CHANNELS = 16
-DEF _WINO_GW_MIN_MC = 32768
+DEF _WINO_GW_MIN_MC = 16384
 DEF _WINO_BLOCK_ELEMS = 262144
 
 

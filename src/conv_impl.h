@@ -759,8 +759,8 @@ CCONV_MAYBE_UNUSED
 static Py_ssize_t S(wino_gw_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                   Py_ssize_t tpad, int mr, int nr)
 {
-    return (16 * ((C + mr) + (m + nr)) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2)
-            + 16);
+    return (16 * ((C + mr) + (m + nr)) * tpad + 32 * CCONV_XI_SKEW
+            + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16);
 }
 
 /* dU^T over images [img0, img1) (img1 > img0), nimg images and nty tile rows at a time:
@@ -778,8 +778,8 @@ static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
     const int mr = kern->mr, nr = kern->nr;
     const Py_ssize_t Cp = (C + mr - 1) / mr * mr, mp = (m + nr - 1) / nr * nr;
     const Py_ssize_t plane = groups * C * m;
-    T *V = ws, *Z = V + 16 * Cp * tpad;
-    T *rows = Z + 16 * mp * tpad;
+    T *V = ws, *Z = V + 16 * (Cp * tpad + CCONV_XI_SKEW);
+    T *rows = Z + 16 * (mp * tpad + CCONV_XI_SKEW);
     T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);
     for (Py_ssize_t gi = 0; gi < groups; gi++)
         for (Py_ssize_t b0 = img0; b0 < img1; b0 += nimg) {
@@ -787,8 +787,8 @@ static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
             for (Py_ssize_t ty0 = 0; ty0 < th; ty0 += nty) {
                 const Py_ssize_t rows_here = cconv_min(nty, th - ty0);
                 const Py_ssize_t n = nb * rows_here * tw;     /* GEMM depth: tiles */
-                const cconv_layout LV = {Cp * n, mr, n * mr, 1, mr};
-                const cconv_layout LZ = {mp * n, nr, n * nr, 1, nr};
+                const cconv_layout LV = {Cp * n + CCONV_XI_SKEW, mr, n * mr, 1, mr};
+                const cconv_layout LZ = {mp * n + CCONV_XI_SKEW, nr, n * nr, 1, nr};
                 /* Rows of the last strip / panel past C / m must be zero. */
                 for (int xi = 0; xi < 16; xi++) {
                     if (Cp > C) memset(V + xi * LV.xi_stride + (Cp - mr) * n, 0, mr * n * sizeof(T));

@@ -104,6 +104,11 @@ typedef struct {
 /* Columns (output pixels) per forward block: a B block is KC x CCONV_NC. */
 #define CCONV_NC 192
 
+/* Extra elements between the 16 Winograd planes (xi) of a transform buffer: the planes
+ * are often a power of two bytes long (e.g. 128 channels x 64 tiles), and a transform
+ * writes the same offset of all 16 at once, which would map 16 lines to one L1 set. */
+#define CCONV_XI_SKEW 16
+
 /* ---- float ---------------------------------------------------------------- */
 #define T float
 #define TI int
