@@ -244,7 +244,7 @@ def add_arguments(parser):
                         help="skip the peak-memory measurement (measured on Linux only)")
     parser.add_argument("--quick", action="store_true",
                         help="fast smoke run: small suites, few samples, small peak matmul, no memory")
-    parser.add_argument("--json", metavar="FILE", help="write every number (and the raw samples) to FILE")
+    parser.add_argument("--json", metavar="FILE", help="write every number (and every sample) to FILE")
     parser.add_argument("--markdown", metavar="FILE", help="write the report as a Markdown page to FILE")
     parser.add_argument("--plot", metavar="FILE.png", help="plot the torch/backend time ratio of every task (needs matplotlib)")
     parser.add_argument("--from-json", metavar="FILE",
@@ -737,7 +737,8 @@ def _summarise(records, settings, peak):
         row = {"suite": case.suite, "case": asdict(case), "label": case.label, "kind": case.kind, "op": op,
                "dtype": dtype, "backend": backend, "threads": threads, "median_s": median,
                "min_s": min(samples), "max_s": max(samples), "q1_s": quartiles[0], "q3_s": quartiles[2],
-               "process_medians_s": medians, "calls_per_sample": group[0]["number"], "work": work,
+               "process_medians_s": medians, "process_samples_s": [r["samples"] for r in group],
+               "calls_per_sample": [r["number"] for r in group], "work": work,
                "work_unit": unit, "rate": work / median / 1e9,
                "rate_unit": "GFLOP/s" if unit == "flop" else "GB/s"}
         if unit == "flop" and dtype in peak:
@@ -1070,7 +1071,7 @@ def _plot(report, path):
                             for label, op, dtype in tasks], rotation=70, ha="right", fontsize=7)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
@@ -1154,6 +1155,6 @@ def run(args):
     report = {"date": date, "command": _command_line(),
               "machine": machine, "settings": settings, "peak": peak, "results": rows, "memory": memory,
               "headline": _headline(rows, settings), "targets": _targets(rows, memory, settings, peak),
-              "peak_rounds": [{"label": label, **run} for label, run in peak_runs], "raw": records}
+              "peak_rounds": [{"label": label, **run} for label, run in peak_runs]}
     _write_outputs(report, args)
     return 0
