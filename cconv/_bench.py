@@ -887,7 +887,8 @@ def _load_note(machine):
     if max(loads) < 0.5:
         return None
     return (f"note: the machine was busy (1-minute load average {loads[0]:.1f} at start, {loads[1]:.1f} at end "
-            f"on {machine['cpus']} CPU(s)); multi-thread timings stall whenever a thread waits for a core")
+            f"on {machine['cpus']} CPU(s)); multi-thread timings stall whenever a thread waits for a core, "
+            "and the low end of a spread is the least disturbed process")
 
 
 def _report_text(report):
