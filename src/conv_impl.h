@@ -647,12 +647,13 @@ static void S(wino_input)(const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_
 }
 
 /* Scratch elements of one Winograd task over nty tile rows of tw tiles, tpad >= nty*tw:
- * V (16 x C x tpad), M (16 x m x tpad), row transforms, one padded input row. */
+ * V (16 x C x tpad) and M (16 x m x tpad), planes skewed, row transforms, one padded row. */
 CCONV_MAYBE_UNUSED
 static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                     Py_ssize_t tpad)
 {
-    return 16 * (C + m) * tpad + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2) + 16;
+    return 16 * (C + m) * tpad + 32 * CCONV_XI_SKEW + (2 * nty + 2) * 4 * (tw + 1) + 4 * (tw + 2)
+           + 16;
 }
 
 /* Output tile rows [ty0, ty0 + nty) of nimg image-group slices (3x3, stride 1, dilation 1;
@@ -671,18 +672,19 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
     const Py_ssize_t Ho = g->out_h, Wo = g->out_w, tw = (Wo + 1) / 2;
     const int mr = kern->mr, nr = kern->nr;
     const Py_ssize_t T_ = nimg * nty * tw;
-    T *V = ws, *M = V + 16 * C * tpad;
-    T *rows = M + 16 * m * tpad;                 /* (2*nty + 2) x 4 x (tw + 1) */
+    const Py_ssize_t vxi = C * tpad + CCONV_XI_SKEW, mxi = m * tpad + CCONV_XI_SKEW;
+    T *V = ws, *M = V + 16 * vxi;
+    T *rows = M + 16 * mxi;                      /* (2*nty + 2) x 4 x (tw + 1) */
     T *prow = rows + (2 * nty + 2) * 4 * (tw + 1);   /* padded input row, 2*tw + 2 (+2) */
-    const cconv_layout L = {C * tpad, C, 0, tpad, 1};   /* V[xi][c][t], rows of tpad */
+    const cconv_layout L = {vxi, C, 0, tpad, 1};   /* V[xi][c][t], rows of tpad */
     S(wino_input)(x, x_img, g, nimg, ty0, nty, &L, V, rows, prow);
     for (Py_ssize_t c = 0; c < C; c++)   /* padding tiles: defined values, results unused */
         for (int xi = 0; xi < 16; xi++)
-            for (Py_ssize_t t = T_; t < tpad; t++) V[(xi * C + c) * tpad + t] = 0;
+            for (Py_ssize_t t = T_; t < tpad; t++) V[xi * vxi + c * tpad + t] = 0;
     /* 16 GEMMs: M_xi (m x tpad) = U_xi (m x C) * V_xi (C x tpad). */
     for (int xi = 0; xi < 16; xi++) {
-        const T *ua = upack + xi * upack_xi, *vb = V + xi * C * tpad;
-        T *mc = M + xi * m * tpad;
+        const T *ua = upack + xi * upack_xi, *vb = V + xi * vxi;
+        T *mc = M + xi * mxi;
         for (Py_ssize_t jr = 0; jr < T_; jr += nr)
             for (Py_ssize_t ir = 0; ir < m; ir += mr)
                 kern->fn_ind(C, ua + (ir / mr) * C * mr, vb + jr, off, mc + ir * tpad + jr, tpad,
@@ -697,7 +699,7 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
         for (Py_ssize_t ty = 0; ty < nty; ty++) {
             const Py_ssize_t oh = 2 * (ty0 + ty);
             const T *mm = M + o * tpad + (bi * nty + ty) * tw;
-            S(wino_output)(mm, m * tpad, b, e, e + tw, e + 2 * tw, e + 3 * tw, tw);
+            S(wino_output)(mm, mxi, b, e, e + tw, e + 2 * tw, e + 3 * tw, tw);
             S(wino_interleave)(yo + oh * Wo, e, e + tw, Wo);
             if (oh + 1 < Ho) S(wino_interleave)(yo + (oh + 1) * Wo, e + 2 * tw, e + 3 * tw, Wo);
         }
