@@ -1044,32 +1044,32 @@ def _report_markdown(report):
 
 
 def _plot(report, path):
-    """Bar charts: torch/backend time ratio per task (one panel per thread count), log scale."""
+    """Bar charts of the torch/backend time ratio per task, one panel per (dtype, threads), log scale."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["results"] if "torch_ratio" in r]
-    threads = sorted({r["threads"] for r in rows}) or [1]
-    backends = sorted({r["backend"] for r in rows})
-    tasks = list(dict.fromkeys((r["label"], r["op"], r["dtype"]) for r in rows))
-    fig, axes = plt.subplots(len(threads), 1, figsize=(max(8, 0.45 * len(tasks) + 3), 4 * len(threads)),
+    panels = list(dict.fromkeys((r["dtype"], r["threads"]) for r in rows)) or [("float32", 1)]
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    tasks = list(dict.fromkeys((r["label"], r["op"]) for r in rows))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.4 * len(tasks) + 2), 4.2 * len(panels)),
                              squeeze=False)
     width = 0.8 / max(len(backends), 1)
-    for ax, t in zip(axes[:, 0], threads):
+    for ax, (dtype, threads) in zip(axes[:, 0], panels):
         for i, backend in enumerate(backends):
-            values = {(r["label"], r["op"], r["dtype"]): r["torch_ratio"] for r in rows
-                      if r["threads"] == t and r["backend"] == backend}
+            values = {(r["label"], r["op"]): r["torch_ratio"] for r in rows
+                      if (r["dtype"], r["threads"], r["backend"]) == (dtype, threads, backend)}
             xs = [j + i * width for j, task in enumerate(tasks) if task in values]
             ax.bar(xs, [values[task] for task in tasks if task in values], width, label=backend)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(1.3, color="gray", linewidth=0.8, linestyle="--")
         ax.set_yscale("log")
         ax.set_ylabel("torch time / backend time")
-        ax.set_title(f"{t} thread(s): above 1 = faster than torch {report['machine'].get('torch', '')}")
+        ax.set_title(f"{dtype}, {threads} thread(s): above 1 = faster than torch {report['machine'].get('torch', '')}")
         ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(tasks))])
-        ax.set_xticklabels([f"{label} {_SHORT_OP[op]}" + ("" if dtype == "float32" else f" {dtype}")
-                            for label, op, dtype in tasks], rotation=70, ha="right", fontsize=7)
+        ax.set_xticklabels([f"{label} {_SHORT_OP[op]}" for label, op in tasks], rotation=60, ha="right",
+                           fontsize=8)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=72)
