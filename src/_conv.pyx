@@ -8,7 +8,8 @@ computation and the work is split over ``cconv.get_num_threads()`` OpenMP thread
 
 Algorithms (chosen per call from the shapes, see ``build_info()["algorithms"]``); all
 GEMM work runs on one register-blocked micro-kernel (6 x 32 floats on AVX-512, 6 x 16
-on AVX2+FMA, portable C otherwise), picked at import by CPU feature:
+on AVX2+FMA, portable C otherwise), picked at import by CPU feature; on AVX-512 an
+8 x 32 variant takes GEMMs whose row count 6 pads by 5% or more (16 output channels):
 
 * forward, 3x3 stride 1 with >= 16 channels in and out per group: Winograd F(2x2, 3x3),
   16 GEMMs over 2x2 output tiles (2.25x fewer multiplies), blocks of tile rows or, for
@@ -76,6 +77,8 @@ cdef extern from "conv_kernels.h" nogil:
     void cconv_select_kernel_f64(const char *want)
     const kernel_f32 *cconv_kernel_f32()
     const kernel_f64 *cconv_kernel_f64()
+    const kernel_f32 *cconv_kernel_for_f32(Py_ssize_t rows)
+    const kernel_f64 *cconv_kernel_for_f64(Py_ssize_t rows)
 
     void pack_a_f32(float *dst, const float *src, Py_ssize_t m, Py_ssize_t k,
                     Py_ssize_t rs, Py_ssize_t cs, int mr)
@@ -212,11 +215,12 @@ DEF _WINO_BLOCK_ELEMS = 262144
 # small helpers
 # --------------------------------------------------------------------------
 
-cdef inline int _tile_mr(const floating *dummy) noexcept nogil:
+cdef inline int _tile_mr(Py_ssize_t rows, const floating *dummy) noexcept nogil:
+    """A-strip height of the GEMM kernel for an A operand of ``rows`` rows."""
     if floating is float:
-        return cconv_kernel_f32().mr
+        return cconv_kernel_for_f32(rows).mr
     else:
-        return cconv_kernel_f64().mr
+        return cconv_kernel_for_f64(rows).mr
 
 
 cdef inline int _tile_nr(const floating *dummy) noexcept nogil:
@@ -326,18 +330,18 @@ cdef inline int _threads_for(double macs):
 cdef inline void _pack_a(floating *dst, const floating *src, Py_ssize_t m, Py_ssize_t k,
                          Py_ssize_t rs, Py_ssize_t cs) noexcept nogil:
     if floating is float:
-        pack_a_f32(dst, src, m, k, rs, cs, cconv_kernel_f32().mr)
+        pack_a_f32(dst, src, m, k, rs, cs, cconv_kernel_for_f32(m).mr)
     else:
-        pack_a_f64(dst, src, m, k, rs, cs, cconv_kernel_f64().mr)
+        pack_a_f64(dst, src, m, k, rs, cs, cconv_kernel_for_f64(m).mr)
 
 
 cdef inline void _fwd_block(const floating *x, const cconv_geom *s, Py_ssize_t m,
                             const floating *apack, const floating *bias, floating *y,
                             Py_ssize_t p0, Py_ssize_t nc, floating *ws) noexcept nogil:
     if floating is float:
-        conv_fwd_block_f32(cconv_kernel_f32(), x, s, m, apack, bias, y, p0, nc, ws)
+        conv_fwd_block_f32(cconv_kernel_for_f32(m), x, s, m, apack, bias, y, p0, nc, ws)
     else:
-        conv_fwd_block_f64(cconv_kernel_f64(), x, s, m, apack, bias, y, p0, nc, ws)
+        conv_fwd_block_f64(cconv_kernel_for_f64(m), x, s, m, apack, bias, y, p0, nc, ws)
 
 
 cdef inline Py_ssize_t _padded_size(const cconv_geom *s, const floating *dummy) noexcept nogil:
@@ -351,9 +355,9 @@ cdef inline void _fwd_slice(const floating *x, const cconv_geom *s, Py_ssize_t m
                             const floating *apack, const Py_ssize_t *off, const floating *bias,
                             floating *y, floating *xp, floating *ctmp) noexcept nogil:
     if floating is float:
-        conv_fwd_slice_f32(cconv_kernel_f32(), x, s, m, apack, off, bias, y, xp, ctmp)
+        conv_fwd_slice_f32(cconv_kernel_for_f32(m), x, s, m, apack, off, bias, y, xp, ctmp)
     else:
-        conv_fwd_slice_f64(cconv_kernel_f64(), x, s, m, apack, off, bias, y, xp, ctmp)
+        conv_fwd_slice_f64(cconv_kernel_for_f64(m), x, s, m, apack, off, bias, y, xp, ctmp)
 
 
 cdef inline Py_ssize_t _dot_grid(const cconv_geom *s, const floating *dummy) noexcept nogil:
@@ -390,9 +394,9 @@ cdef inline void _wino_weights(const floating *w, Py_ssize_t groups, Py_ssize_t 
                                Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, floating *upack,
                                Py_ssize_t upack_xi) noexcept nogil:
     if floating is float:
-        wino_weights_f32(w, groups, m, C, cconv_kernel_f32().mr, o0, o1, upack, upack_xi)
+        wino_weights_f32(w, groups, m, C, cconv_kernel_for_f32(m).mr, o0, o1, upack, upack_xi)
     else:
-        wino_weights_f64(w, groups, m, C, cconv_kernel_f64().mr, o0, o1, upack, upack_xi)
+        wino_weights_f64(w, groups, m, C, cconv_kernel_for_f64(m).mr, o0, o1, upack, upack_xi)
 
 
 cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
@@ -401,10 +405,10 @@ cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geo
                             Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
                             Py_ssize_t tpad, floating *ws) noexcept nogil:
     if floating is float:
-        conv_wino_rows_f32(cconv_kernel_f32(), x, x_img, s, m, upack, upack_xi, off, bias, y,
+        conv_wino_rows_f32(cconv_kernel_for_f32(m), x, x_img, s, m, upack, upack_xi, off, bias, y,
                            y_img, nimg, ty0, nty, tpad, ws)
     else:
-        conv_wino_rows_f64(cconv_kernel_f64(), x, x_img, s, m, upack, upack_xi, off, bias, y,
+        conv_wino_rows_f64(cconv_kernel_for_f64(m), x, x_img, s, m, upack, upack_xi, off, bias, y,
                            y_img, nimg, ty0, nty, tpad, ws)
 
 
@@ -428,9 +432,9 @@ cdef inline void _fwd_span(const floating *x, Py_ssize_t x_img, const cconv_geom
                            floating *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc,
                            floating *ws) noexcept nogil:
     if floating is float:
-        conv_fwd_span_f32(cconv_kernel_f32(), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
+        conv_fwd_span_f32(cconv_kernel_for_f32(m), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
     else:
-        conv_fwd_span_f64(cconv_kernel_f64(), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
+        conv_fwd_span_f64(cconv_kernel_for_f64(m), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
 
 
 cdef inline bint _span_images(const cconv_geom *s, Py_ssize_t batch, int nr) noexcept nogil:
@@ -444,18 +448,18 @@ cdef inline void _gw_range(const floating *x, const floating *gy, const cconv_ge
                            Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1,
                            floating *gw, floating *wsa, floating *wsb) noexcept nogil:
     if floating is float:
-        conv_gw_range_f32(cconv_kernel_f32(), x, gy, s, groups, m, r0, r1, gw, wsa, wsb)
+        conv_gw_range_f32(cconv_kernel_for_f32(m), x, gy, s, groups, m, r0, r1, gw, wsa, wsb)
     else:
-        conv_gw_range_f64(cconv_kernel_f64(), x, gy, s, groups, m, r0, r1, gw, wsa, wsb)
+        conv_gw_range_f64(cconv_kernel_for_f64(m), x, gy, s, groups, m, r0, r1, gw, wsa, wsb)
 
 
 cdef inline void _gi_block(const floating *gy, const cconv_geom *s, Py_ssize_t m,
                            const floating *apack, floating *gi, Py_ssize_t nc_max,
                            floating *wsb, floating *wsc) noexcept nogil:
     if floating is float:
-        conv_gi_block_f32(cconv_kernel_f32(), gy, s, m, apack, gi, nc_max, wsb, wsc)
+        conv_gi_block_f32(cconv_kernel_for_f32(s.channels * s.kernel_h * s.kernel_w), gy, s, m, apack, gi, nc_max, wsb, wsc)
     else:
-        conv_gi_block_f64(cconv_kernel_f64(), gy, s, m, apack, gi, nc_max, wsb, wsc)
+        conv_gi_block_f64(cconv_kernel_for_f64(s.channels * s.kernel_h * s.kernel_w), gy, s, m, apack, gi, nc_max, wsb, wsc)
 
 
 # --------------------------------------------------------------------------
@@ -641,7 +645,7 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t batch, Py_ssize_t gr
     """Elements of scratch the forward needs: packed weights (+ tap offsets) + per thread
     either one packed im2col block or a padded image slice and a C block."""
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
-    cdef int mr = _tile_mr(dummy), nr = _tile_nr(dummy)
+    cdef int mr = _tile_mr(m, dummy), nr = _tile_nr(dummy)
     cdef Py_ssize_t shared = _round_up(groups * _round_up(m, mr) * K, 16)
     if algo == _DIRECT:
         return 0
@@ -670,7 +674,7 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
     (image, group, block of tile rows)."""
     cdef Py_ssize_t C = s.channels, O = groups * m
     cdef Py_ssize_t tw = (s.out_w + 1) // 2, th = (s.out_h + 1) // 2
-    cdef Py_ssize_t a_size = _round_up(m, _tile_mr(ws)) * C
+    cdef Py_ssize_t a_size = _round_up(m, _tile_mr(m, ws)) * C
     cdef Py_ssize_t upack_xi = groups * a_size
     cdef Py_ssize_t x_group = C * s.in_h * s.in_w
     cdef Py_ssize_t nimg, nty, tpad, nblk, nchunk, per_thread, t, r, ty0, b0, xi, gidx, c
@@ -723,7 +727,7 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
     if algo == _WINOGRAD:
         _forward_winograd(x, w, b, y, s, batch, groups, m, nthreads, ws)
         return
-    a_size = _round_up(m, _tile_mr(ws)) * K
+    a_size = _round_up(m, _tile_mr(m, ws)) * K
     apack = ws
     tws = ws + _round_up(groups * a_size, 16)
     for gidx in range(groups):
@@ -733,7 +737,7 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
         tap_offsets_f32(s, off)           # offsets do not depend on the float type
         tws = tws + _round_up(K * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
         xp_size = _round_up(_padded_size(s, ws), 16)
-        per_thread = xp_size + _round_up(m, _tile_mr(ws)) * CCONV_NB_PANELS * _tile_nr(ws)
+        per_thread = xp_size + _round_up(m, _tile_mr(m, ws)) * CCONV_NB_PANELS * _tile_nr(ws)
         for r in prange(batch * groups, nogil=True, num_threads=nthreads, schedule='dynamic',
                         use_threads_if=nthreads > 1):
             _fwd_slice(x + r * x_group, s, m, apack + r % groups * a_size, off,
@@ -741,7 +745,7 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
                        tws + threadid() * per_thread, tws + threadid() * per_thread + xp_size)
         return
     if _span_images(s, batch, _tile_nr(ws)):
-        per_thread = CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, _tile_mr(ws)) * CCONV_NC
+        per_thread = CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, _tile_mr(m, ws)) * CCONV_NC
         nblk = (batch * P + CCONV_NC - 1) // CCONV_NC
         for t in prange(groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
                         use_threads_if=nthreads > 1):
@@ -804,7 +808,7 @@ cdef Py_ssize_t _grad_weight_thread_ws(const cconv_geom *s, Py_ssize_t groups, P
     cdef Py_ssize_t partial = _round_up(groups * m * K, 16)
     if algo == _GEMM_PADDED:
         return _dot_scratch(s, m, dummy) + partial
-    return _round_up(m, _tile_mr(dummy)) * CCONV_KC + CCONV_KC * CCONV_NC + partial
+    return _round_up(m, _tile_mr(m, dummy)) * CCONV_KC + CCONV_KC * CCONV_NC + partial
 
 
 cdef Py_ssize_t _grad_weight_ws(const cconv_geom *s, Py_ssize_t groups, Py_ssize_t m, int algo,
@@ -851,7 +855,7 @@ cdef void _grad_weight(const floating *x, const floating *gy, floating *gw,
     base = ws + _offsets_elems(K, ws) + _round_up(_dot_grid(s, ws), 16)
     per_thread = _grad_weight_thread_ws(s, groups, m, algo, ws)
     part_at = per_thread - _round_up(GW, 16)
-    wsa_size = _round_up(m, _tile_mr(ws)) * CCONV_KC
+    wsa_size = _round_up(m, _tile_mr(m, ws)) * CCONV_KC
     for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule='static',
                     use_threads_if=nthreads > 1):
         tws = base + t * per_thread
@@ -881,7 +885,8 @@ cdef Py_ssize_t _grad_weight_winograd_ws(const cconv_geom *s, Py_ssize_t batch,
     _wino_blocking(s, m, _tile_nr(dummy), batch, &nimg, &nty, &tpad)
     return nthreads * (_round_up(16 * groups * m * s.channels, 16)
                        + _round_up(wino_gw_size_f32(s.channels, m, nty, (s.out_w + 1) // 2,
-                                                    tpad, _tile_mr(dummy), _tile_nr(dummy)), 16))
+                                                    tpad, _tile_mr(s.channels, dummy),
+                                                    _tile_nr(dummy)), 16))
 
 
 cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating *gw,
@@ -900,11 +905,11 @@ cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating 
                     use_threads_if=nthreads > 1):
         part = ws + t * per_thread          # written (not accumulated) by its first block
         if floating is float:
-            conv_wino_gw_f32(cconv_kernel_f32(), x, gy, s, groups, m, batch * t // nthreads,
+            conv_wino_gw_f32(cconv_kernel_for_f32(C), x, gy, s, groups, m, batch * t // nthreads,
                              batch * (t + 1) // nthreads, nimg, nty, tpad, part,
                              part + _round_up(SU, 16))
         else:
-            conv_wino_gw_f64(cconv_kernel_f64(), x, gy, s, groups, m, batch * t // nthreads,
+            conv_wino_gw_f64(cconv_kernel_for_f64(C), x, gy, s, groups, m, batch * t // nthreads,
                              batch * (t + 1) // nthreads, nimg, nty, tpad, part,
                              part + _round_up(SU, 16))
     if nthreads > 1:
@@ -989,7 +994,7 @@ cdef void _grad_input_strided(const floating *gy, const floating *w, floating *g
                              gi + t * HW, s, m, t % s.channels)
         return
     nc = _col_block(K, P, _tile_nr(ws))
-    a_size = _round_up(K, _tile_mr(ws)) * m
+    a_size = _round_up(K, _tile_mr(K, ws)) * m
     apack = ws
     per_thread = CCONV_KC * nc + _round_up(K * nc, 16)
     for gidx in range(groups):
@@ -1134,7 +1139,7 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
                     scratch.release()
         else:
             if _gemm_worthwhile(m):
-                scratch = _Scratch(_grad_input_ws(groups, m, K, P, _tile_mr(wp), _tile_nr(wp),
+                scratch = _Scratch(_grad_input_ws(groups, m, K, P, _tile_mr(K, wp), _tile_nr(wp),
                                                   nthreads) * sizeof(floating))
             try:
                 with nogil:
@@ -1175,6 +1180,9 @@ def build_info():
         "simd": k32.isa.decode(),
         "simd_override": "CCONV_KERNEL_ISA=generic|avx2 (default: best the CPU supports)",
         "gemm_tile": {"float32": (k32.mr, k32.nr), "float64": (k64.mr, k64.nr)},
+        # Taller A strips where the default height pads >= 5% more rows (e.g. 16 rows).
+        "gemm_tile_16_rows": {"float32": (cconv_kernel_for_f32(16).mr, k32.nr),
+                              "float64": (cconv_kernel_for_f64(16).mr, k64.nr)},
         "threads_from": "cconv.set_num_threads(n), else $OMP_NUM_THREADS, else the CPUs "
                         "this process may use; calls under %d multiply-adds run on one thread"
                         % _PARALLEL_MIN_MACS,

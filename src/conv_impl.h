@@ -105,6 +105,19 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
+#undef UKR_MR
+/* Taller A strips (8 x 32 floats: 16 + 3 of the 32 zmm), for row counts that 6 pads a lot. */
+#define UKR_MR 8
+#define UKR_NAME S(ukr_avx512_m8)
+#define UKR_INDIRECT 0
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NAME S(ukr_avx512_m8_ind)
+#define UKR_INDIRECT 1
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
 #define DOT_NAME S(dot_avx512)
 #define DOT_TARGET UKR_TARGET
 #define DOT_VBYTES 64
@@ -128,8 +141,12 @@ static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
                                            S(ukr_avx2_ind), S(dot_avx2), 3, 4, "avx2+fma"};
 static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
                                              S(ukr_avx512_ind), S(dot_avx512), 4, 6, "avx512f"};
+static const S(kernel_t) S(kernel_avx512_m8) = {8, 128 / (int)sizeof(T), S(ukr_avx512_m8),
+                                                S(ukr_avx512_m8_ind), S(dot_avx512), 4, 6,
+                                                "avx512f"};
 #endif
 static const S(kernel_t) *S(kernel_chosen) = NULL;
+static const S(kernel_t) *S(kernel_tall) = NULL;   /* same ISA, taller A strips, or NULL */
 
 /* Select the micro-kernel: ``want`` is NULL/"" (best the CPU supports), "avx2" or
  * "generic"; an unsupported request falls back to the best available. */
@@ -144,6 +161,7 @@ static void S(cconv_select_kernel)(const char *want)
     else if (has_avx2) best = &S(kernel_avx2);
     if (want != NULL && strcmp(want, "generic") == 0) best = &S(kernel_generic);
     else if (want != NULL && strcmp(want, "avx2") == 0 && has_avx2) best = &S(kernel_avx2);
+    S(kernel_tall) = best == &S(kernel_avx512) ? &S(kernel_avx512_m8) : NULL;
 #else
     (void)want;
 #endif
@@ -154,6 +172,21 @@ static const S(kernel_t) *S(cconv_kernel)(void)
 {
     if (S(kernel_chosen) == NULL) S(cconv_select_kernel)(NULL);
     return S(kernel_chosen);
+}
+
+/* The kernel for a GEMM whose A operand (packed strips) has `rows` rows: the taller-strip
+ * variant when it pads at least 5% fewer rows (16 rows: 16 instead of 18), else the
+ * chosen one (at equal padding the 6-row tile measured as fast or faster).  Packing and
+ * micro-kernel calls of one GEMM must all use the kernel returned here for its rows. */
+static const S(kernel_t) *S(cconv_kernel_for)(Py_ssize_t rows)
+{
+    const S(kernel_t) *k = S(cconv_kernel)(), *t = S(kernel_tall);
+    if (t != NULL) {
+        const Py_ssize_t pk = (rows + k->mr - 1) / k->mr * k->mr;
+        const Py_ssize_t pt = (rows + t->mr - 1) / t->mr * t->mr;
+        if (20 * pt <= 19 * pk) return t;
+    }
+    return k;
 }
 
 /* ---- GEMM building blocks ----------------------------------------------------- */
