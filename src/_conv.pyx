@@ -1111,7 +1111,10 @@ cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
                     scratch.release()
                 scratch = None
     if gi is not None and gi.size and K:
-        if s.stride_h == 1 and s.stride_w == 1:
+        # The stride-1 path correlates a zero-padded gy with the kernel; a non-finite weight
+        # would turn those zeros into NaN (0 * inf), which PyTorch's input gradient never sees:
+        # GEMM + col2im multiplies real gy pixels only.
+        if s.stride_h == 1 and s.stride_w == 1 and _all_finite(wp, O * K):
             # grad_input = forward conv of gy with the flipped kernel, transposed per group:
             # wt[g, c, o, kh-1-p, kw-1-q] = w[g, o, c, p, q].
             ts = _transposed_geom(&s, m)
