@@ -15,7 +15,8 @@ name = "torch"
 
 
 def _t(a):
-    return torch.from_numpy(a)
+    # NumPy calls an array with a negative stride on a length-1 axis contiguous; torch refuses it.
+    return torch.from_numpy(a if min(a.strides, default=0) >= 0 else a.copy())
 
 
 def _padded_input(x, g):
@@ -45,7 +46,10 @@ def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
         _t(gy), xt, _t(w), [g.out_channels], [g.stride_h, g.stride_w],
         [g.pad_top, g.pad_left] if symmetric else [0, 0], [g.dilation_h, g.dilation_w],
         False, [0, 0], g.groups, [need_input, need_weight, need_bias])
-    grad_input, grad_weight, grad_bias = (None if t is None else t.numpy() for t in grads)
+    # aten may compute a gradient the mask did not ask for (1x1 kernels); the interface says None.
+    grad_input, grad_weight, grad_bias = (
+        t.numpy() if t is not None and needed else None
+        for t, needed in zip(grads, (need_input, need_weight, need_bias)))
     if grad_input is not None and not symmetric:
         grad_input = np.ascontiguousarray(
             grad_input[:, :, g.pad_top:g.pad_top + g.in_h, g.pad_left:g.pad_left + g.in_w])
