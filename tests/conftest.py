@@ -125,3 +125,20 @@ def pytest_terminal_summary(terminalreporter):
         else:
             detail = f"{len(counts)} kinds"
         terminalreporter.write_line(f"cconv {category}: {sum(counts.values())} cases ({detail})")
+
+
+def numerical_gradient(f, a, eps):
+    """Central differences of the scalar ``f()`` with respect to every element of ``a``,
+    perturbed in place (``a`` must own its memory or be a contiguous view)."""
+    grad = np.empty_like(a)
+    flat = a.reshape(-1)
+    assert np.shares_memory(flat, a)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        grad.flat[i] = (plus - minus) / (2 * eps)
+    return grad

@@ -8,21 +8,7 @@ import pytest
 
 import cconv
 from cconv import nn
-
-
-def _numeric_grad(f, array, eps=1e-6):
-    """Central differences of the scalar ``f()`` with respect to ``array`` (perturbed in place)."""
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        plus = f()
-        flat[i] = saved - eps
-        minus = f()
-        flat[i] = saved
-        gflat[i] = (plus - minus) / (2 * eps)
-    return grad
+from conftest import numerical_gradient
 
 
 def _distinct(rng, shape, spacing=0.05):
@@ -41,12 +27,12 @@ def _check_layer(layer, x, rng):
     loss()
     grad_x = layer.backward(r)
     assert grad_x.shape == x.shape and grad_x.dtype == x.dtype
-    np.testing.assert_allclose(grad_x, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(grad_x, numerical_gradient(loss, x, 1e-6), rtol=1e-6, atol=1e-8)
     for param, grad in layer.parameters():
         loss()
         layer.backward(r)
         analytic = grad.copy()
-        np.testing.assert_allclose(analytic, _numeric_grad(loss, param), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(analytic, numerical_gradient(loss, param, 1e-6), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -97,7 +83,7 @@ def test_softmax_cross_entropy_gradient():
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     assert loss == pytest.approx(-np.log(probs[np.arange(6), labels]).mean(), rel=1e-12)
     grad = loss_fn.backward()
-    np.testing.assert_allclose(grad, _numeric_grad(lambda: loss_fn.forward(logits, labels), logits),
+    np.testing.assert_allclose(grad, numerical_gradient(lambda: loss_fn.forward(logits, labels), logits, 1e-6),
                                rtol=1e-6, atol=1e-9)
     # Huge logits must not overflow.
     assert np.isfinite(loss_fn.forward(logits * 1e4, labels))
@@ -124,9 +110,9 @@ def test_sequential_network_gradients(backend):
     params = model.parameters()
     assert len(params) == 6
     analytic = [grad.copy() for _, grad in params]
-    np.testing.assert_allclose(grad_x, _numeric_grad(loss, x), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(grad_x, numerical_gradient(loss, x, 1e-6), rtol=1e-5, atol=1e-9)
     for (param, _), grad in zip(params, analytic):
-        np.testing.assert_allclose(grad, _numeric_grad(loss, param), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(grad, numerical_gradient(loss, param, 1e-6), rtol=1e-5, atol=1e-9)
 
 
 def test_float32_by_default_and_dtype_mismatch(backend):
