@@ -209,6 +209,27 @@ static void S(pack_a)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssi
     }
 }
 
+/* pack_a for a source whose rows are contiguous (column stride 1), i.e. a transpose into
+ * width-lane strips: the AVX-512 in-register transposer for float (with an AVX-512
+ * kernel, so the CPU has it), else the scalar pack_a.  Also packs the B panels of a
+ * 1x1 weight gradient (pixels are the GEMM depth, channels the panel lanes). */
+static void S(pack_a_rows)(const S(kernel_t) *kern, T *CCONV_RESTRICT dst,
+                           const T *CCONV_RESTRICT src, Py_ssize_t m, Py_ssize_t k,
+                           Py_ssize_t ld, int width)
+{
+#ifdef CCONV_HAVE_PACK_T_F32
+    if (sizeof(T) == sizeof(float) && kern->nr * (int)sizeof(T) == 128
+            && (width <= 16 || width == 32)) {
+        cconv_pack_t_f32_avx512((float *)(void *)dst, (const float *)(const void *)src,
+                                m, k, ld, width);
+        return;
+    }
+#else
+    (void)kern;
+#endif
+    S(pack_a)(dst, src, m, k, ld, 1, width);
+}
+
 /* Pack the kc x n row-major block src[kk*ld + j] into nr-column panels:
  * element (kk, j) goes to dst[(j/nr)*kc*nr + kk*nr + j%nr]; columns past n are zero. */
 static void S(pack_b)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t kc,
@@ -1015,6 +1036,10 @@ static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
     const Py_ssize_t P = g->out_h * g->out_w;
     const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
     const int mr = kern->mr, nr = kern->nr;
+    /* 1x1, stride 1, no padding: the im2col matrix is the input itself (K x P). */
+    const int pointwise = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1
+        && g->stride_w == 1 && g->pad_top == 0 && g->pad_left == 0
+        && g->in_h == g->out_h && g->in_w == g->out_w;
     Py_ssize_t r = r0;
     while (r < r1) {
         const Py_ssize_t img = r / P, pa = r % P, pb = cconv_min(P, pa + (r1 - r));
@@ -1024,10 +1049,15 @@ static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
             T *gwg = gw + gi * m * K;
             for (Py_ssize_t p0 = pa; p0 < pb; p0 += CCONV_KC) {
                 const Py_ssize_t pc = cconv_min(CCONV_KC, pb - p0);
-                S(pack_a)(wsa, gyg + p0, m, pc, P, 1, mr);
+                S(pack_a_rows)(kern, wsa, gyg + p0, m, pc, P, mr);
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += CCONV_NC) {
                     const Py_ssize_t kb = cconv_min(CCONV_NC, K - k0);
                     const Py_ssize_t kbp = (kb + nr - 1) / nr * nr;
+                    if (pointwise) {  /* im2col row k is input plane k: transpose-pack */
+                        S(pack_a_rows)(kern, wsb, xg + k0 * P + p0, kb, pc, P, nr);
+                        S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gwg + k0, K, 1, NULL);
+                        continue;
+                    }
                     for (Py_ssize_t kj = 0; kj < kb; kj++) {
                         T row[CCONV_KC];
                         T *col = wsb + (kj / nr) * pc * nr + kj % nr;

@@ -109,6 +109,65 @@ typedef struct {
  * writes the same offset of all 16 at once, which would map 16 lines to one L1 set. */
 #define CCONV_XI_SKEW 16
 
+/* ---- transposing packer (float, AVX-512) ----------------------------------
+ * Pack the rows x cols matrix src[r*ld + c] (rows contiguous) transposed into
+ * width-lane panels: element (r, c) goes to dst[(r/width)*cols*width + c*width + r%width],
+ * lanes past `rows` are zero.  This is pack_a with unit column stride and the B panels
+ * of a 1x1 weight gradient; done scalar it is a strided scatter (~1.5 cycles/element),
+ * here 16 x 16 blocks go through an in-register transpose.  width: <= 16 or 32. */
+#if CCONV_X86_DISPATCH
+#include <immintrin.h>
+#define CCONV_HAVE_PACK_T_F32 1
+__attribute__((target("avx512f")))
+static void cconv_pack_t_f32_avx512(float *CCONV_RESTRICT dst, const float *CCONV_RESTRICT src,
+                                    Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, int width)
+{
+    const int lanes = width < 16 ? width : 16;
+    const __mmask16 store_mask = (__mmask16)((1u << lanes) - 1u);
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += width) {
+        float *strip = dst + (r0 / width) * cols * width;
+        for (Py_ssize_t h = 0; h < width; h += lanes) {
+            const Py_ssize_t nrow = cconv_max(0, cconv_min(lanes, rows - r0 - h));
+            const float *s = src + (r0 + h) * ld;
+            for (Py_ssize_t c0 = 0; c0 < cols; c0 += 16) {
+                const Py_ssize_t nc = cconv_min(16, cols - c0);
+                const __mmask16 lm = (__mmask16)((1u << nc) - 1u);
+                __m512 r[16], t[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < nrow ? _mm512_maskz_loadu_ps(lm, s + i * ld + c0)
+                                    : _mm512_setzero_ps();
+                /* r[i] = row i; afterwards r[j] = column j (lanes = rows). */
+                for (int i = 0; i < 16; i += 2) {
+                    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+                }
+                for (int i = 0; i < 16; i += 4) {
+                    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+                    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+                    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+                }
+                for (int i = 0; i < 4; i++) {
+                    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+                    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+                    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+                    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+                }
+                for (int i = 0; i < 8; i++) {
+                    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+                    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+                }
+                float *d = strip + c0 * width + h;
+                for (int j = 0; j < nc; j++) {
+                    if (lanes == 16) _mm512_storeu_ps(d + j * width, r[j]);
+                    else _mm512_mask_storeu_ps(d + j * width, store_mask, r[j]);
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* ---- float ---------------------------------------------------------------- */
 #define T float
 #define TI int
