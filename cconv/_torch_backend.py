@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._shapes import _pool_out_size
+
 name = "torch"
 
 
@@ -64,8 +66,8 @@ def _pool_args(g):
 def _ceil_mode(g):
     # The geometry already holds the rounded output size; ceil_mode only ever adds one row/column,
     # so asking torch for ceil_mode reproduces it whenever floor mode would give fewer.
-    floor_h = (g.in_h + 2 * g.pad_h - g.dilation_h * (g.kernel_h - 1) - 1) // g.stride_h + 1
-    floor_w = (g.in_w + 2 * g.pad_w - g.dilation_w * (g.kernel_w - 1) - 1) // g.stride_w + 1
+    floor_h = _pool_out_size(g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, False)
+    floor_w = _pool_out_size(g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, False)
     return (floor_h, floor_w) != (g.out_h, g.out_w)
 
 
