@@ -57,7 +57,10 @@ if [ ${#extensions[@]} = 0 ]; then
   exit 1
 fi
 for so in "${extensions[@]}"; do
-  if ! ldd "$so" | grep -q libasan; then
+  # Through a variable: under pipefail, `ldd | grep -q` fails whenever grep's early exit gives
+  # ldd a SIGPIPE, which made this check fail at random on a correctly sanitized build.
+  libraries="$(ldd "$so")"
+  if ! grep -q libasan <<<"$libraries"; then
     echo "sanitizer: $so is not linked against libasan: not a sanitizer build" >&2
     exit 1
   fi
