@@ -14,6 +14,10 @@ on AVX2+FMA, portable C otherwise), picked at import by CPU feature; on AVX-512 
 * forward, 3x3 stride 1 with >= 16 channels in and out per group: Winograd F(2x2, 3x3),
   16 GEMMs over 2x2 output tiles (2.25x fewer multiplies), blocks of tile rows or, for
   small images, of several whole images.
+* forward, float32 on AVX-512, kernels larger than 1x1 with 12-64 output channels per
+  group (filling >= 3/4 of the 16-lane blocks): output channels in the vector lanes
+  (conv_lanes.h), 16-pixel tiles fed by broadcasts from a padded image copy; no grid
+  columns are wasted on short output rows (LeNet's 8x8 maps).
 * forward, other shapes: implicit GEMM on a zero-padded (polyphase, for strides > 1)
   copy of one image: on the flat grid oh*row + ow every kernel tap is a constant
   offset, so the micro-kernel reads its B rows straight from that copy (no im2col).
@@ -173,6 +177,15 @@ cdef extern from "conv_kernels.h" nogil:
                            Py_ssize_t m, const double *apack, double *gi, Py_ssize_t nc_max,
                            double *wsb, double *wsc)
 
+    const int CCONV_LANES_SLACK
+    int cconv_lanes_available()
+    int cconv_lanes_cols(const cconv_geom *g)
+    Py_ssize_t cconv_lanes_weights_size(Py_ssize_t m, Py_ssize_t K)
+    void cconv_lanes_pack_f32(const float *w, Py_ssize_t m, Py_ssize_t K, float *wt)
+    void cconv_fwd_lanes_f32(const float *x, const cconv_geom *g, Py_ssize_t m,
+                             const float *wt, const Py_ssize_t *off, const float *bias,
+                             float *y, float *xp)
+
 # CCONV_KERNEL_ISA=generic|avx2|avx512f overrides the micro-kernel choice (testing, benchmarking).
 cdef bytes _isa_request = os.environ.get("CCONV_KERNEL_ISA", "").strip().lower().encode()
 cconv_select_kernel_f32(_isa_request)
@@ -180,7 +193,7 @@ cconv_select_kernel_f64(_isa_request)
 
 # Benchmarking aid: force the algorithm ("padded", "im2col" or "winograd") of forward passes
 # ("im2col" also forces the packed GEMM for grad_weight).
-cdef int _forced_algo = {"padded": 2, "im2col": 1, "winograd": -1}.get(
+cdef int _forced_algo = {"padded": 2, "im2col": 1, "winograd": -1, "lanes": 4}.get(
     os.environ.get("CCONV_CONV_ALGO", "").strip().lower(), -1)
 
 # Below this many multiply-adds a call runs on one thread: waking the OpenMP team costs
@@ -204,6 +217,9 @@ DEF _DIRECT = 0
 DEF _GEMM_IM2COL = 1
 DEF _GEMM_PADDED = 2
 DEF _WINOGRAD = 3
+DEF _LANES = 4
+# The channels-in-lanes forward runs layers with at most this many output channels per group.
+DEF _LANES_MAX_CHANNELS = 64
 # Winograd needs enough channels for its transforms to pay off, and a tile block of about
 # this many scratch elements per thread (V and M blocks).
 DEF _WINO_MIN_CHANNELS = 16
@@ -609,6 +625,14 @@ cdef inline bint _direct_exact(const cconv_geom *s, const floating *v,
     return not _reads_padding(s) or _all_finite(v, n)
 
 
+cdef inline bint _lanes_shape(const cconv_geom *s, Py_ssize_t m,
+                             const floating *dummy) noexcept nogil:
+    """Whether the channels-in-lanes kernel can run: float32 on AVX-512, an output with
+    room for a 16-pixel tile, and a padded copy of bounded size."""
+    return (floating is float and cconv_lanes_available() and cconv_lanes_cols(s) > 0
+            and padded_size_f32(s, CCONV_LANES_SLACK) <= _PADDED_MAX_ELEMS)
+
+
 cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const floating *x,
                        Py_ssize_t x_size, const floating *w, Py_ssize_t w_size) noexcept nogil:
     """Direct loops for tiny calls (no scratch, no packing: lowest latency); else implicit
@@ -621,9 +645,17 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const flo
         return _GEMM_IM2COL
     if _forced_algo == _GEMM_PADDED:
         return _GEMM_PADDED
+    if _lanes_shape(s, m, x) and _forced_algo == _LANES:
+        return _LANES
     if (_forced_algo < 0 and _winograd_shape(s, m)
             and _all_finite(w, w_size) and _all_finite(x, x_size)):
         return _WINOGRAD
+    # Channels in lanes when they fill the lanes and there are few enough of them that the
+    # GEMM's reuse of each loaded input value (over mr rows) does not win (measured: 16-64
+    # channels win 1.1-1.5x, 128 lose ~10%; 1x1 kernels stream better as im2col panels).
+    if (_forced_algo < 0 and _lanes_shape(s, m, x) and s.kernel_h * s.kernel_w > 1
+            and m <= _LANES_MAX_CHANNELS and 4 * m >= 3 * _round_up(m, 16)):
+        return _LANES
     if _padded_size(s, x) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
         # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
@@ -649,6 +681,9 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t batch, Py_ssize_t gr
     cdef Py_ssize_t shared = _round_up(groups * _round_up(m, mr) * K, 16)
     if algo == _DIRECT:
         return 0
+    if algo == _LANES:
+        return (_round_up(groups * cconv_lanes_weights_size(m, K), 16) + _offsets_elems(K, dummy)
+                + nthreads * _round_up(padded_size_f32(s, CCONV_LANES_SLACK), 16))
     cdef Py_ssize_t nty, tpad, nimg
     if algo == _GEMM_IM2COL:
         if _span_images(s, batch, nr):
@@ -705,6 +740,30 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
                    tws + threadid() * per_thread)
 
 
+cdef void _forward_lanes(const float *x, const float *w, const float *b, float *y,
+                         const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
+                         Py_ssize_t m, int nthreads, float *ws) noexcept nogil:
+    """Channels in the vector lanes (conv_lanes.h): pack the weights into 16-channel
+    blocks once, then one task per image-group slice, each on its own padded copy."""
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
+    cdef Py_ssize_t wt_size = cconv_lanes_weights_size(m, K)
+    cdef Py_ssize_t xp_size = _round_up(padded_size_f32(s, CCONV_LANES_SLACK), 16)
+    cdef Py_ssize_t gidx, r
+    cdef float *wt = ws
+    cdef Py_ssize_t *off = <Py_ssize_t *>(ws + _round_up(groups * wt_size, 16))
+    cdef float *tws = ws + _round_up(groups * wt_size, 16) + _offsets_elems(K, ws)
+    for gidx in range(groups):
+        cconv_lanes_pack_f32(w + gidx * m * K, m, K, wt + gidx * wt_size)
+    tap_offsets_f32(s, off)
+    for r in prange(batch * groups, nogil=True, num_threads=nthreads, schedule='dynamic',
+                    use_threads_if=nthreads > 1):
+        cconv_fwd_lanes_f32(x + r * x_group, s, m, wt + r % groups * wt_size, off,
+                            b + r % groups * m if b != NULL else NULL, y + r * m * P,
+                            tws + threadid() * xp_size)
+
+
 cdef void _forward(const floating *x, const floating *w, const floating *b, floating *y,
                    const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
                    int nthreads, int algo, floating *ws) noexcept nogil:
@@ -726,6 +785,10 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
         return
     if algo == _WINOGRAD:
         _forward_winograd(x, w, b, y, s, batch, groups, m, nthreads, ws)
+        return
+    if algo == _LANES:
+        if floating is float:
+            _forward_lanes(x, w, b, y, s, batch, groups, m, nthreads, ws)
         return
     a_size = _round_up(m, _tile_mr(m, ws)) * K
     apack = ws
@@ -1183,6 +1246,7 @@ def build_info():
         "simd": k32.isa.decode(),
         "simd_override": "CCONV_KERNEL_ISA=generic|avx2 (default: best the CPU supports)",
         "gemm_tile": {"float32": (k32.mr, k32.nr), "float64": (k64.mr, k64.nr)},
+        "channels_in_lanes": bool(cconv_lanes_available()),
         # Taller A strips where the default height pads >= 5% more rows (e.g. 16 rows).
         "gemm_tile_16_rows": {"float32": (cconv_kernel_for_f32(16).mr, k32.nr),
                               "float64": (cconv_kernel_for_f64(16).mr, k64.nr)},
@@ -1191,11 +1255,14 @@ def build_info():
                         % _PARALLEL_MIN_MACS,
         "algorithms": {
             "conv2d": "Winograd F(2x2,3x3) for 3x3 stride-1 undilated layers with >= %d "
-                      "channels in and out per group; else implicit GEMM on a padded "
+                      "channels in and out per group; float32 on AVX-512 with <= %d output "
+                      "channels per group filling 3/4 of 16-lane blocks and a kernel larger "
+                      "than 1x1: output channels in the vector lanes, 16-pixel tiles on a "
+                      "padded image copy; else implicit GEMM on a padded "
                       "(polyphase) image copy, or packed-im2col GEMM (%d-pixel blocks) for "
                       "small images with many channels, 1x1 kernels and huge images; direct "
                       "loops below %d multiply-adds"
-                      % (_WINO_MIN_CHANNELS, CCONV_NC, _DIRECT_MAX_MACS),
+                      % (_WINO_MIN_CHANNELS, _LANES_MAX_CHANNELS, CCONV_NC, _DIRECT_MAX_MACS),
             "grad_input": "stride 1: the forward algorithms on grad_output with the flipped, "
                           "transposed kernel; other strides: GEMM with W^T + col2im per "
                           "image and group",

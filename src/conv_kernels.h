@@ -109,14 +109,43 @@ typedef struct {
  * writes the same offset of all 16 at once, which would map 16 lines to one L1 set. */
 #define CCONV_XI_SKEW 16
 
+#if CCONV_X86_DISPATCH
+#include <immintrin.h>
+
+/* ---- 16 x 16 in-register transpose (float, AVX-512) --------------------------------
+ * On entry r[i] holds row i of a 16 x 16 block; on return r[j] holds column j. */
+__attribute__((always_inline, target("avx512f")))
+static inline void cconv_transpose16_f32(__m512 *r)
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
 /* ---- transposing packer (float, AVX-512) ----------------------------------
  * Pack the rows x cols matrix src[r*ld + c] (rows contiguous) transposed into
  * width-lane panels: element (r, c) goes to dst[(r/width)*cols*width + c*width + r%width],
  * lanes past `rows` are zero.  This is pack_a with unit column stride and the B panels
  * of a 1x1 weight gradient; done scalar it is a strided scatter (~1.5 cycles/element),
  * here 16 x 16 blocks go through an in-register transpose.  width: <= 16 or 32. */
-#if CCONV_X86_DISPATCH
-#include <immintrin.h>
 #define CCONV_HAVE_PACK_T_F32 1
 __attribute__((target("avx512f")))
 static void cconv_pack_t_f32_avx512(float *CCONV_RESTRICT dst, const float *CCONV_RESTRICT src,
@@ -132,31 +161,11 @@ static void cconv_pack_t_f32_avx512(float *CCONV_RESTRICT dst, const float *CCON
             for (Py_ssize_t c0 = 0; c0 < cols; c0 += 16) {
                 const Py_ssize_t nc = cconv_min(16, cols - c0);
                 const __mmask16 lm = (__mmask16)((1u << nc) - 1u);
-                __m512 r[16], t[16];
+                __m512 r[16];
                 for (int i = 0; i < 16; i++)
                     r[i] = i < nrow ? _mm512_maskz_loadu_ps(lm, s + i * ld + c0)
                                     : _mm512_setzero_ps();
-                /* r[i] = row i; afterwards r[j] = column j (lanes = rows). */
-                for (int i = 0; i < 16; i += 2) {
-                    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-                    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-                }
-                for (int i = 0; i < 16; i += 4) {
-                    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-                    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-                    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-                    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-                }
-                for (int i = 0; i < 4; i++) {
-                    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-                    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-                    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-                    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-                }
-                for (int i = 0; i < 8; i++) {
-                    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-                    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-                }
+                cconv_transpose16_f32(r);
                 float *d = strip + c0 * width + h;
                 for (int j = 0; j < nc; j++) {
                     if (lanes == 16) _mm512_storeu_ps(d + j * width, r[j]);
@@ -185,5 +194,7 @@ static void cconv_pack_t_f32_avx512(float *CCONV_RESTRICT dst, const float *CCON
 #undef T
 #undef TI
 #undef S
+
+#include "conv_lanes.h"
 
 #endif /* CCONV_CONV_KERNELS_H */

@@ -633,6 +633,8 @@ KERNEL_VARIANTS = [
     # the forward GEMM comes in two flavours, chosen per shape; force each one everywhere
     {"CCONV_CONV_ALGO": "padded"},
     {"CCONV_CONV_ALGO": "im2col"},
+    # float32 on AVX-512: output channels in the vector lanes, forced wherever a tile fits
+    {"CCONV_CONV_ALGO": "lanes"},
 ]
 
 
@@ -649,6 +651,8 @@ def test_kernel_variants(name, variant):
     assert probe.returncode == 0, probe.stderr
     if variant.get("CCONV_KERNEL_ISA") == "generic":
         assert probe.stdout.strip() == "generic"
+    if variant.get("CCONV_CONV_ALGO") == "lanes" and probe.stdout.strip() != "avx512f":
+        pytest.skip("the channels-in-lanes kernel needs AVX-512")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
          "-k", "cython and (conv_large or conv2d_hypothesis or [0-) and not nonfinite and not variants"],
@@ -670,6 +674,9 @@ def _nonfinite_cases(dtype=np.float64):
         return np.linspace(-1, 1, int(np.prod(shape))).reshape(shape).astype(dtype)
 
     x, w, gy = ramp(2, 3, 5, 4), ramp(2, 3, 3, 3), ramp(2, 2, 5, 4)
+    # 16 output channels on 8x8: big enough for the GEMM-class kernels (float32 on AVX-512:
+    # channels in the vector lanes), which must multiply the padding like PyTorch.
+    x16, w16 = ramp(2, 3, 8, 8), ramp(16, 3, 3, 3)
 
     def poke(a, value, where=(0, 0, 0, 0)):
         a = a.copy()
@@ -679,6 +686,10 @@ def _nonfinite_cases(dtype=np.float64):
     return {
         "conv2d, NaN in weight": lambda b: cconv.conv2d(x, poke(w, np.nan), padding=1, backend=b),
         "conv2d, +inf in weight": lambda b: cconv.conv2d(x, poke(w, np.inf), padding=1, backend=b),
+        "conv2d 16 channels, NaN in weight": lambda b: cconv.conv2d(
+            x16, poke(w16, np.nan, (5, 1, 2, 0)), padding=1, backend=b),
+        "conv2d 16 channels, -inf in weight": lambda b: cconv.conv2d(
+            x16, poke(w16, -np.inf, (15, 0, 0, 2)), padding=1, backend=b),
         "conv2d_backward, NaN in grad_output": lambda b: cconv.conv2d_backward(
             poke(gy, np.nan), x, w, padding=1, backend=b),
         "conv2d_backward, -inf in grad_output": lambda b: cconv.conv2d_backward(
