@@ -159,11 +159,11 @@ cdef extern from "conv_kernels.h" nogil:
     void conv_fwd_span_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
                            const cconv_geom *g, Py_ssize_t m, const float *apack,
                            const float *bias, float *y, Py_ssize_t y_img, Py_ssize_t j0,
-                           Py_ssize_t nc, float *ws)
+                           Py_ssize_t nc, float *ws, int stream)
     void conv_fwd_span_f64(const kernel_f64 *kern, const double *x, Py_ssize_t x_img,
                            const cconv_geom *g, Py_ssize_t m, const double *apack,
                            const double *bias, double *y, Py_ssize_t y_img, Py_ssize_t j0,
-                           Py_ssize_t nc, double *ws)
+                           Py_ssize_t nc, double *ws, int stream)
     void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb)
@@ -208,6 +208,10 @@ DEF _DIRECT_MAX_MACS = 32768
 DEF _SMALL_WEIGHTS = 256
 # Largest im2col block (elements) the strided grad_input path keeps per thread.
 DEF _COL_BLOCK_ELEMS = 65536
+# Outputs of at least this many bytes (twice the L2 of this machine's two cores) cannot
+# stay in cache until they are read: the packed-im2col forward writes them with
+# non-temporal stores (pointwise forward 8.1 -> 7.75 ms here).
+DEF _STREAM_MIN_BYTES = 4194304
 # Largest padded image slice (elements) the implicit-GEMM forward copies per thread;
 # bigger slices use the packed-im2col GEMM, whose scratch does not grow with the image.
 DEF _PADDED_MAX_ELEMS = 4194304
@@ -446,11 +450,13 @@ cdef inline void _wino_blocking(const cconv_geom *s, Py_ssize_t m, int nr, Py_ss
 cdef inline void _fwd_span(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
                            Py_ssize_t m, const floating *apack, const floating *bias,
                            floating *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc,
-                           floating *ws) noexcept nogil:
+                           floating *ws, bint stream) noexcept nogil:
     if floating is float:
-        conv_fwd_span_f32(cconv_kernel_for_f32(m), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
+        conv_fwd_span_f32(cconv_kernel_for_f32(m), x, x_img, s, m, apack, bias, y, y_img, j0, nc,
+                          ws, stream)
     else:
-        conv_fwd_span_f64(cconv_kernel_for_f64(m), x, x_img, s, m, apack, bias, y, y_img, j0, nc, ws)
+        conv_fwd_span_f64(cconv_kernel_for_f64(m), x, x_img, s, m, apack, bias, y, y_img, j0, nc,
+                          ws, stream)
 
 
 cdef inline bint _span_images(const cconv_geom *s, Py_ssize_t batch, int nr) noexcept nogil:
@@ -774,6 +780,7 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
     cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
     cdef Py_ssize_t O = groups * m
     cdef Py_ssize_t t, r, blk, p0, gidx, a_size, nblk, per_thread, xp_size
+    cdef bint stream
     cdef floating *apack
     cdef floating *tws
     cdef Py_ssize_t *off
@@ -810,13 +817,14 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
     if _span_images(s, batch, _tile_nr(ws)):
         per_thread = CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, _tile_mr(m, ws)) * CCONV_NC
         nblk = (batch * P + CCONV_NC - 1) // CCONV_NC
+        stream = batch * O * P * sizeof(floating) >= _STREAM_MIN_BYTES
         for t in prange(groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
                         use_threads_if=nthreads > 1):
             gidx = t // nblk
             p0 = t % nblk * CCONV_NC
             _fwd_span(x + gidx * x_group, groups * x_group, s, m, apack + gidx * a_size,
                       b + gidx * m if b != NULL else NULL, y + gidx * m * P, O * P, p0,
-                      min(CCONV_NC, batch * P - p0), tws + threadid() * per_thread)
+                      min(CCONV_NC, batch * P - p0), tws + threadid() * per_thread, stream)
         return
     nblk = (P + CCONV_NC - 1) // CCONV_NC
     for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',

@@ -982,15 +982,24 @@ static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
         }
 }
 
+/* 1x1, stride 1, no padding: the im2col matrix is the input itself (K x P). */
+static inline int S(is_pointwise)(const cconv_geom *g)
+{
+    return g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1
+        && g->pad_top == 0 && g->pad_left == 0 && g->in_h == g->out_h && g->in_w == g->out_w;
+}
+
 /* Forward, packed-im2col GEMM over columns [j0, j0 + nc) of the batch-flattened pixel
  * range (column j = image*P + pixel): blocks may span images, so small images (P not a
  * multiple of nr) do not leave a mostly empty panel per image.  x, y: the group's slice of
  * image 0 (image strides x_img, y_img).  ws: CCONV_KC*ncp + ncp + ceil(m/mr)*mr*ncp
- * elements, ncp = ceil(nc/nr)*nr.  Requires K >= 1. */
+ * elements, ncp = ceil(nc/nr)*nr.  stream: write y with non-temporal stores (see
+ * cconv_copy_out).  Requires K >= 1. */
 CCONV_CLONES
 static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
                              const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias,
-                             T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws)
+                             T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws,
+                             int stream)
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t P = g->out_h * g->out_w;
@@ -999,6 +1008,27 @@ static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_i
     T *bpk = ws, *row = bpk + CCONV_KC * ncp, *ct = row + ncp;
     for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
         const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+        if (S(is_pointwise)(g)) {
+            /* im2col row k is input plane k: copy each panel's columns straight from x. */
+            for (Py_ssize_t jp = 0; jp < ncp; jp += nr) {
+                T *d = bpk + (jp / nr) * kc * nr;
+                Py_ssize_t t0 = jp;
+                for (; t0 < cconv_min(nc, jp + nr);) {   /* one image's pixels at a time */
+                    const Py_ssize_t img = (j0 + t0) / P, p = (j0 + t0) % P;
+                    const Py_ssize_t len = cconv_min(P - p, cconv_min(nc, jp + nr) - t0);
+                    const T *src = x + img * x_img + pc * P + p;
+                    for (Py_ssize_t kk = 0; kk < kc; kk++)
+                        for (Py_ssize_t t = 0; t < len; t++)
+                            d[kk * nr + (t0 - jp) + t] = src[kk * P + t];
+                    t0 += len;
+                }
+                if (t0 < jp + nr)
+                    for (Py_ssize_t kk = 0; kk < kc; kk++)
+                        for (Py_ssize_t t = t0 - jp; t < nr; t++) d[kk * nr + t] = 0;
+            }
+            S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, bpk, ct, ncp, pc > 0, bias);
+            continue;
+        }
         for (Py_ssize_t kk = 0; kk < kc; kk++) {
             for (Py_ssize_t j = 0; j < nc;) {       /* one image's pixels at a time */
                 const Py_ssize_t img = (j0 + j) / P, p = (j0 + j) % P;
@@ -1018,9 +1048,11 @@ static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_i
         const Py_ssize_t img = (j0 + j) / P, p = (j0 + j) % P;
         const Py_ssize_t len = cconv_min(P - p, nc - j);
         for (Py_ssize_t i = 0; i < m; i++)
-            memcpy(y + img * y_img + i * P + p, ct + i * ncp + j, len * sizeof(T));
+            cconv_copy_out(y + img * y_img + i * P + p, ct + i * ncp + j, len * sizeof(T),
+                           stream);
         j += len;
     }
+    if (stream) cconv_stream_fence();
 }
 
 /* Weight gradient over the flattened (image, pixel) range [r0, r1) of the batch:
@@ -1036,10 +1068,7 @@ static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
     const Py_ssize_t P = g->out_h * g->out_w;
     const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
     const int mr = kern->mr, nr = kern->nr;
-    /* 1x1, stride 1, no padding: the im2col matrix is the input itself (K x P). */
-    const int pointwise = g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1
-        && g->stride_w == 1 && g->pad_top == 0 && g->pad_left == 0
-        && g->in_h == g->out_h && g->in_w == g->out_w;
+    const int pointwise = S(is_pointwise)(g);
     Py_ssize_t r = r0;
     while (r < r1) {
         const Py_ssize_t img = r / P, pa = r % P, pb = cconv_min(P, pa + (r1 - r));

@@ -31,6 +31,13 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RE
 {
     UKR_V acc0[UKR_MR], acc1[UKR_MR];
     int i, j;
+    /* The C tile is read back at the end: start fetching it now (it is often outside L1/L2,
+     * e.g. a weight gradient accumulated over many images). */
+    if (accumulate)
+        for (i = 0; i < m; i++) {
+            __builtin_prefetch(c + i * ldc, 1);
+            __builtin_prefetch(c + i * ldc + UKR_NR - 1, 1);
+        }
 #pragma GCC unroll 16
     for (i = 0; i < UKR_MR; i++) {
         T init = (!accumulate && bias != NULL && i < m) ? bias[i] : (T)0;

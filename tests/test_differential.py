@@ -600,6 +600,29 @@ def test_conv_large(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_streamed_outputs(name, dtype):
+    """Outputs of >= 4 MiB leave the packed-im2col forward through non-temporal stores: 13x13
+    maps (odd row lengths, so every copy has unaligned ends) spanning image boundaries."""
+    rng = np.random.default_rng([11, np.dtype(dtype).itemsize])
+    x, w = _values(rng, (50, 20, 13, 13), dtype, "plain"), _values(rng, (125, 20, 1, 1), dtype, "plain")
+    b = _values(rng, (125,), dtype, "plain")
+    wide_x = _values(rng, (50, 20, 25, 25), dtype, "plain")
+    gy, wide_in = _values(rng, (50, 20, 13, 13), dtype, "plain"), _values(rng, (50, 125, 13, 13), dtype, "plain")
+    calls = {
+        "pointwise conv2d": lambda bk: cconv.conv2d(x, w, b, backend=bk),
+        "1x1 stride-2 conv2d": lambda bk: cconv.conv2d(wide_x, w, b, stride=2, backend=bk),
+        "pointwise grad_input": lambda bk: cconv.conv2d_backward(
+            gy, wide_in, np.ascontiguousarray(w.transpose(1, 0, 2, 3)), output_mask=(True, False, False),
+            backend=bk)[0],
+    }
+    for context, call in calls.items():
+        expected, actual = call(REFERENCE), call(name)
+        assert expected.size * 4 >= 4 * 2**20, context  # big enough to be streamed
+        assert_close(actual, expected, context=context)
+        tally("differential", "conv2d (streamed output)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_pool_large(name, dtype):
     """Many planes of a larger image, so that the pooling kernels split planes across threads."""
     rng = np.random.default_rng([10, np.dtype(dtype).itemsize])
