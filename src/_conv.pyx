@@ -672,7 +672,9 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const flo
         if not (_gemm_worthwhile(m) and (im2col_cols * (m + 16) < grid_cols * m
                                          or s.kernel_h * s.kernel_w == 1)):
             return _GEMM_PADDED
-    if _gemm_worthwhile(m):
+    # (With too few channels for a GEMM to pay, still a GEMM when the weights are not finite:
+    # the direct loops skip the zero padding, where PyTorch computes 0 * NaN = NaN.)
+    if _gemm_worthwhile(m) or not _direct_exact(s, w, w_size):
         return _GEMM_IM2COL
     return _DIRECT
 
@@ -866,7 +868,7 @@ cdef int _grad_weight_algo(const cconv_geom *s, Py_ssize_t m, double macs,
                      and (s.kernel_h * s.kernel_w == 1
                           or _dot_grid(s, dummy) * m > s.out_h * s.out_w * (m + 48)))):
         return _GEMM_PADDED
-    if _gemm_worthwhile(m):
+    if _gemm_worthwhile(m) or not _direct_exact(s, gy, gy_size):   # (as in _forward_algo)
         return _GEMM_IM2COL
     return _DIRECT
 
