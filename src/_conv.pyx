@@ -83,6 +83,8 @@ cdef extern from "conv_kernels.h" nogil:
     const kernel_f64 *cconv_kernel_f64()
     const kernel_f32 *cconv_kernel_for_f32(Py_ssize_t rows)
     const kernel_f64 *cconv_kernel_for_f64(Py_ssize_t rows)
+    const kernel_f32 *cconv_kernel_wino_f32(Py_ssize_t rows)
+    const kernel_f64 *cconv_kernel_wino_f64(Py_ssize_t rows)
 
     void pack_a_f32(float *dst, const float *src, Py_ssize_t m, Py_ssize_t k,
                     Py_ssize_t rs, Py_ssize_t cs, int mr)
@@ -241,6 +243,14 @@ cdef inline int _tile_mr(Py_ssize_t rows, const floating *dummy) noexcept nogil:
         return cconv_kernel_for_f32(rows).mr
     else:
         return cconv_kernel_for_f64(rows).mr
+
+
+cdef inline int _wino_mr(Py_ssize_t rows, const floating *dummy) noexcept nogil:
+    """A-strip height of Winograd's GEMMs for an A operand of ``rows`` rows."""
+    if floating is float:
+        return cconv_kernel_wino_f32(rows).mr
+    else:
+        return cconv_kernel_wino_f64(rows).mr
 
 
 cdef inline int _tile_nr(const floating *dummy) noexcept nogil:
@@ -414,9 +424,9 @@ cdef inline void _wino_weights(const floating *w, Py_ssize_t groups, Py_ssize_t 
                                Py_ssize_t C, Py_ssize_t o0, Py_ssize_t o1, floating *upack,
                                Py_ssize_t upack_xi) noexcept nogil:
     if floating is float:
-        wino_weights_f32(w, groups, m, C, cconv_kernel_for_f32(m).mr, o0, o1, upack, upack_xi)
+        wino_weights_f32(w, groups, m, C, cconv_kernel_wino_f32(m).mr, o0, o1, upack, upack_xi)
     else:
-        wino_weights_f64(w, groups, m, C, cconv_kernel_for_f64(m).mr, o0, o1, upack, upack_xi)
+        wino_weights_f64(w, groups, m, C, cconv_kernel_wino_f64(m).mr, o0, o1, upack, upack_xi)
 
 
 cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geom *s,
@@ -425,10 +435,10 @@ cdef inline void _wino_rows(const floating *x, Py_ssize_t x_img, const cconv_geo
                             Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
                             Py_ssize_t tpad, floating *ws) noexcept nogil:
     if floating is float:
-        conv_wino_rows_f32(cconv_kernel_for_f32(m), x, x_img, s, m, upack, upack_xi, off, bias, y,
+        conv_wino_rows_f32(cconv_kernel_wino_f32(m), x, x_img, s, m, upack, upack_xi, off, bias, y,
                            y_img, nimg, ty0, nty, tpad, ws)
     else:
-        conv_wino_rows_f64(cconv_kernel_for_f64(m), x, x_img, s, m, upack, upack_xi, off, bias, y,
+        conv_wino_rows_f64(cconv_kernel_wino_f64(m), x, x_img, s, m, upack, upack_xi, off, bias, y,
                            y_img, nimg, ty0, nty, tpad, ws)
 
 
@@ -700,7 +710,7 @@ cdef Py_ssize_t _forward_ws(const cconv_geom *s, Py_ssize_t batch, Py_ssize_t gr
         return shared + nthreads * CCONV_KC * CCONV_NC
     if algo == _WINOGRAD:
         _wino_blocking(s, m, nr, batch, &nimg, &nty, &tpad)
-        return (_round_up(16 * groups * _round_up(m, mr) * s.channels, 16)   # packed U
+        return (_round_up(16 * groups * _round_up(m, _wino_mr(m, dummy)) * s.channels, 16)  # packed U
                 + _round_up(s.channels * sizeof(Py_ssize_t) // sizeof(floating) + 1, 16)
                 + nthreads * _round_up(wino_task_size_f32(s.channels, m, nty,
                                                           (s.out_w + 1) // 2, tpad), 16))
@@ -717,7 +727,7 @@ cdef void _forward_winograd(const floating *x, const floating *w, const floating
     (image, group, block of tile rows)."""
     cdef Py_ssize_t C = s.channels, O = groups * m
     cdef Py_ssize_t tw = (s.out_w + 1) // 2, th = (s.out_h + 1) // 2
-    cdef Py_ssize_t a_size = _round_up(m, _tile_mr(m, ws)) * C
+    cdef Py_ssize_t a_size = _round_up(m, _wino_mr(m, ws)) * C
     cdef Py_ssize_t upack_xi = groups * a_size
     cdef Py_ssize_t x_group = C * s.in_h * s.in_w
     cdef Py_ssize_t nimg, nty, tpad, nblk, nchunk, per_thread, t, r, ty0, b0, xi, gidx, c
@@ -958,7 +968,7 @@ cdef Py_ssize_t _grad_weight_winograd_ws(const cconv_geom *s, Py_ssize_t batch,
     _wino_blocking(s, m, _tile_nr(dummy), batch, &nimg, &nty, &tpad)
     return nthreads * (_round_up(16 * groups * m * s.channels, 16)
                        + _round_up(wino_gw_size_f32(s.channels, m, nty, (s.out_w + 1) // 2,
-                                                    tpad, _tile_mr(s.channels, dummy),
+                                                    tpad, _wino_mr(s.channels, dummy),
                                                     _tile_nr(dummy)), 16))
 
 
@@ -978,11 +988,11 @@ cdef void _grad_weight_winograd(const floating *x, const floating *gy, floating 
                     use_threads_if=nthreads > 1):
         part = ws + t * per_thread          # written (not accumulated) by its first block
         if floating is float:
-            conv_wino_gw_f32(cconv_kernel_for_f32(C), x, gy, s, groups, m, batch * t // nthreads,
+            conv_wino_gw_f32(cconv_kernel_wino_f32(C), x, gy, s, groups, m, batch * t // nthreads,
                              batch * (t + 1) // nthreads, nimg, nty, tpad, part,
                              part + _round_up(SU, 16))
         else:
-            conv_wino_gw_f64(cconv_kernel_for_f64(C), x, gy, s, groups, m, batch * t // nthreads,
+            conv_wino_gw_f64(cconv_kernel_wino_f64(C), x, gy, s, groups, m, batch * t // nthreads,
                              batch * (t + 1) // nthreads, nimg, nty, tpad, part,
                              part + _round_up(SU, 16))
     if nthreads > 1:

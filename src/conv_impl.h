@@ -174,19 +174,29 @@ static const S(kernel_t) *S(cconv_kernel)(void)
     return S(kernel_chosen);
 }
 
+/* Rows an A operand of `rows` rows occupies once packed into strips of kernel k. */
+static Py_ssize_t S(padded_rows)(const S(kernel_t) *k, Py_ssize_t rows)
+{
+    return (rows + k->mr - 1) / k->mr * k->mr;
+}
+
 /* The kernel for a GEMM whose A operand (packed strips) has `rows` rows: the taller-strip
- * variant when it pads at least 5% fewer rows (16 rows: 16 instead of 18), else the
- * chosen one (at equal padding the 6-row tile measured as fast or faster).  Packing and
- * micro-kernel calls of one GEMM must all use the kernel returned here for its rows. */
+ * variant when it pads fewer rows (16 rows: 16 instead of 18; 512: 512 instead of 516,
+ * +3% on the pointwise layer's gradients), else the chosen one (at equal padding the 6-row
+ * tile measured as fast or faster).  Packing and micro-kernel calls of one GEMM must all
+ * use the kernel returned here for its rows. */
 static const S(kernel_t) *S(cconv_kernel_for)(Py_ssize_t rows)
 {
     const S(kernel_t) *k = S(cconv_kernel)(), *t = S(kernel_tall);
-    if (t != NULL) {
-        const Py_ssize_t pk = (rows + k->mr - 1) / k->mr * k->mr;
-        const Py_ssize_t pt = (rows + t->mr - 1) / t->mr * t->mr;
-        if (20 * pt <= 19 * pk) return t;
-    }
-    return k;
+    return t != NULL && S(padded_rows)(t, rows) < S(padded_rows)(k, rows) ? t : k;
+}
+
+/* The same for Winograd's 16 GEMMs, which take the taller strips only when they pad at
+ * least 5% fewer rows: with 256 rows they lost badly (ImageNet-256 forward 6.4 -> 7.9 ms). */
+static const S(kernel_t) *S(cconv_kernel_wino)(Py_ssize_t rows)
+{
+    const S(kernel_t) *k = S(cconv_kernel)(), *t = S(kernel_tall);
+    return t != NULL && 20 * S(padded_rows)(t, rows) <= 19 * S(padded_rows)(k, rows) ? t : k;
 }
 
 /* ---- GEMM building blocks ----------------------------------------------------- */
