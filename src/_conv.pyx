@@ -9,7 +9,8 @@ computation and the work is split over ``cconv.get_num_threads()`` OpenMP thread
 Algorithms (chosen per call from the shapes, see ``build_info()["algorithms"]``); all
 GEMM work runs on one register-blocked micro-kernel (6 x 32 floats on AVX-512, 6 x 16
 on AVX2+FMA, portable C otherwise), picked at import by CPU feature; on AVX-512 an
-8 x 32 variant takes GEMMs whose row count 6 pads by 5% or more (16 output channels):
+8 x 32 variant takes GEMMs whose row count it pads less than 6 does (16 or 512 output
+channels; Winograd's GEMMs only when it pads 5% fewer rows):
 
 * forward, 3x3 stride 1 with >= 16 channels in and out per group: Winograd F(2x2, 3x3),
   16 GEMMs over 2x2 output tiles (2.25x fewer multiplies), blocks of tile rows or, for
@@ -1267,7 +1268,7 @@ def build_info():
         "simd_override": "CCONV_KERNEL_ISA=generic|avx2 (default: best the CPU supports)",
         "gemm_tile": {"float32": (k32.mr, k32.nr), "float64": (k64.mr, k64.nr)},
         "channels_in_lanes": bool(cconv_lanes_available()),
-        # Taller A strips where the default height pads >= 5% more rows (e.g. 16 rows).
+        # Taller A strips where the default height pads more rows (e.g. 16 rows).
         "gemm_tile_16_rows": {"float32": (cconv_kernel_for_f32(16).mr, k32.nr),
                               "float64": (cconv_kernel_for_f64(16).mr, k64.nr)},
         "threads_from": "cconv.set_num_threads(n), else $OMP_NUM_THREADS, else the CPUs "

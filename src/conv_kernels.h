@@ -78,13 +78,16 @@
  * non-temporal stores, which skip reading each destination line into the cache first.
  * For outputs too large to stay in cache anyway (a 12 MiB pointwise output: ~4% of the
  * call).  Call cconv_stream_fence() before the data is handed to another thread. */
-#if CCONV_X86_DISPATCH
+#if CCONV_X86_DISPATCH && defined(__SSE2__)
+#define CCONV_STREAM_STORES 1
 #include <emmintrin.h>
+#else
+#define CCONV_STREAM_STORES 0
 #endif
 static inline void cconv_copy_out(void *CCONV_RESTRICT dst, const void *CCONV_RESTRICT src,
                                   size_t n, int stream)
 {
-#if CCONV_X86_DISPATCH
+#if CCONV_STREAM_STORES
     if (stream) {
         char *d = (char *)dst;
         const char *s = (const char *)src;
@@ -105,7 +108,7 @@ static inline void cconv_copy_out(void *CCONV_RESTRICT dst, const void *CCONV_RE
 
 static inline void cconv_stream_fence(void)
 {
-#if CCONV_X86_DISPATCH
+#if CCONV_STREAM_STORES
     _mm_sfence();
 #endif
 }
@@ -200,8 +203,12 @@ static void cconv_pack_t_f32_avx512(float *CCONV_RESTRICT dst, const float *CCON
                 const __mmask16 lm = (__mmask16)((1u << nc) - 1u);
                 __m512 r[16];
                 for (int i = 0; i < 16; i++) {
-                    /* 16 strided row streams are more than the hardware prefetcher follows. */
-                    if (i < nrow) _mm_prefetch((const char *)(s + i * ld + c0 + 64), _MM_HINT_T0);
+                    /* 16 strided row streams are more than the hardware prefetcher follows:
+                     * fetch 64 elements ahead, which near a row's end is the next rows' start
+                     * (for the block's last row: the next block), staying inside the matrix. */
+                    const Py_ssize_t ahead = (r0 + h + i) * ld + c0 + 64;
+                    if (i < nrow && ahead < (rows - 1) * ld + cols)
+                        _mm_prefetch((const char *)(src + ahead), _MM_HINT_T0);
                     r[i] = i < nrow ? _mm512_maskz_loadu_ps(lm, s + i * ld + c0)
                                     : _mm512_setzero_ps();
                 }

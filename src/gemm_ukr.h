@@ -36,7 +36,7 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RE
     if (accumulate)
         for (i = 0; i < m; i++) {
             __builtin_prefetch(c + i * ldc, 1);
-            __builtin_prefetch(c + i * ldc + UKR_NR - 1, 1);
+            __builtin_prefetch(c + i * ldc + n - 1, 1);
         }
 #pragma GCC unroll 16
     for (i = 0; i < UKR_MR; i++) {

@@ -601,13 +601,18 @@ def test_conv_large(name, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_streamed_outputs(name, dtype):
-    """Outputs of >= 4 MiB leave the packed-im2col forward through non-temporal stores: 13x13
-    maps (odd row lengths, so every copy has unaligned ends) spanning image boundaries."""
+    """Outputs of >= 4 MiB leave the packed-im2col forward through non-temporal stores when its
+    pixel blocks span images (maps whose last GEMM panel would be mostly empty): 7x7 maps, odd
+    row lengths, so every copy has unaligned ends and panels straddle image boundaries."""
     rng = np.random.default_rng([11, np.dtype(dtype).itemsize])
-    x, w = _values(rng, (50, 20, 13, 13), dtype, "plain"), _values(rng, (125, 20, 1, 1), dtype, "plain")
-    b = _values(rng, (125,), dtype, "plain")
-    wide_x = _values(rng, (50, 20, 25, 25), dtype, "plain")
-    gy, wide_in = _values(rng, (50, 20, 13, 13), dtype, "plain"), _values(rng, (50, 125, 13, 13), dtype, "plain")
+    if name == "cython":
+        panel = cconv.backend_info()["gemm_tile"][np.dtype(dtype).name][1]
+        padded = -(-49 // panel) * panel
+        assert 16 * (padded - 49) > padded, "7x7 maps must take the image-spanning path"
+    x, w = _values(rng, (100, 20, 7, 7), dtype, "plain"), _values(rng, (220, 20, 1, 1), dtype, "plain")
+    b = _values(rng, (220,), dtype, "plain")
+    wide_x = _values(rng, (100, 20, 13, 13), dtype, "plain")
+    gy, wide_in = _values(rng, (100, 20, 7, 7), dtype, "plain"), _values(rng, (100, 220, 7, 7), dtype, "plain")
     calls = {
         "pointwise conv2d": lambda bk: cconv.conv2d(x, w, b, backend=bk),
         "1x1 stride-2 conv2d": lambda bk: cconv.conv2d(wide_x, w, b, stride=2, backend=bk),
@@ -713,6 +718,10 @@ def _nonfinite_cases(dtype=np.float64):
             x16, poke(w16, np.nan, (5, 1, 2, 0)), padding=1, backend=b),
         "conv2d 16 channels, -inf in weight": lambda b: cconv.conv2d(
             x16, poke(w16, -np.inf, (15, 0, 0, 2)), padding=1, backend=b),
+        # one channel on an image whose padded copy is over the compiled kernels' 4M-element
+        # bound: too few channels for a GEMM to pay, yet it must not skip the padding
+        "conv2d huge image, NaN in weight": lambda b: cconv.conv2d(
+            ramp(1, 1, 2100, 2100), poke(ramp(1, 1, 3, 3), np.nan, (0, 0, 2, 2)), padding=1, backend=b),
         "conv2d_backward, NaN in grad_output": lambda b: cconv.conv2d_backward(
             poke(gy, np.nan), x, w, padding=1, backend=b),
         "conv2d_backward, -inf in grad_output": lambda b: cconv.conv2d_backward(
