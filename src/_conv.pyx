@@ -792,7 +792,7 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
     cdef Py_ssize_t P = s.out_h * s.out_w
     cdef Py_ssize_t x_group = s.channels * s.in_h * s.in_w
     cdef Py_ssize_t O = groups * m
-    cdef Py_ssize_t t, r, blk, p0, gidx, a_size, nblk, per_thread, xp_size
+    cdef Py_ssize_t t, r, blk, p0, p1, gidx, a_size, nblk, per_thread, xp_size, nr, n_panels
     cdef bint stream
     cdef floating *apack
     cdef floating *tws
@@ -829,15 +829,22 @@ cdef void _forward(const floating *x, const floating *w, const floating *b, floa
         return
     if _span_images(s, batch, _tile_nr(ws)):
         per_thread = CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, _tile_mr(m, ws)) * CCONV_NC
-        nblk = (batch * P + CCONV_NC - 1) // CCONV_NC
         stream = batch * O * P * sizeof(floating) >= _STREAM_MIN_BYTES
-        for t in prange(groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
+        # Each thread takes an equal, contiguous share of the GEMM panels of every group, in
+        # blocks of up to CCONV_NC columns: blocks of CCONV_NC for everyone left one thread
+        # a block more than the other (pointwise at 2 threads: 17 vs 16, 3% idle).
+        nr = _tile_nr(ws)
+        n_panels = (batch * P + nr - 1) // nr
+        for t in prange(groups * nthreads, nogil=True, num_threads=nthreads, schedule='static',
                         use_threads_if=nthreads > 1):
-            gidx = t // nblk
-            p0 = t % nblk * CCONV_NC
-            _fwd_span(x + gidx * x_group, groups * x_group, s, m, apack + gidx * a_size,
-                      b + gidx * m if b != NULL else NULL, y + gidx * m * P, O * P, p0,
-                      min(CCONV_NC, batch * P - p0), tws + threadid() * per_thread, stream)
+            gidx = t // nthreads
+            p0 = t % nthreads * n_panels // nthreads * nr
+            p1 = min((t % nthreads + 1) * n_panels // nthreads * nr, batch * P)
+            while p0 < p1:
+                _fwd_span(x + gidx * x_group, groups * x_group, s, m, apack + gidx * a_size,
+                          b + gidx * m if b != NULL else NULL, y + gidx * m * P, O * P, p0,
+                          min(CCONV_NC, p1 - p0), tws + threadid() * per_thread, stream)
+                p0 = p0 + CCONV_NC
         return
     nblk = (P + CCONV_NC - 1) // CCONV_NC
     for t in prange(batch * groups * nblk, nogil=True, num_threads=nthreads, schedule='dynamic',
