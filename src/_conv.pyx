@@ -642,8 +642,7 @@ cdef inline bint _direct_exact(const cconv_geom *s, const floating *v,
     return not _reads_padding(s) or _all_finite(v, n)
 
 
-cdef inline bint _lanes_shape(const cconv_geom *s, Py_ssize_t m,
-                             const floating *dummy) noexcept nogil:
+cdef inline bint _lanes_shape(const cconv_geom *s, const floating *dummy) noexcept nogil:
     """Whether the channels-in-lanes kernel can run: float32 on AVX-512, an output with
     room for a 16-pixel tile, and a padded copy of bounded size."""
     return (floating is float and cconv_lanes_available() and cconv_lanes_cols(s) > 0
@@ -662,7 +661,7 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const flo
         return _GEMM_IM2COL
     if _forced_algo == _GEMM_PADDED:
         return _GEMM_PADDED
-    if _lanes_shape(s, m, x) and _forced_algo == _LANES:
+    if _lanes_shape(s, x) and _forced_algo == _LANES:
         return _LANES
     if (_forced_algo < 0 and _winograd_shape(s, m)
             and _all_finite(w, w_size) and _all_finite(x, x_size)):
@@ -670,7 +669,7 @@ cdef int _forward_algo(const cconv_geom *s, Py_ssize_t m, double macs, const flo
     # Channels in lanes when they fill the lanes and there are few enough of them that the
     # GEMM's reuse of each loaded input value (over mr rows) does not win (measured: 16-64
     # channels win 1.1-1.5x, 128 lose ~10%; 1x1 kernels stream better as im2col panels).
-    if (_forced_algo < 0 and _lanes_shape(s, m, x) and s.kernel_h * s.kernel_w > 1
+    if (_forced_algo < 0 and _lanes_shape(s, x) and s.kernel_h * s.kernel_w > 1
             and m <= _LANES_MAX_CHANNELS and 4 * m >= 3 * _round_up(m, 16)):
         return _LANES
     if _padded_size(s, x) <= _PADDED_MAX_ELEMS:
