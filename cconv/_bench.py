@@ -50,6 +50,7 @@ import numpy as np
 from . import _api
 from . import _backends
 from . import _shapes
+from . import _bench_networks, _bench_sweep
 from ._threads import get_num_threads, set_num_threads
 
 # --------------------------------------------------------------------------
@@ -250,6 +251,18 @@ def add_arguments(parser):
     parser.add_argument("--from-json", metavar="FILE",
                         help="do not measure: re-render the table (and --markdown/--plot) from a --json file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    group = parser.add_argument_group(
+        "sweeps and networks", "instead of the suite: a seeded random sweep of realistic layers, or whole "
+        "networks' conv and pool layers, each against torch in the same run (--threads, --repeat, --json, "
+        "--markdown, --plot apply)")
+    group.add_argument("--sweep", type=_positive_int, metavar="N",
+                       help="time N random layer configurations (forward, grad_input, grad_weight)")
+    group.add_argument("--seed", type=int, default=0, help="the sweep's seed (default 0)")
+    group.add_argument("--networks", type=_comma_list(list(_bench_networks.NETWORKS)), metavar="NAMES",
+                       help=f"time a training step and a batch-1 forward of these networks: "
+                            f"{','.join(_bench_networks.NETWORKS)}")
+    group.add_argument("--batches", type=_comma_list(convert=_positive_int), default=[1, 8, 32], metavar="LIST",
+                       help="batch sizes for --networks (default 1,8,32)")
 
 
 def _settings(args):
@@ -1100,8 +1113,23 @@ def _command_line():
     return " ".join([program] + argv[1:])
 
 
+def _run_sweep_or_networks(args):
+    """``--sweep N`` or ``--networks NAMES``: see cconv/_bench_sweep.py and cconv/_bench_networks.py."""
+    threads = list(dict.fromkeys(args.threads))
+    common = {"json_path": args.json, "markdown_path": args.markdown, "plot_path": args.plot,
+              "show_progress": not args.no_progress}
+    dtype = args.dtype[0] if len(args.dtype) == 1 else "float32"
+    if args.sweep:
+        return _bench_sweep.run(args.sweep, args.seed, threads, args.repeat or 5,
+                                args.min_time if args.min_time is not None else 0.01, **common)
+    return _bench_networks.run(args.networks, list(dict.fromkeys(args.batches)), threads, args.repeat or 3,
+                               dtype, **common)
+
+
 def run(args):
     """Run the benchmark described by parsed ``args`` (see :func:`add_arguments`); return an exit code."""
+    if args.sweep or args.networks:
+        return _run_sweep_or_networks(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
