@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import pathlib
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
@@ -24,13 +26,21 @@ def test_no_build_sources_in_the_package():
     assert sources == []
 
 
+def _editable_install_of(dist, root):
+    """True if ``dist`` is a ``pip install -e`` of the checkout at ``root``."""
+    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
+    if not direct_url.get("dir_info", {}).get("editable"):
+        return False
+    return pathlib.Path(urllib.parse.urlparse(direct_url["url"]).path).resolve() == root
+
+
 def test_version_is_the_distribution_version():
     try:
         dist = importlib.metadata.distribution("cconv")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("cconv is not installed (imported from a source tree)")
     installed_init = pathlib.Path(dist.locate_file("cconv/__init__.py")).resolve()
-    if installed_init != PACKAGE_DIR / "__init__.py":
+    if installed_init != PACKAGE_DIR / "__init__.py" and not _editable_install_of(dist, PACKAGE_DIR.parent):
         pytest.skip(f"the imported cconv ({PACKAGE_DIR}) is not the installed distribution")
     assert cconv.__version__ == dist.version
 
