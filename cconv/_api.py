@@ -154,6 +154,7 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, o
     gy = _batched_like(gy, unbatched)
     _shapes.check_output_shape(gy, output_shape, "grad_output")
     impl = _backends.resolve(backend)
+    gy = _shapes.contiguous(gy)  # first: NumPy's summation order follows the memory layout
     grad_bias = gy.sum(axis=(0, 2, 3)) if need_bias else None
     gy = gy[:, :, :g.in_h, :g.in_w]  # output_padding rows past every window affect only the bias
     gy, x, w = _shapes.contiguous(gy), _shapes.contiguous(x), _shapes.contiguous(w)

@@ -13,15 +13,20 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 import warnings
 
 from . import _reference
 
 _COMPILED_MODULE = "cconv._compiled"
+_EXTENSION_MODULES = ("cconv._conv", "cconv._pool")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-# Why the compiled backend is unavailable (None when it imported fine).
+# Why the compiled backend is unavailable when it should be there (None when it imported
+# fine, and in a pure-Python build, which has no compiled backend by design).
 compiled_import_error: str | None = None
+pure_python = False  # a CCONV_PURE_PYTHON=1 build (or run): the NumPy reference is the backend
 _compiled = None
 _state = threading.local()
 _global_choice: str | None = None
@@ -34,32 +39,56 @@ def _env_flag(name):
 def _pure_python_install():
     """True when built with CCONV_PURE_PYTHON=1 (setup.py leaves this marker file) or run with it:
     the NumPy reference is then the intended backend, not a fallback worth a warning."""
-    marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pure_python")
-    return _env_flag("CCONV_PURE_PYTHON") or os.path.exists(marker)
+    return _env_flag("CCONV_PURE_PYTHON") or os.path.exists(os.path.join(_PACKAGE_DIR, "_pure_python"))
+
+
+def _source_checkout_root():
+    """The checkout's root when this package is the ``cconv/`` directory of a source tree."""
+    root = os.path.dirname(_PACKAGE_DIR)
+    if os.path.exists(os.path.join(root, "setup.py")) and os.path.exists(os.path.join(root, "src", "_conv.pyx")):
+        return root
+    return None
+
+
+def _why_no_extension_modules():
+    """Why the extension modules are absent from the imported package, or None if they are there.
+
+    Looked up before importing them: importing a module that does not exist from a package
+    that is still initialising fails with a misleading "circular import" message."""
+    absent = [name for name in _EXTENSION_MODULES if importlib.util.find_spec(name) is None]
+    if not absent:
+        return None
+    version = ".".join(map(str, sys.version_info[:2]))
+    root = _source_checkout_root()
+    if root is not None:
+        return (f"cconv was imported from {_PACKAGE_DIR}, a source checkout whose compiled modules "
+                f"are not built (for Python {version}); Python looks in the current directory before "
+                f"the installed packages. Either build them in place: `pip install -e .` in {root}; "
+                f"or run Python from another directory to use an installed cconv")
+    return (f"the compiled modules ({', '.join(absent)}) for Python {version} are not in "
+            f"{_PACKAGE_DIR}: reinstall cconv from a wheel, or from source with a C compiler")
 
 
 def _load_compiled():
     """Import the compiled backend once; warn (or raise under CCONV_REQUIRE_COMPILED=1) if missing."""
-    global _compiled, compiled_import_error
+    global _compiled, compiled_import_error, pure_python
+    error = None
     try:
-        _compiled = importlib.import_module(_COMPILED_MODULE)
+        reason = _why_no_extension_modules()
+        if reason is None:
+            _compiled = importlib.import_module(_COMPILED_MODULE)
+            return
     except ImportError as exc:
-        compiled_import_error = f"{type(exc).__name__}: {exc}"
-        pure = _pure_python_install()
-        if pure:
-            compiled_import_error = f"pure-Python install (CCONV_PURE_PYTHON=1); {compiled_import_error}"
-        if _env_flag("CCONV_REQUIRE_COMPILED"):
-            raise ImportError(
-                f"CCONV_REQUIRE_COMPILED=1 but the compiled cconv extension could not be imported "
-                f"({compiled_import_error})"
-            ) from exc
-        if not pure:
-            warnings.warn(
-                f"cconv's compiled extension could not be imported ({compiled_import_error}); "
-                "falling back to the slower NumPy reference backend",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        reason, error = f"{type(exc).__name__}: {exc}", exc
+    if _env_flag("CCONV_REQUIRE_COMPILED"):
+        raise ImportError(f"CCONV_REQUIRE_COMPILED=1 but cconv's compiled backend is unavailable: {reason}"
+                          ) from error
+    if _pure_python_install():
+        pure_python = True  # no extension by design: nothing to warn about
+        return
+    compiled_import_error = reason
+    warnings.warn(f"{reason}; falling back to the slower NumPy reference backend",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _torch_backend():
@@ -106,6 +135,8 @@ def _check_name(name):
         why = ""
         if name == "cython" and compiled_import_error:
             why = f" (the compiled extension failed to import: {compiled_import_error})"
+        elif name == "cython" and pure_python:
+            why = " (a pure-Python build, CCONV_PURE_PYTHON=1: no compiled backend)"
         raise ValueError(f"unknown or unavailable backend {name!r}; available: {sorted(loaders)}{why}")
     return name
 

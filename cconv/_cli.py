@@ -89,7 +89,7 @@ def _info_dict():
     import cconv
 
     info = {"version": cconv.__version__, "python": platform.python_version(), "numpy": np.__version__,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "package": os.path.dirname(os.path.abspath(cconv.__file__))}
     info.update(cconv.backend_info())
     info["blas"] = _blas()
     info["torch"] = _torch_version()
@@ -100,14 +100,18 @@ def _format_info(info):
     lines = [f"cconv {info['version']}  (Python {info['python']}, NumPy {info['numpy']}, {info['platform']})",
              f"backends available : {', '.join(info['available'])}",
              f"active backend     : {info['active']}"]
+    lines.append(f"imported from      : {info['package']}")
     if info["compiled"]:
         lines.append("compiled backend   : yes (cython)")
+    elif info["pure_python"]:
+        lines.append("compiled backend   : none, by design (a pure-Python build, CCONV_PURE_PYTHON=1);"
+                     " ops run on the NumPy reference")
     else:
         lines.append(f"compiled backend   : MISSING - {info['compiled_import_error']}")
         lines.append("                     (ops without backend= run on the NumPy reference)")
     lines.append(f"threads            : {info['num_threads']}")
-    shown = {"version", "python", "numpy", "platform", "available", "active", "compiled",
-             "compiled_import_error", "num_threads", "blas", "torch"}
+    shown = {"version", "python", "numpy", "platform", "package", "available", "active", "compiled",
+             "pure_python", "compiled_import_error", "num_threads", "blas", "torch"}
     for key, value in info.items():  # whatever the compiled extension reports about its build
         if key in shown:
             continue

@@ -106,8 +106,14 @@ def as_float_arrays(**arrays):
 
 
 def contiguous(a):
-    """C-contiguous view or copy; the caller's array is never written."""
-    return None if a is None else np.ascontiguousarray(a)
+    """C-contiguous, aligned view or copy; the caller's array is never written.
+
+    Misaligned arrays (e.g. np.frombuffer at an odd offset) are copied: the C kernels read
+    through typed pointers, which must be aligned to their element size."""
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    return a if a.flags.aligned else a.copy()
 
 
 def batched(x, name, spatial_dims=2):

@@ -18,7 +18,8 @@ name = "torch"
 
 def _t(a):
     # NumPy calls an array with a negative stride on a length-1 axis contiguous; torch refuses it.
-    return torch.from_numpy(a if min(a.strides, default=0) >= 0 else a.copy())
+    # torch also warns about read-only arrays (it never writes these, but says it might).
+    return torch.from_numpy(a if a.flags.writeable and min(a.strides, default=0) >= 0 else a.copy())
 
 
 def _padded_input(x, g):

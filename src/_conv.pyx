@@ -347,6 +347,24 @@ cdef class _Scratch:
             _scratch_lock.release()
 
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int cconv_openmp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int cconv_openmp_max_threads(void) { return 0; }
+    #endif
+    """
+    int cconv_openmp_max_threads() nogil
+
+
+def openmp_max_threads():
+    """omp_get_max_threads() in the calling thread (what threadpoolctl's "openmp" limit
+    sets); 0 in a build without OpenMP. cconv._threads.get_num_threads() consults it."""
+    return cconv_openmp_max_threads()
+
+
 cdef inline int _threads_for(double macs):
     """Threads for a call of ``macs`` multiply-adds: one for tiny calls, else the setting."""
     if macs < _PARALLEL_MIN_MACS:
@@ -1101,8 +1119,10 @@ cdef void _grad_input_strided(const floating *gy, const floating *w, floating *g
 # Python-level entry points (thin: read the geometry once, allocate, dispatch)
 # --------------------------------------------------------------------------
 
-cdef int _conv2d_typed(floating[:, :, :, ::1] x, floating[:, :, :, ::1] w, floating[::1] b,
-                       floating[:, :, :, ::1] y, g) except -1:
+# Inputs are const views: read-only C-contiguous arrays (np.load(..., mmap_mode='r'),
+# np.frombuffer) reach the kernels as they are, and the kernels never write them.
+cdef int _conv2d_typed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                       const floating[::1] b, floating[:, :, :, ::1] y, g) except -1:
     cdef cconv_geom s = _slice_geom(g)
     cdef Py_ssize_t batch = g.batch, groups = g.groups
     cdef Py_ssize_t m = y.shape[1] // groups
@@ -1142,8 +1162,8 @@ def conv2d(x, w, b, g):
     return y
 
 
-cdef int _backward_typed(floating[:, :, :, ::1] gy, floating[:, :, :, ::1] x,
-                         floating[:, :, :, ::1] w, floating[:, :, :, ::1] gi,
+cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                         const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gi,
                          floating[:, :, :, ::1] gw, floating[::1] gb, g) except -1:
     cdef cconv_geom s = _slice_geom(g)
     cdef cconv_geom ts
@@ -1277,8 +1297,9 @@ def build_info():
         # Taller A strips where the default height pads more rows (e.g. 16 rows).
         "gemm_tile_16_rows": {"float32": (cconv_kernel_for_f32(16).mr, k32.nr),
                               "float64": (cconv_kernel_for_f64(16).mr, k64.nr)},
-        "threads_from": "cconv.set_num_threads(n), else $OMP_NUM_THREADS, else the CPUs "
-                        "this process may use; calls under %d multiply-adds run on one thread"
+        "threads_from": "1 in a forked child; else cconv.set_num_threads(n); else OpenMP's "
+                        "setting (threadpoolctl's limit, $OMP_NUM_THREADS, the CPUs this process "
+                        "may use); calls under %d multiply-adds run on one thread"
                         % _PARALLEL_MIN_MACS,
         "algorithms": {
             "conv2d": "Winograd F(2x2,3x3) for 3x3 stride-1 undilated layers with >= %d "

@@ -1,7 +1,9 @@
 """Shared fixtures and helpers for the cconv test suite.
 
-The suite runs from inside ``tests/`` against the *installed* package. Helpers here
-are plain functions so that test modules can ``from conftest import assert_close``.
+The suite tests the compiled backend: it stops at once (pytest.UsageError) when that
+cannot be imported, unless the run is explicitly pure-Python (``CCONV_PURE_PYTHON=1``, or
+a package built that way). Helpers here are plain functions so that test modules can
+``from conftest import assert_close``.
 
 Backends
 --------
@@ -106,6 +108,19 @@ def rng(request):
 def backend(request):
     """Each non-torch backend in turn (the compiled one and the NumPy reference)."""
     return request.param
+
+
+def pytest_configure(config):
+    """Refuse to run without the compiled backend, unless this is an explicitly pure-Python run:
+    a suite that quietly tests only the NumPy reference against itself proves nothing."""
+    info = cconv.backend_info()
+    if not info["compiled"] and not info["pure_python"]:
+        raise pytest.UsageError(
+            f"cconv's compiled backend is not available, so these tests would not test it.\n"
+            f"  cconv imported from {os.path.dirname(cconv.__file__)}\n"
+            f"  reason: {info['compiled_import_error']}\n"
+            f"Build it (`pip install -e .` in the checkout), or set CCONV_PURE_PYTHON=1 for a run "
+            f"that tests the NumPy reference only.")
 
 
 def pytest_report_header(config):

@@ -35,8 +35,11 @@ def test_info_tells_the_truth():
     assert _field(run.stdout, "threads") == str(cconv.get_num_threads())
     compiled = _field(run.stdout, "compiled backend")
     info = cconv.backend_info()
+    assert _field(run.stdout, "imported from") == os.path.dirname(os.path.abspath(cconv.__file__))
     if info["compiled"]:
         assert compiled.startswith("yes")
+    elif info["pure_python"]:  # no extension by design: said so, without alarm
+        assert compiled.startswith("none, by design") and "MISSING" not in run.stdout
     else:  # the reason the extension failed to import is shown, not just "no"
         assert compiled.startswith("MISSING") and info["compiled_import_error"] in compiled
     assert "Traceback" not in run.stderr

@@ -1,0 +1,178 @@
+"""Who decides the thread count, and what happens across fork().
+
+* Fork safety: after a multithreaded call, children started by ``fork()`` (a
+  ``multiprocessing`` "fork" pool, or ``os.fork()`` itself) run every op and finish, on
+  one thread. GNU libgomp's thread team does not survive a fork: a region of two or more
+  threads in such a child waits forever, which is what these tests would catch. They run
+  in a fresh interpreter with a timeout, so a hang fails the test instead of stalling CI.
+* threadpoolctl: ``threadpool_limits(n)`` (user_api "openmp") sets the threads cconv uses
+  inside the block; ``cconv.set_num_threads`` wins where the user called it.
+
+Thread use is proved by counting the process's OS threads (Linux ``/proc/self/task``):
+OpenMP keeps its worker threads alive after a parallel region, so a process that has only
+ever run one-thread regions has no thread beyond those it started with (the main thread,
+and whatever NumPy's BLAS keeps; a forked child starts with one).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import cconv
+
+pytestmark = [
+    pytest.mark.skipif(cconv.backend_info().get("openmp") is not True,
+                       reason="the compiled backend is built without OpenMP: it runs on one thread"),
+    pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in Linux /proc"),
+]
+
+# Every op once, on a layer big enough to be split over threads (8x64x28x28, 64 3x3 filters).
+_PRELUDE = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import cconv
+
+    def os_threads():  # OS threads beyond those the process had before any cconv call, + 1
+        return len(os.listdir("/proc/self/task")) - BASELINE
+
+    BASELINE = 0
+    BASELINE = os_threads() - 1
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 64, 28, 28), dtype=np.float32)
+    w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32) * 0.05
+
+    def every_op(n):
+        xs = x[n:n + 2]
+        y = cconv.conv2d(xs, w, padding=1)
+        gi, gw, gb = cconv.conv2d_backward(y, xs, w, padding=1)
+        t = cconv.conv_transpose2d(xs, w, stride=2)
+        ti, tw, tb = cconv.conv_transpose2d_backward(t, xs, w, stride=2)
+        p, idx = cconv.max_pool2d(y, 2, return_indices=True)
+        gp = cconv.max_pool2d_backward(p, idx, y.shape)
+        a = cconv.avg_pool2d(y, 3, stride=2, padding=1)
+        ga = cconv.avg_pool2d_backward(a, y.shape, 3, stride=2, padding=1)
+        return [r.astype(np.float64).sum() for r in (y, gi, gw, gb, t, ti, tw, tb, p, gp, a, ga)]
+    """)
+
+
+def _run(body, env=None, timeout=150):
+    """Run ``_PRELUDE + body`` in a fresh interpreter; a hang past ``timeout`` fails the test."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+    for name in ("CCONV_BACKEND", "CCONV_PURE_PYTHON"):
+        environment.pop(name, None)
+    # A session of its own, so that a timeout kills the forked children too.
+    with subprocess.Popen([sys.executable, "-c", _PRELUDE + textwrap.dedent(body)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            stdout, stderr = run.communicate()
+            pytest.fail(f"timed out after {timeout} s (a hang):\n{stdout}\n{stderr}")
+    assert run.returncode == 0, f"exit {run.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    return stdout
+
+
+_PARENT_RUNS_TWO_THREADS = """
+    assert cconv.get_backend() == "cython" and cconv.get_num_threads() == 2
+    assert os_threads() == 1
+    expected = [every_op(n) for n in (0, 2, 4, 6)]
+    assert os_threads() >= 2, "the parent did not run a multithreaded region"
+"""
+
+
+def test_fork_pool_after_a_multithreaded_call_runs_every_op():
+    out = _run(_PARENT_RUNS_TWO_THREADS + """
+    import multiprocessing
+
+    def work(n):
+        return cconv.get_num_threads(), len(os.listdir("/proc/self/task")), every_op(n)
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        try:
+            results = pool.map_async(work, [0, 2, 4, 6]).get(timeout=60)
+        except multiprocessing.TimeoutError:
+            print("HANG: a forked worker did not finish in 60 s", flush=True)
+            os.killpg(0, 9)
+    for (threads, os_count, sums), want in zip(results, expected):
+        assert threads == 1, threads
+        assert os_count <= 2, os_count   # the worker and, at most, the pool's result thread
+        # Only the weight gradients depend on the thread count (partial sums): rounding.
+        np.testing.assert_allclose(sums, want, rtol=1e-4)
+    print("ok", len(results))
+    """)
+    assert out.strip().endswith("ok 4")
+
+
+def test_os_fork_after_a_multithreaded_call_runs_every_op():
+    out = _run(_PARENT_RUNS_TWO_THREADS + """
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sums = every_op(2)
+            np.testing.assert_allclose(sums, expected[1], rtol=1e-4)
+            assert cconv.get_num_threads() == 1 and len(os.listdir("/proc/self/task")) == 1
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print("HANG: the forked child did not finish in 60 s", flush=True)
+        os._exit(3)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert cconv.get_num_threads() == 2   # the parent keeps its threads
+    every_op(0)
+    print("ok")
+    """)
+    assert out.strip().endswith("ok")
+
+
+def test_threadpoolctl_limits_cconv_inside_the_block():
+    out = _run("""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert cconv.get_num_threads() == 1
+        assert cconv.backend_info()["num_threads"] == 1
+        every_op(0)
+        assert os_threads() == 1, "a limit of 1 still started OpenMP threads"
+    assert cconv.get_num_threads() == 2   # restored after the block
+    every_op(0)
+    assert os_threads() >= 2
+    print("ok")
+    """)
+    assert out.strip().endswith("ok")
+
+
+def test_set_num_threads_wins_over_threadpoolctl():
+    out = _run("""
+    from threadpoolctl import threadpool_limits
+
+    cconv.set_num_threads(2)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert cconv.get_num_threads() == 2
+        every_op(0)
+        assert os_threads() >= 2, "the user's set_num_threads(2) was not honoured"
+    print("ok")
+    """)
+    assert out.strip().endswith("ok")
+
+
+def test_omp_num_threads_sets_the_default():
+    out = _run("print(cconv.get_num_threads())", env={"OMP_NUM_THREADS": "3"})
+    assert out.strip() == "3"
