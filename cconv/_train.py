@@ -5,13 +5,16 @@ conv 1->16 3x3 pad 1 -> relu -> maxpool 2 -> conv 16->32 3x3 pad 1 -> relu -> ma
 decay per epoch. The train/test split is fixed
 (1437/360 images); ``seed`` drives the initialisation and the shuffling, so a run is
 reproducible. The time of every layer call is added to one of five buckets (conv/pool
-forward/backward, other) to show where each backend spends an epoch.
+forward/backward, other) to show where each backend spends an epoch. With ``--distributed``,
+run under ``mpiexec``, every rank trains on its share of each batch (:mod:`cconv.distributed`),
+rank 0 alone prints, and a sixth bucket holds the time spent averaging the gradients.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -57,7 +60,7 @@ def _bucket(layer, direction):
 
 @dataclass
 class TrainResult:
-    """What one training run reports; ``op_seconds`` are means per epoch."""
+    """What one training run reports; ``op_seconds`` are means per epoch; ``model`` is the trained model."""
 
     backend: str
     epochs: int
@@ -67,6 +70,7 @@ class TrainResult:
     final_loss: float
     epoch_seconds: float
     op_seconds: dict = field(default_factory=dict)
+    model: nn.Sequential | None = field(default=None, repr=False)
 
 
 @contextlib.contextmanager
@@ -86,11 +90,15 @@ def _torch_threads(backend, threads):
 
 def train_digits(backend=None, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
                  momentum=DEFAULTS["momentum"], seed=DEFAULTS["seed"], dtype=np.float32, on_batch=None,
-                 on_epoch=None):
+                 on_epoch=None, comm=None):
     """Train the CNN on the digits with ``backend``; return a :class:`TrainResult`.
 
     ``on_batch(epoch, batch, batches, loss)`` and ``on_epoch(epoch, loss, train_accuracy,
-    seconds)`` are optional progress callbacks (epochs counted from 1).
+    seconds)`` are optional progress callbacks (epochs counted from 1). With an MPI
+    communicator ``comm`` (:func:`cconv.distributed.init`), every rank of it must make this
+    call: each trains on its share of every batch, and the gradients are averaged across
+    ranks before each step, so the run computes what one process would (losses, accuracies
+    and the model are the whole job's on every rank; times are this rank's).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
@@ -99,10 +107,13 @@ def train_digits(backend=None, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["b
     x_train, y_train, x_test, y_test = split_digits(dtype)
     rng = np.random.default_rng(seed)
     model = build_model(rng, backend, dtype)
+    if comm is not None:
+        from . import distributed
+        distributed.broadcast_parameters(model, comm)
     loss_fn = nn.SoftmaxCrossEntropy()
     optimizer = nn.SGD(model.parameters(), lr=lr, momentum=momentum)
     timed = [(layer, _bucket(layer, "forward"), _bucket(layer, "backward")) for layer in model.layers]
-    totals = dict.fromkeys(BUCKETS, 0.0)
+    totals = dict.fromkeys(BUCKETS if comm is None else (*BUCKETS[:-1], "allreduce", BUCKETS[-1]), 0.0)
     batches = -(-len(y_train) // batch_size)
     epoch_total = 0.0
     loss = float("nan")
@@ -116,22 +127,33 @@ def train_digits(backend=None, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["b
             start = time.perf_counter()
             for b in range(batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                out = x_train[idx]
-                for layer, bucket, _ in timed:
+                mine = idx if comm is None else distributed.shard(idx, comm)
+                batch_loss = batch_correct = 0
+                if len(mine):  # a share is empty only when a batch has fewer samples than ranks
+                    out = x_train[mine]
+                    for layer, bucket, _ in timed:
+                        t = time.perf_counter()
+                        out = layer.forward(out)
+                        if bucket:
+                            totals[bucket] += time.perf_counter() - t
+                    batch_loss = loss_fn.forward(out, y_train[mine])
+                    grad = loss_fn.backward()
+                    for layer, _, bucket in reversed(timed):
+                        t = time.perf_counter()
+                        grad = layer.backward(grad)
+                        if bucket:
+                            totals[bucket] += time.perf_counter() - t
+                    batch_correct = int((out.argmax(axis=1) == y_train[mine]).sum())
+                if comm is not None:
                     t = time.perf_counter()
-                    out = layer.forward(out)
-                    if bucket:
-                        totals[bucket] += time.perf_counter() - t
-                loss = loss_fn.forward(out, y_train[idx])
-                grad = loss_fn.backward()
-                for layer, _, bucket in reversed(timed):
-                    t = time.perf_counter()
-                    grad = layer.backward(grad)
-                    if bucket:
-                        totals[bucket] += time.perf_counter() - t
+                    loss_total, batch_correct = distributed.allreduce_gradients(
+                        model, comm, len(mine), sums=(batch_loss * len(mine), batch_correct))
+                    totals["allreduce"] += time.perf_counter() - t
+                    batch_loss, batch_correct = float(loss_total) / len(idx), round(float(batch_correct))
                 optimizer.step()
+                loss = batch_loss
                 loss_sum += loss * len(idx)
-                correct += int((out.argmax(axis=1) == y_train[idx]).sum())
+                correct += batch_correct
                 if on_batch:
                     on_batch(epoch, b + 1, batches, loss)
             seconds = time.perf_counter() - start
@@ -140,13 +162,16 @@ def train_digits(backend=None, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["b
             if on_epoch:
                 on_epoch(epoch, loss, correct / len(y_train), seconds)
 
-        predictions = np.concatenate([model.forward(x_test[i:i + 256]).argmax(axis=1)
-                                      for i in range(0, len(y_test), 256)])
+        test = np.arange(len(y_test)) if comm is None else distributed.shard(np.arange(len(y_test)), comm)
+        predictions = np.concatenate([model.forward(x_test[test[i:i + 256]]).argmax(axis=1)
+                                      for i in range(0, len(test), 256)] or [np.zeros(0, np.int64)])
+        correct = int((predictions == y_test[test]).sum())
+        if comm is not None:
+            correct = comm.allreduce(correct)
     op_seconds = {k: v / epochs for k, v in totals.items()}
     op_seconds["other"] = epoch_total / epochs - sum(op_seconds.values())
-    correct = int((predictions == y_test).sum())
     return TrainResult(backend, epochs, correct / len(y_test), correct, len(y_test), loss,
-                       epoch_total / epochs, op_seconds)
+                       epoch_total / epochs, op_seconds, model)
 
 
 # --------------------------------------------------------------------------
@@ -192,6 +217,9 @@ def add_arguments(parser):
                         help="threads for the kernels (default: cconv.get_num_threads())")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="parameter and activation dtype (default: %(default)s)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="run as one rank of an MPI job (mpiexec -n N cconv train --distributed): "
+                             "each rank trains on its share of every batch; needs cconv[mpi]")
 
 
 def _table(results):
@@ -199,7 +227,7 @@ def _table(results):
     width = max(9, *(len(r.backend) + 1 for r in results))
     head = f"{'time per epoch (ms)':<21}" + "".join(f"{r.backend:>{width}}" for r in results)
     rows = [head]
-    for bucket in BUCKETS:
+    for bucket in results[0].op_seconds:  # BUCKETS, and "allreduce" in a distributed run
         rows.append(f"{bucket:<21}" + "".join(f"{r.op_seconds[bucket] * 1e3:>{width}.1f}" for r in results))
     rows.append(f"{'total':<21}" + "".join(f"{r.epoch_seconds * 1e3:>{width}.1f}" for r in results))
     rows.append(f"{'final train loss':<21}" + "".join(f"{r.final_loss:>{width}.4f}" for r in results))
@@ -209,8 +237,46 @@ def _table(results):
 
 def run(args):
     """Run ``cconv train`` with parsed ``args``; returns the exit status."""
-    from ._cli import ProgressBar, CommandError
+    if not args.distributed:
+        return _run(args, None)
+    from ._cli import CommandError
 
+    if args.compare:
+        raise CommandError("--distributed trains one backend: it cannot be combined with --compare")
+    try:
+        from . import distributed
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    comm = distributed.init(abort_on_error=False)  # _run_rank ends every rank on an error itself
+    return _run(args, comm) if comm.Get_size() == 1 else _run_rank(args, comm)
+
+
+def _run_rank(args, comm):
+    """One rank of an MPI job: a failure here ends every rank (MPI_Abort), not just this one,
+    which would leave the others waiting forever for its gradients."""
+    import traceback
+
+    from ._cli import CommandError
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    try:
+        return _run(args, comm)
+    except CommandError as exc:
+        message, status = str(exc), 2
+    except KeyboardInterrupt:
+        message, status = "interrupted", 130
+    except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
+        message, status = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1
+    print(f"cconv: error on rank {rank} of {size}: {message}\ncconv: ending all {size} ranks",
+          file=sys.stderr, flush=True)
+    comm.Abort(status)
+    return status  # not reached: Abort ends this process too
+
+
+def _run(args, comm):
+    from ._cli import CommandError, ProgressBar
+
+    leader = comm is None or comm.Get_rank() == 0  # the one rank that prints
     if args.threads is not None:
         set_num_threads(args.threads)
     if args.compare:
@@ -223,10 +289,14 @@ def run(args):
             raise CommandError(str(exc)) from None
     x_train, _, x_test, _ = split_digits()
     threads = get_num_threads()
-    print(f"cconv train: 8x8 digits, {len(x_train)} train / {len(x_test)} test images\n"
-          f"{args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, "
-          f"lr {args.lr} (cosine decay), momentum {args.momentum}, seed {args.seed}, "
-          f"{threads} thread{'s' if threads > 1 else ''}, {args.dtype}", flush=True)
+    workers = f"{threads} thread{'s' if threads > 1 else ''}"
+    if comm is not None:
+        workers = f"{comm.Get_size()} rank{'s' if comm.Get_size() > 1 else ''} x {workers}"
+    if leader:
+        print(f"cconv train: 8x8 digits, {len(x_train)} train / {len(x_test)} test images\n"
+              f"{args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, "
+              f"lr {args.lr} (cosine decay), momentum {args.momentum}, seed {args.seed}, "
+              f"{workers}, {args.dtype}", flush=True)
 
     results = []
     for backend in backends:
@@ -248,10 +318,13 @@ def run(args):
 
         result = train_digits(backend, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               momentum=args.momentum, seed=args.seed, dtype=np.dtype(args.dtype),
-                              on_batch=on_batch, on_epoch=on_epoch)
-        print(f"[{backend}] test accuracy: {result.accuracy * 100:.2f}% "
-              f"({result.correct}/{result.test_size}), {result.epoch_seconds:.2f} s per epoch", flush=True)
+                              on_batch=on_batch if leader else None, on_epoch=on_epoch if leader else None,
+                              comm=comm)
+        if leader:
+            print(f"[{backend}] test accuracy: {result.accuracy * 100:.2f}% "
+                  f"({result.correct}/{result.test_size}), {result.epoch_seconds:.2f} s per epoch", flush=True)
         results.append(result)
-    print()
-    print(_table(results))
+    if leader:
+        print()
+        print(_table(results))
     return 0
