@@ -116,7 +116,8 @@ def train_side_by_side(model, steps, batch, dtype, seed=0):
     reference = copy.deepcopy(model).to(getattr(torch, dtype))
     converted = cconv.torch.convert(reference)
     data = torch.Generator().manual_seed(seed + 1)
-    images = torch.randn((4, batch, 3, 32, 32), generator=data, dtype=getattr(torch, dtype))
+    # drawn in float64 and rounded, so runs of both dtypes see the same images
+    images = torch.randn((4, batch, 3, 32, 32), generator=data, dtype=torch.float64).to(getattr(torch, dtype))
     labels = torch.randint(0, 10, (4, batch), generator=data)
     optimizers = [torch.optim.SGD(m.parameters(), lr=_LR, momentum=_MOMENTUM) for m in (reference, converted)]
     times = ([], [])
@@ -172,8 +173,20 @@ def _row(dtype, threads, result):
             "speedup": torch_ms / cconv_ms, **result}
 
 
+def _add_float64_gaps(rows, steps=10):
+    """Give each float32 row the largest relative gap of its losses (torch's and cconv's) to the
+    float64 run's over the first ``steps`` steps: which float32 run tracks the exact one better."""
+    exact = {r["threads"]: r["torch_losses"] for r in rows if r["dtype"] == "float64"}
+    for row in rows:
+        reference = exact.get(row["threads"]) if row["dtype"] != "float64" else None
+        row["float64_loss_gaps"] = None if reference is None else [
+            max(abs(a - b) / abs(b) for a, b in zip(row[key][:steps], reference[:steps]))
+            for key in ("torch_losses", "cconv_losses")]
+
+
 _HEADER = ("dtype", "threads", "torch ms/step", "cconv ms/step", "speedup", "loss gap step 1 / 10 / all",
-           "grad gap step 1", "grad gap all steps", "step-1 grad error vs float64: torch / cconv")
+           "grad gap step 1", "grad gap all steps", "step-1 grad error vs float64: torch / cconv",
+           "10-step loss gap to the float64 run: torch / cconv")
 
 
 def _cells(row):
@@ -182,7 +195,8 @@ def _cells(row):
     return (row["dtype"], str(row["threads"]), f"{row['torch_ms']:.1f}", f"{row['cconv_ms']:.1f}",
             f"{row['speedup']:.2f}x", " / ".join(f"{max(row['loss_gaps'][:n]):.0e}" for n in (1, 10, None)),
             f"{row['grad_gap_first']:.1e}",
-            f"{row['grad_gap']:.1e}", versus)
+            f"{row['grad_gap']:.1e}", versus,
+            "-" if row.get("float64_loss_gaps") is None else "{:.1e} / {:.1e}".format(*row["float64_loss_gaps"]))
 
 
 def _describe(settings, versions):
@@ -195,7 +209,8 @@ def _describe(settings, versions):
 _LEGEND = ("speedup: torch's median step time / cconv's. Loss gap: largest |cconv - torch| / |torch| over the "
            "first step, the first 10 steps and all steps. Grad gap: max |cconv - torch| / max |torch| of the worst parameter (step 1: same weights; all "
            "steps: the runs drift apart). Step-1 error vs float64: the same measure against float64 gradients "
-           "of the same weights and batch.")
+           "of the same weights and batch. 10-step loss gap to the float64 run: the largest relative gap of "
+           "the float32 losses to the float64 torch run's (same initial weights and images) over the first 10 steps.")
 
 
 def _table(rows):
@@ -244,6 +259,7 @@ def run(args):
     finally:
         torch.set_num_threads(saved[0])
         cconv.set_num_threads(saved[1])
+    _add_float64_gaps(rows)
     print()
     print(_table(rows))
     print(_LEGEND)
