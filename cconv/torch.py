@@ -210,6 +210,9 @@ def _avg_pool2d_grad(ctx, backward_op, grad_output):
 
 _POOL_GEOMETRY = "int[] kernel_size, int[] stride, int[] padding"
 
+# Bridging another cconv op (a 1-d or 3-d one, say) takes its entry here, its public function below
+# (torch.nn.functional's name and signature) and, for convert(), its layer class in _CONVERTIBLE.
+
 _OPS = [
     _Op("conv2d",
         "(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups, "
