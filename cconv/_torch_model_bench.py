@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+import sys
 import time
 
 MODELS = ("resnet18",)
@@ -229,16 +230,16 @@ def _markdown(rows, description):
 def run(args):
     """Run the model benchmark for parsed ``args``; returns an exit code."""
     try:
-        import torch
-
-        import cconv.torch
+        import cconv.torch  # first: its ImportError names the extra to install
     except ImportError as exc:
-        print(f"error: --torch-model needs PyTorch: {exc}", flush=True)
+        print(f"error: --torch-model: {exc}", file=sys.stderr)
         return 2
+    import torch
+
     try:
         settings = _settings(args)
     except ValueError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     versions = (f"torch {torch.__version__}, cconv {cconv.__version__} ({cconv.get_backend()} backend), "
                 f"each step timed whole (forward, loss, backward, SGD update)")

@@ -370,3 +370,11 @@ def test_bench_command_quick_run(capsys):
     assert main(["bench", "--torch-model", "resnet18", "--quick", "--threads", "1", "--steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "narrowed to width 8" in out and "float32" in out and "float64" in out and "speedup" in out
+
+
+def test_bench_command_without_torch_names_the_extra():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from cconv._cli import main\n"
+            "sys.exit(main(['bench', '--torch-model', 'resnet18', '--quick']))")
+    run = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert run.returncode == 2 and 'pip install "cconv[torch]"' in run.stderr, run
