@@ -145,6 +145,8 @@ _SUBCOMMANDS = {
     "train": ("cconv._train", "train a small CNN on the 8x8 handwritten digits and time each op"),
     "bench": ("cconv._bench", "benchmark the ops on every backend (and PyTorch when installed)"),
 }
+# `cconv bench --torch-model NAME` runs this module instead of the op benchmark.
+_TORCH_MODEL_BENCH = "cconv._torch_model_bench"
 
 
 def _module(name):
@@ -169,6 +171,8 @@ def build_parser(command=None):
         elif name == command:
             try:
                 _module(module).add_arguments(p)
+                if name == "bench":
+                    _module(_TORCH_MODEL_BENCH).add_arguments(p)
             except ImportError as exc:
                 # Not part of this install (yet): the command stays listed and explains itself when run.
                 p.set_defaults(missing=f"{module} could not be imported ({type(exc).__name__}: {exc})")
@@ -179,6 +183,8 @@ def _run(args):
     if getattr(args, "missing", None):
         raise CommandError(f"`cconv {args.command}` is unavailable: {args.missing}")
     module = _SUBCOMMANDS[args.command][0]
+    if getattr(args, "torch_model", None):
+        module = _TORCH_MODEL_BENCH
     return _run_info(args) if module is None else _module(module).run(args)
 
 
