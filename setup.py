@@ -65,7 +65,8 @@ def _extensions():
         Extension(
             "cconv." + os.path.splitext(os.path.basename(path))[0],
             sources=[path],
-            depends=sorted(glob("src/*.h")),  # a changed kernel header rebuilds the modules
+            # a changed kernel header or included Cython source rebuilds the modules
+            depends=sorted(glob("src/*.h") + glob("src/*.pxi")),
             include_dirs=[np.get_include(), "src"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=compile_args,

@@ -145,58 +145,25 @@ static const S(kernel_t) S(kernel_avx512_m8) = {8, 128 / (int)sizeof(T), S(ukr_a
                                                 S(ukr_avx512_m8_ind), S(dot_avx512), 4, 6,
                                                 "avx512f"};
 #endif
-static const S(kernel_t) *S(kernel_chosen) = NULL;
-static const S(kernel_t) *S(kernel_tall) = NULL;   /* same ISA, taller A strips, or NULL */
-
-/* Select the micro-kernel: ``want`` is NULL/"" (best the CPU supports), "avx2" or
- * "generic"; an unsupported request falls back to the best available. */
-static void S(cconv_select_kernel)(const char *want)
-{
-    const S(kernel_t) *best = &S(kernel_generic);
-#if CCONV_X86_DISPATCH
-    __builtin_cpu_init();
-    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f");
-    if (has_avx512) best = &S(kernel_avx512);
-    else if (has_avx2) best = &S(kernel_avx2);
-    if (want != NULL && strcmp(want, "generic") == 0) best = &S(kernel_generic);
-    else if (want != NULL && strcmp(want, "avx2") == 0 && has_avx2) best = &S(kernel_avx2);
-    S(kernel_tall) = best == &S(kernel_avx512) ? &S(kernel_avx512_m8) : NULL;
-#else
-    (void)want;
-#endif
-    S(kernel_chosen) = best;
-}
-
+/* The micro-kernels of the level cconv_isa_level names (isa.h): the default one and, on
+ * AVX-512, a variant with taller A strips (NULL elsewhere).  Which of the two a GEMM uses
+ * is the planner's choice (src/conv_plan.pxi); packing and micro-kernel calls of one GEMM
+ * must all use the same kernel. */
 static const S(kernel_t) *S(cconv_kernel)(void)
 {
-    if (S(kernel_chosen) == NULL) S(cconv_select_kernel)(NULL);
-    return S(kernel_chosen);
+#if CCONV_X86_DISPATCH
+    if (cconv_isa_level == CCONV_ISA_AVX512F) return &S(kernel_avx512);
+    if (cconv_isa_level == CCONV_ISA_AVX2) return &S(kernel_avx2);
+#endif
+    return &S(kernel_generic);
 }
 
-/* Rows an A operand of `rows` rows occupies once packed into strips of kernel k. */
-static Py_ssize_t S(padded_rows)(const S(kernel_t) *k, Py_ssize_t rows)
+static const S(kernel_t) *S(cconv_kernel_tall)(void)
 {
-    return (rows + k->mr - 1) / k->mr * k->mr;
-}
-
-/* The kernel for a GEMM whose A operand (packed strips) has `rows` rows: the taller-strip
- * variant when it pads fewer rows (16 rows: 16 instead of 18; 512: 512 instead of 516,
- * +3% on the pointwise layer's gradients), else the chosen one (at equal padding the 6-row
- * tile measured as fast or faster).  Packing and micro-kernel calls of one GEMM must all
- * use the kernel returned here for its rows. */
-static const S(kernel_t) *S(cconv_kernel_for)(Py_ssize_t rows)
-{
-    const S(kernel_t) *k = S(cconv_kernel)(), *t = S(kernel_tall);
-    return t != NULL && S(padded_rows)(t, rows) < S(padded_rows)(k, rows) ? t : k;
-}
-
-/* The same for Winograd's 16 GEMMs, which take the taller strips only when they pad at
- * least 5% fewer rows: with 256 rows they lost badly (ImageNet-256 forward 6.4 -> 7.9 ms). */
-static const S(kernel_t) *S(cconv_kernel_wino)(Py_ssize_t rows)
-{
-    const S(kernel_t) *k = S(cconv_kernel)(), *t = S(kernel_tall);
-    return t != NULL && 20 * S(padded_rows)(t, rows) <= 19 * S(padded_rows)(k, rows) ? t : k;
+#if CCONV_X86_DISPATCH
+    if (cconv_isa_level == CCONV_ISA_AVX512F) return &S(kernel_avx512_m8);
+#endif
+    return NULL;
 }
 
 /* ---- GEMM building blocks ----------------------------------------------------- */
@@ -414,8 +381,7 @@ static void S(pack_b_im2col)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_
 /* Forward, implicit GEMM: output pixels [p0, p0+nc) of one image-group slice,
  * y(m x P) = W(m x K) * im2col(x)(K x P) (+ bias).  apack: the group's weights packed
  * by pack_a over the full K; ws: CCONV_KC * ceil(nc/nr)*nr elements.  Requires K >= 1. */
-CCONV_CLONES
-static void S(conv_fwd_block)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+CCONV_BODY void CCONV_CAT(S(conv_fwd_block), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const T *bias, T *y,
                               Py_ssize_t p0, Py_ssize_t nc, T *ws)
 {
@@ -428,6 +394,8 @@ static void S(conv_fwd_block)(const S(kernel_t) *kern, const T *x, const cconv_g
         S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, ws, y + p0, P, pc > 0, bias);
     }
 }
+CCONV_ISA_VARIANTS(S(conv_fwd_block), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias, T *y, Py_ssize_t p0, Py_ssize_t nc, T *ws),
+    (kern, x, g, m, apack, bias, y, p0, nc, ws))
 
 /* ---- implicit GEMM on a padded, polyphase copy of the image ---------------------
  * For stride (sh, sw) the zero-padded slice is split into sh*sw phase planes,
@@ -500,8 +468,7 @@ static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr
 /* Forward of one image-group slice: y(m x P) = W * x (+ bias) by implicit GEMM.
  * apack: the group's weights packed by pack_a over the full K; off: tap_offsets;
  * xp: padded_size elements; ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements. */
-CCONV_CLONES
-static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+CCONV_BODY void CCONV_CAT(S(conv_fwd_slice), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const Py_ssize_t *off,
                               const T *bias, T *y, T *xp, T *ctmp)
 {
@@ -541,6 +508,8 @@ static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_g
         }
     }
 }
+CCONV_ISA_VARIANTS(S(conv_fwd_slice), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
+    (kern, x, g, m, apack, off, bias, y, xp, ctmp))
 
 /* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 undilated convolutions ------------------
  * Each 2x2 output tile costs 16 multiplies per (input, output channel) pair instead of 36:
@@ -611,8 +580,7 @@ static inline void S(wino_interleave)(T *CCONV_RESTRICT row, const T *CCONV_REST
 /* 1 if none of x[0:n] is inf or NaN.  Winograd mixes the inputs of a tile before the
  * products, so one inf would turn neighbouring outputs into inf - inf = NaN where direct
  * summation gives a finite or infinite value: non-finite data takes another algorithm. */
-CCONV_CLONES
-static int S(all_finite)(const T *CCONV_RESTRICT x, Py_ssize_t n)
+CCONV_BODY int CCONV_CAT(S(all_finite), _body)(const T *CCONV_RESTRICT x, Py_ssize_t n)
 {
     const TI exponent = sizeof(T) == 4 ? (TI)0x7f800000 : (TI)0x7ff0000000000000LL;
     TI bad = 0;
@@ -623,6 +591,8 @@ static int S(all_finite)(const T *CCONV_RESTRICT x, Py_ssize_t n)
     }
     return bad == 0;
 }
+CCONV_ISA_VARIANTS_INT(S(all_finite), (const T *CCONV_RESTRICT x, Py_ssize_t n),
+    (x, n))
 
 /* U = G g G^T for output channels [o0, o1) of the (groups*m, C, 3, 3) weights w, written
  * straight into GEMM A strips: U_xi of group gi is packed like pack_a would (strips of mr
@@ -725,8 +695,7 @@ static Py_ssize_t S(wino_task_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, 
  * x (C, in_h, in_w) -> y (m, out_h, out_w) (+ bias), image b at x + b*x_img, y + b*y_img.  upack: for each xi the group's U_xi
  * packed by pack_a (strip stride C*mr, xi stride upack_xi); off[c] = c*tpad, where tpad
  * >= nty*tw is a multiple of nr; ws: wino_task_size elements for that tpad. */
-CCONV_CLONES
-static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
+CCONV_BODY void CCONV_CAT(S(conv_wino_rows), _body)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
                               const cconv_geom *g, Py_ssize_t m, const T *upack,
                               Py_ssize_t upack_xi, const Py_ssize_t *off, const T *bias, T *y,
                               Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
@@ -769,6 +738,8 @@ static void S(conv_wino_rows)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_
         }
     }
 }
+CCONV_ISA_VARIANTS(S(conv_wino_rows), (const S(kernel_t) *kern, const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_ssize_t m, const T *upack, Py_ssize_t upack_xi, const Py_ssize_t *off, const T *bias, T *y, Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty, Py_ssize_t tpad, T *ws),
+    (kern, x, x_img, g, m, upack, upack_xi, off, bias, y, y_img, nimg, ty0, nty, tpad, ws))
 
 /* ---- Winograd F(2x2, 3x3) weight gradient -------------------------------------------
  * Forward: Y_t = A^T M_t A with M_xi = sum_c U_xi V_xi and U = G g G^T.  So
@@ -833,8 +804,7 @@ static Py_ssize_t S(wino_gw_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py
  * sacc[xi][group][c][o] (xi stride groups*C*m) = sum of V_xi Z_xi^T (no clearing needed), 16 GEMMs whose depth is the
  * block's tile count.  The transforms write V straight into GEMM A strips (channels) and
  * Z into B panels (output channels), so nothing is repacked.  x, gy: whole batch. */
-CCONV_CLONES
-static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_wino_gw), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                             Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
                             Py_ssize_t tpad, T *sacc, T *ws)
@@ -872,6 +842,8 @@ static void S(conv_wino_gw)(const S(kernel_t) *kern, const T *x, const T *gy,
             }
         }
 }
+CCONV_ISA_VARIANTS(S(conv_wino_gw), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty, Py_ssize_t tpad, T *sacc, T *ws),
+    (kern, x, gy, g, groups, m, img0, img1, nimg, nty, tpad, sacc, ws))
 
 /* gw = G^T dU G for the input channels c of group gi, all m output channels at once
  * (dU[xi] = sacc[xi][gi][c][0:m], contiguous, so the transform vectorises over o). */
@@ -947,8 +919,7 @@ static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
  * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
  * fixed order.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
  * ws: dot_images * dot_image_size elements. */
-CCONV_CLONES
-static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                               Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
                               const TI *mask, T *gw, T *ws)
@@ -991,13 +962,9 @@ static void S(conv_gw_images)(const S(kernel_t) *kern, const T *x, const T *gy,
                               (int)cconv_min(nk, K - k0));
         }
 }
+CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
+    (kern, x, gy, g, groups, m, img0, img1, off, mask, gw, ws))
 
-/* 1x1, stride 1, no padding: the im2col matrix is the input itself (K x P). */
-static inline int S(is_pointwise)(const cconv_geom *g)
-{
-    return g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1
-        && g->pad_top == 0 && g->pad_left == 0 && g->in_h == g->out_h && g->in_w == g->out_w;
-}
 
 /* Forward, packed-im2col GEMM over columns [j0, j0 + nc) of the batch-flattened pixel
  * range (column j = image*P + pixel): blocks may span images, so small images (P not a
@@ -1005,11 +972,10 @@ static inline int S(is_pointwise)(const cconv_geom *g)
  * image 0 (image strides x_img, y_img).  ws: CCONV_KC*ncp + ncp + ceil(m/mr)*mr*ncp
  * elements, ncp = ceil(nc/nr)*nr.  stream: write y with non-temporal stores (see
  * cconv_copy_out).  Requires K >= 1. */
-CCONV_CLONES
-static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
+CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
                              const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias,
                              T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws,
-                             int stream)
+                             int stream, int pointwise)
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t P = g->out_h * g->out_w;
@@ -1018,7 +984,7 @@ static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_i
     T *bpk = ws, *row = bpk + CCONV_KC * ncp, *ct = row + ncp;
     for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
         const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
-        if (S(is_pointwise)(g)) {
+        if (pointwise) {
             /* im2col row k is input plane k: copy each panel's columns straight from x. */
             for (Py_ssize_t jp = 0; jp < ncp; jp += nr) {
                 T *d = bpk + (jp / nr) * kc * nr;
@@ -1064,21 +1030,22 @@ static void S(conv_fwd_span)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_i
     }
     if (stream) cconv_stream_fence();
 }
+CCONV_ISA_VARIANTS(S(conv_fwd_span), (const S(kernel_t) *kern, const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias, T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws, int stream, int pointwise),
+    (kern, x, x_img, g, m, apack, bias, y, y_img, j0, nc, ws, stream, pointwise))
 
 /* Weight gradient over the flattened (image, pixel) range [r0, r1) of the batch:
  * gw(m x K) += gy(m x P) * im2col(x)^T for each group, accumulated in a fixed order.
  * x, gy: whole batch; gw: groups*m x K (not cleared here).
  * wsa: ceil(m/mr)*mr*CCONV_KC; wsb: CCONV_KC*CCONV_NC elements. */
-CCONV_CLONES
-static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
-                             Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb)
+                             Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb,
+                                   int pointwise)
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t P = g->out_h * g->out_w;
     const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
     const int mr = kern->mr, nr = kern->nr;
-    const int pointwise = S(is_pointwise)(g);
     Py_ssize_t r = r0;
     while (r < r1) {
         const Py_ssize_t img = r / P, pa = r % P, pb = cconv_min(P, pa + (r1 - r));
@@ -1113,13 +1080,14 @@ static void S(conv_gw_range)(const S(kernel_t) *kern, const T *x, const T *gy,
         r += pb - pa;
     }
 }
+CCONV_ISA_VARIANTS(S(conv_gw_range), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb, int pointwise),
+    (kern, x, gy, g, groups, m, r0, r1, gw, wsa, wsb, pointwise))
 
 /* Input gradient of one image-group slice by GEMM + col2im (any stride):
  * col(K x P) = W^T(K x m) * gy(m x P), scattered back into gi (which must be zeroed)
  * nc pixels at a time.  apack: W^T packed by pack_a (K rows, depth m);
  * wsb: CCONV_KC*ceil(nc/nr)*nr; wsc: K*nc elements. */
-CCONV_CLONES
-static void S(conv_gi_block)(const S(kernel_t) *kern, const T *gy, const cconv_geom *g,
+CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, const T *gy, const cconv_geom *g,
                              Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max,
                              T *wsb, T *wsc)
 {
@@ -1137,6 +1105,8 @@ static void S(conv_gi_block)(const S(kernel_t) *kern, const T *gy, const cconv_g
             S(col2im_row)(gi, g, k, p0, nc, wsc + k * nc);
     }
 }
+CCONV_ISA_VARIANTS(S(conv_gi_block), (const S(kernel_t) *kern, const T *gy, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max, T *wsb, T *wsc),
+    (kern, gy, g, m, apack, gi, nc_max, wsb, wsc))
 
 #undef GENERIC_MR
 #undef GENERIC_NR
