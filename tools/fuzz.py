@@ -175,6 +175,8 @@ class Fuzzer:
         return tuple(bool(b) for b in self.rng.random(3) < 0.7)
 
     def conv(self, dtype):
+        if self.rng.random() < 0.15:
+            return self.conv_medium(dtype)
         groups = self._int(1, 3)
         c, o = groups * self._int(1, 2), groups * self._int(1, 2)
         kernel = (self._int(1, 4), self._int(1, 4))
@@ -185,6 +187,25 @@ class Fuzzer:
                    else self._pair(0, 2, hostile=(-1, (0, -2))))
         geometry = dict(stride=self._pair(1, 3, hostile=(0, (1, -1))), padding=padding,
                         dilation=self._pair(1, 2, hostile=(0,)), groups=groups)
+        y = self.run("conv2d", x, w, b, **geometry)
+        if y is not None:
+            gy = self._array(y.shape, dtype)
+            self.run("conv2d_backward", gy, x, w, **geometry, output_mask=self._mask())
+
+    def conv_medium(self, dtype):
+        """Enough channels and pixels for the GEMM-class algorithms: 3x3 stride-1 layers with
+        >= 16 channels (Winograd), 1x1 (im2col), strided (col2im), a few output channels
+        (padded grids, dot kernel)."""
+        groups = self._int(1, 2)
+        kind = self._int(0, 3)
+        c = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 12))
+        o = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 20))
+        kernel = {0: (3, 3), 1: (1, 1)}.get(kind, (self._int(1, 5), self._int(1, 5)))
+        x = self._array(self._input_shape(c, low=6, high=18), dtype)
+        w = self._array((o, c // groups) + kernel, dtype)
+        b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+        geometry = dict(stride=1 if kind < 2 else self._pair(1, 3), padding=self._pair(0, 2),
+                        dilation=1 if kind < 2 else self._pair(1, 2), groups=groups)
         y = self.run("conv2d", x, w, b, **geometry)
         if y is not None:
             gy = self._array(y.shape, dtype)
@@ -259,7 +280,27 @@ def main(argv=None):
     print(f"fuzz: {sum(fuzzer.calls.values())} calls on {args.backend} vs {REFERENCE} ({per_op}); "
           f"{fuzzer.rejected} argument sets rejected by both; {len(fuzzer.mismatches)} mismatches; "
           f"seed {args.seed}; {seconds:.1f} s")
-    return 1 if fuzzer.mismatches else 0
+    unused = _algorithm_line(args.backend) if args.backend == "cython" else []
+    if unused:
+        print(f"fuzz: FAIL: these algorithms never ran: {', '.join(unused)}")
+    return 1 if fuzzer.mismatches or unused else 0
+
+
+def _algorithm_line(backend):
+    """Print how many passes each convolution algorithm ran; return those that never ran
+    (of the ones this CPU can run)."""
+    from cconv import _compiled
+    info = cconv.backend_info()
+    counts = collections.Counter()
+    for (algo, _), n in _compiled._conv.algorithm_counts().items():
+        counts[algo] += n
+    runnable = [a for a in info["conv_algorithms"]
+                if not (a == "lanes" and not info["channels_in_lanes"])
+                and not (a == "dot" and info["simd"] == "generic")]
+    skipped = [a for a in info["conv_algorithms"] if a not in runnable]
+    note = f" (not on this CPU: {', '.join(skipped)})" if skipped else ""
+    print("calls per algorithm: " + " ".join(f"{a}={counts[a]}" for a in runnable) + note)
+    return [a for a in runnable if counts[a] == 0]
 
 
 if __name__ == "__main__":
