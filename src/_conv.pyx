@@ -18,7 +18,6 @@ kernels (conv_kernels.h) with the GIL released.  Source map:
 Every reduction runs in a fixed order that does not depend on the thread count, so every
 result is bit-identical from run to run and for any number of threads.
 """
-cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uintptr_t

@@ -141,7 +141,7 @@ cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_s
     has a tap in the input (validated by cconv._shapes).
     """
     cdef Py_ssize_t W = s.in_w
-    cdef Py_ssize_t i, j, pos, best
+    cdef Py_ssize_t i, _, pos, best
     cdef Py_ssize_t h0 = _first_tap(oh * s.stride_h - s.pad_h, s.dilation_h)
     cdef Py_ssize_t w0 = _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w)
     cdef Py_ssize_t nh = min(
@@ -154,7 +154,7 @@ cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_s
     best = h0 * W + w0
     for i in range(nh):
         pos = (h0 + i * s.dilation_h) * W + w0
-        for j in range(nw):
+        for _ in range(nw):
             v = x[pos]
             if v > m or v != v:
                 m = v

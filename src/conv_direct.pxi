@@ -18,7 +18,6 @@ cdef inline void _valid_cols(Py_ssize_t col_off, Py_ssize_t stride, Py_ssize_t s
         hi[0] = lo[0]
 
 
-
 cdef inline floating _dot(const floating *a, const floating *b, Py_ssize_t n,
                           Py_ssize_t stride) noexcept nogil:
     """sum a[i] * b[i*stride] with four independent partial sums (a fixed order)."""

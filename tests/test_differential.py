@@ -205,7 +205,7 @@ def _draw_transpose_case(rng, feature):
         c_per_group, o_per_group = c_per_group + 3, o_per_group + int(rng.integers(3, 8))
         size += rng.integers(3, 7, size=2)
     n = _batch(rng, feature)
-    c_in, c_out = groups * c_per_group, groups * o_per_group
+    c_in = groups * c_per_group
     args = dict(stride=_pair_or_int(rng, stride), padding=_pair_or_int(rng, padding),
                 output_padding=_pair_or_int(rng, output_padding), groups=groups,
                 dilation=_pair_or_int(rng, dilation))
