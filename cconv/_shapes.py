@@ -489,3 +489,52 @@ def avg_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, count_in
             raise ValueError("divisor_override must not be zero")
     g = pool_geometry(x_shape, kernel_size, stride, padding, 1, ceil_mode)
     return g, bool(count_include_pad), divisor_override
+
+
+# --------------------------------------------------------------------------
+# cconv.nn layers
+# --------------------------------------------------------------------------
+
+def check_generator(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    return rng
+
+
+def float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def layer_groups(in_channels, out_channels, groups):
+    """A conv layer's ``groups``, which must divide both channel counts."""
+    groups = _as_int(groups, "groups")
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
+                         f"and out_channels={out_channels}")
+    return groups
+
+
+def check_dtype(x, dtype, layer):
+    if x.dtype != dtype:
+        raise TypeError(f"{layer} expects {dtype} input, got {x.dtype}")
+
+
+def check_labels(logits, labels):
+    """Class indices (N,) for logits (N, K)."""
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integers (class indices), got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]})")
+    return labels
+
+
+def check_sgd(lr, momentum, weight_decay):
+    if lr <= 0 or momentum < 0 or weight_decay < 0:
+        raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")

@@ -54,18 +54,19 @@ cdef inline floating *_partial(const _Job *job, Py_ssize_t part, const floating 
     return _region(job, R_PARTIALS, dummy) + (part - 1) * _round_up(GW, 16)
 
 
-cdef void _run(_Job *job, int kind, Py_ssize_t n, int threads, bint dynamic) noexcept nogil:
-    """Run tasks 0..n-1 of `kind` on a team of `threads` (no parallel region for one)."""
+cdef void _run(_Job *job, int kind, Py_ssize_t n, int threads) noexcept nogil:
+    """Run tasks 0..n-1 of `kind` on a team of `threads` (no parallel region for one).
+
+    Tasks are handed out one at a time as threads come free: when another process holds a
+    core, the threads that do run take over the work of the one that does not, instead of
+    waiting for its share.  Which thread runs a task never changes a result."""
     cdef Py_ssize_t t
     job.kind = kind
     if threads <= 1 or n <= 1:
         for t in range(n):
             _task(job, t, 0)
-    elif dynamic:
-        for t in prange(n, num_threads=threads, schedule='dynamic'):
-            _task(job, t, threadid())
     else:
-        for t in prange(n, num_threads=threads, schedule='static'):
+        for t in prange(n, num_threads=threads, schedule='dynamic'):
             _task(job, t, threadid())
 
 
@@ -124,13 +125,13 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
                    b + t % groups * m if b != NULL else NULL, out + t * m * P,
                    _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
     elif job.kind == K_SPAN:
-        # Each of the team's shares is an equal, contiguous run of the GEMM panels of one
-        # group, in blocks of up to CCONV_NC columns (blocks of CCONV_NC for everyone left
-        # one thread a block more than the other: pointwise at 2 threads, 3% idle).
-        gidx = t // p.threads
+        # Each share is an equal, contiguous run of the GEMM panels of one group, in blocks
+        # of up to CCONV_NC columns (blocks of CCONV_NC for everyone left one thread a block
+        # more than the other: pointwise at 2 threads, 3% idle).
+        gidx = t // p.shares
         n_panels = (p.batch * P + p.nr - 1) // p.nr
-        p0 = t % p.threads * n_panels // p.threads * p.nr
-        p1 = min((t % p.threads + 1) * n_panels // p.threads * p.nr, p.batch * P)
+        p0 = t % p.shares * n_panels // p.shares * p.nr
+        p1 = min((t % p.shares + 1) * n_panels // p.shares * p.nr, p.batch * P)
         while p0 < p1:
             _fwd_span(p, x + gidx * x_group, groups * x_group, apack + gidx * a_size,
                       b + gidx * m if b != NULL else NULL, out + gidx * m * P, O * P, p0,
@@ -318,34 +319,34 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
     job.out = y
     job.ws = ws
     if p.algo == A_DIRECT:
-        _run(&job, K_FWD_DIRECT, p.batch * O, p.threads, False)
+        _run(&job, K_FWD_DIRECT, p.batch * O, p.threads)
     elif p.algo == A_WINOGRAD:
         # weight transform straight into GEMM strips: 16*O*C values, worth a team
-        _run(&job, K_WINO_WEIGHTS, O, p.side_threads, False)
+        _run(&job, K_WINO_WEIGHTS, O, p.side_threads)
         for c in range(s.channels):
             (<Py_ssize_t *>_region(&job, R_OFFSETS, x))[c] = c * p.tpad
         th = (s.out_h + 1) // 2
         _run(&job, K_WINO_ROWS, (p.batch + p.nimg - 1) // p.nimg * p.groups
-             * ((th + p.nty - 1) // p.nty), p.threads, True)
+             * ((th + p.nty - 1) // p.nty), p.threads)
     elif p.algo == A_LANES:
         if floating is float:
             for gidx in range(p.groups):
                 cconv_lanes_pack_f32(w + gidx * m * K, m, K, _region(&job, R_WEIGHTS, x)
                                      + gidx * cconv_lanes_weights_size(m, K))
             tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
-            _run(&job, K_LANES, p.batch * p.groups, p.threads, True)
+            _run(&job, K_LANES, p.batch * p.groups, p.threads)
     else:
         for gidx in range(p.groups):
             _pack_a(p, _region(&job, R_WEIGHTS, x) + gidx * _round_up(m, p.mr) * K,
                     w + gidx * m * K, m, K, K, 1)
         if p.algo == A_PADDED:
             tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
-            _run(&job, K_PADDED, p.batch * p.groups, p.threads, True)
+            _run(&job, K_PADDED, p.batch * p.groups, p.threads)
         elif p.span:
-            _run(&job, K_SPAN, p.groups * p.threads, p.threads, False)
+            _run(&job, K_SPAN, p.groups * p.shares, p.threads)
         else:
             _run(&job, K_BLOCK, p.batch * p.groups * ((P + CCONV_NC - 1) // CCONV_NC),
-                 p.threads, True)
+                 p.threads)
 
 
 cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floating *w,
@@ -363,12 +364,12 @@ cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floati
     job.out = gi
     job.ws = ws
     if p.algo == A_DIRECT:
-        _run(&job, K_GI_DIRECT, p.batch * p.groups * s.channels, p.threads, False)
+        _run(&job, K_GI_DIRECT, p.batch * p.groups * s.channels, p.threads)
         return
     for gidx in range(p.groups):
         _pack_a(p, _region(&job, R_WEIGHTS, gy) + gidx * _round_up(K, p.mr) * p.m,
                 w + gidx * p.m * K, K, p.m, 1, K)
-    _run(&job, K_GI_COL2IM, p.batch * p.groups, p.threads, True)
+    _run(&job, K_GI_COL2IM, p.batch * p.groups, p.threads)
 
 
 cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy, floating *gw,
@@ -386,7 +387,7 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
     job.out = gw
     job.ws = ws
     if p.algo == A_DIRECT:
-        _run(&job, K_GW_DIRECT, O, p.threads, False)
+        _run(&job, K_GW_DIRECT, O, p.threads)
         return
     if p.algo == A_DOT:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
@@ -394,12 +395,12 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
             dot_mask_f32(s, <int *>_region(&job, R_MASK, x))
         else:
             dot_mask_f64(s, <long long *>_region(&job, R_MASK, x))
-    _run(&job, K_GW_PART, p.parts, p.threads, False)
+    _run(&job, K_GW_PART, p.parts, p.threads)
     if p.parts > 1:
         _run(&job, K_GW_REDUCE, (_reduce_size(p) + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK,
-             p.side_threads, False)
+             p.side_threads)
     if p.algo == A_WINOGRAD:
-        _run(&job, K_GW_WINO_OUT, p.groups * C, p.side_threads, False)
+        _run(&job, K_GW_WINO_OUT, p.groups * C, p.side_threads)
 
 
 cdef void _grad_bias(const ConvPlan *p, const floating *gy, floating *gb) noexcept nogil:
@@ -412,4 +413,4 @@ cdef void _grad_bias(const ConvPlan *p, const floating *gy, floating *gb) noexce
     job.bias = NULL
     job.out = gb
     job.ws = NULL
-    _run(&job, K_GB, p.groups * p.m, p.threads, False)
+    _run(&job, K_GB, p.groups * p.m, p.threads)

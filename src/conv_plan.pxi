@@ -63,6 +63,8 @@ DEF _SMALL_WEIGHTS = 256
 # Weight gradients reduce over at most this many batch parts, summed in a fixed order: the
 # partition does not depend on the thread count, so the result does not either.
 DEF _GW_PARTS = 4
+# Span-image im2col forwards cut each group's panels into this many shares per thread.
+DEF _SHARES_PER_THREAD = 4
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
 
@@ -140,6 +142,7 @@ cdef struct ConvPlan:
     const void *kern          # GEMM micro-kernel (kernel_t_f32 / kernel_t_f64)
     int mr, nr
     bint span                 # im2col forward: blocks span images
+    Py_ssize_t shares         # ... in this many equal shares of the panels per group
     bint stream               # im2col forward: streaming stores
     bint pointwise            # 1x1 stride 1 unpadded: im2col is the input itself
     Py_ssize_t nimg, nty, tpad    # Winograd blocking
@@ -415,6 +418,10 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     if p.span:
         p.stream = p.batch * p.groups * m * P * p.itemsize >= _STREAM_MIN_BYTES
         p.threads = _team(p.threads, macs, (p.batch * P + p.nr - 1) // p.nr)
+        # equal shares, a few per thread: balanced on an idle machine, and a thread that
+        # runs while another waits for a core can take over some of its shares
+        p.shares = min(<Py_ssize_t>_SHARES_PER_THREAD * p.threads if p.threads > 1 else 1,
+                       (p.batch * P + p.nr - 1) // p.nr)
         _book_thread(p, T_A, CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, p.mr) * CCONV_NC)
     else:
         p.threads = _team(p.threads, macs,
