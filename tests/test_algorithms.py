@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -357,3 +358,44 @@ def test_bit_identical_for_any_thread_count(dtype):
     if cconv.backend_info()["channels_in_lanes"] and dtype is np.float32:
         expected.add("lanes")
     assert teamed >= expected, f"never on a team of 2: {sorted(expected - teamed)}"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_one_thread_enters_no_parallel_region_after_fork():
+    """A forked child on one thread runs every pass without entering an OpenMP parallel region
+    (libgomp's thread pool does not survive fork: entering one there can hang)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 20, 20), dtype=np.float32)
+    w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
+    saved = cconv.get_num_threads()
+    cconv.set_num_threads(2)
+    try:
+        y = cconv.conv2d(x, w, padding=1)            # the parent's team exists now
+        cconv.conv2d_backward(y, x, w, padding=1)
+        cconv.set_num_threads(1)
+        pid = os.fork()
+        if pid == 0:                                  # child: every pass, then leave at once
+            code = 1
+            try:
+                assert cconv.explain("conv2d_backward", y, x, w, padding=1)["grad_weight"]["threads"] == 1
+                cconv.conv2d(x, w, padding=1)
+                cconv.conv2d_backward(y, x, w, padding=1)
+                cconv.conv2d(x, w, stride=2)
+                cconv.max_pool2d(x, 2, return_indices=True)
+                cconv.avg_pool2d_backward(cconv.avg_pool2d(x, 2), x.shape, 2)
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        cconv.set_num_threads(saved)

@@ -2,8 +2,9 @@
 ``"cython"`` one by default) against the NumPy reference, on tiny random shapes and geometries.
 
 For each drawn argument set, both backends must either both reject it (same exception type) or
-both return results that agree: exactly for max-pool indices, for floats within 512 ulps of the
-largest finite reference magnitude, with NaN and Inf in exactly the same places. The backend under test must also leave every
+both return results that agree by cconv's one comparison rule (cconv._compare.agreement: exactly
+for max-pool indices; for floats NaN and Inf in exactly the same places and a relative error norm
+within 1e-5 for float32, 1e-12 for float64). The backend under test must also leave every
 input array unchanged and return outputs that share no memory with the inputs. Arguments are
 drawn from ranges that make some of them invalid (kernel larger than the input, stride 0,
 negative padding, ...), and arrays come as float32/float64, batched or not, C-ordered or as
@@ -26,6 +27,7 @@ import time
 import numpy as np
 
 import cconv
+from cconv._compare import agreement
 
 REFERENCE = "numpy"
 SHOW_MISMATCHES = 5
@@ -114,23 +116,9 @@ class Fuzzer:
                                       f"{ref.dtype}", detail)
         if any(np.shares_memory(out, a) for a in inputs):
             self._mismatch(op, "output shares memory with an input", detail)
-        if out.dtype.kind in "iu":
-            if not np.array_equal(out, ref):
-                self._mismatch(op, f"indices differ at {np.argwhere(out != ref)[:3].tolist()}", detail)
-            return
-        # Short reductions over O(1) values: a few hundred ulps of the magnitude is generous
-        # for any summation order, and far below what a wrong index or a missing term gives.
-        eps = np.finfo(out.dtype).eps
-        finite = np.isfinite(ref)
-        scale = max(1.0, float(np.abs(ref[finite]).max())) if finite.any() else 1.0
-        tol = 512 * eps * scale
-        same_nonfinite = np.array_equal(np.isnan(out), np.isnan(ref)) and np.array_equal(
-            np.where(np.isinf(ref), ref, 0), np.where(np.isinf(out), out, 0))
-        if not same_nonfinite:
-            return self._mismatch(op, "NaN/Inf pattern differs from the reference", detail)
-        err = float(np.abs(np.where(finite, out - ref, 0)).max()) if out.size else 0.0
-        if not err <= tol:
-            self._mismatch(op, f"max abs difference {err:.3g} > {tol:.3g}", detail)
+        problem = agreement(out, ref)      # cconv's one comparison rule
+        if problem is not None:
+            self._mismatch(op, problem, detail)
 
     def _mismatch(self, op, what, detail):
         self.mismatches.append(f"seed {self.seed} draw {self.draw}: {op} on {self.backend}: {what}; {detail}")
@@ -175,7 +163,7 @@ class Fuzzer:
         return tuple(bool(b) for b in self.rng.random(3) < 0.7)
 
     def conv(self, dtype):
-        if self.rng.random() < 0.15:
+        if self.rng.random() < 0.05:     # now and then one large enough for the GEMM kernels
             return self.conv_medium(dtype)
         groups = self._int(1, 3)
         c, o = groups * self._int(1, 2), groups * self._int(1, 2)
