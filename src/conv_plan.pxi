@@ -61,8 +61,10 @@ DEF _COL_BLOCK_ELEMS = 65536
 # Flipped weights of a direct stride-1 grad_input up to this size need no workspace.
 DEF _SMALL_WEIGHTS = 256
 # Weight gradients reduce over at most this many batch parts, summed in a fixed order: the
-# partition does not depend on the thread count, so the result does not either.
-DEF _GW_PARTS = 4
+# partition does not depend on the thread count, so the result does not either.  Each part
+# beyond the first costs one pass over a partial sum (Winograd's: 16 x O x C values), so as
+# few as keep two threads busy.
+DEF _GW_PARTS = 2
 # Span-image im2col forwards cut each group's panels into this many shares per thread.
 DEF _SHARES_PER_THREAD = 4
 # Bias-gradient and partial-sum passes go parallel above this many elements.
