@@ -7,6 +7,7 @@ CCONV_PURE_PYTHON=1   build no extension at all: a pure-Python install that runs
 CCONV_SANITIZE=1      compile with -fsanitize=address,undefined (run the tests with the
                       ASan runtime in LD_PRELOAD; see tools/sanitizer.sh).
 CCONV_NO_OPENMP=1     build without OpenMP (kernels then run single-threaded).
+CCONV_WERROR=1        warnings (-Wall -Wextra) are errors (CI).
 CCONV_EXTENSIONS=a,b  development only: build just these modules (e.g. ``_pool``).
 """
 import os
@@ -55,7 +56,8 @@ def _extensions():
         # way everywhere instead of shipping a warning that is a crash (a mismatched call).
         strict = ["-Werror=incompatible-pointer-types", "-Werror=implicit-function-declaration",
                   "-Werror=int-conversion"]
-        compile_args = ["-O3", "-ffp-contract=fast", "-fno-math-errno"] + strict + omp_compile
+        warnings = ["-Wall", "-Wextra"] + (["-Werror"] if _flag("CCONV_WERROR") else [])
+        compile_args = ["-O3", "-ffp-contract=fast", "-fno-math-errno"] + warnings + strict + omp_compile
         link_args = list(omp_link)
         if _flag("CCONV_SANITIZE"):
             sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
@@ -65,7 +67,8 @@ def _extensions():
         Extension(
             "cconv." + os.path.splitext(os.path.basename(path))[0],
             sources=[path],
-            depends=sorted(glob("src/*.h")),  # a changed kernel header rebuilds the modules
+            # a changed kernel header or included Cython source rebuilds the modules
+            depends=sorted(glob("src/*.h") + glob("src/*.pxi")),
             include_dirs=[np.get_include(), "src"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=compile_args,

@@ -3,6 +3,7 @@
 Public ops (NCHW, float32/float64): :func:`conv2d`, :func:`conv2d_backward`,
 :func:`conv_transpose2d`, :func:`conv_transpose2d_backward`, :func:`max_pool2d`,
 :func:`max_pool2d_backward`, :func:`avg_pool2d`, :func:`avg_pool2d_backward`.
+:func:`explain` says which algorithm, instruction set, threads and workspace a call would use.
 Backends: ``"cython"`` (compiled, default when built), ``"numpy"`` (reference),
 ``"torch"`` (when installed); see :func:`set_backend` and :func:`use_backend`.
 """
@@ -13,6 +14,7 @@ from ._api import (
     conv2d_backward,
     conv_transpose2d,
     conv_transpose2d_backward,
+    explain,
     max_pool2d,
     max_pool2d_backward,
 )
@@ -27,5 +29,5 @@ __all__ = [
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "available_backends", "get_backend", "set_backend", "use_backend", "compare",
-    "backend_info", "get_num_threads", "set_num_threads", "__version__",
+    "backend_info", "explain", "get_num_threads", "set_num_threads", "__version__",
 ]

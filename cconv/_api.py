@@ -4,6 +4,8 @@ result. Semantics follow ``torch.nn.functional``; layout is NCHW.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from . import _backends
@@ -11,7 +13,7 @@ from . import _shapes
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "explain",
 ]
 
 
@@ -26,19 +28,6 @@ def _unbatch(result, unbatched):
 def _batched_like(array, unbatched):
     """Give a gradient the batch axis that its unbatched forward input was given."""
     return array[np.newaxis] if unbatched and array.ndim == 3 else array
-
-
-def _output_mask(mask):
-    if not isinstance(mask, (tuple, list)) or len(mask) != 3:
-        raise ValueError(f"output_mask must be a tuple of three bools (input, weight, bias), got {mask!r}")
-    if not all(isinstance(m, (bool, np.bool_)) for m in mask):
-        raise TypeError(f"output_mask must hold bools, got {mask!r}")
-    return tuple(bool(m) for m in mask)
-
-
-def _check_bias(bias, channels):
-    if bias is not None and bias.shape != (channels,):
-        raise ValueError(f"bias must have shape ({channels},) (one value per output channel), got {bias.shape}")
 
 
 # --------------------------------------------------------------------------
@@ -64,13 +53,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     array (N, O, Ho, Wo) of the input's dtype, with
     ``Ho = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (likewise Wo).
     """
+    x, w, b, g, unbatched = _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups)
+    y = _backends.resolve(backend).conv2d(x, w, b, g)
+    return _unbatch(y, unbatched)
+
+
+def _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups):
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
     x, unbatched = _shapes.batched(x, "input")
     g = _shapes.conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
-    _check_bias(b, g.out_channels)
-    impl = _backends.resolve(backend)
-    y = impl.conv2d(_shapes.contiguous(x), _shapes.contiguous(w), _shapes.contiguous(b), g)
-    return _unbatch(y, unbatched)
+    _shapes.check_bias(b, g.out_channels)
+    return _shapes.contiguous(x), _shapes.contiguous(w), _shapes.contiguous(b), g, unbatched
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -86,19 +79,22 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     (input, weight, bias) is False, like ``aten::convolution_backward``; unrequested
     gradients are not computed.
     """
-    need_input, need_weight, need_bias = _output_mask(output_mask)
+    gy, x, w, g, mask, unbatched = _conv2d_backward_inputs(grad_output, input, weight, stride, padding,
+                                                           dilation, groups, output_mask)
+    grad_input, grad_weight, grad_bias = _backends.resolve(backend).conv2d_backward(gy, x, w, g, *mask)
+    if unbatched and grad_input is not None:
+        grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias
+
+
+def _conv2d_backward_inputs(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    mask = _shapes.output_mask(output_mask)
     gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
     x, unbatched = _shapes.batched(x, "input")
     gy = _batched_like(gy, unbatched)
     g = _shapes.conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     _shapes.check_output_shape(gy, g.output_shape, "grad_output")
-    impl = _backends.resolve(backend)
-    grads = impl.conv2d_backward(_shapes.contiguous(gy), _shapes.contiguous(x), _shapes.contiguous(w), g,
-                                 need_input, need_weight, need_bias)
-    grad_input, grad_weight, grad_bias = grads
-    if unbatched and grad_input is not None:
-        grad_input = grad_input[0]
-    return grad_input, grad_weight, grad_bias
+    return _shapes.contiguous(gy), _shapes.contiguous(x), _shapes.contiguous(w), g, mask, unbatched
 
 
 def _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation):
@@ -128,16 +124,21 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     array (N, C_out, Ho, Wo) with
     ``Ho = (H - 1)*stride_h - 2*pad_h + dilation_h*(kh - 1) + output_padding_h + 1``.
     """
-    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
-    _check_bias(b, g.in_channels)
-    impl = _backends.resolve(backend)
-    y, _, _ = impl.conv2d_backward(_shapes.contiguous(x), None, _shapes.contiguous(w), g, True, False, False)
+    x, w, b, g, output_shape, unbatched = _conv_transpose2d_inputs(input, weight, bias, stride, padding,
+                                                                   output_padding, groups, dilation)
+    y, _, _ = _backends.resolve(backend).conv2d_backward(x, None, w, g, True, False, False)
     if y.shape != output_shape:  # output_padding >= stride: rows/columns that no window reaches
         y = np.pad(y, ((0, 0), (0, 0), (0, output_shape[2] - g.in_h), (0, output_shape[3] - g.in_w)))
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return _unbatch(y, unbatched)
+
+
+def _conv_transpose2d_inputs(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+    x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
+    _shapes.check_bias(b, g.in_channels)
+    return _shapes.contiguous(x), _shapes.contiguous(w), b, g, output_shape, unbatched
 
 
 def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
@@ -148,21 +149,28 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, o
     weight)`` and ``grad_weight`` is conv2d's weight gradient with the roles of input and
     output swapped. Shapes: grad_output (N, C_out, Ho, Wo), input (N, C_in, H, W).
     """
-    need_input, need_weight, need_bias = _output_mask(output_mask)
-    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
-    gy = _batched_like(gy, unbatched)
-    _shapes.check_output_shape(gy, output_shape, "grad_output")
+    gy, x, w, g, (need_input, need_weight, need_bias), unbatched = _conv_transpose2d_backward_inputs(
+        grad_output, input, weight, stride, padding, output_padding, groups, dilation, output_mask)
     impl = _backends.resolve(backend)
     gy = _shapes.contiguous(gy)  # first: NumPy's summation order follows the memory layout
     grad_bias = gy.sum(axis=(0, 2, 3)) if need_bias else None
-    gy = gy[:, :, :g.in_h, :g.in_w]  # output_padding rows past every window affect only the bias
-    gy, x, w = _shapes.contiguous(gy), _shapes.contiguous(x), _shapes.contiguous(w)
+    gy = _shapes.contiguous(gy[:, :, :g.in_h, :g.in_w])  # output_padding rows past every window: bias only
     grad_input = impl.conv2d(gy, w, None, g) if need_input else None
     grad_weight = impl.conv2d_backward(x, gy, w, g, False, True, False)[1] if need_weight else None
     if unbatched and grad_input is not None:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
+
+
+def _conv_transpose2d_backward_inputs(grad_output, input, weight, stride, padding, output_padding, groups,
+                                      dilation, output_mask):
+    """(grad_output with the output_padding rows, input, weight, geometry, mask, unbatched)."""
+    mask = _shapes.output_mask(output_mask)
+    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+    x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
+    gy = _batched_like(gy, unbatched)
+    _shapes.check_output_shape(gy, output_shape, "grad_output")
+    return gy, _shapes.contiguous(x), _shapes.contiguous(w), g, mask, unbatched
 
 
 # --------------------------------------------------------------------------
@@ -189,13 +197,18 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     positions ``h*W + w`` in each (n, c) plane of the unpadded input. Ties go to the first
     maximum in row-major window order; NaN propagates and the last NaN scanned owns the index.
     """
-    (x,) = _shapes.as_float_arrays(input=input)
-    x, unbatched = _shapes.batched(x, "input")
-    g = _shapes.pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    out, indices = _backends.resolve(backend).max_pool2d(_shapes.contiguous(x), g)
+    x, g, unbatched = _max_pool2d_inputs(input, kernel_size, stride, padding, dilation, ceil_mode)
+    out, indices = _backends.resolve(backend).max_pool2d(x, g)
     if return_indices:
         return _unbatch((out, indices), unbatched)
     return _unbatch(out, unbatched)
+
+
+def _max_pool2d_inputs(input, kernel_size, stride, padding, dilation, ceil_mode):
+    (x,) = _shapes.as_float_arrays(input=input)
+    x, unbatched = _shapes.batched(x, "input")
+    g = _shapes.pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return _shapes.contiguous(x), g, unbatched
 
 
 def max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
@@ -206,26 +219,18 @@ def max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
     input's shape. Returns grad_input of ``input_shape``. Indices outside ``[0, H*W)`` raise
     ``ValueError``.
     """
-    (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _shapes.input_shape_4d(input_shape, gy.ndim)
-    gy, unbatched = _shapes.batched(gy, "grad_output")
-    if gy.shape[:2] != shape[:2]:
-        raise ValueError(f"grad_output of shape {gy.shape} does not match input_shape {shape} in (N, C)")
-    indices = _shapes.check_pool_indices(indices, gy.shape, unbatched, shape)
-    grad = _backends.resolve(backend).max_pool2d_backward(
-        _shapes.contiguous(gy), _shapes.contiguous(indices), shape)
+    gy, indices, shape, unbatched = _max_pool2d_backward_inputs(grad_output, indices, input_shape)
+    grad = _backends.resolve(backend).max_pool2d_backward(gy, indices, shape)
     return _unbatch(grad, unbatched)
 
 
-def _avg_geometry(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"count_include_pad must be a bool, got {type(count_include_pad).__name__}")
-    if divisor_override is not None:
-        divisor_override = _shapes._as_int(divisor_override, "divisor_override")
-        if divisor_override == 0:
-            raise ValueError("divisor_override must not be zero")
-    g = _shapes.pool_geometry(x_shape, kernel_size, stride, padding, 1, ceil_mode)
-    return g, bool(count_include_pad), divisor_override
+def _max_pool2d_backward_inputs(grad_output, indices, input_shape):
+    (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
+    shape = _shapes.input_shape_4d(input_shape, gy.ndim)
+    gy, unbatched = _shapes.batched(gy, "grad_output")
+    _shapes.check_planes(gy.shape, shape)
+    indices = _shapes.check_pool_indices(indices, gy.shape, unbatched, shape)
+    return _shapes.contiguous(gy), _shapes.contiguous(indices), shape, unbatched
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -237,23 +242,164 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     the divisor (never the ceil_mode overhang past the padding); ``divisor_override``, a
     non-zero int, replaces the divisor.
     """
+    x, g, include_pad, divisor, unbatched = _avg_pool2d_inputs(input, kernel_size, stride, padding, ceil_mode,
+                                                               count_include_pad, divisor_override)
+    y = _backends.resolve(backend).avg_pool2d(x, g, include_pad, divisor)
+    return _unbatch(y, unbatched)
+
+
+def _avg_pool2d_inputs(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     (x,) = _shapes.as_float_arrays(input=input)
     x, unbatched = _shapes.batched(x, "input")
-    g, include_pad, divisor = _avg_geometry(x.shape, kernel_size, stride, padding, ceil_mode,
-                                            count_include_pad, divisor_override)
-    y = _backends.resolve(backend).avg_pool2d(_shapes.contiguous(x), g, include_pad, divisor)
-    return _unbatch(y, unbatched)
+    g, include_pad, divisor = _shapes.avg_pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode,
+                                                        count_include_pad, divisor_override)
+    return _shapes.contiguous(x), g, include_pad, divisor, unbatched
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of :func:`avg_pool2d`: grad_output (N, C, Ho, Wo) -> grad_input of ``input_shape``,
     each output gradient spread evenly (divided by the window's divisor) over its window."""
+    gy, g, include_pad, divisor, unbatched = _avg_pool2d_backward_inputs(
+        grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    grad = _backends.resolve(backend).avg_pool2d_backward(gy, g, include_pad, divisor)
+    return _unbatch(grad, unbatched)
+
+
+def _avg_pool2d_backward_inputs(grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
+                                count_include_pad, divisor_override):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
     shape = _shapes.input_shape_4d(input_shape, gy.ndim)
     gy, unbatched = _shapes.batched(gy, "grad_output")
-    g, include_pad, divisor = _avg_geometry(shape, kernel_size, stride, padding, ceil_mode,
-                                            count_include_pad, divisor_override)
+    g, include_pad, divisor = _shapes.avg_pool_geometry(shape, kernel_size, stride, padding, ceil_mode,
+                                                        count_include_pad, divisor_override)
     _shapes.check_output_shape(gy, g.output_shape, "grad_output")
-    grad = _backends.resolve(backend).avg_pool2d_backward(_shapes.contiguous(gy), g, include_pad, divisor)
-    return _unbatch(grad, unbatched)
+    return _shapes.contiguous(gy), g, include_pad, divisor, unbatched
+
+
+# --------------------------------------------------------------------------
+# explain: what a call would run
+# --------------------------------------------------------------------------
+
+def explain(op, *args, **kwargs):
+    """What ``cconv.<op>(*args, **kwargs)`` would run, without running it.
+
+    ``op`` is the op's name (``"conv2d"``, ``"conv2d_backward"``, ``"max_pool2d"``, ...);
+    the other arguments are the op's, validated as the op would. Returns one entry per pass
+    that would run, keyed ``"forward"``, ``"grad_input"``, ``"grad_weight"`` and/or
+    ``"grad_bias"``, each a dict with at least ``"algorithm"``, ``"isa"`` (instruction set),
+    ``"threads"``, ``"workspace_bytes"`` and ``"reason"`` (why this algorithm, one line).
+    Nothing is computed but the plan (the compiled backend does check whether operands are
+    finite where an algorithm's exactness depends on it). Every algorithm name is listed in
+    ``cconv.backend_info()["conv_algorithms"]``.
+    """
+    try:
+        fn = _EXPLAINERS[op]
+    except (KeyError, TypeError):
+        raise ValueError(f"explain: unknown op {op!r}; ops: {', '.join(_EXPLAINERS)}") from None
+    bound = inspect.signature(globals()[op]).bind(*args, **kwargs)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    impl = _backends.resolve(arguments.pop("backend"))
+    arguments.pop("return_indices", None)
+    return fn(impl, **arguments)
+
+
+def _threads():
+    from ._threads import get_num_threads
+    return get_num_threads()
+
+
+def _elsewhere(impl, passes):
+    """Entries for a backend without plans (NumPy reference, PyTorch)."""
+    if impl.name == "numpy":
+        entry = {"algorithm": "reference", "isa": "numpy", "threads": 1, "workspace_bytes": 0,
+                 "reason": "the NumPy reference backend (the differential tests' oracle)"}
+    else:
+        entry = {"algorithm": impl.name, "isa": impl.name, "threads": _threads(), "workspace_bytes": 0,
+                 "reason": f"the {impl.name} backend chooses its own kernels"}
+    return {name: dict(entry) for name in passes}
+
+
+def _conv_plans(impl, data, x, w, g, forward, mask=(True, True, True)):
+    if impl.name != "cython":
+        names = ["forward"] if forward else [n for n, m in zip(("grad_input", "grad_weight", "grad_bias"), mask) if m]
+        return _elsewhere(impl, names)
+    return impl._conv.explain(data, x, w, g, _threads(), forward, *mask)
+
+
+def _explain_conv2d(impl, input, weight, bias, stride, padding, dilation, groups):
+    x, w, _, g, _ = _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups)
+    return _conv_plans(impl, x, None, w, g, True)
+
+
+def _explain_conv2d_backward(impl, grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    gy, x, w, g, mask, _ = _conv2d_backward_inputs(grad_output, input, weight, stride, padding, dilation, groups,
+                                                   output_mask)
+    return _conv_plans(impl, gy, x, w, g, False, mask)
+
+
+def _explain_conv_transpose2d(impl, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    x, w, _, g, _, _ = _conv_transpose2d_inputs(input, weight, bias, stride, padding, output_padding, groups,
+                                                dilation)
+    plans = _conv_plans(impl, x, None, w, g, False, (True, False, False))
+    return {"forward": plans["grad_input"]}     # conv2d's input gradient is this op's output
+
+
+def _explain_conv_transpose2d_backward(impl, grad_output, input, weight, stride, padding, output_padding, groups,
+                                       dilation, output_mask):
+    gy, x, w, g, mask, _ = _conv_transpose2d_backward_inputs(grad_output, input, weight, stride, padding,
+                                                             output_padding, groups, dilation, output_mask)
+    gy = _shapes.contiguous(gy[:, :, :g.in_h, :g.in_w])
+    plans = {}
+    if mask[0]:     # grad_input is conv2d(grad_output, weight)
+        plans["grad_input"] = _conv_plans(impl, gy, None, w, g, True)["forward"]
+    if mask[1]:     # grad_weight is conv2d's weight gradient with input and output swapped
+        plans["grad_weight"] = _conv_plans(impl, x, gy, w, g, False, (False, True, False))["grad_weight"]
+    if mask[2]:
+        plans["grad_bias"] = {"algorithm": "sum", "isa": "numpy", "threads": 1, "workspace_bytes": 0,
+                              "reason": "grad_output summed over N, H and W by NumPy"}
+    return plans
+
+
+def _pool_plans(impl, op, g, dtype, **shapes):
+    passes = ["grad_input" if op.endswith("_backward") else "forward"]
+    if impl.name != "cython":
+        return _elsewhere(impl, passes)
+    return impl._pool.explain(op, g, np.dtype(dtype).itemsize, _threads(), **shapes)
+
+
+def _explain_max_pool2d(impl, input, kernel_size, stride, padding, dilation, ceil_mode):
+    x, g, _ = _max_pool2d_inputs(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_plans(impl, "max_pool2d", g, x.dtype)
+
+
+def _explain_max_pool2d_backward(impl, grad_output, indices, input_shape):
+    gy, _, shape, _ = _max_pool2d_backward_inputs(grad_output, indices, input_shape)
+    return _pool_plans(impl, "max_pool2d_backward", None, gy.dtype, grad_shape=gy.shape, input_shape=shape)
+
+
+def _explain_avg_pool2d(impl, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override):
+    x, g, _, _, _ = _avg_pool2d_inputs(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                       divisor_override)
+    return _pool_plans(impl, "avg_pool2d", g, x.dtype)
+
+
+def _explain_avg_pool2d_backward(impl, grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
+                                 count_include_pad, divisor_override):
+    gy, g, _, _, _ = _avg_pool2d_backward_inputs(grad_output, input_shape, kernel_size, stride, padding,
+                                                 ceil_mode, count_include_pad, divisor_override)
+    return _pool_plans(impl, "avg_pool2d_backward", g, gy.dtype)
+
+
+_EXPLAINERS = {
+    "conv2d": _explain_conv2d,
+    "conv2d_backward": _explain_conv2d_backward,
+    "conv_transpose2d": _explain_conv_transpose2d,
+    "conv_transpose2d_backward": _explain_conv_transpose2d_backward,
+    "max_pool2d": _explain_max_pool2d,
+    "max_pool2d_backward": _explain_max_pool2d_backward,
+    "avg_pool2d": _explain_avg_pool2d,
+    "avg_pool2d_backward": _explain_avg_pool2d_backward,
+}

@@ -993,7 +993,7 @@ def _report_markdown(report):
     """The report as a Markdown page (benchmarks/results.md)."""
     m = report["machine"]
     s = report["settings"]
-    out = [f"# cconv benchmark results", "",
+    out = ["# cconv benchmark results", "",
            f"Produced by `{report['command']}` on {report['date']}.", "",
            "## Machine", "",
            f"- CPU: {m.get('cpu', '?')}, {m['cpus']} CPU(s), {m.get('memory_gib', '?')} GiB; SIMD: "

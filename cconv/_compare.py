@@ -1,4 +1,5 @@
-"""``cconv.compare``: run one call on several backends, report differences and times."""
+"""``cconv.compare``: run one call on several backends, report differences and times; and the
+one rule by which a result agrees with the reference (used by compare, the tests and the fuzzer)."""
 from __future__ import annotations
 
 import time
@@ -10,6 +11,42 @@ from . import _api
 from . import _backends
 
 
+#: Relative tolerance of :func:`agreement`: ``norm(actual - expected) <= tol * norm(expected)``.
+TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+
+
+def agreement(actual, expected):
+    """None when ``actual`` agrees with the reference ``expected``, else what differs.
+
+    Same shape and dtype; integers (max-pool indices) exactly equal; floats with NaN at
+    exactly the same positions, the same infinities, and on the finite part
+    ``norm(actual - expected) <= tol * norm(expected)``, tol 1e-12 for float64 and 1e-5 for
+    float32 (an all-zero reference must be matched exactly)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        return f"shape {actual.shape} != {expected.shape}"
+    if actual.dtype != expected.dtype:
+        return f"dtype {actual.dtype} != {expected.dtype}"
+    if actual.dtype.kind in "iub":
+        differ = int((actual != expected).sum())
+        return f"{differ} of {actual.size} elements differ" if differ else None
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    if not np.array_equal(nan_a, nan_e):
+        return f"NaN positions differ: {int((nan_a != nan_e).sum())} of {actual.size}"
+    inf_e = np.isinf(expected)
+    if not np.array_equal(actual[inf_e], expected[inf_e]) or np.isinf(actual[~inf_e]).any():
+        return "infinities differ"
+    finite = np.isfinite(expected)
+    a = actual[finite].astype(np.float64)
+    e = expected[finite].astype(np.float64)
+    err = float(np.linalg.norm(a - e))
+    ref = float(np.linalg.norm(e))
+    tol = TOLERANCE[actual.dtype]
+    if not err <= tol * ref:
+        return f"relative error {err / ref if ref else err:.3e} > {tol:.0e}"
+    return None
+
+
 @dataclass(frozen=True)
 class BackendResult:
     """One backend's run of the call: differences from the reference backend and the best time."""
@@ -18,6 +55,7 @@ class BackendResult:
     max_abs_diff: float
     max_rel_diff: float
     seconds: float
+    agrees: bool = True
 
 
 class Comparison(list):
@@ -30,9 +68,9 @@ class Comparison(list):
 
     def __str__(self):
         lines = [f"{self.op_name}: differences against {self.reference!r}",
-                 f"{'backend':>8} {'max abs diff':>13} {'max rel diff':>13} {'time (ms)':>10}"]
-        lines += [f"{r.backend:>8} {r.max_abs_diff:13.3e} {r.max_rel_diff:13.3e} {r.seconds * 1e3:10.3f}"
-                  for r in self]
+                 f"{'backend':>8} {'max abs diff':>13} {'max rel diff':>13} {'time (ms)':>10} {'agrees':>6}"]
+        lines += [f"{r.backend:>8} {r.max_abs_diff:13.3e} {r.max_rel_diff:13.3e} {r.seconds * 1e3:10.3f} "
+                  f"{'yes' if r.agrees else 'NO':>6}" for r in self]
         return "\n".join(lines)
 
 
@@ -64,7 +102,7 @@ def compare(op, *args, backends=None, reference="numpy", repeat=3, **kwargs):
     that prints as a table.
     """
     if isinstance(op, str):
-        if op not in _api.__all__:
+        if op not in _api.__all__ or op == "explain":
             raise ValueError(f"unknown op {op!r}; choose one of {_api.__all__}")
         op = getattr(_api, op)
     if "backend" in kwargs:
@@ -78,5 +116,6 @@ def compare(op, *args, backends=None, reference="numpy", repeat=3, **kwargs):
             start = time.perf_counter()
             out = op(*args, backend=name, **kwargs)
             best = min(best, time.perf_counter() - start)
-        results.append(BackendResult(name, *_differences(out, expected), best))
+        agrees = all(agreement(a, e) is None for a, e in zip(_arrays(out), _arrays(expected)))
+        results.append(BackendResult(name, *_differences(out, expected), best, agrees))
     return Comparison(op.__name__, reference, results)

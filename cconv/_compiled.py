@@ -1,11 +1,11 @@
 """The ``"cython"`` backend: the compiled kernels behind cconv's backend interface.
 
 Importing this module imports the extension modules built from ``src/``; an
-ImportError here is what makes cconv fall back to the NumPy reference.
+ImportError here is what makes cconv fall back to the NumPy reference.  Each op reads
+the thread count once and passes it down to the extension.
 """
 from . import _conv, _pool, _threads
-from ._conv import conv2d, conv2d_backward  # noqa: F401
-from ._pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward  # noqa: F401
+from ._threads import get_num_threads
 
 name = "cython"
 
@@ -13,8 +13,33 @@ name = "cython"
 _threads._use_openmp_query(_conv.openmp_max_threads)
 
 
+def conv2d(x, w, b, g):
+    return _conv.conv2d(x, w, b, g, get_num_threads())
+
+
+def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
+    return _conv.conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias, get_num_threads())
+
+
+def max_pool2d(x, g):
+    return _pool.max_pool2d(x, g, get_num_threads())
+
+
+def max_pool2d_backward(gy, indices, input_shape):
+    return _pool.max_pool2d_backward(gy, indices, input_shape, get_num_threads())
+
+
+def avg_pool2d(x, g, count_include_pad, divisor_override):
+    return _pool.avg_pool2d(x, g, count_include_pad, divisor_override, get_num_threads())
+
+
+def avg_pool2d_backward(gy, g, count_include_pad, divisor_override):
+    return _pool.avg_pool2d_backward(gy, g, count_include_pad, divisor_override, get_num_threads())
+
+
 def build_info():
     """How the extension modules were built and which kernels they run."""
     info = _conv.build_info()
     info["pool_simd"] = _pool.pool_isa
+    info["pool_algorithms"] = list(_pool.POOL_ALGORITHMS)
     return info

@@ -436,6 +436,13 @@ def check_output_shape(array, expected, name):
         raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(expected)} for these arguments")
 
 
+def check_planes(grad_shape, input_shape):
+    """A pooling gradient has the (N, C) of the input it flows back to."""
+    if tuple(grad_shape[:2]) != tuple(input_shape[:2]):
+        raise ValueError(f"grad_output of shape {tuple(grad_shape)} does not match input_shape "
+                         f"{tuple(input_shape)} in (N, C)")
+
+
 def check_pool_indices(indices, output_shape, unbatched, input_shape):
     """max_pool2d_backward: indices come from users, so check dtype, shape and range.
 
@@ -457,3 +464,83 @@ def check_pool_indices(indices, output_shape, unbatched, input_shape):
                 f"input plane), found {bad}"
             )
     return indices
+
+
+# --------------------------------------------------------------------------
+# op options
+# --------------------------------------------------------------------------
+
+def output_mask(mask):
+    """A backward op's ``output_mask``: three bools (input, weight, bias)."""
+    if not isinstance(mask, (tuple, list)) or len(mask) != 3:
+        raise ValueError(f"output_mask must be a tuple of three bools (input, weight, bias), got {mask!r}")
+    if not all(isinstance(m, (bool, np.bool_)) for m in mask):
+        raise TypeError(f"output_mask must hold bools, got {mask!r}")
+    return tuple(bool(m) for m in mask)
+
+
+def check_bias(bias, channels):
+    """A bias must hold one value per output channel."""
+    if bias is not None and bias.shape != (channels,):
+        raise ValueError(f"bias must have shape ({channels},) (one value per output channel), got {bias.shape}")
+
+
+def avg_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """avg_pool2d's geometry and options: ``(PoolGeometry, count_include_pad, divisor_override)``."""
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"count_include_pad must be a bool, got {type(count_include_pad).__name__}")
+    if divisor_override is not None:
+        divisor_override = _as_int(divisor_override, "divisor_override")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must not be zero")
+    g = pool_geometry(x_shape, kernel_size, stride, padding, 1, ceil_mode)
+    return g, bool(count_include_pad), divisor_override
+
+
+# --------------------------------------------------------------------------
+# cconv.nn layers
+# --------------------------------------------------------------------------
+
+def check_generator(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    return rng
+
+
+def float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def layer_groups(in_channels, out_channels, groups):
+    """A conv layer's ``groups``, which must divide both channel counts."""
+    groups = _as_int(groups, "groups")
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
+                         f"and out_channels={out_channels}")
+    return groups
+
+
+def check_dtype(x, dtype, layer):
+    if x.dtype != dtype:
+        raise TypeError(f"{layer} expects {dtype} input, got {x.dtype}")
+
+
+def check_labels(logits, labels):
+    """Class indices (N,) for logits (N, K)."""
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integers (class indices), got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]})")
+    return labels
+
+
+def check_sgd(lr, momentum, weight_decay):
+    if lr <= 0 or momentum < 0 or weight_decay < 0:
+        raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")

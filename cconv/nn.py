@@ -28,7 +28,8 @@ import importlib.resources
 import numpy as np
 
 from . import _api
-from ._shapes import _as_int, _positive_pair
+from . import _shapes
+from ._shapes import _positive_pair
 
 __all__ = [
     "Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Flatten", "Linear", "Sequential",
@@ -41,19 +42,11 @@ def _uniform(rng, bound, shape, dtype):
 
 
 def _rng(rng):
-    if rng is None:
-        return np.random.default_rng()
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
-                        f"got {type(rng).__name__}")
-    return rng
+    return np.random.default_rng() if rng is None else _shapes.check_generator(rng)
 
 
 def _float_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
+    return _shapes.float_dtype(dtype)
 
 
 class Layer:
@@ -114,10 +107,7 @@ class Conv2d(_Affine):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, rng=None, dtype=np.float32, backend=None):
         kh, kw = _positive_pair(kernel_size, "kernel_size")
-        groups = _as_int(groups, "groups")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        groups = _shapes.layer_groups(in_channels, out_channels, groups)
         self._args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         self._init_parameters((out_channels, in_channels // groups, kh, kw),
                               in_channels // groups * kh * kw, bias, rng, dtype)
@@ -145,8 +135,7 @@ class Linear(_Affine):
         self._x = None
 
     def forward(self, x):
-        if x.dtype != self.weight.dtype:  # NumPy would silently promote; the conv layers refuse too
-            raise TypeError(f"Linear expects {self.weight.dtype} input, got {x.dtype}")
+        _shapes.check_dtype(x, self.weight.dtype, "Linear")  # NumPy would silently promote
         self._x = x
         y = x @ self.weight.T
         if self.bias is not None:
@@ -253,13 +242,7 @@ class SoftmaxCrossEntropy:
         self._probs = self._labels = None
 
     def forward(self, logits, labels):
-        labels = np.asarray(labels)
-        if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-            raise ValueError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"labels must be integers (class indices), got {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-            raise ValueError(f"labels must lie in [0, {logits.shape[1]})")
+        labels = _shapes.check_labels(logits, labels)
         shifted = logits - logits.max(axis=1, keepdims=True)  # exp cannot overflow
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         self._probs, self._labels = np.exp(log_probs), labels
@@ -279,8 +262,7 @@ class SGD:
     ``v = momentum * v + (grad + weight_decay * p)``, ``p -= lr * v`` (in place)."""
 
     def __init__(self, parameters, lr, momentum=0.0, weight_decay=0.0):
-        if lr <= 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")
+        _shapes.check_sgd(lr, momentum, weight_decay)
         self.parameters = list(parameters)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self._velocity = [np.zeros_like(p) for p, _ in self.parameters]

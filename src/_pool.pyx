@@ -30,12 +30,13 @@ from libc.string cimport memset
 
 import numpy as np
 
-from cconv._threads import get_num_threads
+include "isa.pxi"
+include "threads.pxi"
 
 
 cdef extern from "pool_kernels.h" nogil:
     const char* c_pool_isa "pool_isa"
-    void pool_kernels_init()
+    void pool_kernels_init(int level)
     void pool_max_row_f32(const float* x, Py_ssize_t rows, Py_ssize_t row_step, float label0,
                           float label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw,
                           Py_ssize_t dw, const float* first_col, float* out, int64_t* index,
@@ -52,7 +53,7 @@ cdef extern from "pool_kernels.h" nogil:
         POOL_BLOCK  # windows per row-kernel call
         POOL_GROUP  # with a padded copy, rounded up to a multiple of this
 
-pool_kernels_init()
+pool_kernels_init(cconv_isa_level)
 pool_isa = c_pool_isa.decode()
 
 
@@ -65,8 +66,9 @@ cdef struct PoolShape:
     # row, unless there is no padding and the row length is a multiple of POOL_GROUP.
     Py_ssize_t pad_right, slack, out_w_rounded
     bint padded
-    # The row kernels apply: every window has a real column and its tap labels fit
-    # exactly in the dtype (float32 up to 2**24); otherwise windows go one by one.
+    # The row kernels apply: tap labels fit exactly in the dtype (float32 up to 2**24);
+    # otherwise windows go one by one.  (Every window covers an input pixel: the Python
+    # layer refuses geometries where one does not.)
     bint vector_float, vector_double
     # Average pooling: output columns avg_w0 <= ow < avg_w1 have their window inside the
     # input horizontally (no clipping, no bounds checks).
@@ -94,10 +96,8 @@ cdef enum:
 
 
 cdef inline int _team(int threads, Py_ssize_t planes, Py_ssize_t work) noexcept nogil:
-    """Threads for a call over ``planes`` independent planes."""
-    if work < GRAIN or threads < 2:
-        return 1
-    return <int>min(<Py_ssize_t>threads, planes)
+    """Threads for a call over ``planes`` independent planes (the shared policy)."""
+    return _team_size(threads, <double>work, GRAIN, planes)
 
 
 cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) noexcept nogil:
@@ -107,8 +107,7 @@ cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) 
 
 cdef PoolShape _pool_shape(g) except *:
     cdef PoolShape s
-    cdef Py_ssize_t ow, label_bound
-    cdef bint real_columns = True
+    cdef Py_ssize_t label_bound
     s.planes = g.batch * g.channels
     s.in_h, s.in_w, s.out_h, s.out_w = g.in_h, g.in_w, g.out_h, g.out_w
     s.kernel_h, s.kernel_w = g.kernel_h, g.kernel_w
@@ -120,11 +119,8 @@ cdef PoolShape _pool_shape(g) except *:
     s.out_w_rounded = (s.out_w + POOL_GROUP - 1) // POOL_GROUP * POOL_GROUP
     s.slack = (s.out_w_rounded - s.out_w) * s.stride_w
     s.padded = s.pad_w > 0 or s.pad_right > 0 or s.slack > 0
-    for ow in range(s.out_w):
-        # with dilation and ceil_mode a window can straddle the whole input
-        real_columns &= _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w) < s.in_w
     label_bound = s.kernel_h * s.dilation_h * s.in_w + s.kernel_w * s.dilation_w
-    s.vector_double = real_columns and s.in_h > 0 and label_bound < (1 << 31)
+    s.vector_double = s.in_h > 0 and label_bound < (1 << 31)
     s.vector_float = s.vector_double and label_bound < (1 << 24)
     s.avg_w0 = min((s.pad_w + s.stride_w - 1) // s.stride_w, s.out_w)
     s.avg_w1 = (s.in_w + s.pad_w - s.kernel_w) // s.stride_w + 1 if s.in_w + s.pad_w >= s.kernel_w else 0
@@ -141,11 +137,11 @@ cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_s
     """One window with bounds checks: the fallback when the row kernels do not apply.
 
     PyTorch's rule: start from -inf and the first in-bounds tap, take a tap when it is
-    greater or NaN; so ties keep the first maximum and the last NaN wins. A window with
-    no tap in the input gives -inf and index -1.
+    greater or NaN; so ties keep the first maximum and the last NaN wins. Every window
+    has a tap in the input (validated by cconv._shapes).
     """
     cdef Py_ssize_t W = s.in_w
-    cdef Py_ssize_t i, j, pos, best
+    cdef Py_ssize_t i, _, pos, best
     cdef Py_ssize_t h0 = _first_tap(oh * s.stride_h - s.pad_h, s.dilation_h)
     cdef Py_ssize_t w0 = _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w)
     cdef Py_ssize_t nh = min(
@@ -155,10 +151,10 @@ cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_s
         _tap_count(w0, ow * s.stride_w - s.pad_w + (s.kernel_w - 1) * s.dilation_w + 1, s.dilation_w),
         _tap_count(w0, W, s.dilation_w))
     cdef floating v, m = -INFINITY
-    best = h0 * W + w0 if nh > 0 and nw > 0 else -1
+    best = h0 * W + w0
     for i in range(nh):
         pos = (h0 + i * s.dilation_h) * W + w0
-        for j in range(nw):
+        for _ in range(nw):
             v = x[pos]
             if v > m or v != v:
                 m = v
@@ -270,7 +266,7 @@ cdef void _max_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 _max_pool_planes(xp, op, ip, s, _split(s.planes, t, team), _split(s.planes, t + 1, team))
 
 
-def max_pool2d(x, g):
+def max_pool2d(x, g, int threads):
     """x (N, C, H, W) -> (out (N, C, Ho, Wo), int64 indices (N, C, Ho, Wo))."""
     cdef PoolShape s = _pool_shape(g)
     shape = (g.batch, g.channels, s.out_h, s.out_w)
@@ -278,7 +274,6 @@ def max_pool2d(x, g):
     indices = np.empty(shape, dtype=np.int64)
     if s.planes == 0:
         return out, indices
-    threads = get_num_threads()
     if x.dtype == np.float32:
         _max_pool[float](x, out, indices, &s, threads)
     else:
@@ -321,7 +316,7 @@ cdef void _max_pool_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :
                                    _split(planes, t + 1, team))
 
 
-def max_pool2d_backward(gy, indices, input_shape):
+def max_pool2d_backward(gy, indices, input_shape, int threads):
     """gy, indices (N, C, Ho, Wo) -> grad_input of ``input_shape`` (N, C, H, W).
 
     The indices were range-checked by the caller; planes are independent, so the
@@ -333,7 +328,6 @@ def max_pool2d_backward(gy, indices, input_shape):
     if gy.size == 0:  # no windows (Ho or Wo is 0): nothing flows back
         grad.fill(0)
         return grad
-    threads = get_num_threads()
     if gy.dtype == np.float32:
         _max_pool_backward[float](gy, indices, grad, threads)
     else:
@@ -461,14 +455,13 @@ cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, 
                                 divisor_override)
 
 
-def avg_pool2d(x, g, count_include_pad, divisor_override):
+def avg_pool2d(x, g, count_include_pad, divisor_override, int threads):
     """x (N, C, H, W) -> window means (N, C, Ho, Wo); the divisor follows PyTorch."""
     cdef PoolShape s = _pool_shape(g)
     out = np.empty((g.batch, g.channels, s.out_h, s.out_w), dtype=x.dtype)
     if s.planes == 0:
         return out
     override = 0 if divisor_override is None else divisor_override
-    threads = get_num_threads()
     if x.dtype == np.float32:
         _avg_pool[float](x, out, &s, count_include_pad, override, threads)
     else:
@@ -559,16 +552,59 @@ cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, 
                                   divisor_override)
 
 
-def avg_pool2d_backward(gy, g, count_include_pad, divisor_override):
+def avg_pool2d_backward(gy, g, count_include_pad, divisor_override, int threads):
     """gy (N, C, Ho, Wo) -> grad_input (N, C, H, W), each gradient divided by its divisor."""
     cdef PoolShape s = _pool_shape(g)
     grad = np.empty((g.batch, g.channels, s.in_h, s.in_w), dtype=gy.dtype)
     if grad.size == 0:
         return grad
     override = 0 if divisor_override is None else divisor_override
-    threads = get_num_threads()
     if gy.dtype == np.float32:
         _avg_pool_backward[float](gy, grad, &s, count_include_pad, override, threads)
     else:
         _avg_pool_backward[double](gy, grad, &s, count_include_pad, override, threads)
     return grad
+
+
+# --------------------------------------------------------------------------
+# explaining a call
+# --------------------------------------------------------------------------
+
+POOL_ALGORITHMS = ("max_rows", "max_windows", "max_scatter", "avg_rows", "avg_spread")
+
+
+def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None):
+    """{pass name: {algorithm, isa, threads, workspace_bytes, reason}} of a pooling call
+    (max_pool2d_backward: no geometry, the shapes of grad_output and of the input)."""
+    cdef PoolShape s
+    cdef Py_ssize_t planes, in_size, out_size, taps
+    cdef bint vector
+    if op == "max_pool2d_backward":
+        planes = grad_shape[0] * grad_shape[1]
+        in_size = input_shape[2] * input_shape[3]
+        out_size = grad_shape[2] * grad_shape[3]
+        return {"grad_input": {
+            "algorithm": "max_scatter", "isa": "generic", "workspace_bytes": 0,
+            "threads": _team(threads, planes, planes * (in_size + out_size)),
+            "reason": "each gradient added at its argmax, planes in parallel"}}
+    s = _pool_shape(g)
+    in_size = s.in_h * s.in_w
+    out_size = s.out_h * s.out_w
+    taps = out_size * s.kernel_h * s.kernel_w
+    vector = s.vector_float if itemsize == 4 else s.vector_double
+    if op == "max_pool2d":
+        team = _team(threads, s.planes, s.planes * (in_size + taps))
+        work = ((s.out_w_rounded + s.in_h * (s.pad_w + s.in_w + s.pad_right) + s.slack)
+                * itemsize * team if vector and s.padded else 0)
+        return {"forward": {
+            "algorithm": "max_rows" if vector else "max_windows",
+            "isa": pool_isa if vector else "generic", "threads": team, "workspace_bytes": work,
+            "reason": ("rows of windows a kernel tap at a time with branch-free selects"
+                       + (" on a -inf-padded copy of each plane" if s.padded else ""))
+            if vector else "tap labels would not fit the dtype exactly: window by window"}}
+    return {"forward" if op == "avg_pool2d" else "grad_input": {
+        "algorithm": "avg_rows" if op == "avg_pool2d" else "avg_spread",
+        "isa": "generic", "threads": _team(threads, s.planes, s.planes * (in_size + taps)),
+        "workspace_bytes": 0,
+        "reason": "interior windows a kernel tap at a time (compiler-vectorised sums), "
+                  "border windows one by one"}}

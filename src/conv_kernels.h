@@ -1,19 +1,19 @@
-/* Compute kernels behind src/_conv.pyx: a packed, register-blocked GEMM and the
- * im2col / col2im panel packers that turn a convolution into GEMM blocks without
- * ever materialising a whole-batch im2col matrix.
+/* C kernels behind src/_conv.pyx: packed, register-blocked GEMM micro-kernels, the panel
+ * packers and one single-threaded driver per algorithm (conv_impl.h lists the sources).
+ * No whole-batch im2col matrix is ever materialised.
  *
- * Everything here is single-threaded and allocation-free: _conv.pyx splits the
- * work into independent blocks, runs them under OpenMP and hands each thread its
- * own slice of a reused workspace.  Each routine exists for float (suffix _f32)
- * and double (_f64): conv_impl.h is included twice as a poor man's template.
+ * Everything here is single-threaded and allocation-free: the drivers of
+ * conv_drivers.pxi split the work into independent tasks, run them on the OpenMP team and
+ * hand each thread its own block of the workspace the plan laid out.  Each routine exists
+ * for float (suffix _f32) and double (_f64): conv_impl.h is included twice as a poor man's
+ * template.
  *
- * GEMM structure (GotoBLAS/BLIS): A is packed into MR-row strips (k-major, so
- * one strip column is MR contiguous values), B into NR-column panels (k-major),
- * and a micro-kernel keeps an MR x NR tile of C in vector registers while it
- * streams one A strip and one B panel.  The micro-kernel is chosen once at import
- * by CPU feature (AVX-512F, AVX2+FMA, or portable C); on GCC/Clang the ISA
- * specific versions are compiled with per-function target attributes, so the
- * wheel itself stays baseline x86-64.
+ * GEMM structure (GotoBLAS/BLIS): A is packed into MR-row strips (k-major, so one strip
+ * column is MR contiguous values), B into NR-column panels (k-major), and a micro-kernel
+ * keeps an MR x NR tile of C in vector registers while it streams one A strip and one B
+ * panel.  Micro-kernels and drivers exist per ISA (generic C, AVX2+FMA, AVX-512F), compiled
+ * with per-function target attributes so the wheel itself stays baseline x86-64; the ISA
+ * level of isa.h picks the version at every call.
  */
 #ifndef CCONV_CONV_KERNELS_H
 #define CCONV_CONV_KERNELS_H
@@ -22,11 +22,7 @@
 #include <string.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define CCONV_X86_DISPATCH 1
-#else
-#define CCONV_X86_DISPATCH 0
-#endif
+#include "isa.h"      /* cconv_isa_level, CCONV_X86_DISPATCH, CCONV_ISA_VARIANTS */
 
 #if defined(__GNUC__)
 #define CCONV_RESTRICT __restrict__
@@ -52,16 +48,6 @@
 #define CCONV_COMPILER "msvc " CCONV_STR(_MSC_FULL_VER)
 #else
 #define CCONV_COMPILER "unknown"
-#endif
-
-/* Memory-bound helpers (transforms, packing) are cloned per ISA and picked at load time. */
-#if CCONV_X86_DISPATCH && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define CCONV_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef CCONV_CLONES
-#define CCONV_CLONES
 #endif
 
 /* Type-independent helpers exist in both instantiations; only one may be called. */

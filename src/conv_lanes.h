@@ -23,11 +23,11 @@
 /* Slack (elements) after a padded copy made for this kernel (pad_phases' nr argument). */
 #define CCONV_LANES_SLACK 16
 
-/* Whether the float kernels run on AVX-512 (not overridden by CCONV_KERNEL_ISA). */
+/* Whether the kernels run on AVX-512 (the ISA level of isa.h). */
 static int cconv_lanes_available(void)
 {
 #if CCONV_X86_DISPATCH
-    return cconv_kernel_f32() == &kernel_avx512_f32;
+    return cconv_isa_level == CCONV_ISA_AVX512F;
 #else
     return 0;
 #endif

@@ -9,7 +9,7 @@
  *
  * The same C is compiled twice: baseline (SSE2 on x86-64, whatever the target is
  * elsewhere) and, on GCC/Clang for x86, with target("avx2"); pool_kernels_init()
- * picks one at import via __builtin_cpu_supports, so the wheel stays baseline.
+ * picks one at import from the ISA level of isa.h, so the wheel stays baseline.
  * pool_impl.h is included once per dtype as a poor man's template.
  */
 #ifndef CCONV_POOL_KERNELS_H
@@ -19,6 +19,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "isa.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define POOL_X86_DISPATCH 1
@@ -56,7 +58,7 @@
 #define POOL_GROUP 8
 
 /* Name of the ISA the kernels run with (for build/backend info). */
-static const char *pool_isa = "baseline";
+static const char *pool_isa = "generic";
 
 /* Per dtype: POOL_V elements per 32-byte vector, POOL_IT the same-width integer, and
  * POOL_EVENS(a, b) = elements 0, 2, 4, ... of p[0..2V-2] from a = p[0..V-1] and
@@ -93,12 +95,12 @@ static const char *pool_isa = "baseline";
 #undef POOL_SUFFIX
 #undef POOL_EVENS
 
-/* Choose the kernels for this CPU; call once before the first pooling call. */
-static void pool_kernels_init(void)
+/* Choose the kernels for ISA level `level` of isa.h (the AVX2 kernels also serve
+ * AVX-512); call once before the first pooling call. */
+static void pool_kernels_init(int level)
 {
 #if POOL_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) {
+    if (level >= CCONV_ISA_AVX2) {
         pool_max_row_impl_f32 = pool_max_row_avx2_f32;
         pool_max_row_impl_f64 = pool_max_row_avx2_f64;
         pool_isa = "avx2";

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import cconv
+from cconv import _compare
 
 REFERENCE = "numpy"
 
@@ -40,8 +41,8 @@ def _backends_under_test():
 
 BACKENDS_UNDER_TEST = _backends_under_test()
 
-#: Relative tolerance of :func:`assert_close`: ``norm(actual - expected) / norm(expected)``.
-TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+#: Relative tolerance of :func:`assert_close` (cconv's one comparison rule, cconv._compare.agreement).
+TOLERANCE = _compare.TOLERANCE
 
 # How many cases each test category ran, by name; printed at the end of the session.
 _TALLY: collections.Counter = collections.Counter()
@@ -60,31 +61,14 @@ def backend_params(names):
         reason="no compiled backend is built (build it, or set CCONV_TEST_BACKENDS=torch)"))]
 
 
-def assert_close(actual, expected, *, dtype=None, context=""):
-    """Assert ``actual`` matches the reference ``expected`` by the issue's metric.
-
-    Same shape and dtype; NaN at exactly the same positions; infinities equal; on the
-    finite part ``norm(actual - expected) <= tol * norm(expected)`` with tol 1e-12 for
-    float64 and 1e-5 for float32 (an all-zero reference must be matched exactly).
-    """
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
+def assert_close(actual, expected, *, context=""):
+    """Assert ``actual`` matches the reference ``expected`` by cconv's one comparison rule
+    (:func:`cconv._compare.agreement`): same shape and dtype; NaN at exactly the same positions;
+    infinities equal; on the finite part ``norm(actual - expected) <= tol * norm(expected)`` with
+    tol 1e-12 for float64 and 1e-5 for float32."""
     where = f" ({context})" if context else ""
-    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}{where}"
-    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}{where}"
-    tol = TOLERANCE[np.dtype(dtype or expected.dtype)]
-    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
-    assert np.array_equal(nan_a, nan_e), (
-        f"NaN positions differ: {int((nan_a != nan_e).sum())} of {actual.size}{where}")
-    inf_e = np.isinf(expected)
-    assert np.array_equal(actual[inf_e], expected[inf_e]) and not np.isinf(actual[~inf_e]).any(), (
-        f"infinities differ{where}")
-    finite = np.isfinite(expected)
-    a = actual[finite].astype(np.float64)
-    e = expected[finite].astype(np.float64)
-    err = float(np.linalg.norm(a - e))
-    ref = float(np.linalg.norm(e))
-    assert err <= tol * ref, f"relative error {err / ref if ref else err:.3e} > {tol:.0e}{where}"
+    problem = _compare.agreement(actual, expected)
+    assert problem is None, problem + where
 
 
 def assert_identical(actual, expected, context=""):

@@ -205,7 +205,7 @@ def _draw_transpose_case(rng, feature):
         c_per_group, o_per_group = c_per_group + 3, o_per_group + int(rng.integers(3, 8))
         size += rng.integers(3, 7, size=2)
     n = _batch(rng, feature)
-    c_in, c_out = groups * c_per_group, groups * o_per_group
+    c_in = groups * c_per_group
     args = dict(stride=_pair_or_int(rng, stride), padding=_pair_or_int(rng, padding),
                 output_padding=_pair_or_int(rng, output_padding), groups=groups,
                 dilation=_pair_or_int(rng, dilation))
@@ -655,39 +655,43 @@ def test_pool_large(name, dtype):
 
 
 KERNEL_VARIANTS = [
-    # the GEMM micro-kernels exist per instruction set; the default is the best the CPU has
+    # every kernel exists per instruction set (CCONV_KERNEL_ISA); the default is the best the
+    # CPU has.  Forced algorithms (CCONV_CONV_ALGO) are covered by test_algorithms.py.
     {"CCONV_KERNEL_ISA": "generic"},
     {"CCONV_KERNEL_ISA": "avx2"},
-    # the forward GEMM comes in two flavours, chosen per shape; force each one everywhere
-    {"CCONV_CONV_ALGO": "padded"},
-    {"CCONV_CONV_ALGO": "im2col"},
-    # float32 on AVX-512: output channels in the vector lanes, forced wherever a tile fits
-    {"CCONV_CONV_ALGO": "lanes"},
+    {"CCONV_KERNEL_ISA": "avx512f"},
 ]
 
 
 @pytest.mark.parametrize("variant", KERNEL_VARIANTS, ids=lambda v: "=".join(*v.items()))
 def test_kernel_variants(name, variant):
     """Re-run a cross-section of this module (chunk 0 of every op, the large and the hypothesis
-    cases) in a subprocess with the compiled kernels switched to a non-default variant."""
+    cases) and test_algorithms.py's in-process tests (every algorithm the planner picks, random
+    geometries, thread counts) in a subprocess with the kernels switched to one instruction set."""
     if name != "cython":
         pytest.skip("kernel variants exist only in the compiled backend")
+    isa = variant["CCONV_KERNEL_ISA"]
+    if isa not in cconv.backend_info()["simd_supported"]:
+        pytest.skip(f"this CPU does not run {isa}")
     env = dict(os.environ, CCONV_TEST_BACKENDS="cython", CCONV_TEST_LARGE_CASES="8", **variant)
+    env.pop("CCONV_CONV_ALGO", None)
     here = os.path.dirname(os.path.abspath(__file__))
-    probe = subprocess.run([sys.executable, "-c", "import cconv; print(cconv.backend_info()['simd'])"],
+    probe = subprocess.run([sys.executable, "-c", "import cconv; i = cconv.backend_info(); "
+                            "print(i['simd'], i['pool_simd'])"],
                            env=env, cwd=here, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
-    if variant.get("CCONV_KERNEL_ISA") == "generic":
-        assert probe.stdout.strip() == "generic"
-    if variant.get("CCONV_CONV_ALGO") == "lanes" and probe.stdout.strip() != "avx512f":
-        pytest.skip("the channels-in-lanes kernel needs AVX-512")
+    assert probe.stdout.split()[0] == isa
+    assert probe.stdout.split()[1] == ("generic" if isa == "generic" else "avx2")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
-         "-k", "cython and (conv_large or conv2d_hypothesis or [0- or nonfinite) and not variants"],
+         "test_algorithms.py", "-k",
+         "(cython and (conv_large or conv2d_hypothesis or [0- or nonfinite) and not variants) or "
+         "planner_choice or unforced or bit_identical"],
         env=env, cwd=here, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{variant} (kernels {probe.stdout.strip()}):\n{result.stdout[-4000:]}"
+    assert result.returncode == 0, f"{variant}:\n{result.stdout[-4000:]}"
     ran = re.search(r"cconv differential: (\d+) cases", result.stdout)
     assert ran and int(ran.group(1)) > 0, result.stdout[-2000:]
+    assert re.search(r"cconv algorithms \(planner's choice\): (\d+) cases", result.stdout), result.stdout[-2000:]
     tally("differential (kernel variants)", "=".join(*variant.items()), int(ran.group(1)))
 
 

@@ -2,8 +2,9 @@
 ``"cython"`` one by default) against the NumPy reference, on tiny random shapes and geometries.
 
 For each drawn argument set, both backends must either both reject it (same exception type) or
-both return results that agree: exactly for max-pool indices, for floats within 512 ulps of the
-largest finite reference magnitude, with NaN and Inf in exactly the same places. The backend under test must also leave every
+both return results that agree by cconv's one comparison rule (cconv._compare.agreement: exactly
+for max-pool indices; for floats NaN and Inf in exactly the same places and a relative error norm
+within 1e-5 for float32, 1e-12 for float64). The backend under test must also leave every
 input array unchanged and return outputs that share no memory with the inputs. Arguments are
 drawn from ranges that make some of them invalid (kernel larger than the input, stride 0,
 negative padding, ...), and arrays come as float32/float64, batched or not, C-ordered or as
@@ -26,6 +27,7 @@ import time
 import numpy as np
 
 import cconv
+from cconv._compare import agreement
 
 REFERENCE = "numpy"
 SHOW_MISMATCHES = 5
@@ -114,23 +116,9 @@ class Fuzzer:
                                       f"{ref.dtype}", detail)
         if any(np.shares_memory(out, a) for a in inputs):
             self._mismatch(op, "output shares memory with an input", detail)
-        if out.dtype.kind in "iu":
-            if not np.array_equal(out, ref):
-                self._mismatch(op, f"indices differ at {np.argwhere(out != ref)[:3].tolist()}", detail)
-            return
-        # Short reductions over O(1) values: a few hundred ulps of the magnitude is generous
-        # for any summation order, and far below what a wrong index or a missing term gives.
-        eps = np.finfo(out.dtype).eps
-        finite = np.isfinite(ref)
-        scale = max(1.0, float(np.abs(ref[finite]).max())) if finite.any() else 1.0
-        tol = 512 * eps * scale
-        same_nonfinite = np.array_equal(np.isnan(out), np.isnan(ref)) and np.array_equal(
-            np.where(np.isinf(ref), ref, 0), np.where(np.isinf(out), out, 0))
-        if not same_nonfinite:
-            return self._mismatch(op, "NaN/Inf pattern differs from the reference", detail)
-        err = float(np.abs(np.where(finite, out - ref, 0)).max()) if out.size else 0.0
-        if not err <= tol:
-            self._mismatch(op, f"max abs difference {err:.3g} > {tol:.3g}", detail)
+        problem = agreement(out, ref)      # cconv's one comparison rule
+        if problem is not None:
+            self._mismatch(op, problem, detail)
 
     def _mismatch(self, op, what, detail):
         self.mismatches.append(f"seed {self.seed} draw {self.draw}: {op} on {self.backend}: {what}; {detail}")
@@ -175,6 +163,8 @@ class Fuzzer:
         return tuple(bool(b) for b in self.rng.random(3) < 0.7)
 
     def conv(self, dtype):
+        if self.rng.random() < 0.05:     # now and then one large enough for the GEMM kernels
+            return self.conv_medium(dtype)
         groups = self._int(1, 3)
         c, o = groups * self._int(1, 2), groups * self._int(1, 2)
         kernel = (self._int(1, 4), self._int(1, 4))
@@ -185,6 +175,25 @@ class Fuzzer:
                    else self._pair(0, 2, hostile=(-1, (0, -2))))
         geometry = dict(stride=self._pair(1, 3, hostile=(0, (1, -1))), padding=padding,
                         dilation=self._pair(1, 2, hostile=(0,)), groups=groups)
+        y = self.run("conv2d", x, w, b, **geometry)
+        if y is not None:
+            gy = self._array(y.shape, dtype)
+            self.run("conv2d_backward", gy, x, w, **geometry, output_mask=self._mask())
+
+    def conv_medium(self, dtype):
+        """Enough channels and pixels for the GEMM-class algorithms: 3x3 stride-1 layers with
+        >= 16 channels (Winograd), 1x1 (im2col), strided (col2im), a few output channels
+        (padded grids, dot kernel)."""
+        groups = self._int(1, 2)
+        kind = self._int(0, 3)
+        c = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 12))
+        o = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 20))
+        kernel = {0: (3, 3), 1: (1, 1)}.get(kind, (self._int(1, 5), self._int(1, 5)))
+        x = self._array(self._input_shape(c, low=6, high=18), dtype)
+        w = self._array((o, c // groups) + kernel, dtype)
+        b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+        geometry = dict(stride=1 if kind < 2 else self._pair(1, 3), padding=self._pair(0, 2),
+                        dilation=1 if kind < 2 else self._pair(1, 2), groups=groups)
         y = self.run("conv2d", x, w, b, **geometry)
         if y is not None:
             gy = self._array(y.shape, dtype)
@@ -259,7 +268,27 @@ def main(argv=None):
     print(f"fuzz: {sum(fuzzer.calls.values())} calls on {args.backend} vs {REFERENCE} ({per_op}); "
           f"{fuzzer.rejected} argument sets rejected by both; {len(fuzzer.mismatches)} mismatches; "
           f"seed {args.seed}; {seconds:.1f} s")
-    return 1 if fuzzer.mismatches else 0
+    unused = _algorithm_line(args.backend) if args.backend == "cython" else []
+    if unused:
+        print(f"fuzz: FAIL: these algorithms never ran: {', '.join(unused)}")
+    return 1 if fuzzer.mismatches or unused else 0
+
+
+def _algorithm_line(backend):
+    """Print how many passes each convolution algorithm ran; return those that never ran
+    (of the ones this CPU can run)."""
+    from cconv import _compiled
+    info = cconv.backend_info()
+    counts = collections.Counter()
+    for (algo, _), n in _compiled._conv.algorithm_counts().items():
+        counts[algo] += n
+    runnable = [a for a in info["conv_algorithms"]
+                if not (a == "lanes" and not info["channels_in_lanes"])
+                and not (a == "dot" and info["simd"] == "generic")]
+    skipped = [a for a in info["conv_algorithms"] if a not in runnable]
+    note = f" (not on this CPU: {', '.join(skipped)})" if skipped else ""
+    print("calls per algorithm: " + " ".join(f"{a}={counts[a]}" for a in runnable) + note)
+    return [a for a in runnable if counts[a] == 0]
 
 
 if __name__ == "__main__":

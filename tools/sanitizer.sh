@@ -92,8 +92,11 @@ fi
 echo "sanitizer: fuzz, $CALLS calls, seed $SEED"
 sanitized "$PY" "$WORK/src/tools/fuzz.py" --calls "$CALLS" --seed "$SEED" || status=1
 fuzzed=$(sed -n 's/^fuzz: \([0-9]*\) calls.*/\1/p' "$LOG")
+# every convolution algorithm must have run under the sanitizers (fuzz.py fails otherwise)
+per_algorithm=$(grep -m1 "^calls per algorithm:" "$LOG" || echo "calls per algorithm: (missing)")
 
 reports=$(grep -cE "ERROR: AddressSanitizer|runtime error:" "$LOG" || true)
 [ "$reports" = 0 ] || status=1
 echo "sanitizer: calls fuzzed: ${fuzzed:-0} (seed $SEED); sanitizer reports found: $reports"
+echo "sanitizer: $per_algorithm"
 exit "$status"

@@ -1,0 +1,93 @@
+/* Weight-gradient driver of the register-tiled dot kernel over padded images.
+ * Type-generic: included by conv_impl.h once per float type (T, TI, S(name)); no
+ * include guard on purpose. */
+
+/* Grid length the dot kernel runs over: out_h*wph rounded up to the widest vector
+ * (64 bytes), so every kernel's vector width divides it. */
+static Py_ssize_t S(dot_grid)(const cconv_geom *g)
+{
+    Py_ssize_t hph, wph;
+    const Py_ssize_t lanes = 64 / (Py_ssize_t)sizeof(T);
+    S(phase_dims)(g, &hph, &wph);
+    return (g->out_h * wph + lanes - 1) / lanes * lanes;
+}
+
+/* mask[j] = -1 (all bits) where grid position j is a real output pixel, else 0. */
+static void S(dot_mask)(const cconv_geom *g, TI *mask)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t jp = S(dot_grid)(g), J = g->out_h * wph;
+    for (Py_ssize_t j = 0; j < jp; j++) mask[j] = (j < J && j % wph < g->out_w) ? (TI)-1 : 0;
+}
+
+/* Scratch elements for one image of the dot kernel: its padded copy, then its grad_output
+ * on the grid (m rows of dot_grid); a thread holds dot_images of these. */
+static Py_ssize_t S(dot_image_size)(const cconv_geom *g, Py_ssize_t m, int nr)
+{
+    const Py_ssize_t xp = (S(padded_size)(g, nr) + 15) / 16 * 16;
+    return xp + m * S(dot_grid)(g);
+}
+
+/* Images per dot-kernel call: enough for ~2048 grid positions per reduction, so the
+ * final lane sums stay cheap on small images, within a scratch budget; 0 if even one
+ * image does not fit (then the packed-im2col GEMM is used). */
+#define CCONV_DOT_BUDGET 4194304
+static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
+{
+    const Py_ssize_t size = S(dot_image_size)(g, m, nr);
+    Py_ssize_t n = (2048 + S(dot_grid)(g) - 1) / S(dot_grid)(g);
+    n = cconv_min(n, 32);
+    n = cconv_min(n, CCONV_DOT_BUDGET / size);
+    return n;
+}
+
+/* Weight gradient of images [img0, img1) by the dot kernel (kern->dot != NULL):
+ * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
+ * fixed order.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
+ * ws: dot_images * dot_image_size elements. */
+CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
+                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                              Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
+                              const TI *mask, T *gw, T *ws)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t Wo = g->out_w, P = g->out_h * Wo;
+    const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
+    const Py_ssize_t jp = S(dot_grid)(g);
+    const Py_ssize_t stride = S(dot_image_size)(g, m, kern->nr);
+    const Py_ssize_t xp_size = stride - m * jp;
+    const int mo = kern->dot_mo, nk = kern->dot_nk;
+    const Py_ssize_t per_call = S(dot_images)(g, m, kern->nr);
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    for (Py_ssize_t gi = 0; gi < groups; gi++)
+        for (Py_ssize_t b0 = img0; b0 < img1; b0 += per_call) {
+            const int nimg = (int)cconv_min(per_call, img1 - b0);
+            for (int b = 0; b < nimg; b++) {
+                T *xp = ws + b * stride, *gyp = xp + xp_size;
+                S(pad_phases)(x + ((b0 + b) * groups + gi) * x_group, g, kern->nr, xp);
+                const T *gyg = gy + ((b0 + b) * groups + gi) * m * P;
+                /* grad_output onto the grid: rows of wph with zeros past out_w, zero tail. */
+                for (Py_ssize_t i = 0; i < m; i++) {
+                    T *d = gyp + i * jp;
+                    Py_ssize_t j = 0;
+                    for (Py_ssize_t oh = 0; oh < g->out_h; oh++) {
+                        const T *src = gyg + i * P + oh * Wo;
+                        for (Py_ssize_t t = 0; t < Wo; t++) d[j + t] = src[t];
+                        for (Py_ssize_t t = Wo; t < wph; t++) d[j + t] = 0;
+                        j += wph;
+                    }
+                    for (; j < jp; j++) d[j] = 0;
+                }
+            }
+            T *gwg = gw + gi * m * K;
+            for (Py_ssize_t o0 = 0; o0 < m; o0 += mo)
+                for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
+                    kern->dot(ws + xp_size + o0 * jp, jp, ws, stride, nimg, off + k0, mask,
+                              gwg + o0 * K + k0, K, (int)cconv_min(mo, m - o0),
+                              (int)cconv_min(nk, K - k0));
+        }
+}
+CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
+    (kern, x, gy, g, groups, m, img0, img1, off, mask, gw, ws))

@@ -1,0 +1,416 @@
+# Drivers: execute a ConvPlan (conv_plan.pxi), one driver per algorithm.  They decide
+# nothing: algorithm, micro-kernel, tiles, team size and workspace layout come from the
+# plan.  Work is cut into independent tasks run by _run (one OpenMP loop per phase, none at
+# all for a team of one).  Included by _conv.pyx.
+
+cdef enum:  # task kinds
+    K_FWD_DIRECT = 0
+    K_WINO_WEIGHTS
+    K_WINO_ROWS
+    K_LANES
+    K_PADDED
+    K_SPAN
+    K_BLOCK
+    K_GI_DIRECT
+    K_GI_COL2IM
+    K_GW_DIRECT
+    K_GW_PART
+    K_GW_REDUCE
+    K_GW_WINO_OUT
+    K_GB
+
+DEF _REDUCE_CHUNK = 4096   # elements per task of a partial-sum reduction
+
+
+cdef struct _Job:
+    const ConvPlan *p
+    const void *x        # forward: the sliding operand (x, or grad_output for grad_input)
+    const void *w        # weights (unpacked)
+    const void *gy       # weight and bias gradients: grad_output
+    const void *bias
+    void *out            # y, grad_input, grad_weight or grad_bias
+    void *ws             # the workspace, laid out by the plan
+    int kind
+
+
+cdef inline floating *_region(const _Job *job, int region, const floating *dummy) noexcept nogil:
+    return <floating *>job.ws + job.p.off[region]
+
+
+cdef inline floating *_thread_ws(const _Job *job, int tid, int region,
+                                 const floating *dummy) noexcept nogil:
+    return (<floating *>job.ws + job.p.off[R_THREADS] + tid * job.p.t_stride
+            + job.p.t_off[region])
+
+
+cdef inline floating *_partial(const _Job *job, Py_ssize_t part, const floating *dummy) noexcept nogil:
+    """Where batch part `part` of a weight gradient accumulates (part 0: the output)."""
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t GW = p.groups * p.m * p.g.channels * p.g.kernel_h * p.g.kernel_w
+    if p.algo == A_WINOGRAD:
+        return _region(job, R_PARTIALS, dummy) + part * _round_up(16 * p.groups * p.m * p.g.channels, 16)
+    if part == 0:
+        return <floating *>job.out
+    return _region(job, R_PARTIALS, dummy) + (part - 1) * _round_up(GW, 16)
+
+
+cdef void _run(_Job *job, int kind, Py_ssize_t n, int threads) noexcept nogil:
+    """Run tasks 0..n-1 of `kind` on a team of `threads` (no parallel region for one).
+
+    Tasks are handed out one at a time as threads come free: when another process holds a
+    core, the threads that do run take over the work of the one that does not, instead of
+    waiting for its share.  Which thread runs a task never changes a result."""
+    cdef Py_ssize_t t
+    job.kind = kind
+    if threads <= 1 or n <= 1:
+        for t in range(n):
+            _task(job, t, 0)
+    else:
+        for t in prange(n, num_threads=threads, schedule='dynamic'):
+            _task(job, t, threadid())
+
+
+cdef void _task(const _Job *job, Py_ssize_t t, int tid) noexcept nogil:
+    if job.p.itemsize == 4:
+        _task_typed(<float *>NULL, job, t, tid)
+    else:
+        _task_typed(<double *>NULL, job, t, tid)
+
+
+cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid) noexcept nogil:
+    """Task t of job.kind, on thread tid (its workspace block)."""
+    cdef const ConvPlan *p = job.p
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t m = p.m, groups = p.groups, O = groups * m, C = s.channels
+    cdef Py_ssize_t K = C * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w
+    cdef Py_ssize_t x_group = C * s.in_h * s.in_w
+    cdef const floating *x = <const floating *>job.x
+    cdef const floating *w = <const floating *>job.w
+    cdef const floating *b = <const floating *>job.bias
+    cdef floating *out = <floating *>job.out
+    cdef const floating *apack = _region(job, R_WEIGHTS, d)
+    cdef const Py_ssize_t *off = <const Py_ssize_t *>_region(job, R_OFFSETS, d)
+    cdef Py_ssize_t a_size = _round_up(m, p.mr) * K
+    cdef Py_ssize_t r, gidx, p0, p1, i, i1, part, nblk, th, tw, b0, ty0, nchunk, n_panels
+    cdef floating acc
+    cdef floating *dst
+    if job.kind == K_FWD_DIRECT:
+        _direct_plane(x + (t // O * groups + t % O // m) * x_group, w + t % O * K,
+                      b[t % O] if b != NULL else <floating>0, out + t * P, s)
+    elif job.kind == K_WINO_WEIGHTS:
+        _wino_weights(p, w, t, <floating *>apack)
+    elif job.kind == K_WINO_ROWS:
+        th = (s.out_h + 1) // 2
+        nblk = (th + p.nty - 1) // p.nty       # tile-row blocks per image
+        r = t // nblk                          # chunk * groups + group
+        ty0 = t % nblk * p.nty
+        gidx = r % groups
+        b0 = r // groups * p.nimg
+        a_size = _round_up(m, p.mr) * C
+        _wino_rows(p, x + (b0 * groups + gidx) * x_group, groups * x_group,
+                   apack + gidx * a_size, groups * a_size, off,
+                   b + gidx * m if b != NULL else NULL,
+                   out + (b0 * groups + gidx) * m * P, O * P,
+                   min(p.nimg, p.batch - b0), ty0, min(p.nty, th - ty0),
+                   _thread_ws(job, tid, T_A, d))
+    elif job.kind == K_LANES:
+        if floating is float:
+            a_size = cconv_lanes_weights_size(m, K)
+            cconv_fwd_lanes_f32(x + t * x_group, s, m, apack + t % groups * a_size, off,
+                                b + t % groups * m if b != NULL else NULL, out + t * m * P,
+                                _thread_ws(job, tid, T_A, d))
+    elif job.kind == K_PADDED:
+        _fwd_slice(p, x + t * x_group, apack + t % groups * a_size, off,
+                   b + t % groups * m if b != NULL else NULL, out + t * m * P,
+                   _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
+    elif job.kind == K_SPAN:
+        # Each share is an equal, contiguous run of the GEMM panels of one group, in blocks
+        # of up to CCONV_NC columns (blocks of CCONV_NC for everyone left one thread a block
+        # more than the other: pointwise at 2 threads, 3% idle).
+        gidx = t // p.shares
+        n_panels = (p.batch * P + p.nr - 1) // p.nr
+        p0 = t % p.shares * n_panels // p.shares * p.nr
+        p1 = min((t % p.shares + 1) * n_panels // p.shares * p.nr, p.batch * P)
+        while p0 < p1:
+            _fwd_span(p, x + gidx * x_group, groups * x_group, apack + gidx * a_size,
+                      b + gidx * m if b != NULL else NULL, out + gidx * m * P, O * P, p0,
+                      min(<Py_ssize_t>CCONV_NC, p1 - p0), _thread_ws(job, tid, T_A, d))
+            p0 = p0 + CCONV_NC
+    elif job.kind == K_BLOCK:
+        nblk = (P + CCONV_NC - 1) // CCONV_NC
+        r = t // nblk                          # image * groups + group
+        p0 = t % nblk * CCONV_NC
+        _fwd_block(p, x + r * x_group, apack + r % groups * a_size,
+                   b + r % groups * m if b != NULL else NULL, out + r * m * P,
+                   p0, min(<Py_ssize_t>CCONV_NC, P - p0), _thread_ws(job, tid, T_A, d))
+    elif job.kind == K_GI_DIRECT:
+        # here s is the conv2d geometry and x is grad_output: plane t of grad_input
+        gidx = t % (groups * C) // C
+        _direct_gi_plane(x + (t // (groups * C) * groups + gidx) * m * P, w + gidx * m * K,
+                         out + t * s.in_h * s.in_w, s, m, t % C)
+    elif job.kind == K_GI_COL2IM:
+        a_size = _round_up(K, p.mr) * m
+        memset(out + t * x_group, 0, x_group * sizeof(floating))
+        _gi_block(p, x + t * m * P, apack + t % groups * a_size, out + t * x_group,
+                  _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
+    elif job.kind == K_GW_DIRECT:
+        _direct_gw_channel(x + t // m * x_group, <const floating *>job.gy + t * P, out + t * K,
+                           s, p.batch, groups * x_group, O * P)
+    elif job.kind == K_GW_PART:
+        _gw_part(job, t, tid, d)
+    elif job.kind == K_GW_REDUCE:
+        # Fixed order per element: part 0, 1, 2, ... whatever the team.
+        i1 = min((t + 1) * _REDUCE_CHUNK, _reduce_size(p))
+        dst = _partial(job, 0, d)
+        for i in range(t * _REDUCE_CHUNK, i1):
+            acc = dst[i]
+            for part in range(1, p.parts):
+                acc = acc + _partial(job, part, d)[i]
+            dst[i] = acc
+    elif job.kind == K_GW_WINO_OUT:
+        # gw = G^T dU G for one (group, input channel); the thread's tile block holds the
+        # 12 x m intermediate.
+        if floating is float:
+            wino_weights_grad_f32(_partial(job, 0, d), groups, m, C, t // C, t % C, out,
+                                  _thread_ws(job, tid, T_A, d))
+        else:
+            wino_weights_grad_f64(_partial(job, 0, d), groups, m, C, t // C, t % C, out,
+                                  _thread_ws(job, tid, T_A, d))
+    elif job.kind == K_GB:
+        acc = 0
+        for i in range(p.batch):
+            acc = acc + _dot_ones(<const floating *>job.gy + (i * O + t) * P, P)
+        out[t] = acc
+
+
+cdef inline Py_ssize_t _reduce_size(const ConvPlan *p) noexcept nogil:
+    """Elements of one weight-gradient partial (Winograd: the 16 x O x C sums dU)."""
+    if p.algo == A_WINOGRAD:
+        return 16 * p.groups * p.m * p.g.channels
+    return p.groups * p.m * p.g.channels * p.g.kernel_h * p.g.kernel_w
+
+
+cdef void _gw_part(const _Job *job, Py_ssize_t part, int tid, const floating *d) noexcept nogil:
+    """Batch part `part` of a weight gradient into its own partial (images for dot and
+    Winograd, flattened (image, pixel) rows for im2col)."""
+    cdef const ConvPlan *p = job.p
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t n = p.batch if p.algo != A_IM2COL else p.batch * s.out_h * s.out_w
+    cdef Py_ssize_t lo = n * part // p.parts, hi = n * (part + 1) // p.parts
+    cdef floating *dst = _partial(job, part, d)
+    cdef const floating *x = <const floating *>job.x
+    cdef const floating *gy = <const floating *>job.gy
+    cdef floating *tws = _thread_ws(job, tid, T_A, d)
+    if p.algo == A_WINOGRAD:      # writes (not accumulates) its partial
+        if floating is float:
+            conv_wino_gw_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+                             p.nimg, p.nty, p.tpad, dst, tws)
+        else:
+            conv_wino_gw_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+                             p.nimg, p.nty, p.tpad, dst, tws)
+        return
+    memset(dst, 0, _reduce_size(p) * sizeof(floating))
+    if p.algo == A_DOT:
+        if floating is float:
+            conv_gw_images_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+                               <const Py_ssize_t *>_region(job, R_OFFSETS, d),
+                               <const int *>_region(job, R_MASK, d), dst, tws)
+        else:
+            conv_gw_images_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+                               <const Py_ssize_t *>_region(job, R_OFFSETS, d),
+                               <const long long *>_region(job, R_MASK, d), dst, tws)
+    else:
+        if floating is float:
+            conv_gw_range_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi, dst,
+                              tws, _thread_ws(job, tid, T_B, d), p.pointwise)
+        else:
+            conv_gw_range_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi, dst,
+                              tws, _thread_ws(job, tid, T_B, d), p.pointwise)
+
+
+# ---- typed calls of the C drivers (the plan's micro-kernel) -------------------------------
+
+cdef inline void _pack_a(const ConvPlan *p, floating *dst, const floating *src, Py_ssize_t m,
+                         Py_ssize_t k, Py_ssize_t rs, Py_ssize_t cs) noexcept nogil:
+    if floating is float:
+        pack_a_f32(dst, src, m, k, rs, cs, p.mr)
+    else:
+        pack_a_f64(dst, src, m, k, rs, cs, p.mr)
+
+
+cdef inline void _fwd_block(const ConvPlan *p, const floating *x, const floating *apack,
+                            const floating *bias, floating *y, Py_ssize_t p0, Py_ssize_t nc,
+                            floating *ws) noexcept nogil:
+    if floating is float:
+        conv_fwd_block_f32(<const kernel_f32 *>p.kern, x, &p.g, p.m, apack, bias, y, p0, nc, ws)
+    else:
+        conv_fwd_block_f64(<const kernel_f64 *>p.kern, x, &p.g, p.m, apack, bias, y, p0, nc, ws)
+
+
+cdef inline void _fwd_slice(const ConvPlan *p, const floating *x, const floating *apack,
+                            const Py_ssize_t *off, const floating *bias, floating *y,
+                            floating *xp, floating *ctmp) noexcept nogil:
+    if floating is float:
+        conv_fwd_slice_f32(<const kernel_f32 *>p.kern, x, &p.g, p.m, apack, off, bias, y, xp,
+                           ctmp)
+    else:
+        conv_fwd_slice_f64(<const kernel_f64 *>p.kern, x, &p.g, p.m, apack, off, bias, y, xp,
+                           ctmp)
+
+
+cdef inline void _fwd_span(const ConvPlan *p, const floating *x, Py_ssize_t x_img,
+                           const floating *apack, const floating *bias, floating *y,
+                           Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc,
+                           floating *ws) noexcept nogil:
+    if floating is float:
+        conv_fwd_span_f32(<const kernel_f32 *>p.kern, x, x_img, &p.g, p.m, apack, bias, y,
+                          y_img, j0, nc, ws, p.stream, p.pointwise)
+    else:
+        conv_fwd_span_f64(<const kernel_f64 *>p.kern, x, x_img, &p.g, p.m, apack, bias, y,
+                          y_img, j0, nc, ws, p.stream, p.pointwise)
+
+
+cdef inline void _wino_weights(const ConvPlan *p, const floating *w, Py_ssize_t o,
+                               floating *upack) noexcept nogil:
+    cdef Py_ssize_t upack_xi = p.groups * _round_up(p.m, p.mr) * p.g.channels
+    if floating is float:
+        wino_weights_f32(w, p.groups, p.m, p.g.channels, p.mr, o, o + 1, upack, upack_xi)
+    else:
+        wino_weights_f64(w, p.groups, p.m, p.g.channels, p.mr, o, o + 1, upack, upack_xi)
+
+
+cdef inline void _wino_rows(const ConvPlan *p, const floating *x, Py_ssize_t x_img,
+                            const floating *upack, Py_ssize_t upack_xi, const Py_ssize_t *off,
+                            const floating *bias, floating *y, Py_ssize_t y_img,
+                            Py_ssize_t nimg, Py_ssize_t ty0, Py_ssize_t nty,
+                            floating *ws) noexcept nogil:
+    if floating is float:
+        conv_wino_rows_f32(<const kernel_f32 *>p.kern, x, x_img, &p.g, p.m, upack, upack_xi,
+                           off, bias, y, y_img, nimg, ty0, nty, p.tpad, ws)
+    else:
+        conv_wino_rows_f64(<const kernel_f64 *>p.kern, x, x_img, &p.g, p.m, upack, upack_xi,
+                           off, bias, y, y_img, nimg, ty0, nty, p.tpad, ws)
+
+
+cdef inline void _gi_block(const ConvPlan *p, const floating *gy, const floating *apack,
+                           floating *gi, floating *wsb, floating *wsc) noexcept nogil:
+    if floating is float:
+        conv_gi_block_f32(<const kernel_f32 *>p.kern, gy, &p.g, p.m, apack, gi, p.nc, wsb, wsc)
+    else:
+        conv_gi_block_f64(<const kernel_f64 *>p.kern, gy, &p.g, p.m, apack, gi, p.nc, wsb, wsc)
+
+
+# ---- one driver per pass ------------------------------------------------------------------
+
+cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, const floating *b,
+                   floating *y, floating *ws) noexcept nogil:
+    """y (batch, groups*m, out_h, out_w) = conv(x, w) + b as planned (also the stride-1
+    grad_input, with grad_output as x and the flipped weights as w)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t m = p.m, K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w, O = p.groups * m, gidx, c, th
+    cdef _Job job
+    job.p = p
+    job.x = x
+    job.w = w
+    job.gy = NULL
+    job.bias = b
+    job.out = y
+    job.ws = ws
+    if p.algo == A_DIRECT:
+        _run(&job, K_FWD_DIRECT, p.batch * O, p.threads)
+    elif p.algo == A_WINOGRAD:
+        # weight transform straight into GEMM strips: 16*O*C values, worth a team
+        _run(&job, K_WINO_WEIGHTS, O, p.side_threads)
+        for c in range(s.channels):
+            (<Py_ssize_t *>_region(&job, R_OFFSETS, x))[c] = c * p.tpad
+        th = (s.out_h + 1) // 2
+        _run(&job, K_WINO_ROWS, (p.batch + p.nimg - 1) // p.nimg * p.groups
+             * ((th + p.nty - 1) // p.nty), p.threads)
+    elif p.algo == A_LANES:
+        if floating is float:
+            for gidx in range(p.groups):
+                cconv_lanes_pack_f32(w + gidx * m * K, m, K, _region(&job, R_WEIGHTS, x)
+                                     + gidx * cconv_lanes_weights_size(m, K))
+            tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
+            _run(&job, K_LANES, p.batch * p.groups, p.threads)
+    else:
+        for gidx in range(p.groups):
+            _pack_a(p, _region(&job, R_WEIGHTS, x) + gidx * _round_up(m, p.mr) * K,
+                    w + gidx * m * K, m, K, K, 1)
+        if p.algo == A_PADDED:
+            tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
+            _run(&job, K_PADDED, p.batch * p.groups, p.threads)
+        elif p.span:
+            _run(&job, K_SPAN, p.groups * p.shares, p.threads)
+        else:
+            _run(&job, K_BLOCK, p.batch * p.groups * ((P + CCONV_NC - 1) // CCONV_NC),
+                 p.threads)
+
+
+cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floating *w,
+                             floating *gi, floating *ws) noexcept nogil:
+    """gi (batch, groups*channels, in_h, in_w) for any stride: GEMM with W^T and col2im per
+    image and group, or scatter loops per input plane (direct)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w, gidx
+    cdef _Job job
+    job.p = p
+    job.x = gy
+    job.w = w
+    job.gy = NULL
+    job.bias = NULL
+    job.out = gi
+    job.ws = ws
+    if p.algo == A_DIRECT:
+        _run(&job, K_GI_DIRECT, p.batch * p.groups * s.channels, p.threads)
+        return
+    for gidx in range(p.groups):
+        _pack_a(p, _region(&job, R_WEIGHTS, gy) + gidx * _round_up(K, p.mr) * p.m,
+                w + gidx * p.m * K, K, p.m, 1, K)
+    _run(&job, K_GI_COL2IM, p.batch * p.groups, p.threads)
+
+
+cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy, floating *gw,
+                       floating *ws) noexcept nogil:
+    """gw (groups*m, channels, kh, kw): each batch part into its own partial (part 0 into
+    gw), then the parts added element by element in part order."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t O = p.groups * p.m, C = s.channels
+    cdef _Job job
+    job.p = p
+    job.x = x
+    job.w = NULL
+    job.gy = gy
+    job.bias = NULL
+    job.out = gw
+    job.ws = ws
+    if p.algo == A_DIRECT:
+        _run(&job, K_GW_DIRECT, O, p.threads)
+        return
+    if p.algo == A_DOT:
+        tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
+        if floating is float:
+            dot_mask_f32(s, <int *>_region(&job, R_MASK, x))
+        else:
+            dot_mask_f64(s, <long long *>_region(&job, R_MASK, x))
+    _run(&job, K_GW_PART, p.parts, p.threads)
+    if p.parts > 1:
+        _run(&job, K_GW_REDUCE, (_reduce_size(p) + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK,
+             p.side_threads)
+    if p.algo == A_WINOGRAD:
+        _run(&job, K_GW_WINO_OUT, p.groups * C, p.side_threads)
+
+
+cdef void _grad_bias(const ConvPlan *p, const floating *gy, floating *gb) noexcept nogil:
+    """gb[o] = sum of grad_output over images and pixels, per channel in a fixed order."""
+    cdef _Job job
+    job.p = p
+    job.x = NULL
+    job.w = NULL
+    job.gy = gy
+    job.bias = NULL
+    job.out = gb
+    job.ws = NULL
+    _run(&job, K_GB, p.groups * p.m, p.threads)

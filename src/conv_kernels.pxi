@@ -1,0 +1,135 @@
+# Declarations of the C kernels (conv_kernels.h and the headers it includes): micro-kernel
+# registry, packing, and the single-threaded drivers of each algorithm.  Included by _conv.pyx.
+
+cdef extern from "conv_kernels.h" nogil:
+    ctypedef struct cconv_geom:
+        Py_ssize_t channels
+        Py_ssize_t in_h, in_w
+        Py_ssize_t kernel_h, kernel_w
+        Py_ssize_t stride_h, stride_w
+        Py_ssize_t pad_top, pad_left
+        Py_ssize_t dilation_h, dilation_w
+        Py_ssize_t out_h, out_w
+
+    ctypedef struct kernel_f32 "kernel_t_f32":
+        int mr, nr
+        void *dot
+        const char *isa
+    ctypedef struct kernel_f64 "kernel_t_f64":
+        int mr, nr
+        void *dot
+        const char *isa
+
+    const Py_ssize_t CCONV_KC
+    const Py_ssize_t CCONV_NC
+    const char *CCONV_COMPILER
+    const int CCONV_OPENMP
+
+    const kernel_f32 *cconv_kernel_f32()
+    const kernel_f64 *cconv_kernel_f64()
+    const kernel_f32 *cconv_kernel_tall_f32()
+    const kernel_f64 *cconv_kernel_tall_f64()
+
+    void pack_a_f32(float *dst, const float *src, Py_ssize_t m, Py_ssize_t k,
+                    Py_ssize_t rs, Py_ssize_t cs, int mr)
+    void pack_a_f64(double *dst, const double *src, Py_ssize_t m, Py_ssize_t k,
+                    Py_ssize_t rs, Py_ssize_t cs, int mr)
+    void conv_fwd_block_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+                            Py_ssize_t m, const float *apack, const float *bias, float *y,
+                            Py_ssize_t p0, Py_ssize_t nc, float *ws)
+    void conv_fwd_block_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+                            Py_ssize_t m, const double *apack, const double *bias, double *y,
+                            Py_ssize_t p0, Py_ssize_t nc, double *ws)
+    Py_ssize_t padded_size_f32(const cconv_geom *g, int nr)
+    Py_ssize_t padded_size_f64(const cconv_geom *g, int nr)
+    void tap_offsets_f32(const cconv_geom *g, Py_ssize_t *off)
+    void conv_fwd_slice_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+                            Py_ssize_t m, const float *apack, const Py_ssize_t *off,
+                            const float *bias, float *y, float *xp, float *ctmp)
+    void conv_fwd_slice_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+                            Py_ssize_t m, const double *apack, const Py_ssize_t *off,
+                            const double *bias, double *y, double *xp, double *ctmp)
+    const int CCONV_NB_PANELS
+    Py_ssize_t wino_gw_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                Py_ssize_t tpad, int mr, int nr)
+    void conv_wino_gw_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                          const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                          Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
+                          Py_ssize_t tpad, float *sacc, float *ws)
+    void conv_wino_gw_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                          const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                          Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
+                          Py_ssize_t tpad, double *sacc, double *ws)
+    void wino_weights_grad_f32(const float *sacc, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t C, Py_ssize_t gi, Py_ssize_t c, float *gw,
+                               float *tmp)
+    void wino_weights_grad_f64(const double *sacc, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t C, Py_ssize_t gi, Py_ssize_t c, double *gw,
+                               double *tmp)
+    int all_finite_f32(const float *x, Py_ssize_t n)
+    int all_finite_f64(const double *x, Py_ssize_t n)
+    void wino_weights_f32(const float *w, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t C,
+                          int mr, Py_ssize_t o0, Py_ssize_t o1, float *upack,
+                          Py_ssize_t upack_xi)
+    void wino_weights_f64(const double *w, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t C,
+                          int mr, Py_ssize_t o0, Py_ssize_t o1, double *upack,
+                          Py_ssize_t upack_xi)
+    Py_ssize_t wino_task_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
+                                  Py_ssize_t tpad)
+    void conv_wino_rows_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
+                            const cconv_geom *g, Py_ssize_t m, const float *upack,
+                            Py_ssize_t upack_xi, const Py_ssize_t *off, const float *bias,
+                            float *y, Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0,
+                            Py_ssize_t nty, Py_ssize_t tpad, float *ws)
+    void conv_wino_rows_f64(const kernel_f64 *kern, const double *x, Py_ssize_t x_img,
+                            const cconv_geom *g, Py_ssize_t m, const double *upack,
+                            Py_ssize_t upack_xi, const Py_ssize_t *off, const double *bias,
+                            double *y, Py_ssize_t y_img, Py_ssize_t nimg, Py_ssize_t ty0,
+                            Py_ssize_t nty, Py_ssize_t tpad, double *ws)
+    Py_ssize_t dot_grid_f32(const cconv_geom *g)
+    Py_ssize_t dot_grid_f64(const cconv_geom *g)
+    void dot_mask_f32(const cconv_geom *g, int *mask)
+    void dot_mask_f64(const cconv_geom *g, long long *mask)
+    void conv_gw_images_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                            Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
+                            const int *mask, float *gw, float *ws)
+    void conv_gw_images_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                            Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
+                            const long long *mask, double *gw, double *ws)
+    Py_ssize_t dot_image_size_f32(const cconv_geom *g, Py_ssize_t m, int nr)
+    Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
+    Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)
+    Py_ssize_t dot_images_f64(const cconv_geom *g, Py_ssize_t m, int nr)
+    void conv_fwd_span_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
+                           const cconv_geom *g, Py_ssize_t m, const float *apack,
+                           const float *bias, float *y, Py_ssize_t y_img, Py_ssize_t j0,
+                           Py_ssize_t nc, float *ws, int stream, int pointwise)
+    void conv_fwd_span_f64(const kernel_f64 *kern, const double *x, Py_ssize_t x_img,
+                           const cconv_geom *g, Py_ssize_t m, const double *apack,
+                           const double *bias, double *y, Py_ssize_t y_img, Py_ssize_t j0,
+                           Py_ssize_t nc, double *ws, int stream, int pointwise)
+    void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                           Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb,
+                           int pointwise)
+    void conv_gw_range_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                           Py_ssize_t r0, Py_ssize_t r1, double *gw, double *wsa, double *wsb,
+                           int pointwise)
+    void conv_gi_block_f32(const kernel_f32 *kern, const float *gy, const cconv_geom *g,
+                           Py_ssize_t m, const float *apack, float *gi, Py_ssize_t nc_max,
+                           float *wsb, float *wsc)
+    void conv_gi_block_f64(const kernel_f64 *kern, const double *gy, const cconv_geom *g,
+                           Py_ssize_t m, const double *apack, double *gi, Py_ssize_t nc_max,
+                           double *wsb, double *wsc)
+
+    const int CCONV_LANES_SLACK
+    int cconv_lanes_available()
+    int cconv_lanes_cols(const cconv_geom *g)
+    Py_ssize_t cconv_lanes_weights_size(Py_ssize_t m, Py_ssize_t K)
+    void cconv_lanes_pack_f32(const float *w, Py_ssize_t m, Py_ssize_t K, float *wt)
+    void cconv_fwd_lanes_f32(const float *x, const cconv_geom *g, Py_ssize_t m,
+                             const float *wt, const Py_ssize_t *off, const float *bias,
+                             float *y, float *xp)

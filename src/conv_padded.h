@@ -1,0 +1,117 @@
+/* Implicit-GEMM driver on a zero-padded, polyphase copy of one image slice.
+ * Type-generic: included by conv_impl.h once per float type (T, TI, S(name)); no
+ * include guard on purpose. */
+
+/* ---- implicit GEMM on a padded, polyphase copy of the image ---------------------
+ * For stride (sh, sw) the zero-padded slice is split into sh*sw phase planes,
+ * xp[c][a][b][r][s] = x[c][r*sh + a - pad_top][s*sw + b - pad_left], each hph x wph.
+ * Output pixel (oh, ow) under kernel tap (p, q) then reads phase ((p*dh) % sh, (q*dw) % sw)
+ * at row oh + (p*dh)/sh, column ow + (q*dw)/sw: on the flat grid j = oh*wph + ow every tap
+ * is a constant offset off[k], so NR consecutive j are NR contiguous inputs.  The grid
+ * has wph >= out_w columns; the extra ("garbage") columns are computed and dropped. */
+
+/* Phase plane size of slice geometry g: *hph x *wph. */
+static void S(phase_dims)(const cconv_geom *g, Py_ssize_t *hph, Py_ssize_t *wph)
+{
+    const Py_ssize_t hreq = (g->out_h - 1) * g->stride_h + g->dilation_h * (g->kernel_h - 1) + 1;
+    const Py_ssize_t wreq = (g->out_w - 1) * g->stride_w + g->dilation_w * (g->kernel_w - 1) + 1;
+    *hph = (hreq + g->stride_h - 1) / g->stride_h;
+    *wph = (wreq + g->stride_w - 1) / g->stride_w;
+}
+
+/* Elements of the padded copy, including slack so the last NR-wide grid block of every
+ * tap stays inside the buffer (those extra values only feed dropped columns). */
+static Py_ssize_t S(padded_size)(const cconv_geom *g, int nr)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    return g->channels * g->stride_h * g->stride_w * hph * wph + wph + 2 * nr;
+}
+
+/* off[k] for every kernel tap k = (c*kh + p)*kw + q (K entries). */
+CCONV_MAYBE_UNUSED
+static void S(tap_offsets)(const cconv_geom *g, Py_ssize_t *off)
+{
+    Py_ssize_t hph, wph, k = 0;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t sh = g->stride_h, sw = g->stride_w, plane = hph * wph;
+    for (Py_ssize_t c = 0; c < g->channels; c++)
+        for (Py_ssize_t p = 0; p < g->kernel_h; p++)
+            for (Py_ssize_t q = 0; q < g->kernel_w; q++) {
+                const Py_ssize_t dy = p * g->dilation_h, dx = q * g->dilation_w;
+                off[k++] = ((c * sh + dy % sh) * sw + dx % sw) * plane + (dy / sh) * wph + dx / sw;
+            }
+}
+
+/* Fill xp (padded_size elements) from the (channels, in_h, in_w) slice x. */
+static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr,
+                          T *CCONV_RESTRICT xp)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t sh = g->stride_h, sw = g->stride_w, H = g->in_h, W = g->in_w;
+    T *d = xp;
+    for (Py_ssize_t c = 0; c < g->channels; c++) {
+        const T *plane = x + c * H * W;
+        for (Py_ssize_t a = 0; a < sh; a++)
+            for (Py_ssize_t b = 0; b < sw; b++)
+                for (Py_ssize_t r = 0; r < hph; r++, d += wph) {
+                    const Py_ssize_t ih = r * sh + a - g->pad_top;
+                    if (ih < 0 || ih >= H) {
+                        for (Py_ssize_t t = 0; t < wph; t++) d[t] = 0;
+                    } else {
+                        S(copy_segment)(d, plane + ih * W, b - g->pad_left, wph, sw, W);
+                    }
+                }
+    }
+    for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) d[t] = 0;
+}
+
+/* Columns of the flat grid handled per block; the C block is m x (CCONV_NB_PANELS*nr). */
+#define CCONV_NB_PANELS 4
+
+/* Forward of one image-group slice: y(m x P) = W * x (+ bias) by implicit GEMM.
+ * apack: the group's weights packed by pack_a over the full K; off: tap_offsets;
+ * xp: padded_size elements; ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements. */
+CCONV_BODY void CCONV_CAT(S(conv_fwd_slice), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+                              Py_ssize_t m, const T *apack, const Py_ssize_t *off,
+                              const T *bias, T *y, T *xp, T *ctmp)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t Wo = g->out_w, P = g->out_h * g->out_w;
+    const int mr = kern->mr, nr = kern->nr;
+    const Py_ssize_t NB = CCONV_NB_PANELS * nr;
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    S(pad_phases)(x, g, nr, xp);
+    const Py_ssize_t J = g->out_h * wph;
+    for (Py_ssize_t j0 = 0; j0 < J; j0 += NB) {
+        const Py_ssize_t nb = cconv_min(NB, J - j0);
+        for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
+            const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+            for (Py_ssize_t jr = 0; jr < nb; jr += nr)
+                for (Py_ssize_t ir = 0; ir < m; ir += mr)
+                    kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, xp + j0 + jr, off + pc,
+                                 ctmp + ir * NB + jr, NB, (int)cconv_min(mr, m - ir),
+                                 (int)cconv_min(nr, nb - jr), pc > 0,
+                                 bias != NULL ? bias + ir : NULL);
+        }
+        /* Drop the grid's extra columns while copying the block out. */
+        Py_ssize_t j = j0;
+        while (j < j0 + nb) {
+            const Py_ssize_t oh = j / wph, ow = j % wph;
+            const Py_ssize_t seg = cconv_min(wph - ow, j0 + nb - j);
+            if (ow < Wo) {
+                const Py_ssize_t len = cconv_min(seg, Wo - ow);
+                for (Py_ssize_t i = 0; i < m; i++) {
+                    const T *src = ctmp + i * NB + (j - j0);
+                    T *dst = y + i * P + oh * Wo + ow;
+                    for (Py_ssize_t t = 0; t < len; t++) dst[t] = src[t];
+                }
+            }
+            j += seg;
+        }
+    }
+}
+CCONV_ISA_VARIANTS(S(conv_fwd_slice), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
+    (kern, x, g, m, apack, off, bias, y, xp, ctmp))

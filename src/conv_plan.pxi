@@ -1,0 +1,679 @@
+# The planner: the one place where a convolution pass's algorithm, micro-kernel, tiles,
+# thread count and workspace are decided.  Included by _conv.pyx.
+#
+# plan_conv(pass, geometry, dtype, threads, finiteness) -> ConvPlan, a plain record that
+# the drivers (conv_drivers.pxi) only execute.  The ISA level and CCONV_CONV_ALGO are fixed
+# at import.  Plans depend on the data in one way only: some algorithms are exact only when
+# an operand is finite (Winograd's transforms mix values; direct loops skip the zero
+# padding, where PyTorch computes 0 * inf = NaN).  A plan lists the finiteness it assumed
+# (`needs`); the caller checks exactly those operands and, if one is not finite, asks again
+# with that fact.  Plans are cached per key in a small direct-mapped table.
+
+# ---- algorithms (names in ALGORITHMS, same order) ---------------------------------------
+cdef enum:
+    A_EMPTY = 0       # nothing to compute (empty batch, no input channels)
+    A_DIRECT = 1      # direct loops over kernel taps
+    A_PADDED = 2      # implicit GEMM on a zero-padded (polyphase) copy of each image slice
+    A_IM2COL = 3      # packed-im2col GEMM (blocks of output pixels or weight-gradient rows)
+    A_LANES = 4       # output channels in the vector lanes (float32, AVX-512)
+    A_WINOGRAD = 5    # Winograd F(2x2, 3x3)
+    A_DOT = 6         # weight gradient: register-tiled dot kernel over padded images
+    A_COL2IM = 7      # input gradient: GEMM with W^T, then col2im
+    A_SUM = 8         # bias gradient: per-channel sums
+    N_ALGOS = 9
+
+ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum")
+
+cdef enum:  # passes
+    P_FORWARD = 0
+    P_GRAD_INPUT = 1
+    P_GRAD_WEIGHT = 2
+    P_GRAD_BIAS = 3
+
+PASSES = ("forward", "grad_input", "grad_weight", "grad_bias")
+
+cdef enum:  # finiteness facts a plan may assume (bit set: the operand is finite)
+    F_DATA = 1        # the operand that slides: x (forward, grad_weight), grad_output (grad_input)
+    F_OTHER = 2       # weights (forward, grad_input) or grad_output (grad_weight)
+    F_ALL = 3
+
+# ---- thresholds (all of them; measured on the benchmark shapes, see build_info) -------------
+# Below this many multiply-adds a pass runs on one thread: waking a team costs more.
+DEF _PARALLEL_MIN_MACS = 200000
+# GEMM tiles are ~6 output channels tall; with fewer per group most of a tile is padding.
+DEF _GEMM_MIN_CHANNELS = 4
+# Passes below this many multiply-adds use direct loops (latency over throughput).
+DEF _DIRECT_MAX_MACS = 32768
+# Largest padded image slice (elements) the implicit-GEMM forward copies per thread.
+DEF _PADDED_MAX_ELEMS = 4194304
+# Channels in lanes: at most this many output channels per group (128 lose ~10% to GEMM).
+DEF _LANES_MAX_CHANNELS = 64
+# Winograd: enough channels for the transforms to pay off; weight gradient on wide layers.
+DEF _WINO_MIN_CHANNELS = 16
+DEF _WINO_GW_MIN_MC = 16384
+# Winograd tile block: about this many scratch elements per thread.
+DEF _WINO_BLOCK_ELEMS = 262144
+# Outputs of at least this many bytes (twice this machine's L2) are written with streaming
+# stores by the packed-im2col forward (pointwise forward 8.1 -> 7.75 ms).
+DEF _STREAM_MIN_BYTES = 4194304
+# Largest im2col block (elements) the col2im input gradient keeps per thread.
+DEF _COL_BLOCK_ELEMS = 65536
+# Flipped weights of a direct stride-1 grad_input up to this size need no workspace.
+DEF _SMALL_WEIGHTS = 256
+# Weight gradients reduce over at most this many batch parts, summed in a fixed order: the
+# partition does not depend on the thread count, so the result does not either.  Each part
+# beyond the first costs one pass over a partial sum (Winograd's: 16 x O x C values), so as
+# few as keep two threads busy.
+DEF _GW_PARTS = 2
+# Span-image im2col forwards cut each group's panels into this many shares per thread.
+DEF _SHARES_PER_THREAD = 4
+# Bias-gradient and partial-sum passes go parallel above this many elements.
+DEF _PARALLEL_MIN_ELEMS = 65536
+
+# ---- reasons (one line each, for explain) -------------------------------------------------
+cdef enum:
+    W_EMPTY = 0
+    W_TINY
+    W_FEW_CHANNELS
+    W_NONFINITE_PADDING
+    W_WINOGRAD
+    W_LANES
+    W_PADDED
+    W_IM2COL_POINTWISE
+    W_IM2COL_COLUMNS
+    W_IM2COL_LARGE
+    W_DOT
+    W_GW_IM2COL
+    W_GW_WINOGRAD
+    W_COL2IM_STRIDE
+    W_COL2IM_NONFINITE
+    W_SUM
+
+REASONS = (
+    "no work: an empty batch or no input channels; the output is the bias or zeros",
+    "fewer than %d multiply-adds: direct loops, no packing or workspace" % _DIRECT_MAX_MACS,
+    "fewer than %d output channels per group: a GEMM tile would be mostly padding"
+    % _GEMM_MIN_CHANNELS,
+    "a non-finite operand meets the zero padding: a GEMM that multiplies the padding as "
+    "PyTorch does",
+    "3x3, stride 1, undilated, >= %d channels in and out per group, finite operands: "
+    "2.25x fewer multiplies" % _WINO_MIN_CHANNELS,
+    "float32 on AVX-512, 12-%d output channels per group filling the 16-lane blocks"
+    % _LANES_MAX_CHANNELS,
+    "the padded image copy fits and its grid wastes fewer columns than im2col packing costs",
+    "1x1 kernel: im2col is a plain copy into panels, which streams better",
+    "padding the grid would waste more columns than packing im2col panels costs",
+    "the padded image copy would exceed %d elements" % _PADDED_MAX_ELEMS,
+    "register-tiled dot kernel over padded images: fewer wasted grid columns than packing",
+    "1x1 kernel or a wide grid: packed GEMM over im2col panels",
+    "3x3, stride 1, undilated, finite operands and wide (out x in channels per group >= %d) "
+    "or a wasteful grid: Winograd's 16 GEMMs" % _WINO_GW_MIN_MC,
+    "stride > 1: GEMM with the transposed weights, then col2im",
+    "non-finite weights: GEMM with the transposed weights over real grad_output pixels only",
+    "per-channel sums in a fixed order",
+)
+
+# ---- workspace regions --------------------------------------------------------------------
+cdef enum:  # shared regions, booked once per call
+    R_FLIPPED = 0     # stride-1 grad_input: the flipped, transposed weights
+    R_WEIGHTS = 1     # packed weights: GEMM strips, Winograd U, lanes blocks or W^T
+    R_OFFSETS = 2     # kernel-tap offsets (Py_ssize_t) on the padded grid
+    R_MASK = 3        # dot kernel: which grid columns are real output pixels
+    R_PARTIALS = 4    # weight gradient: partial sums of batch parts 1.. (part 0: the output)
+    R_THREADS = 5     # per-thread blocks, t_stride elements each
+    N_REGIONS = 6
+
+cdef enum:  # regions inside each thread's block
+    T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
+    T_B = 1           # C tile, B panel or col block
+    N_TREGIONS = 2
+
+REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
+                "partial_sums", "per_thread")
+
+cdef struct ConvPlan:
+    int pass_                 # P_*
+    int algo                  # A_*
+    int forced                # 1: CCONV_CONV_ALGO chose it; -1: set but not applicable here
+    int reason                # W_*
+    int via_forward           # grad_input computed as a forward conv of grad_output
+    int needs                 # F_* facts this plan assumed
+    int threads               # team size for this pass
+    int side_threads          # team for side phases (weight transforms, partial sums)
+    int itemsize
+    const void *kern          # GEMM micro-kernel (kernel_t_f32 / kernel_t_f64)
+    int mr, nr
+    bint span                 # im2col forward: blocks span images
+    Py_ssize_t shares         # ... in this many equal shares of the panels per group
+    bint stream               # im2col forward: streaming stores
+    bint pointwise            # 1x1 stride 1 unpadded: im2col is the input itself
+    Py_ssize_t nimg, nty, tpad    # Winograd blocking
+    Py_ssize_t nc             # col2im block columns
+    Py_ssize_t parts          # weight gradient: batch parts (fixed order reduction)
+    cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
+    Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
+    Py_ssize_t off[N_REGIONS]
+    Py_ssize_t size[N_REGIONS]
+    Py_ssize_t t_off[N_TREGIONS]
+    Py_ssize_t t_size[N_TREGIONS]
+    Py_ssize_t t_stride
+    Py_ssize_t ws_elems       # total workspace, elements of the float type
+
+
+cdef int _forced_algo = -1    # CCONV_CONV_ALGO, -1: none
+
+
+cdef int _read_forced_algo() except -2:
+    import os
+    want = os.environ.get("CCONV_CONV_ALGO", "").strip().lower()
+    if not want:
+        return -1
+    choosable = ALGORITHMS[1:]
+    if want not in choosable:
+        raise ValueError(f"CCONV_CONV_ALGO={want!r} is not an algorithm; accepted: "
+                         f"{', '.join(choosable)} (or unset: the planner chooses)")
+    return ALGORITHMS.index(want)
+
+
+_forced_algo = _read_forced_algo()
+
+
+# ---- small helpers ------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t step) noexcept nogil:
+    return (v + step - 1) // step * step
+
+
+cdef inline Py_ssize_t _padded_rows(int mr, Py_ssize_t rows) noexcept nogil:
+    return _round_up(rows, mr)
+
+
+cdef inline void _base_kernel(int itemsize, const void **kern, int *mr, int *nr,
+                              const void **tall, int *tall_mr) noexcept nogil:
+    if itemsize == 4:
+        kern[0] = cconv_kernel_f32()
+        mr[0] = cconv_kernel_f32().mr
+        nr[0] = cconv_kernel_f32().nr
+        tall[0] = cconv_kernel_tall_f32()
+        tall_mr[0] = cconv_kernel_tall_f32().mr if tall[0] != NULL else 0
+    else:
+        kern[0] = cconv_kernel_f64()
+        mr[0] = cconv_kernel_f64().mr
+        nr[0] = cconv_kernel_f64().nr
+        tall[0] = cconv_kernel_tall_f64()
+        tall_mr[0] = cconv_kernel_tall_f64().mr if tall[0] != NULL else 0
+
+
+cdef void _choose_kernel(ConvPlan *p, Py_ssize_t rows, bint winograd) noexcept nogil:
+    """The micro-kernel for a GEMM whose A operand has `rows` rows: the taller-strip
+    variant when it pads fewer rows (16 rows: 16 instead of 18; 512: 512 instead of 516,
+    +3% on the pointwise gradients); Winograd's GEMMs only when it pads >= 5% fewer (with
+    256 rows they lost: ImageNet-256 forward 6.4 -> 7.9 ms)."""
+    cdef const void *tall
+    cdef int tall_mr
+    _base_kernel(p.itemsize, &p.kern, &p.mr, &p.nr, &tall, &tall_mr)
+    if tall == NULL:
+        return
+    if ((not winograd and _padded_rows(tall_mr, rows) < _padded_rows(p.mr, rows))
+            or (winograd and 20 * _padded_rows(tall_mr, rows) <= 19 * _padded_rows(p.mr, rows))):
+        p.kern = tall
+        p.mr = tall_mr
+
+
+cdef inline bint _reads_padding(const cconv_geom *s) noexcept nogil:
+    """Whether some kernel tap of some output pixel falls in the zero padding."""
+    return (s.pad_top > 0 or s.pad_left > 0
+            or (s.out_h - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) - s.pad_top >= s.in_h
+            or (s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1) - s.pad_left >= s.in_w)
+
+
+cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
+    return (s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1 and s.stride_w == 1
+            and s.dilation_h == 1 and s.dilation_w == 1)
+
+
+cdef inline bint _is_pointwise(const cconv_geom *s) noexcept nogil:
+    return (s.kernel_h == 1 and s.kernel_w == 1 and s.stride_h == 1 and s.stride_w == 1
+            and s.pad_top == 0 and s.pad_left == 0 and s.in_h == s.out_h and s.in_w == s.out_w)
+
+
+cdef inline Py_ssize_t _padded_size(const ConvPlan *p) noexcept nogil:
+    if p.itemsize == 4:
+        return padded_size_f32(&p.g, p.nr)
+    return padded_size_f64(&p.g, p.nr)
+
+
+cdef inline bint _lanes_fit(const ConvPlan *p) noexcept nogil:
+    return (p.itemsize == 4 and cconv_lanes_available() and cconv_lanes_cols(&p.g) > 0
+            and padded_size_f32(&p.g, CCONV_LANES_SLACK) <= _PADDED_MAX_ELEMS)
+
+
+cdef inline Py_ssize_t _dot_scratch(const ConvPlan *p) noexcept nogil:
+    """Elements of one thread's dot-kernel images (0: too large for the dot kernel)."""
+    if p.itemsize == 4:
+        return dot_images_f32(&p.g, p.m, p.nr) * dot_image_size_f32(&p.g, p.m, p.nr)
+    return dot_images_f64(&p.g, p.m, p.nr) * dot_image_size_f64(&p.g, p.m, p.nr)
+
+
+cdef inline bint _has_dot(int itemsize) noexcept nogil:
+    if itemsize == 4:
+        return cconv_kernel_f32().dot != NULL
+    return cconv_kernel_f64().dot != NULL
+
+
+cdef inline Py_ssize_t _dot_grid(const ConvPlan *p) noexcept nogil:
+    if p.itemsize == 4:
+        return dot_grid_f32(&p.g)
+    return dot_grid_f64(&p.g)
+
+
+cdef inline Py_ssize_t _offsets_elems(Py_ssize_t K, int itemsize) noexcept nogil:
+    """Elements of the float type holding K Py_ssize_t tap offsets."""
+    return K * sizeof(Py_ssize_t) // itemsize + 1
+
+
+cdef inline void _book(ConvPlan *p, int region, Py_ssize_t elems) noexcept nogil:
+    p.size[region] = _round_up(elems, 16)
+
+
+cdef inline void _book_thread(ConvPlan *p, int region, Py_ssize_t elems) noexcept nogil:
+    p.t_size[region] = _round_up(elems, 16)
+
+
+cdef void _lay_out(ConvPlan *p) noexcept nogil:
+    """Offsets of every booked region (64-byte aligned for float32), per-thread blocks last."""
+    cdef Py_ssize_t at = 0
+    cdef int r
+    for r in range(N_TREGIONS):
+        p.t_off[r] = at
+        at += p.t_size[r]
+    p.t_stride = at
+    p.size[R_THREADS] = p.threads * p.t_stride
+    at = 0
+    for r in range(N_REGIONS):
+        p.off[r] = at
+        at += p.size[r]
+    p.ws_elems = at
+
+
+cdef inline int _team(int threads, double macs, Py_ssize_t tasks) noexcept nogil:
+    return _team_size(threads, macs, _PARALLEL_MIN_MACS, tasks)
+
+
+cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
+    """Tiles per Winograd task: about _WINO_BLOCK_ELEMS of scratch, as tile rows of one
+    image or, for small images, whole images (nimg of them)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t tw = (s.out_w + 1) // 2, th = (s.out_h + 1) // 2
+    cdef Py_ssize_t tiles = _WINO_BLOCK_ELEMS // (16 * (s.channels + p.m))
+    tiles = max(<Py_ssize_t>p.nr, min(tiles, <Py_ssize_t>8 * p.nr))
+    p.nty = max(<Py_ssize_t>1, min(th, tiles // tw))
+    p.nimg = 1
+    if p.nty == th:
+        p.nimg = max(<Py_ssize_t>1, min(p.batch, tiles // (th * tw)))
+    p.tpad = _round_up(p.nimg * p.nty * tw, p.nr)
+
+
+# ---- forward (also the stride-1 input gradient) ------------------------------------------
+
+cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
+    """Sets p.algo, p.reason and p.needs for a forward-shaped pass on p.g."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t m = p.m, khw = s.kernel_h * s.kernel_w
+    cdef bint pad = _reads_padding(s)
+    cdef bint direct_exact = not pad or (fin & F_OTHER)
+    cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS
+    cdef Py_ssize_t wph, grid_cols, im2col_cols
+    if pad:
+        p.needs |= F_OTHER
+    if _forced_algo >= 0:
+        p.forced = 1
+        if _forced_algo == A_DIRECT and direct_exact:
+            return A_DIRECT
+        if _forced_algo == A_IM2COL:
+            return A_IM2COL
+        if _forced_algo == A_PADDED and _padded_size(p) <= _PADDED_MAX_ELEMS:
+            return A_PADDED
+        if _forced_algo == A_LANES and _lanes_fit(p):
+            return A_LANES
+        if _forced_algo == A_WINOGRAD and _is_3x3_unit(s):
+            p.needs |= F_DATA | F_OTHER
+            if fin == F_ALL:
+                return A_WINOGRAD
+        p.forced = -1
+    if macs < _DIRECT_MAX_MACS and direct_exact:
+        p.reason = W_TINY
+        return A_DIRECT
+    if _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS:
+        p.needs |= F_DATA | F_OTHER
+        if fin == F_ALL:
+            p.reason = W_WINOGRAD
+            return A_WINOGRAD
+    # Channels in lanes when they fill the lanes and are few enough that the GEMM's reuse
+    # of each loaded input value (over mr rows) does not win (16-64 channels win 1.1-1.5x,
+    # 128 lose ~10%; 1x1 kernels stream better as im2col panels).
+    if (_lanes_fit(p) and khw > 1 and m <= _LANES_MAX_CHANNELS
+            and 4 * m >= 3 * _round_up(m, 16)):
+        p.reason = W_LANES
+        return A_LANES
+    if _padded_size(p) <= _PADDED_MAX_ELEMS:
+        # Columns each computes per output channel: the padded grid has extra columns per
+        # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
+        wph = ((s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1)) // s.stride_w + 1
+        grid_cols = _round_up(s.out_h * wph, p.nr)
+        im2col_cols = _round_up(s.out_h * s.out_w, p.nr)
+        if not gemm_pays or not (im2col_cols * (m + 16) < grid_cols * m or khw == 1):
+            p.reason = W_PADDED
+            return A_PADDED
+        p.reason = W_IM2COL_POINTWISE if khw == 1 else W_IM2COL_COLUMNS
+        return A_IM2COL
+    if gemm_pays:
+        p.reason = W_IM2COL_LARGE
+        return A_IM2COL
+    if not direct_exact:
+        p.reason = W_NONFINITE_PADDING
+        return A_IM2COL
+    p.reason = W_FEW_CHANNELS
+    return A_DIRECT
+
+
+cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
+    """Algorithm, kernel, tiles, threads and workspace of a forward-shaped pass on p.g."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t m = p.m, K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w, tasks
+    _choose_kernel(p, m, False)
+    p.algo = _forward_choice(p, macs, fin)
+    if p.algo == A_DIRECT:
+        p.threads = _team(p.threads, macs, p.batch * p.groups * m)
+        return
+    if p.algo == A_WINOGRAD:
+        _choose_kernel(p, m, True)
+        _wino_blocking(p)
+        tasks = ((p.batch + p.nimg - 1) // p.nimg * p.groups
+                 * (((s.out_h + 1) // 2 + p.nty - 1) // p.nty))
+        p.threads = _team(p.threads, macs, tasks)
+        # the weight transform (16*O*C values) is worth a team on wide layers only
+        p.side_threads = p.threads if p.groups * m * s.channels > 4096 else 1
+        _book(p, R_WEIGHTS, 16 * p.groups * _round_up(m, p.mr) * s.channels)
+        _book(p, R_OFFSETS, _offsets_elems(s.channels, p.itemsize))
+        _book_thread(p, T_A, wino_task_size_f32(s.channels, m, p.nty, (s.out_w + 1) // 2,
+                                                p.tpad))
+        return
+    if p.algo == A_LANES:
+        p.threads = _team(p.threads, macs, p.batch * p.groups)
+        _book(p, R_WEIGHTS, p.groups * cconv_lanes_weights_size(m, K))
+        _book(p, R_OFFSETS, _offsets_elems(K, p.itemsize))
+        _book_thread(p, T_A, padded_size_f32(s, CCONV_LANES_SLACK))
+        return
+    _book(p, R_WEIGHTS, p.groups * _round_up(m, p.mr) * K)
+    if p.algo == A_PADDED:
+        p.threads = _team(p.threads, macs, p.batch * p.groups)
+        _book(p, R_OFFSETS, _offsets_elems(K, p.itemsize))
+        _book_thread(p, T_A, _padded_size(p))
+        _book_thread(p, T_B, _round_up(m, p.mr) * CCONV_NB_PANELS * p.nr)
+        return
+    # Packed im2col: blocks span images when an image's last panel would be mostly empty
+    # (more than 1/16 of its columns wasted).
+    p.pointwise = _is_pointwise(s)
+    p.span = p.batch > 1 and 16 * (_round_up(P, p.nr) - P) > _round_up(P, p.nr)
+    if p.span:
+        p.stream = p.batch * p.groups * m * P * p.itemsize >= _STREAM_MIN_BYTES
+        p.threads = _team(p.threads, macs, (p.batch * P + p.nr - 1) // p.nr)
+        # equal shares, a few per thread: balanced on an idle machine, and a thread that
+        # runs while another waits for a core can take over some of its shares
+        p.shares = min(<Py_ssize_t>_SHARES_PER_THREAD * p.threads if p.threads > 1 else 1,
+                       (p.batch * P + p.nr - 1) // p.nr)
+        _book_thread(p, T_A, CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, p.mr) * CCONV_NC)
+    else:
+        p.threads = _team(p.threads, macs,
+                          p.batch * p.groups * ((P + CCONV_NC - 1) // CCONV_NC))
+        _book_thread(p, T_A, CCONV_KC * CCONV_NC)
+
+
+# ---- the four passes ----------------------------------------------------------------------
+
+cdef void _plan_init(ConvPlan *p, int pass_, const cconv_geom *s, Py_ssize_t batch,
+                     Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads) noexcept nogil:
+    memset(p, 0, sizeof(ConvPlan))
+    p.pass_ = pass_
+    p.g = s[0]
+    p.batch = batch
+    p.groups = groups
+    p.m = m
+    p.itemsize = itemsize
+    p.threads = threads
+    p.parts = 1
+    _choose_kernel(p, m, False)
+
+
+cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
+    """Stride 1 with finite weights: a forward conv of grad_output with the flipped,
+    transposed kernel (padding dilation*(k-1) - pad); else GEMM with W^T + col2im, or
+    scatter loops for few channels."""
+    cdef cconv_geom s = p.g
+    cdef Py_ssize_t m = p.m, K = s.channels * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w, n_wt
+    cdef bint forced_col2im = _forced_algo == A_COL2IM
+    cdef bint forced_direct = _forced_algo == A_DIRECT
+    p.needs |= F_OTHER if s.stride_h == 1 and s.stride_w == 1 else 0
+    if s.stride_h == 1 and s.stride_w == 1 and (fin & F_OTHER) and not forced_col2im:
+        p.via_forward = 1
+        p.g.channels = m
+        p.g.in_h = s.out_h
+        p.g.in_w = s.out_w
+        p.g.pad_top = s.dilation_h * (s.kernel_h - 1) - s.pad_top
+        p.g.pad_left = s.dilation_w * (s.kernel_w - 1) - s.pad_left
+        p.g.out_h = s.in_h
+        p.g.out_w = s.in_w
+        p.m = s.channels
+        # the transposed conv reads grad_output where the forward read x: F_DATA is gy,
+        # F_OTHER the (flipped) weights, as in a forward pass
+        _plan_forward_shape(p, macs, fin)
+        n_wt = p.groups * s.channels * m * s.kernel_h * s.kernel_w
+        if not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS):
+            _book(p, R_FLIPPED, n_wt)
+        _lay_out(p)
+        return
+    if _forced_algo >= 0:
+        p.forced = 1 if (forced_col2im or forced_direct) else -1
+    if forced_col2im or (not forced_direct and m >= _GEMM_MIN_CHANNELS):
+        p.algo = A_COL2IM
+        p.reason = W_COL2IM_STRIDE if (s.stride_h > 1 or s.stride_w > 1) else W_COL2IM_NONFINITE
+        _choose_kernel(p, K, False)
+        p.nc = max(<Py_ssize_t>p.nr,
+                   min(_COL_BLOCK_ELEMS // max(K, <Py_ssize_t>1) // p.nr * p.nr,
+                       _round_up(P, p.nr)))
+        p.threads = _team(p.threads, macs, p.batch * p.groups)
+        _book(p, R_WEIGHTS, p.groups * _round_up(K, p.mr) * m)
+        _book_thread(p, T_A, CCONV_KC * p.nc)
+        _book_thread(p, T_B, K * p.nc)
+    else:
+        p.algo = A_DIRECT
+        p.reason = W_FEW_CHANNELS
+        p.threads = _team(p.threads, macs, p.batch * p.groups * s.channels)
+    _lay_out(p)
+
+
+cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
+    """Direct loops for tiny passes; the dot kernel on padded image copies; packed-im2col
+    GEMM; Winograd for wide 3x3 layers.  The batch is cut into a fixed number of parts
+    (independent of the thread count), each part's sum kept apart and the parts added in
+    order, so the result is the same on any number of threads."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t m = p.m, C = s.channels, K = C * s.kernel_h * s.kernel_w
+    cdef Py_ssize_t P = s.out_h * s.out_w, GW = p.groups * m * K
+    cdef bint pad = _reads_padding(s)
+    cdef bint direct_exact = not pad or (fin & F_OTHER)
+    cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS
+    cdef bint dot_ok = _has_dot(p.itemsize) and _dot_scratch(p) > 0
+    cdef int algo = -1
+    if pad:
+        p.needs |= F_OTHER
+    if _forced_algo >= 0:
+        p.forced = 1
+        if _forced_algo == A_DIRECT and direct_exact:
+            algo = A_DIRECT
+        elif _forced_algo == A_IM2COL:
+            algo = A_IM2COL
+        elif _forced_algo == A_DOT and dot_ok:
+            algo = A_DOT
+        elif _forced_algo == A_WINOGRAD and _is_3x3_unit(s):
+            p.needs |= F_DATA | F_OTHER
+            if fin == F_ALL:
+                algo = A_WINOGRAD
+        if algo < 0:
+            p.forced = -1
+    if algo < 0:
+        if macs < _DIRECT_MAX_MACS and direct_exact:
+            algo = A_DIRECT
+            p.reason = W_TINY
+        # The dot kernel also sums over the grid's extra columns (dot_grid >= P); the
+        # packed GEMM pays ~48 FMA-equivalents per packed element, spread over m rows.
+        elif dot_ok and not (gemm_pays and (s.kernel_h * s.kernel_w == 1
+                                            or _dot_grid(p) * m > P * (m + 48))):
+            algo = A_DOT
+            p.reason = W_DOT
+        elif gemm_pays or not direct_exact:
+            algo = A_IM2COL
+            p.reason = W_GW_IM2COL if gemm_pays else W_NONFINITE_PADDING
+        else:
+            algo = A_DIRECT
+            p.reason = W_FEW_CHANNELS
+        # Winograd writes 16 values per (channel, tile) and per (output channel, tile) for
+        # 16*C*m multiply-adds per tile: it pays on wide layers, or where the dot kernel
+        # would waste much of its grid (small images).
+        if (algo != A_DIRECT and _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS
+                and C >= _WINO_MIN_CHANNELS
+                and (algo == A_IM2COL or m * C >= _WINO_GW_MIN_MC)):
+            p.needs |= F_DATA | F_OTHER
+            if fin == F_ALL:
+                algo = A_WINOGRAD
+                p.reason = W_GW_WINOGRAD
+    p.algo = algo
+    if algo == A_DIRECT:
+        p.threads = _team(p.threads, macs, p.groups * m)
+        _lay_out(p)
+        return
+    if algo == A_IM2COL:
+        p.pointwise = _is_pointwise(s)
+        p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch * P)
+    else:
+        p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch)
+    p.threads = _team(p.threads, macs, p.parts)
+    # partial sums and Winograd's output transform go parallel on large weights only
+    p.side_threads = p.threads if GW > _PARALLEL_MIN_ELEMS else 1
+    if algo == A_WINOGRAD:
+        p.side_threads = p.threads if p.groups * m * C > 4096 else 1
+        _choose_kernel(p, C, True)
+        _wino_blocking(p)
+        _book(p, R_PARTIALS, p.parts * _round_up(16 * p.groups * m * C, 16))
+        _book_thread(p, T_A, wino_gw_size_f32(C, m, p.nty, (s.out_w + 1) // 2, p.tpad, p.mr,
+                                              p.nr))
+        _lay_out(p)
+        return
+    _book(p, R_PARTIALS, (p.parts - 1) * _round_up(GW, 16))
+    if algo == A_DOT:
+        _book(p, R_OFFSETS, _offsets_elems(K, p.itemsize))
+        _book(p, R_MASK, _dot_grid(p))     # integers as wide as the float type
+        _book_thread(p, T_A, _dot_scratch(p))
+    else:
+        _book_thread(p, T_A, _round_up(m, p.mr) * CCONV_KC)
+        _book_thread(p, T_B, CCONV_KC * CCONV_NC)
+    _lay_out(p)
+
+
+cdef void _plan_grad_bias(ConvPlan *p) noexcept nogil:
+    cdef Py_ssize_t O = p.groups * p.m
+    p.algo = A_SUM
+    p.reason = W_SUM
+    if _forced_algo >= 0:
+        p.forced = 1 if _forced_algo == A_SUM else -1
+    p.threads = (p.threads if p.threads > 1 and O > 1
+                 and p.batch * O * p.g.out_h * p.g.out_w > _PARALLEL_MIN_ELEMS else 1)
+    p.threads = <int>min(<Py_ssize_t>p.threads, O)
+    _lay_out(p)
+
+
+# ---- cache --------------------------------------------------------------------------------
+
+DEF _CACHE_SLOTS = 128
+DEF _KEY_LEN = 20
+
+cdef struct _CacheSlot:
+    Py_ssize_t key[_KEY_LEN]
+    bint used
+    ConvPlan plan
+
+cdef _CacheSlot _cache[_CACHE_SLOTS]
+cdef Py_ssize_t _cache_hits = 0, _cache_misses = 0
+
+
+cdef void _make_key(Py_ssize_t *key, int pass_, const cconv_geom *s, Py_ssize_t batch,
+                    Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads,
+                    int fin) noexcept nogil:
+    key[0] = pass_ | (itemsize << 4) | (fin << 8)
+    key[1] = threads
+    key[2] = batch
+    key[3] = groups
+    key[4] = m
+    key[5] = s.channels
+    key[6] = s.in_h
+    key[7] = s.in_w
+    key[8] = s.kernel_h
+    key[9] = s.kernel_w
+    key[10] = s.stride_h
+    key[11] = s.stride_w
+    key[12] = s.pad_top
+    key[13] = s.pad_left
+    key[14] = s.dilation_h
+    key[15] = s.dilation_w
+    key[16] = s.out_h
+    key[17] = s.out_w
+    key[18] = 0
+    key[19] = 0
+
+
+cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
+                               Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads,
+                               int fin) noexcept:
+    """The plan of one pass (cached).  s: the slice geometry of the conv2d call; m: its
+    output channels per group; fin: the finiteness facts known (F_ALL: assume finite).
+    Called with the GIL held (the cache is shared)."""
+    cdef Py_ssize_t key[_KEY_LEN]
+    cdef size_t h = 0
+    cdef int i
+    cdef _CacheSlot *slot
+    cdef ConvPlan *p
+    cdef double macs = <double>batch * groups * m * s.channels * s.kernel_h * s.kernel_w \
+        * s.out_h * s.out_w
+    _make_key(key, pass_, s, batch, groups, m, itemsize, threads, fin)
+    for i in range(_KEY_LEN):
+        h = (h ^ <size_t>key[i]) * <size_t>1000003
+    slot = &_cache[(h ^ (h >> 17)) % _CACHE_SLOTS]
+    if slot.used and memcmp(slot.key, key, sizeof(key)) == 0:
+        global _cache_hits
+        _cache_hits += 1
+        return &slot.plan
+    global _cache_misses
+    _cache_misses += 1
+    p = &slot.plan
+    _plan_init(p, pass_, s, batch, groups, m, itemsize, threads)
+    if pass_ != P_GRAD_BIAS and (batch == 0 or s.channels * s.kernel_h * s.kernel_w == 0
+                                 or m == 0):
+        p.algo = A_EMPTY
+        p.reason = W_EMPTY
+        p.threads = 1
+        _lay_out(p)
+    elif pass_ == P_FORWARD:
+        _plan_forward_shape(p, macs, fin)
+        _lay_out(p)
+    elif pass_ == P_GRAD_INPUT:
+        _plan_grad_input(p, macs, fin)
+    elif pass_ == P_GRAD_WEIGHT:
+        _plan_grad_weight(p, macs, fin)
+    else:
+        _plan_grad_bias(p)
+    memcpy(slot.key, key, sizeof(key))
+    slot.used = True
+    return p

@@ -1,0 +1,401 @@
+"""Every convolution algorithm, proven to run and to match the reference.
+
+The compiled backend's planner picks one algorithm per pass (``cconv.explain`` says which);
+``CCONV_CONV_ALGO=<name>`` forces one wherever it applies.  Here:
+
+* each algorithm the planner picks on its own, on a shape where it should, per dtype and pass;
+* each algorithm forced (in a subprocess) over random geometries (odd sizes, kh != kw, stride,
+  dilation, groups, padding, NaN/Inf where the algorithm is exact with them), both dtypes and
+  every pass it applies to, with the pass counters of the extension as proof that it ran
+  and ``explain`` agreeing with what ran;
+* 1, 2 and 3 threads give bit-identical results for every algorithm, op and pass;
+* unknown values of CCONV_CONV_ALGO and CCONV_KERNEL_ISA are refused with the accepted values.
+
+The ISA variants (CCONV_KERNEL_ISA=generic|avx2|avx512f) re-run this module's in-process tests
+through test_differential.py's kernel-variant runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import cconv
+from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical, tally
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMPILED = "cython" in BACKENDS_UNDER_TEST
+pytestmark = pytest.mark.skipif(not COMPILED, reason="plans and algorithms exist in the compiled backend only")
+
+
+def _info():
+    return cconv.backend_info()
+
+
+def _counts():
+    from cconv import _compiled
+    return _compiled._conv.algorithm_counts()
+
+
+def _ran_since(before):
+    """{pass: algorithm} of the passes executed since ``before`` (one call's worth)."""
+    after = _counts()
+    ran = {}
+    for (algo, pass_), n in after.items():
+        if n > before.get((algo, pass_), 0):
+            assert pass_ not in ran, f"two algorithms ran for {pass_}: {ran[pass_]}, {algo}"
+            ran[pass_] = algo
+    return ran
+
+
+# --------------------------------------------------------------------------
+# random cases
+# --------------------------------------------------------------------------
+
+def _draw(rng, algo, dtype):
+    """Arguments of a conv2d call on which ``algo`` can apply (forced), small and irregular."""
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cin = groups * int(rng.integers(1, 6))
+    cout = groups * int(rng.integers(1, 9))
+    kh, kw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    if algo == "winograd":
+        kh = kw = 3
+        stride = dilation = (1, 1)
+    elif rng.random() < 0.6:        # stride 1 lets grad_input run as a forward pass
+        stride = (1, 1)
+    padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+    h = int(rng.integers(max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]), 14))
+    w = int(rng.integers(max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]), 14))
+    n = int(rng.integers(1, 4))
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    wt = rng.standard_normal((cout, cin // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return x, wt, b, kwargs
+
+
+def _poke(rng, a):
+    """A copy of ``a`` with a NaN, +inf or -inf somewhere."""
+    a = a.copy()
+    a.flat[int(rng.integers(a.size))] = rng.choice([np.nan, np.inf, -np.inf])
+    return a
+
+
+def check_case(rng, algo, dtype, nonfinite):
+    """Run one random case on the compiled backend and the reference; return {pass: algorithm
+    that ran} after checking explain agreed and the results matched."""
+    x, w, b, kwargs = _draw(rng, algo, dtype)
+    y_ref = cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    if nonfinite:
+        which = rng.integers(3)
+        x, w, gy = (_poke(rng, x) if which == 0 else x, _poke(rng, w) if which == 1 else w,
+                    _poke(rng, gy) if which == 2 else gy)
+        y_ref = cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE)
+    context = f"{algo} {dtype.__name__} x{x.shape} w{w.shape} {kwargs} nonfinite={nonfinite}"
+    ran = {}
+
+    plan = cconv.explain("conv2d", x, w, b, **kwargs, backend="cython")
+    before = _counts()
+    y = cconv.conv2d(x, w, b, **kwargs, backend="cython")
+    did = _ran_since(before)
+    assert did == {"forward": plan["forward"]["algorithm"]}, (did, plan, context)
+    assert_close(y, y_ref, context="forward " + context)
+    ran.update(did)
+
+    plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs, backend="cython")
+    before = _counts()
+    got = cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython")
+    did = _ran_since(before)
+    assert did == {k: v["algorithm"] for k, v in plan.items()}, (did, plan, context)
+    expected = cconv.conv2d_backward(gy, x, w, **kwargs, backend=REFERENCE)
+    for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
+        assert_close(a, e, context=f"{name} {context}")
+    ran.update(did)
+    return ran
+
+
+def run_cases(algo, cases, seed=0):
+    """``cases`` random cases per dtype; {"pass/dtype": times ``algo`` ran}."""
+    rng = np.random.default_rng(seed)
+    hits = {}
+    for dtype in (np.float32, np.float64):
+        for i in range(cases):
+            ran = check_case(rng, algo, dtype, nonfinite=i % 5 == 4)
+            for pass_, name in ran.items():
+                if name == algo:
+                    key = f"{pass_}/{np.dtype(dtype).name}"
+                    hits[key] = hits.get(key, 0) + 1
+    return hits
+
+
+# --------------------------------------------------------------------------
+# the planner's own choices
+# --------------------------------------------------------------------------
+
+def _natural_cases():
+    """(algorithm, pass, op, args, kwargs): shapes on which the planner picks the algorithm."""
+    rng = np.random.default_rng(1)
+
+    def arr(*shape):
+        return rng.standard_normal(shape)
+
+    cases = [
+        ("direct", "forward", "conv2d", (arr(1, 1, 5, 5), arr(1, 1, 2, 2)), {}),
+        ("padded", "forward", "conv2d", (arr(2, 8, 12, 13), arr(8, 8, 3, 2)), dict(padding=1)),
+        ("im2col", "forward", "conv2d", (arr(4, 16, 9, 9), arr(16, 16, 1, 1)), {}),
+        ("winograd", "forward", "conv2d", (arr(2, 16, 10, 11), arr(16, 16, 3, 3)), dict(padding=1)),
+        ("empty", "forward", "conv2d", (arr(0, 3, 5, 5), arr(4, 3, 3, 3)), {}),
+        ("col2im", "grad_input", "conv2d_backward",
+         (arr(2, 8, 5, 5), arr(2, 4, 11, 11), arr(8, 4, 3, 3)), dict(stride=2)),
+        ("winograd", "grad_weight", "conv2d_backward",
+         (arr(2, 128, 4, 4), arr(2, 128, 4, 4), arr(128, 128, 3, 3)), dict(padding=1)),
+        ("im2col", "grad_weight", "conv2d_backward",
+         (arr(4, 16, 9, 9), arr(4, 16, 9, 9), arr(16, 16, 1, 1)), {}),
+        ("sum", "grad_bias", "conv2d_backward",
+         (arr(2, 8, 5, 5), arr(2, 4, 11, 11), arr(8, 4, 3, 3)), dict(stride=2)),
+        ("direct", "grad_weight", "conv2d_backward",
+         (arr(1, 1, 4, 4), arr(1, 1, 5, 5), arr(1, 1, 2, 2)), {}),
+    ]
+    if _info()["gemm_tile"]["float32"][1] > 8 or cconv.backend_info()["simd"] != "generic":
+        cases.append(("dot", "grad_weight", "conv2d_backward",
+                      (arr(2, 8, 12, 12), arr(2, 8, 12, 12), arr(8, 8, 3, 3)), dict(padding=1)))
+    if _info()["channels_in_lanes"]:
+        cases.append(("lanes", "forward", "conv2d", (arr(2, 6, 12, 12), arr(16, 6, 5, 5)), {}))
+    return cases
+
+
+NATURAL = _natural_cases() if COMPILED else []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", NATURAL, ids=[f"{c[0]}-{c[1]}" for c in NATURAL])
+def test_planner_choice(case, dtype):
+    """The planner's choice on a shape made for it; explain says so; the pass ran and matched."""
+    algo, pass_, op, args, kwargs = case
+    if os.environ.get("CCONV_CONV_ALGO"):
+        pytest.skip("an algorithm is forced")
+    if algo == "lanes" and dtype is np.float64:
+        pytest.skip("channels in lanes is a float32 kernel")
+    args = tuple(a.astype(dtype) for a in args)
+    plan = cconv.explain(op, *args, **kwargs)
+    assert plan[pass_]["algorithm"] == algo, plan[pass_]
+    for entry in plan.values():
+        assert entry["algorithm"] in _info()["conv_algorithms"]
+        assert isinstance(entry["reason"], str) and entry["reason"] and "\n" not in entry["reason"]
+        assert entry["threads"] >= 1 and entry["workspace_bytes"] >= 0
+    before = _counts()
+    got = getattr(cconv, op)(*args, **kwargs, backend="cython")
+    assert _ran_since(before)[pass_] == algo
+    expected = getattr(cconv, op)(*args, **kwargs, backend=REFERENCE)
+    for a, e in zip(got if isinstance(got, tuple) else (got,),
+                    expected if isinstance(expected, tuple) else (expected,)):
+        assert_close(a, e, context=f"{algo} {pass_}")
+    tally("algorithms (planner's choice)", algo)
+
+
+def test_every_algorithm_is_chosen_somewhere():
+    names = set(_info()["conv_algorithms"])
+    chosen = {c[0] for c in NATURAL}
+    missing = names - chosen
+    if not _info()["channels_in_lanes"]:
+        missing.discard("lanes")       # the planner takes it on AVX-512 only
+    assert not missing, f"no planner-choice case for {sorted(missing)}"
+
+
+def test_random_geometries_unforced():
+    """Random irregular cases with the planner's own choice, both dtypes, every pass."""
+    if os.environ.get("CCONV_CONV_ALGO"):
+        pytest.skip("an algorithm is forced")
+    hits = run_cases("direct", 12, seed=5)
+    tally("algorithms (random, planner's choice)", "cases", 24)
+    assert hits  # tiny random cases run direct loops somewhere
+
+
+def test_explain_computes_nothing():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 10, 10))
+    w = rng.standard_normal((16, 16, 3, 3))
+    before = _counts()
+    cconv.explain("conv2d_backward", rng.standard_normal((2, 16, 8, 8)), x, w)
+    cconv.explain("conv_transpose2d", x, w, padding=1)
+    assert _counts() == before
+
+
+def test_explain_passes_and_errors():
+    x = np.ones((1, 2, 6, 6), np.float32)
+    w = np.ones((4, 2, 3, 3), np.float32)
+    gy = np.ones((1, 4, 4, 4), np.float32)
+    assert set(cconv.explain("conv2d_backward", gy, x, w, output_mask=(True, False, True))) == \
+        {"grad_input", "grad_bias"}
+    assert set(cconv.explain("conv_transpose2d_backward", x, gy, w)) == {"grad_input", "grad_weight", "grad_bias"}
+    assert set(cconv.explain("conv_transpose2d", gy, w)) == {"forward"}
+    pool = cconv.explain("max_pool2d", x, 2)["forward"]
+    assert pool["algorithm"] in _info()["pool_algorithms"] and pool["threads"] >= 1
+    assert set(cconv.explain("avg_pool2d_backward", np.ones((1, 2, 3, 3), np.float32), x.shape, 2)) == \
+        {"grad_input"}
+    with pytest.raises(ValueError, match="unknown op"):
+        cconv.explain("conv3d", x, w)
+    with pytest.raises(ValueError, match="groups"):
+        cconv.explain("conv2d", x, w, groups=3)
+    assert cconv.explain("conv2d", x, w, backend="numpy")["forward"]["algorithm"] == "reference"
+
+
+# --------------------------------------------------------------------------
+# forced algorithms (subprocesses: CCONV_CONV_ALGO is read at import)
+# --------------------------------------------------------------------------
+
+APPLIES = {  # passes each algorithm applies to, on the random geometries of _draw
+    "direct": ["forward", "grad_input", "grad_weight"],
+    "padded": ["forward", "grad_input"],
+    "im2col": ["forward", "grad_input", "grad_weight"],
+    "lanes": ["forward", "grad_input"],
+    "winograd": ["forward", "grad_input", "grad_weight"],
+    "dot": ["grad_weight"],
+    "col2im": ["grad_input"],
+    "sum": ["grad_bias"],
+}
+
+
+def _child(env_extra, code):
+    env = dict(os.environ, **env_extra)
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=HERE, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("algo", sorted(APPLIES))
+def test_forced_algorithm(algo):
+    """CCONV_CONV_ALGO=<algo> over random geometries: it ran for every pass and dtype it applies
+    to (counters and explain agree), and every result matched the reference."""
+    if algo == "lanes" and not _info()["channels_in_lanes"]:
+        pytest.skip("channels in lanes needs AVX-512")
+    if algo == "dot" and _info()["simd"] == "generic":
+        pytest.skip("the dot kernel exists for the vector ISAs only")
+    result = _child({"CCONV_CONV_ALGO": algo},
+                    f"import json, test_algorithms as t; print(json.dumps(t.run_cases({algo!r}, 15)))")
+    assert result.returncode == 0, result.stderr[-3000:]
+    hits = json.loads(result.stdout.strip().splitlines()[-1])
+    dtypes = ["float32"] if algo == "lanes" else ["float32", "float64"]
+    missing = [f"{p}/{d}" for p in APPLIES[algo] for d in dtypes if not hits.get(f"{p}/{d}")]
+    assert not missing, f"{algo} never ran for {missing}: {hits}"
+    tally("algorithms (forced, random geometries)", algo, sum(hits.values()))
+
+
+@pytest.mark.parametrize("var,value", [("CCONV_CONV_ALGO", "fastest"), ("CCONV_KERNEL_ISA", "bogus")])
+def test_unknown_switch_values_are_refused(var, value):
+    result = _child({var: value}, "import cconv")
+    assert result.returncode != 0
+    assert "ValueError" in result.stderr and value in result.stderr and "accepted" in result.stderr
+
+
+def test_forced_algorithm_that_does_not_apply_is_explained():
+    code = ("import numpy as np, cconv; x = np.ones((1, 2, 6, 6)); w = np.ones((3, 2, 3, 3));"
+            "print(cconv.explain('conv2d', x, w)['forward']['reason'])")
+    result = _child({"CCONV_CONV_ALGO": "col2im"}, code)
+    assert result.returncode == 0, result.stderr
+    assert "CCONV_CONV_ALGO=col2im does not apply here" in result.stdout
+
+
+# --------------------------------------------------------------------------
+# thread counts
+# --------------------------------------------------------------------------
+
+def _thread_cases():
+    cases = [(op, args, kwargs) for _, _, op, args, kwargs in NATURAL]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6, 17, 15))
+    cases += [("conv2d_backward", (rng.standard_normal((4, 16, 17, 17)), rng.standard_normal((4, 8, 35, 35)),
+                                   rng.standard_normal((16, 8, 3, 3))), dict(stride=2)),
+              ("conv2d_backward", (rng.standard_normal((8, 2, 19, 19)), rng.standard_normal((8, 2, 40, 40)),
+                                   rng.standard_normal((2, 2, 3, 3))), dict(stride=2)),
+              ("conv_transpose2d_backward", (rng.standard_normal((4, 5, 35, 31)), x,
+                                             rng.standard_normal((6, 5, 3, 3))), dict(stride=2)),
+              ("max_pool2d", (x, 3), dict(stride=2, padding=1, return_indices=True)),
+              ("avg_pool2d", (x, 3), dict(stride=2, padding=1)),
+              ("avg_pool2d_backward", (rng.standard_normal((4, 6, 9, 8)), x.shape, 3),
+               dict(stride=2, padding=1))]
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bit_identical_for_any_thread_count(dtype):
+    """1, 2 and 3 threads: the same bits for every algorithm (on shapes large enough to use a
+    team), op and pass."""
+    saved = cconv.get_num_threads()
+    teamed = set()
+    try:
+        for op, args, kwargs in _thread_cases():
+            args = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+                         for a in args)
+            if op in ("conv2d", "conv2d_backward"):   # a batch big enough for a team
+                batched = 2 if op == "conv2d_backward" else 1
+                args = tuple(np.concatenate([a] * 4) if i < batched else a for i, a in enumerate(args))
+            results = []
+            for n in (1, 2, 3):
+                cconv.set_num_threads(n)
+                if n == 2 and op.startswith("conv"):
+                    for entry in cconv.explain(op, *args, **kwargs).values():
+                        if entry["threads"] == 2:
+                            teamed.add(entry["algorithm"])
+                out = getattr(cconv, op)(*args, **kwargs, backend="cython")
+                results.append(out if isinstance(out, tuple) else (out,))
+            for other in results[1:]:
+                for a, b in zip(results[0], other):
+                    if a is not None:
+                        assert_identical(b, a, context=f"{op} {kwargs}")
+            tally("bit-identical on 1, 2, 3 threads", op)
+    finally:
+        cconv.set_num_threads(saved)
+    expected = set(APPLIES) - {"lanes"} if cconv.backend_info()["simd"] != "generic" else \
+        set(APPLIES) - {"lanes", "dot"}
+    if cconv.backend_info()["channels_in_lanes"] and dtype is np.float32:
+        expected.add("lanes")
+    assert teamed >= expected, f"never on a team of 2: {sorted(expected - teamed)}"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_one_thread_enters_no_parallel_region_after_fork():
+    """A forked child on one thread runs every pass without entering an OpenMP parallel region
+    (libgomp's thread pool does not survive fork: entering one there can hang)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 20, 20), dtype=np.float32)
+    w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
+    saved = cconv.get_num_threads()
+    cconv.set_num_threads(2)
+    try:
+        y = cconv.conv2d(x, w, padding=1)            # the parent's team exists now
+        cconv.conv2d_backward(y, x, w, padding=1)
+        cconv.set_num_threads(1)
+        pid = os.fork()
+        if pid == 0:                                  # child: every pass, then leave at once
+            code = 1
+            try:
+                assert cconv.explain("conv2d_backward", y, x, w, padding=1)["grad_weight"]["threads"] == 1
+                cconv.conv2d(x, w, padding=1)
+                cconv.conv2d_backward(y, x, w, padding=1)
+                cconv.conv2d(x, w, stride=2)
+                cconv.max_pool2d(x, 2, return_indices=True)
+                cconv.avg_pool2d_backward(cconv.avg_pool2d(x, 2), x.shape, 2)
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        cconv.set_num_threads(saved)
