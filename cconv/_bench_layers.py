@@ -114,9 +114,8 @@ class ConvLayer:
             mask = {"grad_input": (True, False, False), "grad_weight": (False, True, False)}
             if self.transposed:
                 op = self.output_padding
-                fwd = lambda: _api.conv_transpose2d(x, w, None, s, p, op, g, d)
                 back = _api.conv_transpose2d_backward
-                return {"forward": fwd, **{
+                return {"forward": lambda: _api.conv_transpose2d(x, w, None, s, p, op, g, d), **{
                     k: (lambda m=m: back(gy, x, w, s, p, op, g, d, output_mask=m)) for k, m in mask.items()}}
             pad = self.padding if self.padding == "same" else p
             return {"forward": lambda: _api.conv2d(x, w, None, s, pad, d, g), **{
@@ -126,11 +125,12 @@ class ConvLayer:
         back = torch.ops.aten.convolution_backward
         op = list(self.output_padding) if self.transposed else [0, 0]
         masks = {"grad_input": [True, False, False], "grad_weight": [False, True, False]}
-        if self.transposed:
-            fwd = lambda: torch.nn.functional.conv_transpose2d(tx, tw, None, s, p, op, g, d)
-        else:
-            pad = self.padding if self.padding == "same" else p
-            fwd = lambda: torch.nn.functional.conv2d(tx, tw, None, s, pad, d, g)
+        pad = self.padding if self.padding == "same" else p
+
+        def fwd():
+            if self.transposed:
+                return torch.nn.functional.conv_transpose2d(tx, tw, None, s, p, op, g, d)
+            return torch.nn.functional.conv2d(tx, tw, None, s, pad, d, g)
         return {"forward": fwd, **{
             k: (lambda m=m: back(tgy, tx, tw, None, list(s), list(p), list(d), self.transposed, op, g, m))
             for k, m in masks.items()}}

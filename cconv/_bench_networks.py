@@ -144,7 +144,7 @@ def _resnext_stage():
     """ResNeXt-50 32x4d's first stage (56x56): three blocks, 3x3 convs in 32 groups."""
     net = _Net(64, 56)
     channels = 64
-    for b in range(3):
+    for _ in range(3):
         start = net.state()
         net.conv(128, 1).conv(128, 3, groups=32).conv(256, 1)
         if channels != 256:

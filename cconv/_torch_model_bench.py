@@ -31,8 +31,8 @@ def add_arguments(parser):
     parser.add_argument("--torch-model", choices=MODELS, metavar="NAME",
                         help="instead of the op suites: train this PyTorch model (resnet18: the CIFAR variant) "
                              "with torch's kernels and converted to cconv's (cconv.torch.convert), float32 and "
-                             "float64, and compare step times, losses and gradients (needs torch). With --quick: a smoke run of the model "
-                             "narrowed to 8-64 channels")
+                             "float64, and compare step times, losses and gradients (needs torch). "
+                             "With --quick: a smoke run of the model narrowed to 8-64 channels")
     parser.add_argument("--steps", type=int, metavar="N",
                         help=f"with --torch-model: training steps per run, the first {_UNTIMED} untimed "
                              "(default 20; quick 4)")
@@ -208,7 +208,8 @@ def _describe(settings, versions):
 
 
 _LEGEND = ("speedup: torch's median step time / cconv's. Loss gap: largest |cconv - torch| / |torch| over the "
-           "first step, the first 10 steps and all steps. Grad gap: max |cconv - torch| / max |torch| of the worst parameter (step 1: same weights; all "
+           "first step, the first 10 steps and all steps. Grad gap: max |cconv - torch| / max |torch| "
+           "of the worst parameter (step 1: same weights; all "
            "steps: the runs drift apart). Step-1 error vs float64: the same measure against float64 gradients "
            "of the same weights and batch. 10-step loss gap to the float64 run: the largest relative gap of "
            "the float32 losses to the float64 torch run's (same initial weights and images) over the first 10 steps.")

@@ -42,7 +42,8 @@ def unbuilt_checkout(tmp_path):
 # with an editable install of cconv, such a finder would hand the checkout copy the compiled
 # modules of the developer's build, which a user's unbuilt clone does not have.
 _AS_MODULE = ("import runpy, sys\n"
-              "sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, '__module__', '')).startswith('__editable__')]\n"
+              "sys.meta_path[:] = [f for f in sys.meta_path\n"
+              "                    if not str(getattr(f, '__module__', '')).startswith('__editable__')]\n"
               "module = sys.argv.pop(1)\n"
               "runpy.run_module(module, run_name='__main__', alter_sys=True)\n")
 

@@ -17,12 +17,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch.nn.functional as F
-from torch import nn
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
-import cconv
-import cconv.torch as ct
-from cconv._torch_model_bench import resnet18_cifar, train_side_by_side
+import cconv  # noqa: E402
+import cconv.torch as ct  # noqa: E402
+from cconv._torch_model_bench import resnet18_cifar, train_side_by_side  # noqa: E402
 
 
 def _spy(monkeypatch, name):
