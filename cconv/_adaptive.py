@@ -2,7 +2,8 @@
 
 Output bin ``i`` of a dimension of size L pooled to ``o`` covers ``[floor(i*L/o), ceil((i+1)*L/o))``.
 When every pooled dimension divides evenly, the bins are the windows of an ordinary pool
-(kernel = stride = L/o) and the call runs the compiled avg/max pool. Otherwise:
+(kernel = stride = L/o) and the call runs the compiled avg/max pool (global average pooling,
+output 1 everywhere, is a single matrix-vector product instead). Otherwise:
 
 * average: each dimension is a small (o, L) averaging matrix applied along its axis (the mean
   over a box is separable); its backward applies the transposes;
@@ -95,6 +96,11 @@ def _adaptive_avg(input, output_size, dims, backend):
     x, unbatched = _prepare(input, dims)
     out = _output_sizes(output_size, x.shape[2:])
     _backends.resolve(backend)
+    if all(o == 1 for o in out):  # global average: one matrix-vector product (BLAS)
+        volume = int(np.prod(x.shape[2:]))
+        flat = _shapes.contiguous(x).reshape(x.shape[0] * x.shape[1], volume)
+        y = (flat @ np.full(volume, 1 / volume, x.dtype)).reshape(x.shape[:2] + out)
+        return _api_nd._unbatch(y, unbatched)
     pool = plan_pool(x.shape[2:], out)
     if pool is not None:
         return _api_nd._unbatch(_AVG[dims](x, backend=backend, **pool), unbatched)
@@ -111,6 +117,9 @@ def _adaptive_avg_backward(grad_output, input_shape, dims, backend):
     out = _output_sizes(gy.shape[2:], shape[2:])
     _shapes.check_output_shape(gy, shape[:2] + out, "grad_output")
     _backends.resolve(backend)
+    if all(o == 1 for o in out):  # global average: every input gets its plane's share
+        share = gy / gy.dtype.type(np.prod(shape[2:]))
+        return _api_nd._unbatch(np.ascontiguousarray(np.broadcast_to(share, shape)), unbatched)
     pool = plan_pool(shape[2:], out)
     if pool is not None:
         return _api_nd._unbatch(_AVG_BACKWARD[dims](gy, shape, backend=backend, **pool), unbatched)

@@ -283,7 +283,7 @@ def test_compiled_kernels_run(monkeypatch):
     p, i = cconv.max_pool3d(x, 2, return_indices=True, backend="cython")
     cconv.max_pool3d_backward(p, i, x.shape, backend="cython")
     cconv.avg_pool3d(x, 2, backend="cython")
-    cconv.adaptive_avg_pool2d(x[0], 1, backend="cython")
+    cconv.adaptive_avg_pool2d(x[0], 2, backend="cython")  # uniform bins: the ordinary pool
     assert calls == ["conv2d", "conv2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d"]
 
 
