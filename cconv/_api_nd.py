@@ -190,10 +190,24 @@ def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
     _batched(gy, "grad_output", 1)
     args = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
+    _check_grad_length(gy, x.shape[0], w.shape[0], _conv_output_length(x.shape[2], w.shape[2], args))
     gx, gw, gb = _api.conv2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
                                       output_mask=mask, backend=backend, **args)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
     return gx, None if gw is None else gw[:, :, 0], gb
+
+
+def _conv_output_length(length, kernel, args):
+    (_, s), (_, d) = args["stride"], args["dilation"]
+    if isinstance(args["padding"], str):
+        return length if args["padding"] == "same" else (length - d * (kernel - 1) - 1) // s + 1
+    return (length + 2 * args["padding"][1] - d * (kernel - 1) - 1) // s + 1
+
+
+def _check_grad_length(gy, n, channels, length):
+    """A 1-d backward's grad_output must be (N, channels, length): say so in 1-d terms."""
+    if gy.ndim == 3 and gy.shape != (n, channels, length):
+        raise ValueError(f"grad_output has shape {gy.shape}, expected {(n, channels, length)} for these arguments")
 
 
 def _transpose1d_args(stride, padding, output_padding, dilation):
@@ -230,6 +244,11 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
     _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
     _batched(gy, "grad_output", 1)
     args = _transpose1d_args(stride, padding, output_padding, dilation)
+    s, p, op, d = args["stride"][1], args["padding"][1], args["output_padding"][1], args["dilation"][1]
+    groups_ok = isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_)) and groups > 0
+    if groups_ok:
+        length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
+        _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
     gx, gw, gb = _api.conv_transpose2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
                                                 output_mask=mask, backend=backend, **args)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
@@ -384,10 +403,9 @@ def _slices_to_batch(x):
     return np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4)).reshape(n * d, c, h, w)
 
 
-def _batch_to_slices(y, n):
+def _batch_to_slices(y, n, d):
     """(N*D, C, H, W) -> (N, C, D, H, W)."""
-    nd, c, h, w = y.shape
-    return np.ascontiguousarray(y.reshape(n, nd // n, c, h, w).transpose(0, 2, 1, 3, 4))
+    return np.ascontiguousarray(y.reshape(n, d, *y.shape[1:]).transpose(0, 2, 1, 3, 4))
 
 
 @dataclass(frozen=True)
@@ -430,7 +448,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     _api._check_bias(b, w.shape[0])
     y = _api.conv2d(_gather_depth(x, plan.depth, plan.conv2d["groups"]), _fold_weight(w), b,
                     backend=backend, **plan.conv2d)
-    return _unbatch(_batch_to_slices(y, x.shape[0]), unbatched)
+    return _unbatch(_batch_to_slices(y, x.shape[0], plan.depth.out), unbatched)
 
 
 def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -522,7 +540,7 @@ def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, o
     gxs, gws, _ = _api.conv_transpose2d_backward(gzs, _slices_to_batch(x), _fold_weight(w),
                                                  output_mask=(need_input, need_weight, False), backend=backend,
                                                  **plan.conv_transpose2d)
-    gx = _batch_to_slices(gxs, x.shape[0]) if need_input else None
+    gx = _batch_to_slices(gxs, x.shape[0], x.shape[2]) if need_input else None
     gw = _unfold_weight(gws, w.shape[2]) if need_weight else None
     gb = gy.sum(axis=(0, 2, 3, 4)) if need_bias else None
     return (gx[0] if unbatched and gx is not None else gx), gw, gb

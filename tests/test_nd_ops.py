@@ -536,3 +536,18 @@ def test_plan_2d_names_the_calls_made(monkeypatch, rng):
         getattr(_api_nd, op)(*call_args)
         shape = call_args[1].shape if op.endswith("_backward") else call_args[0].shape
         assert seen == _api_nd.plan_2d(op, shape, *plan_args), op
+
+
+def test_empty_batch_like_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, tw = np.ones((0, 4, 5, 6, 7)), np.ones((6, 2, 3, 3, 3)), np.ones((4, 3, 2, 2, 2))
+    assert cconv.conv3d(x, w, groups=2).shape == tuple(F.conv3d(torch.from_numpy(x), torch.from_numpy(w), groups=2).shape)
+    gx, gw, gb = cconv.conv3d_backward(np.ones((0, 6, 3, 4, 5)), x, w, groups=2)
+    assert gx.shape == x.shape and not gw.any() and not gb.any()
+    y = cconv.conv_transpose3d(x, tw, stride=2)
+    assert y.shape == tuple(F.conv_transpose3d(torch.from_numpy(x), torch.from_numpy(tw), stride=2).shape)
+    assert cconv.conv_transpose3d_backward(y, x, tw, stride=2)[0].shape == x.shape
+    assert cconv.max_pool3d(x, 2).shape == cconv.avg_pool3d(x, 2).shape == (0, 4, 2, 3, 3)
+    assert cconv.adaptive_avg_pool3d(x, 1).shape == (0, 4, 1, 1, 1)
+    assert cconv.conv1d(np.ones((0, 4, 9)), np.ones((2, 4, 3))).shape == (0, 2, 7)
