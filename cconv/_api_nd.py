@@ -145,8 +145,7 @@ def _check_conv_size(sizes, pads, kernel, dilation, stride):
     return out
 
 
-def _output_mask(mask):
-    return _api._output_mask(mask)
+_output_mask = _api._output_mask  # the 2-d ops' check of output_mask
 
 
 # --------------------------------------------------------------------------
