@@ -22,7 +22,7 @@ _HALF = ("float16", "bfloat16")
 
 
 def _is_half(a):
-    return type(a) is np.ndarray and a.dtype.itemsize == 2 and a.dtype.name in _HALF
+    return isinstance(a, np.ndarray) and a.dtype.itemsize == 2 and a.dtype.name in _HALF
 
 
 def _is_float(a):
@@ -43,7 +43,7 @@ def _half_capable(op):
     @functools.wraps(op)
     def wrapper(*args, **kwargs):
         for a in args:
-            if type(a) is np.ndarray and a.itemsize == 2 and _is_half(a):
+            if isinstance(a, np.ndarray) and a.itemsize == 2 and _is_half(a):
                 break
         else:
             if not any(_is_half(v) for v in kwargs.values()):
