@@ -6,7 +6,8 @@
 * conv3d folds the depth taps into the channels: output depth slice ``j`` reads input slices
   ``j*stride_d - pad_d + t*dilation_d`` for the taps ``t``; those slices are stacked along the
   channel axis (group-major: group, tap, channel), so ONE conv2d on (N*Do, kd*C, H, W) with
-  the weight (O, kd*C/groups, kh, kw) computes the whole conv3d. Depth padding is real zero
+  the weight (O, kd*C/groups, kh, kw) computes the whole conv3d (a (kd, 1, 1) kernel with no
+  (h, w) stride or padding instead runs on the free (N, C, D, H*W) view, depth as rows). Depth padding is real zero
   slices, so ``0 * inf`` gives NaN as in PyTorch. Backward and the transposed conv use the
   adjoint (scatter-add) of the same stacking.
 * 3-d pools pool every depth slice in 2-d (the (N, C*D, H, W) view of the input), then reduce
@@ -412,6 +413,7 @@ class _Conv3dPlan:
     depth: _DepthMap
     conv2d: dict  # stride, padding, dilation, groups of the conv2d on the stacked slices
     output_shape: tuple
+    depth_as_rows: bool = False  # a (kd, 1, 1) kernel: one conv2d on the (N, C, D, H*W) view instead
 
 
 def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
@@ -430,8 +432,18 @@ def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
     (do,) = _check_conv_size((d,), pads[:1], (kd,), dilation[:1], stride[:1])
     _shapes._check_element_count((n, o, do, g.out_h, g.out_w), "conv3d output")
     depth = _DepthMap(d, do, kd, stride[0], pads[0][0], dilation[0])
+    if (kh, kw) == (1, 1) and stride[1:] == (1, 1) and pads[1:] == ((0, 0), (0, 0)):
+        # Pointwise in (h, w): depth becomes the rows of a 2-d conv on a free view, no copies.
+        args = dict(stride=(stride[0], 1), padding=padding if isinstance(padding, str) else (pads[0][0], 0),
+                    dilation=(dilation[0], 1), groups=g.groups)
+        return _Conv3dPlan(depth, args, (n, o, do, h, w), depth_as_rows=True)
     args = dict(stride=stride[1:], padding=pad_hw, dilation=dilation[1:], groups=g.groups)
     return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w))
+
+
+def _rows(a):
+    """(N, C, D, H, W) -> (N, C, D, H*W); a view when ``a`` is contiguous."""
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2], -1)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
@@ -445,6 +457,9 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     x, unbatched = _batched(x, "input", 3)
     plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
     _api._check_bias(b, w.shape[0])
+    if plan.depth_as_rows:
+        y = _api.conv2d(_rows(x), _rows(w), b, backend=backend, **plan.conv2d)
+        return _unbatch(y.reshape(plan.output_shape), unbatched)
     y = _api.conv2d(_gather_depth(x, plan.depth, plan.conv2d["groups"]), _fold_weight(w), b,
                     backend=backend, **plan.conv2d)
     return _unbatch(_batch_to_slices(y, x.shape[0], plan.depth.out), unbatched)
@@ -460,6 +475,12 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gy = _grad_batched(gy, unbatched, 3)
     plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
     _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    if plan.depth_as_rows:
+        gx, gw, gb = _api.conv2d_backward(_rows(gy), _rows(x), _rows(w), output_mask=mask, backend=backend,
+                                          **plan.conv2d)
+        gx = None if gx is None else gx.reshape(x.shape)
+        gw = None if gw is None else gw.reshape(w.shape)
+        return (gx[0] if unbatched and gx is not None else gx), gw, gb
     groups = plan.conv2d["groups"]
     n, c = x.shape[:2]
     if need_weight:
@@ -738,6 +759,8 @@ def plan_2d(op, input_shape, *args, **kwargs):
             return [(name, (n * d, c, h, w), w2d, plan.conv_transpose2d)]
         plan = _conv3d_plan(tuple(input_shape), tuple(weight_shape), params.get("stride", 1),
                             params.get("padding", 0), params.get("dilation", 1), params.get("groups", 1))
+        if plan.depth_as_rows:
+            return [(name, (n, c, d, h * w), tuple(weight_shape[:3]) + (1,), plan.conv2d)]
         return [(name, (n * plan.depth.out, c * kd, h, w), w2d, plan.conv2d)]
     kind = "max" if base.startswith("max") else "avg"
     names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode") if kind == "max" else \

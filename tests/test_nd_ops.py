@@ -524,6 +524,8 @@ def test_plan_2d_names_the_calls_made(monkeypatch, rng):
     x1, w1 = rng.standard_normal((2, 4, 9)), rng.standard_normal((6, 4, 3))
     cases = [
         ("conv3d", (x3, w3, None, (2, 1, 1), "valid", 1, 2), (w3.shape, (2, 1, 1), "valid", 1, 2)),
+        ("conv3d", (x3, w3[:, :, :, :1, :1], None, 2, 1, 1, 2), (w3[:, :, :, :1, :1].shape, 2, 1, 1, 2)),
+        ("conv3d", (x3, w3[:, :, :, :1, :1], None, 1, (1, 0, 0), 1, 2), (w3[:, :, :, :1, :1].shape, 1, (1, 0, 0), 1, 2)),
         ("conv3d_backward", (np.ones((2, 6, 5, 6, 7)), x3, w3, 1, "same", 1, 2), (w3.shape, 1, "same", 1, 2)),
         ("conv_transpose3d", (x3, t3, None, 2, 1, 1, 1, (1, 2, 1)), (t3.shape, 2, 1, 1, 1, (1, 2, 1))),
         ("conv1d", (x1, w1, None, 2, 1, 2), (w1.shape, 2, 1, 2)),
@@ -551,3 +553,26 @@ def test_empty_batch_like_torch():
     assert cconv.max_pool3d(x, 2).shape == cconv.avg_pool3d(x, 2).shape == (0, 4, 2, 3, 3)
     assert cconv.adaptive_avg_pool3d(x, 1).shape == (0, 4, 1, 1, 1)
     assert cconv.conv1d(np.ones((0, 4, 9)), np.ones((2, 4, 3))).shape == (0, 2, 7)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_conv3d_depth_as_rows_route(rng, backend):
+    """(kd, 1, 1) kernels without (h, w) stride or padding run on the (N, C, D, H*W) view."""
+    from cconv import _api_nd
+    for kernel, args in [((1, 1, 1), dict(stride=1, padding=0, dilation=1, groups=1)),
+                         ((3, 1, 1), dict(stride=(2, 1, 1), padding=(1, 0, 0), dilation=(2, 3, 1), groups=2)),
+                         ((2, 1, 1), dict(stride=1, padding="same", dilation=(3, 1, 1), groups=1))]:
+        x = rng.standard_normal((2, 4, 9, 5, 6))
+        w = rng.standard_normal((6, 4 // args["groups"]) + kernel)
+        b = rng.standard_normal(6)
+        assert _api_nd._conv3d_plan(x.shape, w.shape, args["stride"], args["padding"], args["dilation"],
+                                    args["groups"]).depth_as_rows
+        stride, dilation = _api_nd._ntuple(args["stride"], 3, ""), _api_nd._ntuple(args["dilation"], 3, "")
+        geo = (stride, _pads(dict(args, dilation=dilation, padding=args["padding"] if isinstance(args["padding"], str)
+                                  else _api_nd._ntuple(args["padding"], 3, "")), kernel), dilation, args["groups"])
+        y = cconv.conv3d(np.asfortranarray(x), w, b, **args, backend=backend)
+        assert_close(y, ref.conv(x, w, b, *geo))
+        gy = rng.standard_normal(y.shape)
+        for got, want in zip(cconv.conv3d_backward(gy, x, w, **args, backend=backend), ref.conv_backward(gy, x, w, *geo)):
+            assert_close(got, want)
+        assert_close(cconv.conv3d(x[1], w, b, **args, backend=backend), y[1])
