@@ -33,6 +33,7 @@ def _as_int(value, name):
 def _pair(value, name):
     """Normalise an int or a length-2 sequence of ints to a tuple ``(h, w)``."""
     if isinstance(value, (tuple, list)):
+        value = tuple(value) * 2 if len(value) == 1 else value  # PyTorch broadcasts a 1-tuple
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {len(value)} values: {value!r}")
         return _as_int(value[0], name), _as_int(value[1], name)

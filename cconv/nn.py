@@ -287,3 +287,161 @@ def load_digits(dtype=np.float32):
         table = np.loadtxt(text, delimiter=",", dtype=np.int64)
     images = (table[:, :64] / 16.0).astype(_float_dtype(dtype)).reshape(-1, 1, 8, 8)
     return images, table[:, 64].copy()
+
+
+# --------------------------------------------------------------------------
+# 1-d and 3-d layers, adaptive pooling
+# --------------------------------------------------------------------------
+
+from . import _adaptive, _api_nd  # noqa: E402  (the N-d ops build on _api, imported above)
+
+
+class _ConvNd(_Affine):
+    """Shared by Conv1d and Conv3d: ``weight`` (O, C/groups, *kernel) and ``bias`` (O,) start uniform
+    in ±1/sqrt(C/groups * prod(kernel)), as in PyTorch."""
+
+    _dims = 0
+    _forward = _backward = None
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, *, rng=None, dtype=np.float32, backend=None):
+        kernel = _api_nd._positive(kernel_size, self._dims, "kernel_size")
+        groups = _as_int(groups, "groups")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        self._args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
+        self._init_parameters((out_channels, in_channels // groups) + kernel,
+                              in_channels // groups * int(np.prod(kernel)), bias, rng, dtype)
+        self._x = None
+
+    def forward(self, x):
+        self._x = x
+        return type(self)._forward(x, self.weight, self.bias, **self._args)
+
+    def backward(self, grad):
+        grad_input, grad_weight, grad_bias = type(self)._backward(
+            grad, self._saved("_x"), self.weight, output_mask=(True, True, self.bias is not None), **self._args)
+        self._store_grads(grad_weight, grad_bias)
+        return grad_input
+
+
+class Conv1d(_ConvNd):
+    """1-d convolution (:func:`cconv.conv1d`): (N, C, L) -> (N, O, Lo); weight (O, C/groups, k)."""
+
+    _dims = 1
+    _forward, _backward = _api_nd.conv1d, _api_nd.conv1d_backward
+
+
+class Conv3d(_ConvNd):
+    """3-d convolution (:func:`cconv.conv3d`): (N, C, D, H, W) -> (N, O, Do, Ho, Wo);
+    weight (O, C/groups, kd, kh, kw)."""
+
+    _dims = 3
+    _forward, _backward = _api_nd.conv3d, _api_nd.conv3d_backward
+
+
+class _MaxPoolNd(Layer):
+    _forward = _backward = None
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
+        self._args = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                          ceil_mode=ceil_mode)
+        self.backend = backend
+        self._indices = self._input_shape = None
+
+    def forward(self, x):
+        y, self._indices = type(self)._forward(x, **self._args, return_indices=True, backend=self.backend)
+        self._input_shape = x.shape
+        return y
+
+    def backward(self, grad):
+        return type(self)._backward(grad, self._saved("_indices"), self._input_shape, backend=self.backend)
+
+
+class MaxPool1d(_MaxPoolNd):
+    """1-d max pooling (:func:`cconv.max_pool1d`); backward routes each gradient to its window's maximum."""
+
+    _forward, _backward = _api_nd.max_pool1d, _api_nd.max_pool1d_backward
+
+
+class MaxPool3d(_MaxPoolNd):
+    """3-d max pooling (:func:`cconv.max_pool3d`); backward routes each gradient to its window's maximum."""
+
+    _forward, _backward = _api_nd.max_pool3d, _api_nd.max_pool3d_backward
+
+
+class _AvgPoolNd(Layer):
+    _forward = _backward = None
+
+    def __init__(self, **args):
+        self._args = args
+        self._input_shape = None
+
+    def forward(self, x):
+        self._input_shape = x.shape
+        return type(self)._forward(x, **self._args)
+
+    def backward(self, grad):
+        return type(self)._backward(grad, self._saved("_input_shape"), **self._args)
+
+
+class AvgPool1d(_AvgPoolNd):
+    """1-d average pooling (:func:`cconv.avg_pool1d`); backward spreads each gradient over its window."""
+
+    _forward, _backward = _api_nd.avg_pool1d, _api_nd.avg_pool1d_backward
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+                 backend=None):
+        super().__init__(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         count_include_pad=count_include_pad, backend=backend)
+
+
+class AvgPool3d(_AvgPoolNd):
+    """3-d average pooling (:func:`cconv.avg_pool3d`); backward spreads each gradient over its window."""
+
+    _forward, _backward = _api_nd.avg_pool3d, _api_nd.avg_pool3d_backward
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None, *, backend=None):
+        super().__init__(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         count_include_pad=count_include_pad, divisor_override=divisor_override, backend=backend)
+
+
+class AdaptiveAvgPool2d(_AvgPoolNd):
+    """Adaptive average pooling (:func:`cconv.adaptive_avg_pool2d`) to ``output_size`` (int, pair,
+    None keeping a size); ``AdaptiveAvgPool2d(1)`` is global average pooling."""
+
+    _forward, _backward = _adaptive.adaptive_avg_pool2d, _adaptive.adaptive_avg_pool2d_backward
+
+    def __init__(self, output_size, *, backend=None):
+        self.output_size, self.backend = output_size, backend
+        self._input_shape = None
+
+    def forward(self, x):
+        self._input_shape = x.shape
+        return _adaptive.adaptive_avg_pool2d(x, self.output_size, backend=self.backend)
+
+    def backward(self, grad):
+        return _adaptive.adaptive_avg_pool2d_backward(grad, self._saved("_input_shape"), backend=self.backend)
+
+
+class AdaptiveMaxPool2d(_MaxPoolNd):
+    """Adaptive max pooling (:func:`cconv.adaptive_max_pool2d`) to ``output_size``."""
+
+    def __init__(self, output_size, *, backend=None):
+        self.output_size, self.backend = output_size, backend
+        self._indices = self._input_shape = None
+
+    def forward(self, x):
+        y, self._indices = _adaptive.adaptive_max_pool2d(x, self.output_size, True, backend=self.backend)
+        self._input_shape = x.shape
+        return y
+
+    def backward(self, grad):
+        return _adaptive.adaptive_max_pool2d_backward(grad, self._saved("_indices"), self._input_shape,
+                                                      backend=self.backend)
+
+
+__all__ += ["Conv1d", "Conv3d", "MaxPool1d", "MaxPool3d", "AvgPool1d", "AvgPool3d",
+            "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]

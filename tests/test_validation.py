@@ -160,10 +160,10 @@ BAD_INPUTS = {
         **{op: [dict(padding="valid")] for op in POOL_GEOMETRY_OPS},
     }),
     "tuples of the wrong length": (ValueError, r"must be an int or a pair \(h, w\)", {
-        **{op: [dict(stride=(1, 1, 1)), dict(padding=(1,)), dict(dilation=())] for op in CONV_OPS},
+        **{op: [dict(stride=(1, 1, 1)), dict(padding=(1, 1, 1)), dict(dilation=())] for op in CONV_OPS},
         "conv_transpose2d": [dict(output_padding=(0, 0, 0))],
         **{op: [dict(kernel_size=(2, 2, 2)), dict(padding=[0, 0, 0])] for op in POOL_GEOMETRY_OPS},
-        "max_pool2d": [dict(dilation=(1,))],
+        "max_pool2d": [dict(dilation=(1, 1, 1))],
     }),
     "float where an int is required": (TypeError, r"must be an int, got float", {
         **{op: [dict(stride=1.0), dict(padding=(1, 0.5)), dict(groups=1.0)] for op in CONV_OPS},
@@ -189,7 +189,11 @@ BAD_INPUTS = {
     "bool arrays": (TypeError, r"dtype bool; cconv supports float32 and float64", _array_kind(np.bool_)),
     "complex arrays": (TypeError, r"dtype complex128; cconv supports", _array_kind(np.complex128)),
     "object arrays": (TypeError, r"dtype object; cconv supports", _array_kind(object)),
-    "float16 arrays": (TypeError, r"dtype float16; cconv supports", _array_kind(np.float16)),
+    "float16 mixed with float64": (TypeError, r"must share one float dtype, got .*float16", {
+        "conv2d": [dict(x=X.astype(np.float16)), dict(bias=np.ones(6, np.float16))],
+        "conv2d_backward": [dict(gy=GY.astype(np.float16))],
+        "conv_transpose2d_backward": [dict(w=TW.astype(np.float16))],
+    }),
     "array-likes of integers": (TypeError, r"dtype int64", {
         "conv2d": [dict(x=X.astype(int).tolist())], "max_pool2d": [dict(x=[[[1, 2], [3, 4]]])]}),
     "unconvertible array-likes": ((TypeError, ValueError), r"(could not be converted|dtype object)", {

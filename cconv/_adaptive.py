@@ -1,0 +1,232 @@
+"""Adaptive average and max pooling over 1, 2 or 3 spatial dims, like ``torch.nn.functional``'s.
+
+Output bin ``i`` of a dimension of size L pooled to ``o`` covers ``[floor(i*L/o), ceil((i+1)*L/o))``.
+When every pooled dimension divides evenly, the bins are the windows of an ordinary pool
+(kernel = stride = L/o) and the call runs the compiled avg/max pool (global average pooling,
+output 1 everywhere, is a single matrix-vector product instead). Otherwise:
+
+* average: each dimension is a small (o, L) averaging matrix applied along its axis (the mean
+  over a box is separable); its backward applies the transposes;
+* max: each dimension is reduced in turn, last first, scanning the taps of every bin in order
+  with PyTorch's rule (greater, or NaN, replaces), carrying flat indices. Reducing w, then h,
+  then d keeps the first maximum in (d, h, w) order and the last NaN, as one row-major scan does.
+
+Backward of max routes each gradient to its flat index, like the max pools.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _api
+from . import _api_nd
+from . import _backends
+from . import _shapes
+
+__all__ = [
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "adaptive_avg_pool1d_backward", "adaptive_avg_pool2d_backward", "adaptive_avg_pool3d_backward",
+    "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
+]
+
+
+def _output_sizes(output_size, in_sizes):
+    """``output_size``: an int, or a tuple of ints and None (None keeps that input size)."""
+    dims = len(in_sizes)
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) == 1:
+            output_size = tuple(output_size) * dims
+        if len(output_size) != dims:
+            raise ValueError(f"output_size must be an int or a tuple of {dims} ints (or None), "
+                             f"got {len(output_size)} values: {output_size!r}")
+        sizes = tuple(n if o is None else _shapes._as_int(o, "output_size") for o, n in zip(output_size, in_sizes))
+    elif isinstance(output_size, np.ndarray):
+        raise TypeError(f"output_size must be an int or a tuple of {dims} ints, got an ndarray")
+    else:
+        sizes = (_shapes._as_int(output_size, "output_size"),) * dims
+    if min(sizes) < 1:
+        raise ValueError(f"output_size must be >= 1, got {sizes}")
+    if min(in_sizes) < 1:
+        raise ValueError(f"adaptive pooling needs non-empty spatial dims, got input sizes {tuple(in_sizes)}")
+    _shapes._check_element_count(sizes, "adaptive pooling output")
+    return sizes
+
+
+def _bins(size, out):
+    i = np.arange(out)
+    return i * size // out, -(-(i + 1) * size // out)
+
+
+def _uniform(in_sizes, out_sizes):
+    return all(n % o == 0 for n, o in zip(in_sizes, out_sizes))
+
+
+def plan_pool(in_sizes, out_sizes):
+    """The ordinary pool an adaptive pool runs when its bins are uniform, else None:
+    ``{"kernel_size": ..., "stride": ...}`` (per dimension)."""
+    if not _uniform(in_sizes, out_sizes):
+        return None
+    kernel = tuple(n // o for n, o in zip(in_sizes, out_sizes))
+    return {"kernel_size": kernel, "stride": kernel}
+
+
+_AVG = {1: _api_nd.avg_pool1d, 2: _api.avg_pool2d, 3: _api_nd.avg_pool3d}
+_AVG_BACKWARD = {1: _api_nd.avg_pool1d_backward, 2: _api.avg_pool2d_backward, 3: _api_nd.avg_pool3d_backward}
+_MAX = {1: _api_nd.max_pool1d, 2: _api.max_pool2d, 3: _api_nd.max_pool3d}
+
+
+def _prepare(input, dims):
+    (x,) = _shapes.as_float_arrays(input=input)
+    return _api_nd._batched(x, "input", dims)
+
+
+def _averaging_matrix(size, out, dtype):
+    starts, ends = _bins(size, out)
+    cols = np.arange(size)
+    inside = (cols >= starts[:, None]) & (cols < ends[:, None])
+    return (inside / (ends - starts)[:, None]).astype(dtype)
+
+
+def _along(a, axis, matrix):
+    """Apply ``matrix`` (o, L) to axis ``axis`` (of size L) of ``a``."""
+    return np.moveaxis(np.moveaxis(a, axis, -1) @ matrix.T, -1, axis)
+
+
+def _adaptive_avg(input, output_size, dims, backend):
+    x, unbatched = _prepare(input, dims)
+    out = _output_sizes(output_size, x.shape[2:])
+    _backends.resolve(backend)
+    if all(o == 1 for o in out):  # global average: one matrix-vector product (BLAS)
+        volume = int(np.prod(x.shape[2:]))
+        flat = _shapes.contiguous(x).reshape(x.shape[0] * x.shape[1], volume)
+        y = (flat @ np.full(volume, 1 / volume, x.dtype)).reshape(x.shape[:2] + out)
+        return _api_nd._unbatch(y, unbatched)
+    pool = plan_pool(x.shape[2:], out)
+    if pool is not None:
+        return _api_nd._unbatch(_AVG[dims](x, backend=backend, **pool), unbatched)
+    y = x
+    for axis in range(2, 2 + dims):
+        y = _along(y, axis, _averaging_matrix(x.shape[axis], out[axis - 2], x.dtype))
+    return _api_nd._unbatch(np.ascontiguousarray(y), unbatched)
+
+
+def _adaptive_avg_backward(grad_output, input_shape, dims, backend):
+    (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
+    shape = _api_nd._input_shape(input_shape, gy.ndim, dims)
+    gy, unbatched = _api_nd._batched(gy, "grad_output", dims)
+    out = _output_sizes(gy.shape[2:], shape[2:])
+    _shapes.check_output_shape(gy, shape[:2] + out, "grad_output")
+    _backends.resolve(backend)
+    if all(o == 1 for o in out):  # global average: every input gets its plane's share
+        share = gy / gy.dtype.type(np.prod(shape[2:]))
+        return _api_nd._unbatch(np.ascontiguousarray(np.broadcast_to(share, shape)), unbatched)
+    pool = plan_pool(shape[2:], out)
+    if pool is not None:
+        return _api_nd._unbatch(_AVG_BACKWARD[dims](gy, shape, backend=backend, **pool), unbatched)
+    g = gy
+    for axis in range(2, 2 + dims):
+        g = _along(g, axis, _averaging_matrix(shape[axis], out[axis - 2], gy.dtype).T)
+    return _api_nd._unbatch(np.ascontiguousarray(g), unbatched)
+
+
+def _reduce_max(values, index, axis, out, volume_step):
+    """Reduce ``axis`` of ``values`` to ``out`` bins, scanning each bin's taps in order."""
+    size = values.shape[axis]
+    starts, ends = _bins(size, out)
+    shape = [1] * values.ndim
+    shape[axis] = out
+    best = np.take(values, starts, axis)
+    where = np.take(index, starts, axis) + (starts * volume_step).reshape(shape)
+    for k in range(1, int((ends - starts).max())):
+        pos = starts + k
+        valid = (pos < ends).reshape(shape)
+        pos = np.minimum(pos, size - 1)
+        v = np.take(values, pos, axis)
+        take = valid & ((v > best) | np.isnan(v))
+        np.copyto(best, v, where=take)
+        np.copyto(where, np.take(index, pos, axis) + (pos * volume_step).reshape(shape), where=take)
+    return best, where
+
+
+def _adaptive_max(input, output_size, return_indices, dims, backend):
+    x, unbatched = _prepare(input, dims)
+    return_indices = _api_nd._check_bool(return_indices, "return_indices")
+    out = _output_sizes(output_size, x.shape[2:])
+    _backends.resolve(backend)
+    pool = plan_pool(x.shape[2:], out)
+    if pool is not None:
+        y, idx = _MAX[dims](x, return_indices=True, backend=backend, **pool)
+    else:
+        y, idx = x, np.zeros((1,) * x.ndim, np.int64)
+        step = 1
+        for axis in range(1 + dims, 1, -1):  # last spatial axis first
+            y, idx = _reduce_max(y, np.broadcast_to(idx, y.shape), axis, out[axis - 2], step)
+            step *= x.shape[axis]
+        y, idx = np.ascontiguousarray(y), np.ascontiguousarray(idx)
+    return _api_nd._unbatch((y, idx) if return_indices else y, unbatched)
+
+
+def _adaptive_max_backward(grad_output, indices, input_shape, dims, backend):
+    return _api_nd._max_pool_flat_backward(grad_output, indices, input_shape, dims, backend)
+
+
+def adaptive_avg_pool1d(input, output_size, *, backend=None):
+    """Like ``torch.nn.functional.adaptive_avg_pool1d``: (N, C, L) -> (N, C, output_size)."""
+    return _adaptive_avg(input, output_size, 1, backend)
+
+
+def adaptive_avg_pool2d(input, output_size, *, backend=None):
+    """Like ``torch.nn.functional.adaptive_avg_pool2d``: (N, C, H, W) -> (N, C, oh, ow);
+    ``output_size`` an int or (oh, ow), None keeping that size. ``adaptive_avg_pool2d(x, 1)``
+    is global average pooling."""
+    return _adaptive_avg(input, output_size, 2, backend)
+
+
+def adaptive_avg_pool3d(input, output_size, *, backend=None):
+    """Like ``torch.nn.functional.adaptive_avg_pool3d``: (N, C, D, H, W) -> (N, C, od, oh, ow)."""
+    return _adaptive_avg(input, output_size, 3, backend)
+
+
+def adaptive_avg_pool1d_backward(grad_output, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_avg_pool1d`: grad_output (N, C, o) -> grad_input of ``input_shape``."""
+    return _adaptive_avg_backward(grad_output, input_shape, 1, backend)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_avg_pool2d`: grad_output (N, C, oh, ow) -> grad_input of ``input_shape``."""
+    return _adaptive_avg_backward(grad_output, input_shape, 2, backend)
+
+
+def adaptive_avg_pool3d_backward(grad_output, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_avg_pool3d`."""
+    return _adaptive_avg_backward(grad_output, input_shape, 3, backend)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False, *, backend=None):
+    """Like ``torch.nn.functional.adaptive_max_pool1d``; indices: int64 positions in each (n, c) row."""
+    return _adaptive_max(input, output_size, return_indices, 1, backend)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False, *, backend=None):
+    """Like ``torch.nn.functional.adaptive_max_pool2d``; indices: int64 ``h*W + w`` in each (n, c) plane."""
+    return _adaptive_max(input, output_size, return_indices, 2, backend)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False, *, backend=None):
+    """Like ``torch.nn.functional.adaptive_max_pool3d``; indices: int64 ``d*H*W + h*W + w`` per volume."""
+    return _adaptive_max(input, output_size, return_indices, 3, backend)
+
+
+def adaptive_max_pool1d_backward(grad_output, indices, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_max_pool1d`."""
+    return _adaptive_max_backward(grad_output, indices, input_shape, 1, backend)
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_max_pool2d`."""
+    return _adaptive_max_backward(grad_output, indices, input_shape, 2, backend)
+
+
+def adaptive_max_pool3d_backward(grad_output, indices, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_max_pool3d`."""
+    return _adaptive_max_backward(grad_output, indices, input_shape, 3, backend)

@@ -1,0 +1,787 @@
+"""1-d and 3-d convolution and pooling, like ``torch.nn.functional``'s, on the 2-d ops.
+
+* 1-d ops are the 2-d ones with a height of 1: (N, C, L) -> (N, C, 1, L), kernel (1, k),
+  stride (1, s), padding (0, p). A 1-d max-pool index (a flat offset in each (n, c) row)
+  is exactly the 2-d index with H = 1.
+* conv3d folds the depth taps into the channels: output depth slice ``j`` reads input slices
+  ``j*stride_d - pad_d + t*dilation_d`` for the taps ``t``; those slices are stacked along the
+  channel axis (group-major: group, tap, channel), so ONE conv2d on (N*Do, kd*C, H, W) with
+  the weight (O, kd*C/groups, kh, kw) computes the whole conv3d (a (kd, 1, 1) kernel with no
+  (h, w) stride or padding instead runs on the free (N, C, D, H*W) view, depth as rows). Depth padding is real zero
+  slices, so ``0 * inf`` gives NaN as in PyTorch. Backward and the transposed conv use the
+  adjoint (scatter-add) of the same stacking.
+* 3-d pools pool every depth slice in 2-d (the (N, C*D, H, W) view of the input), then reduce
+  over the depth window: max keeps the first maximum in (d, h, w) order and lets NaN win (the
+  last NaN owns the index); average sums 2-d window sums (``divisor_override=1``) and divides
+  by the separable per-dimension window counts.
+
+:func:`plan_2d` names the 2-d op each of these runs and its arguments (for tools that explain a call).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _api
+from . import _shapes
+
+__all__ = [
+    "conv1d", "conv1d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward",
+    "max_pool3d", "max_pool3d_backward", "avg_pool3d", "avg_pool3d_backward",
+]
+
+_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+# --------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------
+
+def _ntuple(value, n, name):
+    """An int or a sequence of 1 or ``n`` ints (one value broadcasts, as in PyTorch) -> n ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            value = tuple(value) * n
+        if len(value) != n:
+            raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {len(value)} values: {value!r}")
+        return tuple(_shapes._as_int(v, name) for v in value)
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got an ndarray")
+    return (_shapes._as_int(value, name),) * n
+
+
+def _positive(value, n, name):
+    t = _ntuple(value, n, name)
+    if min(t) < 1:
+        raise ValueError(f"{name} must be >= 1, got {t if n > 1 else t[0]}")
+    return t
+
+
+def _non_negative(value, n, name):
+    t = _ntuple(value, n, name)
+    if min(t) < 0:
+        raise ValueError(f"{name} must be >= 0, got {t if n > 1 else t[0]}")
+    return t
+
+
+def _pool_stride(stride, kernel, n):
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        return kernel
+    return _positive(stride, n, "stride")
+
+
+def _batched(x, name, dims):
+    """Accept a batched (N, C, *spatial) or unbatched (C, *spatial) array; return it batched."""
+    if x.ndim == dims + 2:
+        return x, False
+    if x.ndim == dims + 1:
+        return x[np.newaxis], True
+    raise ValueError(f"{name} must be {dims + 2}-d {_LAYOUT[dims]} or {dims + 1}-d (without N), "
+                     f"got {x.ndim}-d of shape {x.shape}")
+
+
+def _grad_batched(gy, unbatched, dims):
+    return gy[np.newaxis] if unbatched and gy.ndim == dims + 1 else gy
+
+
+def _check_weight(w, dims, layout):
+    if w.ndim != dims + 2:
+        raise ValueError(f"weight must be {dims + 2}-d {layout}, got shape {w.shape}")
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _input_shape(input_shape, grad_ndim, dims):
+    """A backward op's ``input_shape``: ints, as many dims as grad_output; returned batched."""
+    if not isinstance(input_shape, (tuple, list)) and not (
+            isinstance(input_shape, np.ndarray) and input_shape.ndim == 1):
+        raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
+    shape = tuple(_shapes._as_int(s, "input_shape") for s in input_shape)
+    if len(shape) != grad_ndim or len(shape) not in (dims + 1, dims + 2):
+        raise ValueError(f"input_shape {shape} must have as many dims as grad_output ({grad_ndim}), "
+                         f"{dims + 1} or {dims + 2}")
+    if min(shape) < 0:
+        raise ValueError(f"input_shape must not have negative sizes, got {shape}")
+    _shapes._check_element_count(shape, "input_shape")
+    return shape if len(shape) == dims + 2 else (1,) + shape
+
+
+def _unbatch(result, unbatched):
+    if not unbatched:
+        return result
+    if isinstance(result, tuple):
+        return tuple(None if r is None else r[0] for r in result)
+    return result[0]
+
+
+def _conv_padding(padding, kernel, dilation, stride, dims):
+    """Per-dimension (before, after) zero padding of a conv: ints, 'valid' or 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * dims
+        if padding == "same":
+            if max(stride) != 1:
+                raise ValueError(f"padding='same' is not supported for strided convolutions "
+                                 f"(stride={stride if dims > 1 else stride[0]})")
+            totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            return tuple((t // 2, t - t // 2) for t in totals)  # PyTorch: the odd one at the end
+        raise ValueError(f"padding string must be 'valid' or 'same', got {padding!r}")
+    return tuple((p, p) for p in _non_negative(padding, dims, "padding"))
+
+
+def _check_conv_size(sizes, pads, kernel, dilation, stride):
+    out = [(n + a + b - d * (k - 1) - 1) // s + 1
+           for n, (a, b), k, d, s in zip(sizes, pads, kernel, dilation, stride)]
+    if min(out) < 1:
+        raise ValueError(f"output size would be {tuple(out)}: the dilated kernel "
+                         f"{tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))} is larger than "
+                         f"the padded input {tuple(n + a + b for n, (a, b) in zip(sizes, pads))}")
+    return out
+
+
+_output_mask = _api._output_mask  # the 2-d ops' check of output_mask
+
+
+# --------------------------------------------------------------------------
+# 1-d: the 2-d ops with H = 1
+# --------------------------------------------------------------------------
+
+def _conv1d_args(x_shape, w_shape, stride, padding, dilation):
+    """The 2-d stride/padding/dilation of a conv1d (validated here, so errors speak of 1-d)."""
+    stride = _positive(stride, 1, "stride")
+    dilation = _positive(dilation, 1, "dilation")
+    pads = _conv_padding(padding, w_shape[2:], dilation, stride, 1)
+    if w_shape[2] >= 1:
+        _check_conv_size(x_shape[2:], pads, w_shape[2:], dilation, stride)
+    pad2d = padding if isinstance(padding, str) else (0, pads[0][0])
+    return dict(stride=(1, stride[0]), padding=pad2d, dilation=(1, dilation[0]))
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
+    """1-d cross-correlation, like ``torch.nn.functional.conv1d``.
+
+    input (N, C, L) or (C, L); weight (O, C/groups, k); bias (O,) or None; padding an int,
+    ``'valid'`` or ``'same'`` (stride 1; the odd extra column goes to the end).
+    Returns (N, O, Lo) with ``Lo = (L + 2*padding - dilation*(k - 1) - 1) // stride + 1``.
+    """
+    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+    x, unbatched = _batched(x, "input", 1)
+    _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
+    args = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
+    y = _api.conv2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args)
+    return _unbatch(y[:, :, 0], unbatched)
+
+
+def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), backend=None):
+    """Gradients of :func:`conv1d`: ``(grad_input (N, C, L), grad_weight (O, C/groups, k),
+    grad_bias (O,))``, None where ``output_mask`` is False."""
+    mask = _output_mask(output_mask)
+    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+    x, unbatched = _batched(x, "input", 1)
+    gy = _grad_batched(gy, unbatched, 1)
+    _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
+    _batched(gy, "grad_output", 1)
+    args = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
+    _check_grad_length(gy, x.shape[0], w.shape[0], _conv_output_length(x.shape[2], w.shape[2], args))
+    gx, gw, gb = _api.conv2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
+                                      output_mask=mask, backend=backend, **args)
+    gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
+    return gx, None if gw is None else gw[:, :, 0], gb
+
+
+def _conv_output_length(length, kernel, args):
+    (_, s), (_, d) = args["stride"], args["dilation"]
+    if isinstance(args["padding"], str):
+        return length if args["padding"] == "same" else (length - d * (kernel - 1) - 1) // s + 1
+    return (length + 2 * args["padding"][1] - d * (kernel - 1) - 1) // s + 1
+
+
+def _check_grad_length(gy, n, channels, length):
+    """A 1-d backward's grad_output must be (N, channels, length): say so in 1-d terms."""
+    if gy.ndim == 3 and gy.shape != (n, channels, length):
+        raise ValueError(f"grad_output has shape {gy.shape}, expected {(n, channels, length)} for these arguments")
+
+
+def _transpose1d_args(stride, padding, output_padding, dilation):
+    if isinstance(padding, str):
+        raise ValueError(f"conv_transpose1d takes int padding, got {padding!r}")
+    return dict(stride=(1, _positive(stride, 1, "stride")[0]),
+                padding=(0, _non_negative(padding, 1, "padding")[0]),
+                output_padding=(0, _non_negative(output_padding, 1, "output_padding")[0]),
+                dilation=(1, _positive(dilation, 1, "dilation")[0]))
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, backend=None):
+    """1-d transposed convolution, like ``torch.nn.functional.conv_transpose1d``.
+
+    input (N, C_in, L) or (C_in, L); weight (C_in, C_out/groups, k). Returns (N, C_out, Lo) with
+    ``Lo = (L - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``.
+    """
+    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+    x, unbatched = _batched(x, "input", 1)
+    _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
+    args = _transpose1d_args(stride, padding, output_padding, dilation)
+    y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args)
+    return _unbatch(y[:, :, 0], unbatched)
+
+
+def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, *, output_mask=(True, True, True), backend=None):
+    """Gradients of :func:`conv_transpose1d`: ``(grad_input, grad_weight, grad_bias)``."""
+    mask = _output_mask(output_mask)
+    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+    x, unbatched = _batched(x, "input", 1)
+    gy = _grad_batched(gy, unbatched, 1)
+    _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
+    _batched(gy, "grad_output", 1)
+    args = _transpose1d_args(stride, padding, output_padding, dilation)
+    s, p, op, d = args["stride"][1], args["padding"][1], args["output_padding"][1], args["dilation"][1]
+    groups_ok = isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_)) and groups > 0
+    if groups_ok:
+        length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
+        _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
+    gx, gw, gb = _api.conv_transpose2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
+                                                output_mask=mask, backend=backend, **args)
+    gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
+    return gx, None if gw is None else gw[:, :, 0], gb
+
+
+def _pool1d_args(kernel_size, stride, padding, dilation=1):
+    kernel = _positive(kernel_size, 1, "kernel_size")
+    stride = _pool_stride(stride, kernel, 1)
+    padding = _non_negative(padding, 1, "padding")
+    dilation = _positive(dilation, 1, "dilation")
+    if padding[0] > kernel[0] // 2:
+        raise ValueError(f"padding ({padding[0]}) must be at most half of kernel_size ({kernel[0]})")
+    return dict(kernel_size=(1, kernel[0]), stride=(1, stride[0]), padding=(0, padding[0]),
+                dilation=(1, dilation[0]))
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, backend=None):
+    """1-d max pooling, like ``torch.nn.functional.max_pool1d``: (N, C, L) -> (N, C, Lo), and with
+    ``return_indices`` the int64 positions of the maxima in each (n, c) row."""
+    (x,) = _shapes.as_float_arrays(input=input)
+    x, unbatched = _batched(x, "input", 1)
+    return_indices = _check_bool(return_indices, "return_indices")
+    args = _pool1d_args(kernel_size, stride, padding, dilation)
+    out, idx = _api.max_pool2d(x[:, :, None], ceil_mode=ceil_mode, return_indices=True, backend=backend, **args)
+    result = (out[:, :, 0], idx[:, :, 0]) if return_indices else out[:, :, 0]
+    return _unbatch(result, unbatched)
+
+
+def _max_pool_flat_backward(grad_output, indices, input_shape, dims, backend):
+    """Any max pool's backward: grad_output (N, C, *out) to the flat positions ``indices`` in each
+    (n, c) row/plane/volume, through the compiled 2-d backward on (N, C, 1, prod(spatial))."""
+    (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
+    shape = _input_shape(input_shape, gy.ndim, dims)
+    gy, unbatched = _batched(gy, "grad_output", dims)
+    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+        raise TypeError(f"indices must be an int64 ndarray (as the forward returned them), "
+                        f"got {getattr(indices, 'dtype', type(indices).__name__)}")
+    if unbatched and indices.ndim == dims + 1:
+        indices = indices[np.newaxis]
+    _shapes.check_output_shape(indices, gy.shape, "indices")
+    if gy.shape[:2] != shape[:2]:
+        raise ValueError(f"grad_output of shape {gy.shape} does not match input_shape {shape} in (N, C)")
+    n, c = shape[:2]
+    volume = int(np.prod(shape[2:]))
+    if indices.size and (indices.min() < 0 or indices.max() >= volume):
+        bad = indices.min() if indices.min() < 0 else indices.max()
+        raise ValueError(f"indices must lie in [0, {volume}) (flat positions in each {shape[2:]} input "
+                         f"of one (n, c)), found {bad}")
+    grad = _api.max_pool2d_backward(gy.reshape(n, c, 1, -1), indices.reshape(n, c, 1, -1), (n, c, 1, volume),
+                                    backend=backend)
+    return _unbatch(grad.reshape(shape), unbatched)
+
+
+def max_pool1d_backward(grad_output, indices, input_shape, *, backend=None):
+    """Gradient of :func:`max_pool1d`: grad_output (N, C, Lo) -> grad_input of ``input_shape``."""
+    return _max_pool_flat_backward(grad_output, indices, input_shape, 1, backend)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+               backend=None):
+    """1-d average pooling, like ``torch.nn.functional.avg_pool1d``: (N, C, L) -> (N, C, Lo)."""
+    (x,) = _shapes.as_float_arrays(input=input)
+    x, unbatched = _batched(x, "input", 1)
+    args = _pool1d_args(kernel_size, stride, padding)
+    del args["dilation"]
+    y = _api.avg_pool2d(x[:, :, None], ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                        backend=backend, **args)
+    return _unbatch(y[:, :, 0], unbatched)
+
+
+def avg_pool1d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, *, backend=None):
+    """Gradient of :func:`avg_pool1d`: grad_output (N, C, Lo) -> grad_input of ``input_shape``."""
+    (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
+    shape = _input_shape(input_shape, gy.ndim, 1)
+    gy, unbatched = _batched(gy, "grad_output", 1)
+    args = _pool1d_args(kernel_size, stride, padding)
+    del args["dilation"]
+    grad = _api.avg_pool2d_backward(gy[:, :, None], shape[:2] + (1,) + shape[2:], ceil_mode=ceil_mode,
+                                    count_include_pad=count_include_pad, backend=backend, **args)
+    return _unbatch(grad[:, :, 0], unbatched)
+
+
+# --------------------------------------------------------------------------
+# 3-d convolution: depth taps folded into channels
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _DepthMap:
+    """Small slice ``j`` (of ``out``) tap ``t`` reads big slice ``j*stride - pad + t*dilation`` (of
+    ``size``); slices outside [0, size) are zero padding."""
+
+    size: int
+    out: int
+    taps: int
+    stride: int
+    pad: int
+    dilation: int
+
+    def tap_range(self, t):
+        """(j0, j1, i0): the small slices j0..j1-1 that tap t maps into the big tensor, from i0."""
+        first = t * self.dilation - self.pad
+        j0 = min(self.out, 0 if first >= 0 else (self.stride - 1 - first) // self.stride)
+        j1 = min(self.out, (self.size - 1 - first) // self.stride + 1) if first < self.size else 0
+        return j0, max(j0, j1), first + j0 * self.stride
+
+
+def _gather_depth(x, m, groups):
+    """(N, C, D, H, W) -> (N*out, groups*taps*C/groups, H, W): the stacked depth slices."""
+    n, c, _, h, w = x.shape
+    cg = c // groups
+    s = np.empty((n, m.out, groups, m.taps, cg, h, w), x.dtype)
+    xg = x.reshape(n, groups, cg, m.size, h, w)
+    for t in range(m.taps):
+        j0, j1, i0 = m.tap_range(t)
+        s[:, :j0, :, t] = 0
+        s[:, j1:, :, t] = 0
+        if j1 > j0:
+            s[:, j0:j1, :, t] = xg[:, :, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride].transpose(0, 3, 1, 2, 4, 5)
+    return s.reshape(n * m.out, groups * m.taps * cg, h, w)
+
+
+def _scatter_depth(z, m, n, c, groups):
+    """The adjoint of :func:`_gather_depth`: (N*out, groups*taps*C/groups, H, W) -> (N, C, D, H, W)."""
+    h, w = z.shape[2:]
+    cg = c // groups
+    zz = z.reshape(n, m.out, groups, m.taps, cg, h, w)
+    b = np.zeros((n, groups, cg, m.size, h, w), z.dtype)
+    for t in range(m.taps):
+        j0, j1, i0 = m.tap_range(t)
+        if j1 > j0:
+            b[:, :, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride] += zz[:, j0:j1, :, t].transpose(0, 2, 3, 1, 4, 5)
+    return b.reshape(n, c, m.size, h, w)
+
+
+def _fold_weight(w):
+    """(A, B, kd, kh, kw) -> (A, kd*B, kh, kw), tap-major: the 2-d weight of the stacked slices."""
+    a, b, kd, kh, kw = w.shape
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4)).reshape(a, kd * b, kh, kw)
+
+
+def _unfold_weight(w2, kd):
+    a, kb, kh, kw = w2.shape
+    return np.ascontiguousarray(w2.reshape(a, kd, kb // kd, kh, kw).transpose(0, 2, 1, 3, 4))
+
+
+def _slices_to_batch(x):
+    """(N, C, D, H, W) -> (N*D, C, H, W)."""
+    n, c, d, h, w = x.shape
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4)).reshape(n * d, c, h, w)
+
+
+def _batch_to_slices(y, n, d):
+    """(N*D, C, H, W) -> (N, C, D, H, W)."""
+    return np.ascontiguousarray(y.reshape(n, d, *y.shape[1:]).transpose(0, 2, 1, 3, 4))
+
+
+@dataclass(frozen=True)
+class _Conv3dPlan:
+    depth: _DepthMap
+    conv2d: dict  # stride, padding, dilation, groups of the conv2d on the stacked slices
+    output_shape: tuple
+    depth_as_rows: bool = False  # a (kd, 1, 1) kernel: one conv2d on the (N, C, D, H*W) view instead
+
+
+def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
+    if len(w_shape) != 5:
+        raise ValueError(f"weight must be 5-d (out_channels, in_channels/groups, kd, kh, kw), got shape {w_shape}")
+    stride = _positive(stride, 3, "stride")
+    dilation = _positive(dilation, 3, "dilation")
+    n, c, d, h, w = x_shape
+    o, cg, kd, kh, kw = w_shape
+    pads = _conv_padding(padding, (kd, kh, kw), dilation, stride, 3)
+    # channels, groups and the (h, w) part are the 2-d conv's checks
+    pad_hw = padding if isinstance(padding, str) else (pads[1][0], pads[2][0])
+    g = _shapes.conv_geometry((n, c, h, w), (o, cg, kh, kw), stride[1:], pad_hw, dilation[1:], groups)
+    if kd < 1:
+        raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
+    (do,) = _check_conv_size((d,), pads[:1], (kd,), dilation[:1], stride[:1])
+    _shapes._check_element_count((n, o, do, g.out_h, g.out_w), "conv3d output")
+    depth = _DepthMap(d, do, kd, stride[0], pads[0][0], dilation[0])
+    if (kh, kw) == (1, 1) and stride[1:] == (1, 1) and pads[1:] == ((0, 0), (0, 0)):
+        # Pointwise in (h, w): depth becomes the rows of a 2-d conv on a free view, no copies.
+        args = dict(stride=(stride[0], 1), padding=padding if isinstance(padding, str) else (pads[0][0], 0),
+                    dilation=(dilation[0], 1), groups=g.groups)
+        return _Conv3dPlan(depth, args, (n, o, do, h, w), depth_as_rows=True)
+    args = dict(stride=stride[1:], padding=pad_hw, dilation=dilation[1:], groups=g.groups)
+    return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w))
+
+
+def _rows(a):
+    """(N, C, D, H, W) -> (N, C, D, H*W); a view when ``a`` is contiguous."""
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2], -1)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
+    """3-d cross-correlation, like ``torch.nn.functional.conv3d``.
+
+    input (N, C, D, H, W) or (C, D, H, W); weight (O, C/groups, kd, kh, kw); bias (O,) or None;
+    stride, padding, dilation: int or triple (padding also ``'valid'``/``'same'``).
+    Returns (N, O, Do, Ho, Wo), each size as in :func:`conv1d`.
+    """
+    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+    x, unbatched = _batched(x, "input", 3)
+    plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
+    _api._check_bias(b, w.shape[0])
+    if plan.depth_as_rows:
+        y = _api.conv2d(_rows(x), _rows(w), b, backend=backend, **plan.conv2d)
+        return _unbatch(y.reshape(plan.output_shape), unbatched)
+    y = _api.conv2d(_gather_depth(x, plan.depth, plan.conv2d["groups"]), _fold_weight(w), b,
+                    backend=backend, **plan.conv2d)
+    return _unbatch(_batch_to_slices(y, x.shape[0], plan.depth.out), unbatched)
+
+
+def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), backend=None):
+    """Gradients of :func:`conv3d`: ``(grad_input (N, C, D, H, W), grad_weight (O, C/groups, kd, kh, kw),
+    grad_bias (O,))``, None where ``output_mask`` is False."""
+    need_input, need_weight, need_bias = mask = _output_mask(output_mask)
+    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+    x, unbatched = _batched(x, "input", 3)
+    gy = _grad_batched(gy, unbatched, 3)
+    plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
+    _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    if plan.depth_as_rows:
+        gx, gw, gb = _api.conv2d_backward(_rows(gy), _rows(x), _rows(w), output_mask=mask, backend=backend,
+                                          **plan.conv2d)
+        gx = None if gx is None else gx.reshape(x.shape)
+        gw = None if gw is None else gw.reshape(w.shape)
+        return (gx[0] if unbatched and gx is not None else gx), gw, gb
+    groups = plan.conv2d["groups"]
+    n, c = x.shape[:2]
+    if need_weight:
+        xs = _gather_depth(x, plan.depth, groups)
+    else:  # only its shape matters; zeros are allocated lazily
+        xs = np.zeros((n * plan.depth.out, c * plan.depth.taps) + x.shape[3:], x.dtype)
+    gxs, gws, gb = _api.conv2d_backward(_slices_to_batch(gy), xs, _fold_weight(w), output_mask=mask,
+                                        backend=backend, **plan.conv2d)
+    gx = _scatter_depth(gxs, plan.depth, n, c, groups) if need_input else None
+    gw = _unfold_weight(gws, w.shape[2]) if need_weight else None
+    return (gx[0] if unbatched and gx is not None else gx), gw, gb if need_bias else None
+
+
+@dataclass(frozen=True)
+class _Transpose3dPlan:
+    depth: _DepthMap  # big = the output's depth, small = the input's
+    conv_transpose2d: dict
+    output_shape: tuple
+
+
+def _transpose3d_plan(x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    if len(w_shape) != 5:
+        raise ValueError(f"weight must be 5-d (in_channels, out_channels/groups, kd, kh, kw), got shape {w_shape}")
+    if isinstance(padding, str):
+        raise ValueError(f"conv_transpose3d takes int or triple padding, got {padding!r}")
+    stride = _positive(stride, 3, "stride")
+    dilation = _positive(dilation, 3, "dilation")
+    padding = _non_negative(padding, 3, "padding")
+    output_padding = _non_negative(output_padding, 3, "output_padding")
+    n, c, d, h, w = x_shape
+    ci, cog, kd, kh, kw = w_shape
+    g, (_, c_out, ho, wo) = _shapes.conv_transpose_geometry(
+        (n, c, h, w), (ci, cog, kh, kw), stride[1:], padding[1:], output_padding[1:], dilation[1:], groups)
+    if kd < 1:
+        raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
+    if output_padding[0] >= stride[0] and output_padding[0] >= dilation[0]:
+        raise ValueError(f"output_padding (d={output_padding[0]}) must be smaller than either stride "
+                         f"({stride[0]}) or dilation ({dilation[0]})")
+    do = (d - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kd - 1) + output_padding[0] + 1
+    if do < 1:
+        raise ValueError(f"conv_transpose3d output depth would be {do}, which is < 1")
+    _shapes._check_element_count((n, c_out, do, ho, wo), "conv_transpose3d output")
+    depth = _DepthMap(do, d, kd, stride[0], padding[0], dilation[0])
+    args = dict(stride=stride[1:], padding=padding[1:], output_padding=output_padding[1:],
+                groups=g.groups, dilation=dilation[1:])
+    return _Transpose3dPlan(depth, args, (n, c_out, do, ho, wo))
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, backend=None):
+    """3-d transposed convolution, like ``torch.nn.functional.conv_transpose3d``.
+
+    input (N, C_in, D, H, W) or unbatched; weight (C_in, C_out/groups, kd, kh, kw). Returns
+    (N, C_out, Do, Ho, Wo), ``Do = (D - 1)*stride - 2*padding + dilation*(kd - 1) + output_padding + 1``.
+    """
+    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+    x, unbatched = _batched(x, "input", 3)
+    plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+    _api._check_bias(b, plan.output_shape[1])
+    z = _api.conv_transpose2d(_slices_to_batch(x), _fold_weight(w), None, backend=backend, **plan.conv_transpose2d)
+    y = _scatter_depth(z, plan.depth, x.shape[0], plan.output_shape[1], plan.conv_transpose2d["groups"])
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1, 1)
+    return _unbatch(y, unbatched)
+
+
+def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, *, output_mask=(True, True, True), backend=None):
+    """Gradients of :func:`conv_transpose3d`: ``(grad_input, grad_weight, grad_bias)``."""
+    need_input, need_weight, need_bias = _output_mask(output_mask)
+    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+    x, unbatched = _batched(x, "input", 3)
+    gy = _grad_batched(gy, unbatched, 3)
+    plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+    _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    gzs = _gather_depth(gy, plan.depth, plan.conv_transpose2d["groups"])
+    gxs, gws, _ = _api.conv_transpose2d_backward(gzs, _slices_to_batch(x), _fold_weight(w),
+                                                 output_mask=(need_input, need_weight, False), backend=backend,
+                                                 **plan.conv_transpose2d)
+    gx = _batch_to_slices(gxs, x.shape[0], x.shape[2]) if need_input else None
+    gw = _unfold_weight(gws, w.shape[2]) if need_weight else None
+    gb = gy.sum(axis=(0, 2, 3, 4)) if need_bias else None
+    return (gx[0] if unbatched and gx is not None else gx), gw, gb
+
+
+# --------------------------------------------------------------------------
+# 3-d pooling: 2-d pooling per depth slice, then the depth window
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Pool3dPlan:
+    depth: _DepthMap  # big = the input's depth, small = the output's
+    pool2d: dict      # kernel_size, stride, padding (and dilation for max) of the per-slice pool
+    ceil_mode: bool
+    output_shape: tuple
+
+
+def _pool3d_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel = _positive(kernel_size, 3, "kernel_size")
+    stride = _pool_stride(stride, kernel, 3)
+    padding = _non_negative(padding, 3, "padding")
+    dilation = _positive(dilation, 3, "dilation")
+    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+    n, c, d, h, w = x_shape
+    g = _shapes.pool_geometry((n, c * d, h, w), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode)
+    if padding[0] > kernel[0] // 2:
+        raise ValueError(f"padding (d={padding[0]}) must be at most half of kernel_size (d={kernel[0]})")
+    do = _shapes._pool_out_size(d, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    if do < 1:
+        raise ValueError(f"pooling output depth would be {do} for input depth {d}, kernel {kernel[0]}, "
+                         f"stride {stride[0]}, padding {padding[0]}, dilation {dilation[0]}: too small")
+    empty = _shapes._first_empty_window(d, do, kernel[0], stride[0], padding[0], dilation[0])
+    if empty is not None:
+        raise ValueError(f"pooling window {empty} along d covers no input slice (kernel {kernel[0]}, stride "
+                         f"{stride[0]}, padding {padding[0]}, dilation {dilation[0]}, input depth {d})")
+    depth = _DepthMap(d, do, kernel[0], stride[0], padding[0], dilation[0])
+    args = dict(kernel_size=kernel[1:], stride=stride[1:], padding=padding[1:], dilation=dilation[1:])
+    return _Pool3dPlan(depth, args, ceil_mode, (n, c, do, g.out_h, g.out_w))
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, backend=None):
+    """3-d max pooling, like ``torch.nn.functional.max_pool3d``: (N, C, D, H, W) -> (N, C, Do, Ho, Wo),
+    and with ``return_indices`` the int64 flat positions ``d*H*W + h*W + w`` in each (n, c) volume.
+    Ties go to the first maximum in (d, h, w) order; NaN wins and the last NaN owns the index."""
+    (x,) = _shapes.as_float_arrays(input=input)
+    x, unbatched = _batched(x, "input", 3)
+    return_indices = _check_bool(return_indices, "return_indices")
+    plan = _pool3d_plan(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    n, c, d, h, w = x.shape
+    p, pi = _api.max_pool2d(_shapes.contiguous(x).reshape(n, c * d, h, w), ceil_mode=plan.ceil_mode,
+                            return_indices=True, backend=backend, **plan.pool2d)
+    p = p.reshape(n, c, d, *p.shape[2:])
+    pi = pi.reshape(p.shape)
+    out = np.full(plan.output_shape, -np.inf, x.dtype)
+    idx = np.zeros(plan.output_shape, np.int64)
+    seen = np.zeros(plan.depth.out, bool)  # output slices that have taken their first real tap
+    m = plan.depth
+    for t in range(m.taps):
+        j0, j1, i0 = m.tap_range(t)
+        if j1 <= j0:
+            continue
+        sl = slice(i0, i0 + (j1 - j0 - 1) * m.stride + 1, m.stride)
+        v = p[:, :, sl]
+        o = out[:, :, j0:j1]
+        take = (v > o) | np.isnan(v) | ~seen[j0:j1, None, None]
+        np.copyto(o, v, where=take)
+        vi = pi[:, :, sl] + (np.arange(i0, sl.stop, m.stride) * (h * w))[:, None, None]
+        np.copyto(idx[:, :, j0:j1], vi, where=take)
+        seen[j0:j1] = True
+    return _unbatch((out, idx) if return_indices else out, unbatched)
+
+
+def max_pool3d_backward(grad_output, indices, input_shape, *, backend=None):
+    """Gradient of :func:`max_pool3d`: grad_output (N, C, Do, Ho, Wo) -> grad_input of ``input_shape``."""
+    return _max_pool_flat_backward(grad_output, indices, input_shape, 3, backend)
+
+
+def _window_counts(size, out, kernel, stride, pad, include_pad):
+    """Per output position, how many of its taps PyTorch counts (the divisor is the product
+    over dimensions): with padding, the window clipped to [-pad, size + pad); without, to the input."""
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + kernel, size + pad)
+    if include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+def _avg3d_divisor(plan, shape, include_pad, divisor_override, dtype):
+    if divisor_override is not None:
+        return dtype.type(divisor_override)
+    sizes = shape[2:]
+    k, s, p = ((plan.depth.taps,) + plan.pool2d["kernel_size"], (plan.depth.stride,) + plan.pool2d["stride"],
+               (plan.depth.pad,) + plan.pool2d["padding"])
+    counts = [_window_counts(sizes[i], plan.output_shape[2 + i], k[i], s[i], p[i], include_pad) for i in range(3)]
+    return (counts[0][:, None, None] * counts[1][:, None] * counts[2]).astype(dtype)
+
+
+def _avg3d_plan(shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    include_pad = _check_bool(count_include_pad, "count_include_pad")
+    if divisor_override is not None:
+        divisor_override = _shapes._as_int(divisor_override, "divisor_override")
+        if divisor_override == 0:
+            raise ValueError("divisor_override must not be zero")
+    plan = _pool3d_plan(shape, kernel_size, stride, padding, 1, ceil_mode)
+    return plan, include_pad, divisor_override
+
+
+def _avg2d_sum_args(plan):
+    args = dict(plan.pool2d, ceil_mode=plan.ceil_mode, count_include_pad=True, divisor_override=1)
+    del args["dilation"]
+    return args
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, backend=None):
+    """3-d average pooling, like ``torch.nn.functional.avg_pool3d``: (N, C, D, H, W) -> (N, C, Do, Ho, Wo)."""
+    (x,) = _shapes.as_float_arrays(input=input)
+    x, unbatched = _batched(x, "input", 3)
+    plan, include_pad, override = _avg3d_plan(x.shape, kernel_size, stride, padding, ceil_mode,
+                                              count_include_pad, divisor_override)
+    n, c, d, h, w = x.shape
+    sums = _api.avg_pool2d(_shapes.contiguous(x).reshape(n, c * d, h, w), backend=backend, **_avg2d_sum_args(plan))
+    sums = sums.reshape(n, c, d, *sums.shape[2:])
+    out = np.zeros(plan.output_shape, x.dtype)
+    m = plan.depth
+    for t in range(m.taps):
+        j0, j1, i0 = m.tap_range(t)
+        if j1 > j0:
+            out[:, :, j0:j1] += sums[:, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride]
+    out /= _avg3d_divisor(plan, x.shape, include_pad, override, x.dtype)
+    return _unbatch(out, unbatched)
+
+
+def avg_pool3d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None, *, backend=None):
+    """Gradient of :func:`avg_pool3d`: grad_output (N, C, Do, Ho, Wo) -> grad_input of ``input_shape``."""
+    (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
+    shape = _input_shape(input_shape, gy.ndim, 3)
+    gy, unbatched = _batched(gy, "grad_output", 3)
+    plan, include_pad, override = _avg3d_plan(shape, kernel_size, stride, padding, ceil_mode,
+                                              count_include_pad, divisor_override)
+    _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    n, c, d, h, w = shape
+    g = gy / _avg3d_divisor(plan, shape, include_pad, override, gy.dtype)
+    spread = np.zeros((n, c, d) + gy.shape[3:], gy.dtype)
+    m = plan.depth
+    for t in range(m.taps):
+        j0, j1, i0 = m.tap_range(t)
+        if j1 > j0:
+            spread[:, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride] += g[:, :, j0:j1]
+    grad = _api.avg_pool2d_backward(spread.reshape(n, c * d, *gy.shape[3:]), (n, c * d, h, w), backend=backend,
+                                    **_avg2d_sum_args(plan))
+    return _unbatch(grad.reshape(shape), unbatched)
+
+
+# --------------------------------------------------------------------------
+# which 2-d ops an N-d op runs
+# --------------------------------------------------------------------------
+
+def plan_2d(op, input_shape, *args, **kwargs):
+    """The 2-d op calls behind a 1-d/3-d op, without running them: a list of
+    ``(name, input_shape, weight_shape or None, keyword arguments)``.
+
+    ``op`` is a public op name (``'conv3d'``, ``'max_pool1d_backward'``, ...); ``input_shape``
+    the forward input's (batched) shape; then the op's own arguments after its arrays, with
+    ``weight_shape`` first for convolutions: ``plan_2d('conv3d', x.shape, w.shape, stride=2)``.
+    """
+    base = op.removesuffix("_backward")
+    backward = base != op
+    suffix = "_backward" if backward else ""
+    dims = int(base[-2])
+    if base.startswith("conv"):
+        weight_shape, *args = args
+        params = dict(zip(("stride", "padding", "output_padding", "groups", "dilation") if "transpose" in base
+                          else ("stride", "padding", "dilation", "groups"), args), **kwargs)
+        name = ("conv_transpose2d" if "transpose" in base else "conv2d") + suffix
+        if dims == 1:
+            n, c, length = input_shape
+            shape2d, w2d = (n, c, 1, length), weight_shape[:2] + (1,) + tuple(weight_shape[2:])
+            groups = params.pop("groups", 1)
+            if "transpose" in base:
+                call = _transpose1d_args(params.get("stride", 1), params.get("padding", 0),
+                                         params.get("output_padding", 0), params.get("dilation", 1))
+            else:
+                call = _conv1d_args(input_shape, weight_shape, params.get("stride", 1), params.get("padding", 0),
+                                    params.get("dilation", 1))
+            return [(name, shape2d, w2d, dict(call, groups=groups))]
+        kd = weight_shape[2]
+        w2d = (weight_shape[0], kd * weight_shape[1]) + tuple(weight_shape[3:])
+        n, c, d, h, w = input_shape
+        if "transpose" in base:
+            plan = _transpose3d_plan(tuple(input_shape), tuple(weight_shape), params.get("stride", 1),
+                                     params.get("padding", 0), params.get("output_padding", 0),
+                                     params.get("groups", 1), params.get("dilation", 1))
+            return [(name, (n * d, c, h, w), w2d, plan.conv_transpose2d)]
+        plan = _conv3d_plan(tuple(input_shape), tuple(weight_shape), params.get("stride", 1),
+                            params.get("padding", 0), params.get("dilation", 1), params.get("groups", 1))
+        if plan.depth_as_rows:
+            return [(name, (n, c, d, h * w), tuple(weight_shape[:3]) + (1,), plan.conv2d)]
+        return [(name, (n * plan.depth.out, c * kd, h, w), w2d, plan.conv2d)]
+    kind = "max" if base.startswith("max") else "avg"
+    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode") if kind == "max" else \
+        ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+    params = dict(zip(names, args), **kwargs)
+    params.pop("return_indices", None)
+    if dims == 1:
+        n, c, length = input_shape
+        call = _pool1d_args(params["kernel_size"], params.get("stride"), params.get("padding", 0),
+                            params.get("dilation", 1))
+        if kind == "avg":
+            del call["dilation"]
+            call.update(ceil_mode=params.get("ceil_mode", False), count_include_pad=params.get("count_include_pad", True))
+        else:
+            call["ceil_mode"] = params.get("ceil_mode", False)
+        return [(f"{kind}_pool2d{suffix}", (n, c, 1, length), None, call)]
+    n, c, d, h, w = input_shape
+    plan = _pool3d_plan(tuple(input_shape), params["kernel_size"], params.get("stride"), params.get("padding", 0),
+                        params.get("dilation", 1), params.get("ceil_mode", False))
+    if kind == "max":
+        if backward:  # the flat scatter of every (n, c) volume
+            return [("max_pool2d_backward", (n, c, 1, d * h * w), None, {})]
+        return [("max_pool2d", (n, c * d, h, w), None, dict(plan.pool2d, ceil_mode=plan.ceil_mode))]
+    return [(f"avg_pool2d{suffix}", (n, c * d, h, w), None, _avg2d_sum_args(plan))]
