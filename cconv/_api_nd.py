@@ -146,7 +146,7 @@ def _check_conv_size(sizes, pads, kernel, dilation, stride):
     return out
 
 
-_output_mask = _api._output_mask  # the 2-d ops' check of output_mask
+_output_mask = _shapes.output_mask  # the 2-d ops' check of output_mask
 
 
 # --------------------------------------------------------------------------
@@ -456,7 +456,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
     x, unbatched = _batched(x, "input", 3)
     plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
-    _api._check_bias(b, w.shape[0])
+    _shapes.check_bias(b, w.shape[0])
     if plan.depth_as_rows:
         y = _api.conv2d(_rows(x), _rows(w), b, backend=backend, **plan.conv2d)
         return _unbatch(y.reshape(plan.output_shape), unbatched)
@@ -539,7 +539,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
     x, unbatched = _batched(x, "input", 3)
     plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
-    _api._check_bias(b, plan.output_shape[1])
+    _shapes.check_bias(b, plan.output_shape[1])
     z = _api.conv_transpose2d(_slices_to_batch(x), _fold_weight(w), None, backend=backend, **plan.conv_transpose2d)
     y = _scatter_depth(z, plan.depth, x.shape[0], plan.output_shape[1], plan.conv_transpose2d["groups"])
     if b is not None:

@@ -15,13 +15,14 @@ from . import _backends
 TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 
 
-def agreement(actual, expected):
+def agreement(actual, expected, dtype=None):
     """None when ``actual`` agrees with the reference ``expected``, else what differs.
 
     Same shape and dtype; integers (max-pool indices) exactly equal; floats with NaN at
     exactly the same positions, the same infinities, and on the finite part
     ``norm(actual - expected) <= tol * norm(expected)``, tol 1e-12 for float64 and 1e-5 for
-    float32 (an all-zero reference must be matched exactly)."""
+    float32 (an all-zero reference must be matched exactly). ``dtype`` picks the tolerance of
+    another dtype (e.g. float32's for float64 finite differences, which are only that exact)."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     if actual.shape != expected.shape:
         return f"shape {actual.shape} != {expected.shape}"
@@ -41,7 +42,7 @@ def agreement(actual, expected):
     e = expected[finite].astype(np.float64)
     err = float(np.linalg.norm(a - e))
     ref = float(np.linalg.norm(e))
-    tol = TOLERANCE[actual.dtype]
+    tol = TOLERANCE[np.dtype(dtype or actual.dtype)]
     if not err <= tol * ref:
         return f"relative error {err / ref if ref else err:.3e} > {tol:.0e}"
     return None

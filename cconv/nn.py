@@ -306,10 +306,7 @@ class _ConvNd(_Affine):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, rng=None, dtype=np.float32, backend=None):
         kernel = _api_nd._positive(kernel_size, self._dims, "kernel_size")
-        groups = _as_int(groups, "groups")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        groups = _shapes.layer_groups(in_channels, out_channels, groups)
         self._args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         self._init_parameters((out_channels, in_channels // groups) + kernel,
                               in_channels // groups * int(np.prod(kernel)), bias, rng, dtype)

@@ -61,13 +61,13 @@ def backend_params(names):
         reason="no compiled backend is built (build it, or set CCONV_TEST_BACKENDS=torch)"))]
 
 
-def assert_close(actual, expected, *, context=""):
+def assert_close(actual, expected, *, dtype=None, context=""):
     """Assert ``actual`` matches the reference ``expected`` by cconv's one comparison rule
     (:func:`cconv._compare.agreement`): same shape and dtype; NaN at exactly the same positions;
     infinities equal; on the finite part ``norm(actual - expected) <= tol * norm(expected)`` with
-    tol 1e-12 for float64 and 1e-5 for float32."""
+    tol 1e-12 for float64 and 1e-5 for float32 (``dtype``: the tolerance of that dtype instead)."""
     where = f" ({context})" if context else ""
-    problem = _compare.agreement(actual, expected)
+    problem = _compare.agreement(actual, expected, dtype)
     assert problem is None, problem + where
 
 
