@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -85,6 +86,10 @@ def _abort_on_uncaught_exception(comm):
         if comm.Get_size() > 1:
             print(f"cconv.distributed: uncaught {kind.__name__} on rank {comm.Get_rank()} of "
                   f"{comm.Get_size()}; aborting every rank", file=sys.stderr, flush=True)
+            # The launcher forwards each rank's output asynchronously and stops forwarding once
+            # MPI_Abort tears the job down: give it a moment to pass the traceback on (seen lost
+            # on a loaded machine otherwise).
+            time.sleep(0.5)
             comm.Abort(1)
 
     hook._cconv_aborts = True
