@@ -293,10 +293,14 @@ def explain(op, *args, **kwargs):
     finite where an algorithm's exactness depends on it). Every algorithm name is listed in
     ``cconv.backend_info()["conv_algorithms"]``.
     """
+    from . import _half
+    if isinstance(op, str) and op not in _EXPLAINERS and op in _half.__all__:
+        from . import _explain_nd   # the 1-d, 3-d and adaptive ops: the 2-d calls they make
+        return _explain_nd.explain(op, *args, **kwargs)
     try:
         fn = _EXPLAINERS[op]
     except (KeyError, TypeError):
-        raise ValueError(f"explain: unknown op {op!r}; ops: {', '.join(_EXPLAINERS)}") from None
+        raise ValueError(f"explain: unknown op {op!r}; ops: {', '.join(_half.__all__)}") from None
     bound = inspect.signature(globals()[op]).bind(*args, **kwargs)
     bound.apply_defaults()
     arguments = dict(bound.arguments)

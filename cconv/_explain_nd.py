@@ -1,0 +1,144 @@
+"""``cconv.explain`` for the 1-d, 3-d and adaptive ops: the plans of the 2-d calls they make.
+
+A 1-d or 3-d op runs one or two compiled 2-d ops on views or stacks of its arrays
+(:func:`cconv._api_nd.plan_2d` names them); its explanation is theirs, each pass
+marked ``"runs_as"`` with the 2-d call and its shapes. Adaptive pools run the ordinary
+pool of the same dimension when their bins are uniform, one BLAS matrix-vector
+product for a global average, and vectorised NumPy otherwise.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from . import _adaptive, _api, _api_nd, _shapes
+
+_DIMS = {"1d": 1, "2d": 2, "3d": 3}
+
+
+def _dtype(*arrays):
+    """The dtype the 2-d calls would compute in (float64 stays float64, the rest float32)."""
+    return np.float64 if any(getattr(a, "dtype", None) == np.float64 for a in arrays) else np.float32
+
+
+def _batched_shape(shape, dims):
+    shape = tuple(int(s) for s in shape)
+    return shape if len(shape) == dims + 2 else (1,) + shape
+
+
+def _split(shape):
+    """(N, C) and the spatial sizes of a batched shape."""
+    return tuple(shape[:2]), tuple(shape[2:])
+
+
+def _arrays_2d(name, shape, wshape, call, dtype, grad_shape):
+    """Zero arrays standing for the 2-d call's operands (only shapes and dtype matter to a plan)."""
+    def zeros(s):
+        return np.zeros(s, dtype)  # calloc'ed: its pages are not touched unless a plan reads them
+    if name.startswith("conv"):
+        if name == "conv2d_backward":
+            g = _shapes.conv_geometry(shape, wshape, call["stride"], call["padding"], call["dilation"], call["groups"])
+            return (zeros(g.output_shape), zeros(shape), zeros(wshape))
+        if name == "conv_transpose2d_backward":
+            _, out = _shapes.conv_transpose_geometry(shape, wshape, call["stride"], call["padding"],
+                                                     call["output_padding"], call["dilation"], call["groups"])
+            return (zeros(out), zeros(shape), zeros(wshape))
+        return (zeros(shape), zeros(wshape))
+    if not name.endswith("_backward"):
+        return (zeros(shape),)
+    if call:
+        g = _shapes.pool_geometry(shape, call["kernel_size"], call.get("stride"), call.get("padding", 0),
+                                  call.get("dilation", 1), call.get("ceil_mode", False))
+        out = shape[:2] + (g.out_h, g.out_w)
+    else:  # max_pool3d's backward: one flat scatter per (n, c) volume
+        out = shape[:3] + (int(np.prod(grad_shape[2:])),)
+    if name == "max_pool2d_backward":
+        return (zeros(out), np.zeros(out, np.int64), shape)
+    return (zeros(out), shape)
+
+
+def _via_2d(op, calls, dtype, grad_shape, extra, backend):
+    result = {}
+    for name, shape, wshape, call in calls:
+        call = dict(call)
+        operands = _arrays_2d(name, shape, wshape, call, dtype, grad_shape)
+        for pass_name, entry in _api.explain(name, *operands, **call, **extra, backend=backend).items():
+            entry = dict(entry)
+            entry["runs_as"] = f"{name} on {tuple(shape)}"
+            entry["reason"] = f"{op} runs as {name} on {tuple(shape)}: {entry['reason']}"
+            result[pass_name] = entry
+    return result
+
+
+def _explain_adaptive(op, dims, a, backend):
+    backward = op.endswith("_backward")
+    kind = "max" if "max" in op else "avg"
+    if backward:
+        gy = np.asarray(a["grad_output"])
+        planes, in_sizes = _split(_batched_shape(a["input_shape"], dims))
+        out = _adaptive._output_sizes(gy.shape[-dims:], in_sizes)
+        dtype, pass_name = _dtype(gy), "grad_input"
+    else:
+        x = np.asarray(a["input"])
+        planes, in_sizes = _split(_batched_shape(x.shape, dims))
+        out = _adaptive._output_sizes(a["output_size"], in_sizes)
+        dtype, pass_name = _dtype(x), "forward"
+    if kind == "max" and backward:
+        shape = _batched_shape(a["input_shape"], dims)
+        calls = [("max_pool2d_backward", shape[:2] + (1, int(np.prod(shape[2:]))), None, {})]
+        return _via_2d(op, calls, dtype, shape[:2] + out, {}, backend)
+    if kind == "avg" and all(o == 1 for o in out):
+        return {pass_name: {"algorithm": "global-average", "isa": "numpy (BLAS)", "threads": 1,
+                            "workspace_bytes": 0,
+                            "reason": f"{op}: output size 1, one matrix-vector product per batch"}}
+    pool = _adaptive.plan_pool(in_sizes, out)
+    if pool is None:
+        return {pass_name: {"algorithm": "adaptive-bins", "isa": "numpy", "threads": 1, "workspace_bytes": 0,
+                            "reason": f"{op}: uneven bins ({in_sizes} -> {out}), vectorised NumPy"}}
+    suffix = "_backward" if backward else ""
+    target = f"{kind}_pool{dims}d{suffix}"
+    if backward:
+        args = (np.zeros(planes + out, dtype), planes + in_sizes)
+    else:
+        args = (np.zeros(planes + in_sizes, dtype),)
+    entries = explain(target, *args, **pool, backend=backend) if dims != 2 else \
+        _api.explain(target, *args, **pool, backend=backend)
+    for entry in entries.values():
+        entry["reason"] = f"{op}: uniform bins, as {target} with kernel = stride = {pool['kernel_size']}: " \
+                          + entry["reason"]
+    return entries
+
+
+def explain(op, *args, **kwargs):
+    """:func:`cconv.explain` for ``op``, a 1-d, 3-d or adaptive op's name."""
+    from . import _half
+    fn = getattr(_half, op)
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = dict(bound.arguments)
+    backend = a.pop("backend", None)
+    base = op.removesuffix("_backward")
+    dims = _DIMS[base[-2:]]
+    if base.startswith("adaptive"):
+        return _explain_adaptive(op, dims, a, backend)
+    backward = base != op
+    if base.startswith("conv"):
+        x, w = np.asarray(a.pop("input")), np.asarray(a.pop("weight"))
+        gy = a.pop("grad_output", None)
+        extra = {"output_mask": a.pop("output_mask")} if backward else {}
+        a.pop("bias", None)
+        calls = _api_nd.plan_2d(op, _batched_shape(x.shape, dims), tuple(w.shape), **a)
+        return _via_2d(op, calls, _dtype(x, w), None if gy is None else np.shape(gy), extra, backend)
+    a.pop("return_indices", None)
+    a.pop("indices", None)
+    if backward:
+        gy = np.asarray(a.pop("grad_output"))
+        shape = _batched_shape(a.pop("input_shape"), dims)
+        if base.startswith("max"):  # one flat scatter per (n, c) row or volume
+            calls = [("max_pool2d_backward", shape[:2] + (1, int(np.prod(shape[2:]))), None, {})]
+        else:
+            calls = _api_nd.plan_2d(op, shape, **a)
+        return _via_2d(op, calls, _dtype(gy), _batched_shape(gy.shape, dims), {}, backend)
+    x = np.asarray(a.pop("input"))
+    return _via_2d(op, _api_nd.plan_2d(op, _batched_shape(x.shape, dims), **a), _dtype(x), None, {}, backend)
