@@ -69,6 +69,28 @@ def _why_no_extension_modules():
             f"{_PACKAGE_DIR}: reinstall cconv from a wheel, or from source with a C compiler")
 
 
+_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def _import_with_passive_waits(name):
+    """Import ``name`` with OpenMP's passive wait policy, unless the user chose a policy.
+
+    GNU libgomp reads its wait policy once, when it loads (here, with the extension), and by
+    default spins for milliseconds at every barrier. With another busy process on the cores,
+    a spinning thread burns the time slice its teammate needs: measured here, a 2-thread call
+    then took up to 20x its median (benchmarks/under_load_results.md). Passive waiting sleeps
+    instead. The variable is set only for the import and removed after it, so libraries loaded
+    later (PyTorch's own OpenMP runtime, say) do not see it.
+    """
+    if any(v in os.environ for v in _WAIT_SETTINGS):
+        return importlib.import_module(name)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        return importlib.import_module(name)
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+
+
 def _load_compiled():
     """Import the compiled backend once; warn (or raise under CCONV_REQUIRE_COMPILED=1) if missing."""
     global _compiled, compiled_import_error, pure_python
@@ -76,7 +98,7 @@ def _load_compiled():
     try:
         reason = _why_no_extension_modules()
         if reason is None:
-            _compiled = importlib.import_module(_COMPILED_MODULE)
+            _compiled = _import_with_passive_waits(_COMPILED_MODULE)
             return
     except ImportError as exc:
         reason, error = f"{type(exc).__name__}: {exc}", exc

@@ -176,3 +176,26 @@ def test_set_num_threads_wins_over_threadpoolctl():
 def test_omp_num_threads_sets_the_default():
     out = _run("print(cconv.get_num_threads())", env={"OMP_NUM_THREADS": "3"})
     assert out.strip() == "3"
+
+
+_IDLE_CPU = """
+    import time
+    every_op(0)                       # 2-thread regions: the OpenMP worker exists and now waits
+    assert os_threads() >= 2
+    assert os.environ.get("OMP_WAIT_POLICY") == EXPECTED   # the import left the environment alone
+    before = time.process_time()
+    time.sleep(0.3)                   # nothing to do: does the waiting worker burn a core?
+    print(time.process_time() - before)
+"""
+
+
+def test_idle_threads_sleep_instead_of_spinning():
+    """cconv loads OpenMP with the passive wait policy, so idle workers leave the cores to others
+    (a spinning worker starves a teammate on a busy machine); a user's own setting is kept."""
+    ours = float(_run("\n    EXPECTED = None" + _IDLE_CPU))
+    # libgomp's own default: spin 300,000 times at each wait, then sleep (a user's setting: kept)
+    spinning = float(_run("\n    EXPECTED = None" + _IDLE_CPU, env={"GOMP_SPINCOUNT": "300000"}))
+    active = float(_run("\n    EXPECTED = 'active'" + _IDLE_CPU, env={"OMP_WAIT_POLICY": "active"}))
+    assert active > 0.15, f"with OMP_WAIT_POLICY=active the worker should spin: {active:.4f} s of CPU"
+    assert ours < 0.003 and ours < spinning / 3, (
+        f"the idle worker used {ours:.4f} s of CPU in 0.3 s (libgomp's default spin: {spinning:.4f} s)")
