@@ -113,12 +113,7 @@ def _input_shape(input_shape, grad_ndim, dims):
     return shape if len(shape) == dims + 2 else (1,) + shape
 
 
-def _unbatch(result, unbatched):
-    if not unbatched:
-        return result
-    if isinstance(result, tuple):
-        return tuple(None if r is None else r[0] for r in result)
-    return result[0]
+_unbatch = _api._unbatch  # drop the batch axis that an unbatched input was given
 
 
 def _conv_padding(padding, kernel, dilation, stride, dims):

@@ -9,6 +9,7 @@ Both sides read the same NumPy memory (``torch.from_numpy`` shares it).
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -231,3 +232,17 @@ def paired_times(fns, repeat=5, min_time=0.01, max_loops=10_000):
         for name in (names if r % 2 == 0 else names[::-1]):
             samples[name].append(_loop_time(fns[name], loops[name]) / loops[name])
     return {name: statistics.median(v) for name, v in samples.items()}, samples
+
+
+def write_report(text, meta, records, json_path=None, markdown_path=None, plot_path=None, plot=None):
+    """Print a run's Markdown report and write the files asked for (``plot(records, path)`` draws)."""
+    print(text)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"meta": meta, "records": records}, f, indent=1)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(text + "\n")
+    if plot_path:
+        plot(records, plot_path)
+    return 0

@@ -14,7 +14,6 @@ the two steps alternate sample by sample, and the reported time is the median.
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
@@ -22,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._bench_layers import ConvLayer, PoolLayer, paired_times
+from ._bench_layers import ConvLayer, PoolLayer, paired_times, write_report
 from ._threads import get_num_threads, set_num_threads
 
 
@@ -311,13 +310,4 @@ def run(names, batches, threads, repeat, dtype="float32", json_path=None, markdo
     meta = {"networks": names, "batches": batches, "threads": threads, "repeat": repeat, "dtype": dtype,
             "torch": torch.__version__, "machine": f"{platform.machine()}"}
     text = report_markdown(records, meta)
-    print(text)
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"meta": meta, "records": records}, f, indent=1)
-    if markdown_path:
-        with open(markdown_path, "w") as f:
-            f.write(text + "\n")
-    if plot_path:
-        plot(records, plot_path)
-    return 0
+    return write_report(text, meta, records, json_path, markdown_path, plot_path, plot)

@@ -13,14 +13,13 @@ at each thread count. The ratio is torch time / cconv time: above 1, cconv is fa
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
 
 import numpy as np
 
-from ._bench_layers import ConvLayer, paired_times
+from ._bench_layers import ConvLayer, paired_times, write_report
 from ._threads import get_num_threads, set_num_threads
 
 MAX_MACS = 1e9          # forward multiply-adds cap: the batch is halved until a layer fits
@@ -302,13 +301,4 @@ def run(count, seed, threads, repeat, min_time, json_path=None, markdown_path=No
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
     summary = summarise(records)
     text = report_markdown(summary, meta)
-    print(text)
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"meta": meta, "records": records}, f, indent=1)
-    if markdown_path:
-        with open(markdown_path, "w") as f:
-            f.write(text + "\n")
-    if plot_path:
-        plot(records, plot_path)
-    return 0
+    return write_report(text, meta, records, json_path, markdown_path, plot_path, plot)
