@@ -242,6 +242,8 @@ def test_explain_passes_and_errors():
     assert set(cconv.explain("avg_pool2d_backward", np.ones((1, 2, 3, 3), np.float32), x.shape, 2)) == \
         {"grad_input"}
     with pytest.raises(ValueError, match="unknown op"):
+        cconv.explain("conv4d", x, w)
+    with pytest.raises(ValueError, match="weight must be 5-d"):   # validated as conv3d would
         cconv.explain("conv3d", x, w)
     with pytest.raises(ValueError, match="groups"):
         cconv.explain("conv2d", x, w, groups=3)
