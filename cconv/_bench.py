@@ -1128,14 +1128,14 @@ def _run_sweep_or_networks(args):
 
 def run(args):
     """Run the benchmark described by parsed ``args`` (see :func:`add_arguments`); return an exit code."""
-    if args.sweep or args.networks:
-        return _run_sweep_or_networks(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             print("error: --plot needs matplotlib, which is not installed (pip install matplotlib)", file=sys.stderr)
             return 2
+    if args.sweep or args.networks:
+        return _run_sweep_or_networks(args)
     if args.from_json:
         try:
             with open(args.from_json) as f:
