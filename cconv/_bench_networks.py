@@ -287,7 +287,7 @@ def plot(records, path):
         ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.axvline(1.0, color="gray", linestyle="--", label="as fast as torch")
         ax.set_xlabel("torch time / cconv time")
-        ax.set_title(f"{t} thread{'s' if t > 1 else ''} (blue: training step, orange: batch-1 inference)")
+        ax.set_title(f"{t} thread{'s' if t > 1 else ''}: training step (blue), batch-1 inference (orange)", fontsize=9)
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
