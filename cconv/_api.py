@@ -294,13 +294,17 @@ def explain(op, *args, **kwargs):
     ``cconv.backend_info()["conv_algorithms"]``.
     """
     from . import _half
-    if isinstance(op, str) and op not in _EXPLAINERS and op in _half.__all__:
+    ops = [name for name in _half.__all__ if name != "explain"]
+    # float16/bfloat16 arrays are computed in float32: so are their plans
+    args = tuple(a.astype(np.float32) if _half._is_half(a) else a for a in args)
+    kwargs = {k: v.astype(np.float32) if _half._is_half(v) else v for k, v in kwargs.items()}
+    if isinstance(op, str) and op not in _EXPLAINERS and op in ops:
         from . import _explain_nd   # the 1-d, 3-d and adaptive ops: the 2-d calls they make
         return _explain_nd.explain(op, *args, **kwargs)
     try:
         fn = _EXPLAINERS[op]
     except (KeyError, TypeError):
-        raise ValueError(f"explain: unknown op {op!r}; ops: {', '.join(_half.__all__)}") from None
+        raise ValueError(f"explain: unknown op {op!r}; ops: {', '.join(ops)}") from None
     bound = inspect.signature(globals()[op]).bind(*args, **kwargs)
     bound.apply_defaults()
     arguments = dict(bound.arguments)

@@ -89,3 +89,10 @@ def test_every_public_op_has_an_explanation():
     for op, args, kwargs in calls:
         plan = cconv.explain(op, *args, **kwargs)
         assert plan and all(KEYS <= set(entry) for entry in plan.values()), op
+
+
+def test_half_arrays_are_planned_as_float32_and_explain_is_not_an_op():
+    x, w = X3[:, :, 0].astype(np.float16), np.zeros((16, 8, 3, 3), np.float16)
+    assert cconv.explain("conv2d", x, w) == cconv.explain("conv2d", x.astype(np.float32), w.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown op"):
+        cconv.explain("explain")
