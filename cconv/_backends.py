@@ -79,8 +79,8 @@ def _import_with_passive_waits(name):
     default spins for milliseconds at every barrier. With another busy process on the cores,
     a spinning thread burns the time slice its teammate needs: measured here, 2-thread calls
     then had 90th percentiles up to 35x their medians (benchmarks/under_load_results.md).
-    Passive waiting sleeps instead. The variable is set only for the import and removed after it, so libraries loaded
-    later (PyTorch's own OpenMP runtime, say) do not see it.
+    Passive waiting sleeps instead. The variable is set only for the import and removed after
+    it, so libraries loaded later (PyTorch's own OpenMP runtime, say) do not see it.
     """
     if any(v in os.environ for v in _WAIT_SETTINGS):
         return importlib.import_module(name)
