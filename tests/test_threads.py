@@ -197,5 +197,6 @@ def test_idle_threads_sleep_instead_of_spinning():
     spinning = float(_run("\n    EXPECTED = None" + _IDLE_CPU, env={"GOMP_SPINCOUNT": "300000"}))
     active = float(_run("\n    EXPECTED = 'active'" + _IDLE_CPU, env={"OMP_WAIT_POLICY": "active"}))
     assert active > 0.15, f"with OMP_WAIT_POLICY=active the worker should spin: {active:.4f} s of CPU"
-    assert ours < 0.003 and ours < spinning / 3, (
-        f"the idle worker used {ours:.4f} s of CPU in 0.3 s (libgomp's default spin: {spinning:.4f} s)")
+    assert ours < 0.003, f"the idle worker used {ours:.4f} s of CPU in 0.3 s"
+    if spinning > 0.003:  # where libgomp's default spin is visible (not in every build: ASan's is not)
+        assert ours < spinning / 3, f"idle worker: {ours:.4f} s of CPU, libgomp's default spin {spinning:.4f} s"
