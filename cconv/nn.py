@@ -147,8 +147,8 @@ class Linear(_Affine):
         return grad @ self.weight
 
 
-class MaxPool2d(Layer):
-    """Max pooling (:func:`cconv.max_pool2d`); backward routes each gradient to its window's maximum."""
+class _MaxPoolNd(Layer):
+    _forward = _backward = None
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
         self._args = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
@@ -157,12 +157,18 @@ class MaxPool2d(Layer):
         self._indices = self._input_shape = None
 
     def forward(self, x):
-        y, self._indices = _api.max_pool2d(x, **self._args, return_indices=True, backend=self.backend)
+        y, self._indices = type(self)._forward(x, **self._args, return_indices=True, backend=self.backend)
         self._input_shape = x.shape
         return y
 
     def backward(self, grad):
-        return _api.max_pool2d_backward(grad, self._saved("_indices"), self._input_shape, backend=self.backend)
+        return type(self)._backward(grad, self._saved("_indices"), self._input_shape, backend=self.backend)
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max pooling (:func:`cconv.max_pool2d`); backward routes each gradient to its window's maximum."""
+
+    _forward, _backward = _api.max_pool2d, _api.max_pool2d_backward
 
 
 class AvgPool2d(Layer):
@@ -336,24 +342,6 @@ class Conv3d(_ConvNd):
 
     _dims = 3
     _forward, _backward = _api_nd.conv3d, _api_nd.conv3d_backward
-
-
-class _MaxPoolNd(Layer):
-    _forward = _backward = None
-
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
-        self._args = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                          ceil_mode=ceil_mode)
-        self.backend = backend
-        self._indices = self._input_shape = None
-
-    def forward(self, x):
-        y, self._indices = type(self)._forward(x, **self._args, return_indices=True, backend=self.backend)
-        self._input_shape = x.shape
-        return y
-
-    def backward(self, grad):
-        return type(self)._backward(grad, self._saved("_indices"), self._input_shape, backend=self.backend)
 
 
 class MaxPool1d(_MaxPoolNd):
