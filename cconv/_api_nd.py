@@ -174,16 +174,23 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _unbatch(y[:, :, 0], unbatched)
 
 
-def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    output_mask=(True, True, True), backend=None):
-    """Gradients of :func:`conv1d`: ``(grad_input (N, C, L), grad_weight (O, C/groups, k),
-    grad_bias (O,))``, None where ``output_mask`` is False."""
+def _backward_arrays_1d(grad_output, input, weight, output_mask, layout):
+    """A 1-d conv backward's checked arrays, batched: ``(mask, gy, x, w, unbatched)``."""
     mask = _output_mask(output_mask)
     gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
     x, unbatched = _batched(x, "input", 1)
     gy = _grad_batched(gy, unbatched, 1)
-    _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
+    _check_weight(w, 1, layout)
     _batched(gy, "grad_output", 1)
+    return mask, gy, x, w, unbatched
+
+
+def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), backend=None):
+    """Gradients of :func:`conv1d`: ``(grad_input (N, C, L), grad_weight (O, C/groups, k),
+    grad_bias (O,))``, None where ``output_mask`` is False."""
+    mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
+                                                    "(out_channels, in_channels/groups, k)")
     args = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
     _check_grad_length(gy, x.shape[0], w.shape[0], _conv_output_length(x.shape[2], w.shape[2], args))
     gx, gw, gb = _api.conv2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
@@ -232,12 +239,8 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1, *, output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv_transpose1d`: ``(grad_input, grad_weight, grad_bias)``."""
-    mask = _output_mask(output_mask)
-    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched = _batched(x, "input", 1)
-    gy = _grad_batched(gy, unbatched, 1)
-    _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
-    _batched(gy, "grad_output", 1)
+    mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
+                                                    "(in_channels, out_channels/groups, k)")
     args = _transpose1d_args(stride, padding, output_padding, dilation)
     s, p, op, d = args["stride"][1], args["padding"][1], args["output_padding"][1], args["dilation"][1]
     groups_ok = isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_)) and groups > 0
