@@ -42,13 +42,11 @@ def _half_capable(op):
 
     @functools.wraps(op)
     def wrapper(*args, **kwargs):
-        for a in args:
+        # The common call (no 2-byte arrays) pays one attribute test per argument, no more.
+        for a in (*args, *kwargs.values()) if kwargs else args:
             if isinstance(a, np.ndarray) and a.itemsize == 2 and _is_half(a):
-                break
-        else:
-            if not any(_is_half(v) for v in kwargs.values()):
-                return op(*args, **kwargs)
-        return _in_float32(op, args, kwargs)
+                return _in_float32(op, args, kwargs)
+        return op(*args, **kwargs)
 
     return wrapper
 
