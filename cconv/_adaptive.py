@@ -5,8 +5,9 @@ When every pooled dimension divides evenly, the bins are the windows of an ordin
 (kernel = stride = L/o) and the call runs the compiled avg/max pool (global average pooling,
 output 1 everywhere, is a single matrix-vector product instead). Otherwise:
 
-* average: each dimension is a small (o, L) averaging matrix applied along its axis (the mean
-  over a box is separable); its backward applies the transposes;
+* average: each dimension in turn is reduced to its bins' means (the mean over a box is
+  separable), summing each bin's own elements only, so an Inf or NaN stays in the bins that
+  hold it, as in PyTorch; its backward spreads each bin's share back over the bin;
 * max: each dimension is reduced in turn, last first, scanning the taps of every bin in order
   with PyTorch's rule (greater, or NaN, replaces), carrying flat indices. Reducing w, then h,
   then d keeps the first maximum in (d, h, w) order and the last NaN, as one row-major scan does.
@@ -80,16 +81,40 @@ def _prepare(input, dims):
     return _api_nd._batched(x, "input", dims)
 
 
-def _averaging_matrix(size, out, dtype):
-    starts, ends = _bins(size, out)
-    cols = np.arange(size)
-    inside = (cols >= starts[:, None]) & (cols < ends[:, None])
-    return (inside / (ends - starts)[:, None]).astype(dtype)
+def _on_axis(ndim, axis, index):
+    """An indexing tuple that applies ``index`` to ``axis`` only."""
+    return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - axis - 1)
 
 
-def _along(a, axis, matrix):
-    """Apply ``matrix`` (o, L) to axis ``axis`` (of size L) of ``a``."""
-    return np.moveaxis(np.moveaxis(a, axis, -1) @ matrix.T, -1, axis)
+def _counts(starts, ends, ndim, axis, dtype):
+    """Each bin's length, shaped to broadcast along ``axis``."""
+    shape = [1] * ndim
+    shape[axis] = len(starts)
+    return (ends - starts).astype(dtype).reshape(shape)
+
+
+def _bin_means(a, axis, out):
+    """``a`` with ``axis`` reduced to the means of its ``out`` adaptive bins. Each sum covers its
+    bin's elements only (not a product with an averaging matrix, whose zeros would turn an Inf
+    elsewhere into NaN). Bins may overlap: reduceat over the (start, end) pairs keeps every other sum."""
+    starts, ends = _bins(a.shape[axis], out)
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, 1)  # so that an end equal to the size is still a valid reduceat index
+    sums = np.add.reduceat(np.pad(a, pad), np.stack([starts, ends], axis=1).ravel(), axis=axis)
+    return sums[_on_axis(a.ndim, axis, slice(0, None, 2))] / _counts(starts, ends, a.ndim, axis, a.dtype)
+
+
+def _bin_spread(g, axis, size):
+    """The adjoint of :func:`_bin_means`: ``axis`` of ``g`` (bins) back to ``size`` elements, each
+    getting the share of every bin that holds it."""
+    starts, ends = _bins(size, g.shape[axis])
+    share = g / _counts(starts, ends, g.ndim, axis, g.dtype)
+    shape = list(g.shape)
+    shape[axis] = size
+    result = np.zeros(shape, g.dtype)
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        result[_on_axis(g.ndim, axis, slice(start, end))] += share[_on_axis(g.ndim, axis, slice(i, i + 1))]
+    return result
 
 
 def _adaptive_avg(input, output_size, dims, backend):
@@ -106,7 +131,7 @@ def _adaptive_avg(input, output_size, dims, backend):
         return _api_nd._unbatch(_AVG[dims](x, backend=backend, **pool), unbatched)
     y = x
     for axis in range(2, 2 + dims):
-        y = _along(y, axis, _averaging_matrix(x.shape[axis], out[axis - 2], x.dtype))
+        y = _bin_means(y, axis, out[axis - 2])
     return _api_nd._unbatch(np.ascontiguousarray(y), unbatched)
 
 
@@ -125,7 +150,7 @@ def _adaptive_avg_backward(grad_output, input_shape, dims, backend):
         return _api_nd._unbatch(_AVG_BACKWARD[dims](gy, shape, backend=backend, **pool), unbatched)
     g = gy
     for axis in range(2, 2 + dims):
-        g = _along(g, axis, _averaging_matrix(shape[axis], out[axis - 2], gy.dtype).T)
+        g = _bin_spread(g, axis, shape[axis])
     return _api_nd._unbatch(np.ascontiguousarray(g), unbatched)
 
 
