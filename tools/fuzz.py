@@ -1,5 +1,8 @@
 """Randomized differential fuzz: every public cconv op on a backend under test (the compiled
 ``"cython"`` one by default) against the NumPy reference, on tiny random shapes and geometries.
+The 2-d ops are compared with the ``"numpy"`` backend; the 1-d/3-d and adaptive ops (which run
+on the 2-d ones) with the direct N-d reference, cconv._reference_nd, while their rejections must
+match the ``"numpy"`` backend's.
 
 For each drawn argument set, both backends must either both reject it (same exception type) or
 both return results that agree by cconv's one comparison rule (cconv._compare.agreement: exactly
@@ -27,10 +30,12 @@ import time
 import numpy as np
 
 import cconv
+from cconv import _reference_nd as _nd
 from cconv._compare import agreement
 
 REFERENCE = "numpy"
 SHOW_MISMATCHES = 5
+ND_SHARE = 0.4  # of the draws: 1-d/3-d and adaptive ops (the rest: the 2-d ops)
 
 
 def _call(fn, args, kwargs, backend):
@@ -237,15 +242,264 @@ class Fuzzer:
             gy = self._array(y.shape, dtype)
             self.run("avg_pool2d_backward", gy, x.shape, **geometry)
 
+    # ---- N-d ops (1-d, 3-d, adaptive) against cconv._reference_nd ------------------------------
+    # The public 1-d/3-d/adaptive ops run on the 2-d ones, so on the numpy backend they would share
+    # their own plumbing with the backend under test: their results are compared with the direct
+    # N-d reference instead (written from the definitions). A rejection must still be the numpy
+    # backend's (same exception type).
+
+    def run_nd(self, op, oracle, *args, **kwargs):
+        """Call ``cconv.<op>`` on the backend under test; if it accepts the arguments, compare its
+        result with ``oracle()``. Returns the oracle's result, or None if the arguments were rejected."""
+        fn = getattr(cconv, op)
+        arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
+        detail = ", ".join([f"{a.dtype}{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args]
+                           + [f"{k}={v!r}" for k, v in kwargs.items()])
+        snapshots = [a.copy() for a in arrays]
+        out, error = _call(fn, args, kwargs, self.backend)
+        if error is not None:
+            _, ref_error = _call(fn, args, kwargs, REFERENCE)
+            if not isinstance(error, (ValueError, TypeError)):
+                self._mismatch(op, f"raised {error!r}", detail)
+            elif ref_error is None:
+                self._mismatch(op, f"raised {error!r}, the {REFERENCE} backend did not", detail)
+            elif type(error) is not type(ref_error):
+                self._mismatch(op, f"raised {type(error).__name__}, the {REFERENCE} backend "
+                                   f"{type(ref_error).__name__}", detail)
+            else:
+                self.rejected += 1
+            return None
+        self.calls[op] += 1
+        for a, before in zip(arrays, snapshots):
+            if not np.array_equal(a, before, equal_nan=True):
+                self._mismatch(op, "modified an input array", detail)
+        try:
+            ref = oracle()
+        except Exception as exc:  # noqa: BLE001 - arguments the definitions give no result for
+            self._mismatch(op, f"accepted arguments the N-d reference cannot compute ({exc!r})", detail)
+            return None
+        self._compare(op, ref, out, arrays, detail)
+        return ref
+
+    def _nd(self, low, high, dims, hostile=()):
+        """An int, a tuple of ``dims`` ints or a 1-tuple (broadcast) in [low, high]; now and then a
+        hostile value instead (and a tuple of the wrong length is always among those)."""
+        if self.rng.random() < 0.03:
+            choices = (*hostile, (low,) * (dims + 1))
+            return choices[self._int(0, len(choices) - 1)]
+        form = self.rng.random()
+        if form < 0.5:
+            return self._int(low, high)
+        return (self._int(low, high),) if form < 0.6 else tuple(self._int(low, high) for _ in range(dims))
+
+    def _nd_shape(self, channels, dims, high):
+        """(N, C, *spatial), N sometimes 0, or unbatched (C, *spatial); sizes in [1, high]."""
+        spatial = tuple(self._int(1, high) for _ in range(dims))
+        if self.rng.random() < 0.2:
+            return (channels,) + spatial
+        return (0 if self.rng.random() < 0.03 else self._int(1, 3), channels) + spatial
+
+    def conv_nd(self, dtype):
+        dims = (1, 3)[self._int(0, 1)]
+        groups = self._int(1, 2)
+        c, o = groups * self._int(1, 2), groups * self._int(1, 2)
+        kernel = tuple(self._int(1, 3) for _ in range(dims))
+        x = self._array(self._nd_shape(c, dims, 12 if dims == 1 else 5), dtype)
+        w = self._array((o, c // groups) + kernel, dtype)
+        b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+        padding = (["same", "valid"][self._int(0, 1)] if self.rng.random() < 0.2
+                   else self._nd(0, 2, dims, hostile=(-1,)))
+        geometry = dict(stride=self._nd(1, 3, dims, hostile=(0,)), padding=padding,
+                        dilation=self._nd(1, 2, dims, hostile=(0,)), groups=groups)
+
+        def args():  # the reference's arguments (the backend under test accepted the public ones)
+            stride, dilation = _per_dim(geometry["stride"], dims), _per_dim(geometry["dilation"], dims)
+            return stride, _conv_pads(padding, kernel, dilation, dims), dilation, groups
+
+        y = self.run_nd(f"conv{dims}d", lambda: _reference(_nd.conv, dims, x, w, b, *args()), x, w, b, **geometry)
+        if y is not None:
+            gy, mask = self._array(y.shape, dtype), self._mask()
+            self.run_nd(f"conv{dims}d_backward",
+                        lambda: _masked(_reference(_nd.conv_backward, dims, gy, x, w, *args(), batched=2,
+                                                      batched_results=1), mask),
+                        gy, x, w, **geometry, output_mask=mask)
+
+    def conv_transpose_nd(self, dtype):
+        dims = (1, 3)[self._int(0, 1)]
+        groups = self._int(1, 2)
+        c_in, c_out = groups * self._int(1, 2), groups * self._int(1, 2)
+        kernel = tuple(self._int(1, 3) for _ in range(dims))
+        x = self._array(self._nd_shape(c_in, dims, 8 if dims == 1 else 4), dtype)
+        w = self._array((c_in, c_out // groups) + kernel, dtype)
+        b = self._array((c_out,), dtype) if self.rng.random() < 0.5 else None
+        geometry = dict(stride=self._nd(1, 3, dims, hostile=(0,)), padding=self._nd(0, 2, dims, hostile=(-1,)),
+                        output_padding=self._nd(0, 2, dims), groups=groups, dilation=self._nd(1, 2, dims))
+
+        def args():
+            stride, padding, output_padding, dilation = (
+                _per_dim(geometry[k], dims) for k in ("stride", "padding", "output_padding", "dilation"))
+            return stride, padding, output_padding, dilation, groups
+
+        y = self.run_nd(f"conv_transpose{dims}d", lambda: _reference(_nd.conv_transpose, dims, x, w, b, *args()),
+                        x, w, b, **geometry)
+        if y is not None:
+            gy, mask = self._array(y.shape, dtype), self._mask()
+            self.run_nd(f"conv_transpose{dims}d_backward",
+                        lambda: _masked(_reference(_nd.conv_transpose_backward, dims, gy, x, w, *args(),
+                                                   batched=2, batched_results=1),
+                                        mask),
+                        gy, x, w, **geometry, output_mask=mask)
+
+    def _pool_geometry(self, dims):
+        kernel = self._nd(1, 3, dims, hostile=(0,))
+        return dict(kernel_size=kernel, stride=None if self.rng.random() < 0.3 else self._nd(1, 3, dims, hostile=(0,)),
+                    padding=self._nd(0, 2, dims, hostile=(-1,)), ceil_mode=bool(self.rng.random() < 0.5))
+
+    def max_pool_nd(self, dtype):
+        dims = (1, 3)[self._int(0, 1)]
+        x = self._array(self._nd_shape(self._int(1, 2), dims, 10 if dims == 1 else 5), dtype)
+        geometry = dict(self._pool_geometry(dims), dilation=self._nd(1, 2, dims))
+
+        def oracle():
+            kernel, stride, padding, dilation = _pool_args(geometry, dims)
+            return _reference(_nd.max_pool, dims, x, kernel, stride, padding, dilation, geometry["ceil_mode"])
+
+        result = self.run_nd(f"max_pool{dims}d", oracle, x, **geometry, return_indices=True)
+        if result is not None:
+            self._max_backward_nd(f"max_pool{dims}d_backward", result, x, dims, dtype)
+
+    def _max_backward_nd(self, op, forward, x, dims, dtype):
+        out, indices = forward
+        gy = self._array(out.shape, dtype)
+        unbatched = x.ndim == dims + 1
+        shape = (1,) * unbatched + x.shape
+
+        def oracle():
+            if shape[0] == 0:  # an empty batch: the reference's flat reshape needs rows
+                return np.zeros(x.shape, gy.dtype)
+            return _drop(_nd.max_pool_backward(_lift(gy, unbatched), _lift(indices, unbatched), shape), unbatched)
+
+        self.run_nd(op, oracle, gy, indices, x.shape)
+
+    def avg_pool_nd(self, dtype):
+        dims = (1, 3)[self._int(0, 1)]
+        x = self._array(self._nd_shape(self._int(1, 2), dims, 10 if dims == 1 else 5), dtype)
+        geometry = dict(self._pool_geometry(dims), count_include_pad=bool(self.rng.random() < 0.5))
+        if dims == 3:  # avg_pool1d has no divisor_override, as in PyTorch
+            geometry["divisor_override"] = None if self.rng.random() < 0.7 else self._int(-2, 5)
+
+        def args():
+            kernel, stride, padding, _ = _pool_args(dict(geometry, dilation=1), dims)
+            return (kernel, stride, padding, geometry["ceil_mode"], geometry["count_include_pad"],
+                    geometry.get("divisor_override"))
+
+        y = self.run_nd(f"avg_pool{dims}d", lambda: _reference(_nd.avg_pool, dims, x, *args()), x, **geometry)
+        if y is not None:
+            gy = self._array(y.shape, dtype)
+            unbatched = x.ndim == dims + 1
+            shape = (1,) * unbatched + x.shape
+            self.run_nd(f"avg_pool{dims}d_backward",
+                        lambda: _drop(_nd.avg_pool_backward(_lift(gy, unbatched), shape, *args()), unbatched),
+                        gy, x.shape, **geometry)
+
+    def adaptive_pool(self, dtype):
+        dims = self._int(1, 3)
+        kind = ("avg", "max")[self._int(0, 1)]
+        x = self._array(self._nd_shape(self._int(1, 2), dims, (12, 8, 5)[dims - 1]), dtype)
+        if self.rng.random() < 0.03:
+            output_size = (0, -1, (2,) * (dims + 1))[self._int(0, 2)]
+        elif self.rng.random() < 0.4:
+            output_size = self._int(1, 7)
+        else:
+            output_size = tuple(None if self.rng.random() < 0.2 else self._int(1, 7) for _ in range(dims))
+        unbatched = x.ndim == dims + 1
+        op = f"adaptive_{kind}_pool{dims}d"
+
+        def oracle():
+            sizes = tuple(n if s is None else s for s, n in zip(_per_dim(output_size, dims), x.shape[-dims:]))
+            return _reference(_nd.adaptive_avg_pool if kind == "avg" else _nd.adaptive_max_pool, dims, x, sizes)
+
+        if kind == "max":
+            result = self.run_nd(op, oracle, x, output_size, return_indices=True)
+            if result is not None:
+                self._max_backward_nd(f"{op}_backward", result, x, dims, dtype)
+            return
+        y = self.run_nd(op, oracle, x, output_size)
+        if y is not None:
+            gy = self._array(y.shape, dtype)
+            shape = (1,) * unbatched + x.shape
+            self.run_nd(f"{op}_backward", lambda: _drop(_nd.adaptive_avg_pool_backward(_lift(gy, unbatched), shape),
+                                                        unbatched),
+                        gy, x.shape)
+
     def fuzz(self, calls):
-        """Draw until the backend under test has run ``calls`` op calls."""
+        """Draw until the backend under test has run ``calls`` op calls: the 2-d families, and the
+        N-d ones (1-d/3-d convolutions and pools, adaptive pools) in ``ND_SHARE`` of the draws."""
         families = (self.conv, self.conv_transpose, self.max_pool, self.avg_pool)
+        nd_families = (self.conv_nd, self.conv_transpose_nd, self.max_pool_nd, self.avg_pool_nd, self.adaptive_pool)
         dtypes = (np.float32, np.float64)
         with np.errstate(all="ignore"):  # NaN/Inf inputs are drawn on purpose
             while sum(self.calls.values()) < calls:
                 self.draw += 1
-                families[self._int(0, len(families) - 1)](dtypes[self._int(0, 1)])
+                drawn = nd_families if self.rng.random() < ND_SHARE else families
+                drawn[self._int(0, len(drawn) - 1)](dtypes[self._int(0, 1)])
         return self
+
+
+# ---- the N-d reference's arguments -------------------------------------------------------------
+
+def _per_dim(value, dims):
+    """A valid public per-dimension argument (int, 1-tuple or ``dims``-tuple) as ``dims`` values."""
+    return tuple(value) * (dims // len(value)) if isinstance(value, tuple) else (value,) * dims
+
+
+def _conv_pads(padding, kernel, dilation, dims):
+    """A conv's padding as (before, after) per dimension; 'same' puts the odd extra one after."""
+    if padding == "valid":
+        return ((0, 0),) * dims
+    if padding == "same":
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    return tuple((p, p) for p in _per_dim(padding, dims))
+
+
+def _pool_args(geometry, dims):
+    kernel = _per_dim(geometry["kernel_size"], dims)
+    stride = kernel if geometry["stride"] is None else _per_dim(geometry["stride"], dims)
+    return kernel, stride, _per_dim(geometry["padding"], dims), _per_dim(geometry["dilation"], dims)
+
+
+def _lift(a, unbatched):
+    return a[np.newaxis] if unbatched else a
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _drop(a, unbatched):
+    return a[0] if unbatched else a
+
+
+def _reference(fn, dims, *args, batched=1, batched_results=None):
+    """``fn`` of the N-d reference, which takes batched arrays: its first ``batched`` arguments get
+    a batch axis when the forward input (the last of them) is unbatched, and its first
+    ``batched_results`` results (all by default) lose it again. An empty batch is computed as one
+    sample of zeros (the reference's reshapes need a non-empty batch), then cut to none."""
+    unbatched = args[batched - 1].ndim == dims + 1
+    arrays = [_lift(a, unbatched) for a in args[:batched]]
+    empty = arrays[0].shape[0] == 0
+    if empty:
+        arrays = [np.zeros((1,) + a.shape[1:], a.dtype) for a in arrays]
+    result = fn(*arrays, *args[batched:])
+    results = _as_tuple(result)
+    count = len(results) if batched_results is None else batched_results
+    results = tuple(_drop(r[:0] if empty else r, unbatched) if i < count else r for i, r in enumerate(results))
+    return results if isinstance(result, tuple) else results[0]
+
+
+def _masked(grads, mask):
+    return tuple(g if keep else None for g, keep in zip(grads, mask))
 
 
 def main(argv=None):
