@@ -23,7 +23,7 @@ import cconv  # noqa: E402
 import cconv.torch as ct  # noqa: E402
 
 # spatial sizes per dimension count: small enough for gradcheck's numerical Jacobians
-_SIZES = {1: (9,), 2: (6, 5), 3: (5, 4, 5)}
+_SIZES = {1: (9,), 2: (6, 5), 3: (4, 3, 4)}
 
 
 def _spy(monkeypatch, name):
@@ -116,7 +116,7 @@ def test_conv_transpose_matches_torch_and_passes_gradcheck(dims, seed):
         c, o = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
         stride, dilation = int(rng.integers(1, 3)), int(rng.integers(1, 3))
         output_padding = int(rng.integers(0, max(stride, dilation)))
-        x = _leaf(rng, (2, c) + tuple(int(n) for n in rng.integers(2, 5, size=dims)))
+        x = _leaf(rng, (2, c) + tuple(int(n) for n in rng.integers(2, 6 - dims, size=dims)))
         w = _leaf(rng, (c, o // groups) + tuple(int(k) for k in rng.integers(1, 4, size=dims)))
         b = _leaf(rng, (o,)) if rng.random() < 0.7 else None
         _check_op(f"conv_transpose{dims}d", x, (stride, _per_dim(rng, 0, 1, dims), output_padding, groups, dilation),
@@ -128,7 +128,7 @@ def test_conv_transpose_matches_torch_and_passes_gradcheck(dims, seed):
 def test_max_pool_matches_torch_and_passes_gradcheck(dims, seed):
     rng = np.random.default_rng(3000 * dims + seed)
     checked = 0
-    for _ in range(5):
+    for _ in range(4):
         k = tuple(int(v) for v in rng.integers(1, 4, size=dims))
         stride = None if rng.random() < 0.3 else _per_dim(rng, 1, 2, dims)
         padding = tuple(int(rng.integers(0, v // 2 + 1)) for v in k)
