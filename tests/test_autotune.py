@@ -336,3 +336,21 @@ def test_forked_child_tunes_on_one_thread():
     assert threads == 1 and selected == "tuned"
     assert_close(yc, y)
     assert_close(yc, cconv.conv2d(x, w, padding=1, backend=REFERENCE))
+
+
+def test_differential_cross_section_with_autotune_on():
+    """test_differential.py's cross-section (chunk 0 of every op, the large, hypothesis and
+    non-finite cases) in a subprocess with CCONV_AUTOTUNE=1: every tuned result matches the
+    reference, and tuning did happen there."""
+    selection = "cython and (conv_large or conv2d_hypothesis or [0- or nonfinite) and not variants"
+    code = ("import json, sys, pytest, cconv\n"
+            "rc = pytest.main(['-q', '-p', 'no:cacheprovider', 'test_differential.py', '-k', "
+            f"{selection!r}])\n"
+            "print('AUTOTUNE', json.dumps(cconv.backend_info()['autotune']))\n"
+            "sys.exit(int(rc))\n")
+    result = _child({"CCONV_AUTOTUNE": "1", "CCONV_TEST_BACKENDS": "cython", "CCONV_TEST_LARGE_CASES": "8"},
+                    code)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    info = json.loads(result.stdout.split("AUTOTUNE ")[-1].splitlines()[0])
+    assert info["enabled"] and info["tunings"] >= 100, info
+    tally("autotune", "differential cross-section tunings", info["tunings"])
