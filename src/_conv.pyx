@@ -367,7 +367,7 @@ cdef dict _explain_pass(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssi
     tuned = None
     if _tunable(pass_, s, batch, m):
         tuned = _tuned_plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data,
-                            other, n_other, &f, &plan)
+                            other, n_other, &f, &plan, False)
     if tuned is None:
         plan = _plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data, other,
                      n_other, -1, &f)

@@ -39,34 +39,34 @@ cdef bytes _tuned_key(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize
 cdef object _tuned_plan(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
                         Py_ssize_t m, int itemsize, int threads, const void *data,
                         Py_ssize_t n_data, const void *other, Py_ssize_t n_other, _Facts *f,
-                        ConvPlan *plan):
+                        ConvPlan *plan, bint use):
     """The tuned entry (want, algo, timings) of this pass on these operands, its plan into
-    `plan`; None when not tuned yet, f then holding both operands' facts.
+    `plan`; None when not tuned yet, f then holding both operands' facts.  use: a call will
+    run it (a hit, and the entry becomes the most recently used), not explain.
 
     The entry tuned on finite operands serves whenever its winner is still exact (it beat
     every algorithm that is exact here too); else the entry of the facts as they are."""
     global _tuned_hits
     key = _tuned_key(pass_, s, batch, groups, m, itemsize, threads, F_ALL)
-    entry = _tuned.pop(key, None)
+    entry = _tuned.get(key)
     if entry is not None:
         plan[0] = _plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data, other,
                         n_other, entry[0], f)
-        if plan.algo == entry[1] and (entry[0] < 0 or plan.forced == 1):
-            _tuned[key] = entry     # most recently used
-            _tuned_hits += 1
-            return entry
-        _tuned[key] = entry
-    _learn(f, F_ALL, data, n_data, other, n_other, itemsize)
-    if f.fin == F_ALL:
-        return None
-    key = _tuned_key(pass_, s, batch, groups, m, itemsize, threads, f.fin)
-    entry = _tuned.pop(key, None)
+        if plan.algo != entry[1] or (entry[0] >= 0 and plan.forced != 1):
+            entry = None          # its winner is not exact on these operands
     if entry is None:
-        return None
-    _tuned[key] = entry
-    _tuned_hits += 1
-    plan[0] = _plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data, other,
-                    n_other, entry[0], f)
+        _learn(f, F_ALL, data, n_data, other, n_other, itemsize)
+        if f.fin == F_ALL:
+            return None
+        key = _tuned_key(pass_, s, batch, groups, m, itemsize, threads, f.fin)
+        entry = _tuned.get(key)
+        if entry is None:
+            return None
+        plan[0] = _plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data, other,
+                        n_other, entry[0], f)
+    if use:
+        _tuned.move_to_end(key)
+        _tuned_hits += 1
     return entry
 
 
@@ -145,7 +145,7 @@ cdef ConvPlan _select(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize
     if not _tunable(pass_, s, batch, m):
         return _plan(pass_, s, batch, groups, m, itemsize, threads, a, n_a, b, n_b, -1, &f)
     if _tuned_plan(pass_, s, batch, groups, m, itemsize, threads, a, n_a, b, n_b, &f,
-                   &plan) is not None:
+                   &plan, True) is not None:
         return plan
     return _tune(pass_, s, batch, groups, m, threads, a, n_a, b, n_b, bias, out, &f, done)
 
@@ -160,7 +160,7 @@ def autotune_info():
     """Autotune's state and its cache of tuned geometries (for cconv.backend_info())."""
     return {"enabled": bool(_autotune), "active": bool(_autotune and _env_algo < 0),
             "entries": len(_tuned), "capacity": _TUNED_MAX, "tunings": int(_tunings),
-            "timed_runs": int(_timed_runs), "hits": int(_tuned_hits),
+            "timed_runs": int(_timed_runs), "calls_served": int(_tuned_hits),
             "evictions": int(_tuned_evictions)}
 
 

@@ -177,6 +177,9 @@ def test_explain_predicted_then_tuned():
     assert cconv.explain("conv2d_backward", gy, x, w, **kwargs)["grad_bias"]["selected"] == "predicted"
     info = cconv.backend_info()["autotune"]
     assert info["entries"] == 3 and info["tunings"] == 3 and info["timed_runs"] >= 6
+    assert info["calls_served"] == 0          # explain's lookups are not calls
+    _run_pass("forward", x, w, gy, kwargs)
+    assert cconv.backend_info()["autotune"]["calls_served"] == 1
     cconv.set_autotune(False)     # off: calls use the planner's choice again
     assert all(_explain(name, x, w, gy, kwargs)["selected"] == "predicted" for name in PASSES)
 
