@@ -26,7 +26,7 @@ import pytest
 
 import cconv
 from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical, tally
-from test_algorithms import _counts, _draw, _poke, _ran_since
+from test_algorithms import APPLIES, _counts, _draw, _poke, _ran_since
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.skipif("cython" not in BACKENDS_UNDER_TEST,
@@ -204,8 +204,9 @@ def test_tuned_results_match_reference_and_forced_winner(tmp_path):
             assert ran == entry["algorithm"], (ran, entry, context)
             assert_close(first, _reference(name, x, w, gy, kwargs), context=context)
             assert_identical(again, first, context=context)
-            if entry["selected"] == "tuned":
+            if entry["selected"] == "tuned":       # every candidate applies to the pass
                 assert entry["algorithm"] in entry["timings_us"]
+                assert set(entry["timings_us"]) <= {a for a, p in APPLIES.items() if name in p}, entry
                 cases.append(dict(name=name, algo=entry["algorithm"], x=x, w=w, gy=gy, kwargs=kwargs,
                                   result=first))
     winners = {c["algo"] for c in cases}
