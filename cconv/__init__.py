@@ -3,7 +3,8 @@
 Public ops (NCHW, float32/float64, also float16/bfloat16 computed in float32): conv1d/2d/3d,
 conv_transpose1d/2d/3d, max_pool1d/2d/3d, avg_pool1d/2d/3d, adaptive_avg_pool1d/2d/3d,
 adaptive_max_pool1d/2d/3d, each with a ``*_backward``.
-:func:`explain` says which algorithm, instruction set, threads and workspace a call would use.
+:func:`explain` says which algorithm, instruction set, threads and workspace a call would use;
+:func:`set_autotune` times the applicable algorithms per geometry instead of predicting.
 Backends: ``"cython"`` (compiled, default when built), ``"numpy"`` (reference),
 ``"torch"`` (when installed); see :func:`set_backend` and :func:`use_backend`.
 """
@@ -46,6 +47,7 @@ from ._half import (  # every op, float16/bfloat16-capable
     max_pool3d_backward,
 )
 from ._api import explain
+from ._autotune import get_autotune, set_autotune
 from ._backends import available_backends, get_backend, set_backend, use_backend
 from ._compare import compare
 from ._info import backend_info
@@ -65,5 +67,6 @@ __all__ = [
     "adaptive_avg_pool1d_backward", "adaptive_avg_pool2d_backward", "adaptive_avg_pool3d_backward",
     "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
     "available_backends", "get_backend", "set_backend", "use_backend", "compare",
-    "backend_info", "explain", "get_num_threads", "set_num_threads", "__version__",
+    "backend_info", "explain", "get_num_threads", "set_num_threads", "get_autotune", "set_autotune",
+    "__version__",
 ]

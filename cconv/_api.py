@@ -288,7 +288,10 @@ def explain(op, *args, **kwargs):
     the other arguments are the op's, validated as the op would. Returns one entry per pass
     that would run, keyed ``"forward"``, ``"grad_input"``, ``"grad_weight"`` and/or
     ``"grad_bias"``, each a dict with at least ``"algorithm"``, ``"isa"`` (instruction set),
-    ``"threads"``, ``"workspace_bytes"`` and ``"reason"`` (why this algorithm, one line).
+    ``"threads"``, ``"workspace_bytes"`` and ``"reason"`` (why this algorithm, one line); the
+    compiled backend's convolution passes also say how the algorithm was ``"selected"``:
+    ``"predicted"`` by the planner, ``"forced"`` by ``CCONV_CONV_ALGO`` or ``"tuned"`` by
+    :func:`cconv.set_autotune` (then with the measured ``"timings_us"`` of every candidate).
     Nothing is computed but the plan (the compiled backend does check whether operands are
     finite where an algorithm's exactness depends on it). Every algorithm name is listed in
     ``cconv.backend_info()["conv_algorithms"]``.

@@ -258,6 +258,9 @@ def add_arguments(parser):
     group.add_argument("--sweep", type=_positive_int, metavar="N",
                        help="time N random layer configurations (forward, grad_input, grad_weight)")
     group.add_argument("--seed", type=int, default=0, help="the sweep's seed (default 0)")
+    group.add_argument("--autotune", action="store_true",
+                       help="--sweep: also time every pass with cconv.set_autotune(True) (tuning outside the "
+                            "timing) and report where the tuned algorithm beats the planner's choice")
     group.add_argument("--networks", type=_comma_list(list(_bench_networks.NETWORKS)), metavar="NAMES",
                        help=f"time a training step and a batch-1 forward of these networks: "
                             f"{','.join(_bench_networks.NETWORKS)}")
@@ -1121,7 +1124,8 @@ def _run_sweep_or_networks(args):
     dtype = args.dtype[0] if len(args.dtype) == 1 else "float32"
     if args.sweep:
         return _bench_sweep.run(args.sweep, args.seed, threads, args.repeat or 5,
-                                args.min_time if args.min_time is not None else 0.01, **common)
+                                args.min_time if args.min_time is not None else 0.01,
+                                autotune=args.autotune, **common)
     return _bench_networks.run(args.networks, list(dict.fromkeys(args.batches)), threads, args.repeat or 3,
                                dtype, **common)
 

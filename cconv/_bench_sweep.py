@@ -10,6 +10,9 @@ asymmetric; groups 1, 2-64 and depthwise with channel multiplier 1-2; batch 1-25
 Every layer's three passes (forward, grad_input, grad_weight) are timed against
 torch on its own tensors in the same process, alternately (:func:`paired_times`),
 at each thread count. The ratio is torch time / cconv time: above 1, cconv is faster.
+With ``autotune=True`` (``--autotune``) each pass is also timed with autotuning on, in the
+same alternation (its tuning happens in the warm-up call, outside the timing), and the
+report adds where the tuned algorithm beats the planner's prediction.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import sys
 
 import numpy as np
 
+from . import _autotune, _backends
 from ._bench_layers import ConvLayer, paired_times, write_report
 from ._threads import get_num_threads, set_num_threads
 
@@ -153,11 +157,28 @@ def _with_batch(layer, batch):
 # measuring
 # --------------------------------------------------------------------------
 
-def measure(layers, threads, repeat=5, min_time=0.01, progress=None):
-    """One record per (layer, pass, thread count): cconv and torch seconds, their ratio."""
+def _ran_algorithm(fn):
+    """(result, the conv algorithm one call of ``fn`` ran) (one compiled pass per call)."""
+    counts = _backends._compiled._conv.algorithm_counts
+    before = counts()
+    result = fn()
+    ran = [algo for (algo, p), n in counts().items() if n > before.get((algo, p), 0)]
+    return result, "+".join(ran)
+
+
+def _with_autotune(fn, on):
+    def call():
+        _autotune.set_autotune(on)
+        return fn()
+    return call
+
+
+def measure(layers, threads, repeat=5, min_time=0.01, progress=None, autotune=False):
+    """One record per (layer, pass, thread count): cconv and torch seconds, their ratio; with
+    ``autotune``, also cconv's seconds with autotuning on and the algorithms each side ran."""
     import torch
     records = []
-    previous = (get_num_threads(), torch.get_num_threads())
+    previous = (get_num_threads(), torch.get_num_threads(), _autotune.get_autotune())
     rng = np.random.default_rng(1)
     try:
         for i, layer in enumerate(layers):
@@ -167,18 +188,28 @@ def measure(layers, threads, repeat=5, min_time=0.01, progress=None):
                 set_num_threads(t)
                 torch.set_num_threads(t)
                 for name in layer.passes():
+                    fns = {"cconv": ours[name], "torch": theirs[name]}
+                    if autotune:
+                        fns["cconv"] = _with_autotune(ours[name], False)
+                        fns["tuned"] = _with_autotune(ours[name], True)
                     with torch.no_grad():
-                        med, _ = paired_times({"cconv": ours[name], "torch": theirs[name]}, repeat, min_time)
-                    records.append({
+                        med, _ = paired_times(fns, repeat, min_time)
+                    record = {
                         "layer": i, "describe": layer.describe(), "kind": layer.kind, "dtype": layer.dtype,
                         "batch": layer.batch, "pass": name, "threads": t, "macs": layer.macs,
                         "cconv_s": med["cconv"], "torch_s": med["torch"], "ratio": med["torch"] / med["cconv"],
-                    })
+                    }
+                    if autotune:
+                        default, tuned = (_ran_algorithm(fns[k])[1] for k in ("cconv", "tuned"))
+                        record.update(tuned_s=med["tuned"], tuned_ratio=med["torch"] / med["tuned"],
+                                      default_algorithm=default, tuned_algorithm=tuned)
+                    records.append(record)
             if progress:
                 progress(i + 1, len(layers), layer.describe())
     finally:
         set_num_threads(previous[0])
         torch.set_num_threads(previous[1])
+        _autotune.set_autotune(previous[2])
     return records
 
 
@@ -238,8 +269,9 @@ _HEAD = ("| | tasks | geomean | p5 | p25 | median | p75 | p95 | min | >= 1.0 | <
 
 def report_markdown(summary, meta):
     """The sweep's report as Markdown (tables of torch time / cconv time)."""
+    flag = " --autotune" if meta.get("autotune") else ""
     intro = (f"{meta['layers']} layers drawn with seed {meta['seed']} (`cconv bench --sweep {meta['layers']} "
-             f"--seed {meta['seed']}`), three passes each (forward, grad_input, grad_weight), "
+             f"--seed {meta['seed']}{flag}`), three passes each (forward, grad_input, grad_weight), "
              f"timed against torch {meta.get('torch', '?')} on its own tensors in the same process, "
              "alternating sample by sample. Ratio = torch time / cconv time (above 1: cconv faster).")
     lines = ["# Random layer sweep: cconv against PyTorch", "", intro, f"Machine: {meta.get('machine', '?')}.", ""]
@@ -256,6 +288,43 @@ def report_markdown(summary, meta):
         lines += ["", "Slowest relative to torch:", "", "| layer | pass | cconv | torch | ratio |", "|---|---|---:|---:|---:|"]
         lines += [f"| {r['describe']} | {r['pass']} | {r['cconv_s'] * 1e3:.3f} ms | {r['torch_s'] * 1e3:.3f} ms | "
                   f"{r['ratio']:.2f} |" for r in s["worst"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def autotune_markdown(records, top=25):
+    """The autotune section: torch / cconv ratios with and without tuning, and the tasks where
+    the tuned algorithm beats the planner's choice by the most (default / tuned time)."""
+    lines = ["## Autotune against the planner's choice", "",
+             "Each task also timed with `cconv.set_autotune(True)` (its tuning ran in the warm-up call, "
+             "outside the timing), alternating with the default and torch. Speedup = default time / tuned "
+             "time (above 1: the tuned algorithm is faster).", ""]
+    for t in sorted({r["threads"] for r in records}):
+        rows = [r for r in records if r["threads"] == t]
+        changed = [r for r in rows if r["default_algorithm"] != r["tuned_algorithm"]]
+        lines += [f"### {t} thread{'s' if t > 1 else ''}", "", _HEAD,
+                  f"| torch / default | {_fmt_stats(_stats([r['ratio'] for r in rows]))} |",
+                  f"| torch / tuned | {_fmt_stats(_stats([r['tuned_ratio'] for r in rows]))} |",
+                  f"| default / tuned | {_fmt_stats(_stats([r['cconv_s'] / r['tuned_s'] for r in rows]))} |"]
+        if changed:
+            lines.append(f"| default / tuned, algorithm changed | "
+                         f"{_fmt_stats(_stats([r['cconv_s'] / r['tuned_s'] for r in changed]))} |")
+        lines += ["", f"The tuned algorithm differs from the planner's on {len(changed)} of {len(rows)} tasks. "
+                  "Largest gains of tuning (where the default selection is wrong):", "",
+                  "| default | tuned | speedup | default | tuned | torch | pass | layer |",
+                  "|---|---|---:|---:|---:|---:|---|---|"]
+        best = sorted(changed, key=lambda r: r["tuned_s"] / r["cconv_s"])[:top]
+        lines += [f"| {r['default_algorithm']} | {r['tuned_algorithm']} | {r['cconv_s'] / r['tuned_s']:.2f}x | "
+                  f"{r['cconv_s'] * 1e3:.3f} ms | {r['tuned_s'] * 1e3:.3f} ms | {r['torch_s'] * 1e3:.3f} ms | "
+                  f"{r['pass']} | {r['describe']} |" for r in best]
+        pairs = {}
+        for r in changed:
+            pairs.setdefault((r["pass"], r["default_algorithm"], r["tuned_algorithm"]), []).append(
+                r["cconv_s"] / r["tuned_s"])
+        lines += ["", "Changes by pass and algorithm pair:", "",
+                  "| pass | default | tuned | tasks | geomean speedup | max |", "|---|---|---|---:|---:|---:|"]
+        lines += [f"| {p} | {a} | {b} | {len(v)} | {_geomean(v):.2f}x | {max(v):.2f}x |"
+                  for (p, a, b), v in sorted(pairs.items(), key=lambda kv: -len(kv[1]))]
         lines.append("")
     return "\n".join(lines)
 
@@ -280,7 +349,7 @@ def plot(records, path):
 
 
 def run(count, seed, threads, repeat, min_time, json_path=None, markdown_path=None, plot_path=None,
-        show_progress=True):
+        show_progress=True, autotune=False):
     """Measure, print the Markdown report, write the requested files; returns an exit code."""
     try:
         import torch
@@ -294,11 +363,17 @@ def run(count, seed, threads, repeat, min_time, json_path=None, markdown_path=No
         if show_progress:
             print(f"\r[{done}/{total}] {what[:70]:70s}", end="", file=sys.stderr, flush=True)
 
-    records = measure(layers, threads, repeat, min_time, progress)
+    if autotune and _backends._compiled is None:
+        print("cconv bench --sweep --autotune needs the compiled backend", file=sys.stderr)
+        return 2
+    records = measure(layers, threads, repeat, min_time, progress, autotune)
     if show_progress:
         print(file=sys.stderr)
     meta = {"layers": count, "seed": seed, "threads": threads, "torch": torch.__version__,
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
     summary = summarise(records)
+    meta["autotune"] = autotune
     text = report_markdown(summary, meta)
+    if autotune:
+        text += "\n" + autotune_markdown(records)
     return write_report(text, meta, records, json_path, markdown_path, plot_path, plot)

@@ -10,6 +10,7 @@ kernels (conv_kernels.h) with the GIL released.  Source map:
 * isa.h / isa.pxi: the ISA registry (CCONV_KERNEL_ISA) every kernel dispatches on;
 * threads.pxi: the thread policy;
 * conv_plan.pxi: algorithms, thresholds, workspace layout, the plan cache;
+* conv_autotune.pxi: opt-in timing of the applicable algorithms per geometry;
 * conv_drivers.pxi: one driver per pass, tasks over the OpenMP team;
 * conv_direct.pxi: direct loops (tiny calls, few channels);
 * conv_kernels.h, conv_impl.h, conv_lanes.h, gemm_ukr.h, gemm_dot.h: micro-kernels,
@@ -126,26 +127,43 @@ cdef inline bint _finite(const void *a, Py_ssize_t n, int itemsize) noexcept nog
     return all_finite_f64(<const double *>a, n)
 
 
+cdef struct _Facts:
+    int fin       # F_* facts: operands known (or, unchecked, assumed) finite
+    int known     # F_* facts checked
+
+
+cdef void _learn(_Facts *f, int facts, const void *data, Py_ssize_t n_data, const void *other,
+                 Py_ssize_t n_other, int itemsize) noexcept:
+    """Check the operands behind the unchecked facts among `facts`."""
+    cdef int unknown = facts & ~f.known
+    if unknown & F_DATA:
+        f.known |= F_DATA
+        if not _finite(data, n_data, itemsize):
+            f.fin &= ~F_DATA
+    if unknown & F_OTHER:
+        f.known |= F_OTHER
+        if not _finite(other, n_other, itemsize):
+            f.fin &= ~F_OTHER
+
+
 cdef ConvPlan _plan(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
                     Py_ssize_t m, int itemsize, int threads, const void *data,
-                    Py_ssize_t n_data, const void *other, Py_ssize_t n_other):
-    """A copy of the pass's plan, given the operands: the finiteness a plan assumes is
-    checked (only that) and, where it fails, the planner asked again with the facts."""
-    cdef int fin = F_ALL, known = 0, unknown
+                    Py_ssize_t n_data, const void *other, Py_ssize_t n_other, int want=-1,
+                    _Facts *facts=NULL):
+    """A copy of the pass's plan (forcing `want` where it applies), given the operands: the
+    finiteness a plan assumes is checked (only that, once per `facts`) and, where it fails,
+    the planner asked again with the facts."""
+    cdef _Facts own
     cdef const ConvPlan *p
+    if facts == NULL:
+        own.fin = F_ALL
+        own.known = 0
+        facts = &own
     while True:
-        p = plan_conv(pass_, s, batch, groups, m, itemsize, threads, fin)
-        unknown = p.needs & ~known
-        if not unknown:
+        p = plan_conv(pass_, s, batch, groups, m, itemsize, threads, facts.fin, want)
+        if not (p.needs & ~facts.known):
             return p[0]
-        if unknown & F_DATA:
-            known |= F_DATA
-            if not _finite(data, n_data, itemsize):
-                fin &= ~F_DATA
-        if unknown & F_OTHER:
-            known |= F_OTHER
-            if not _finite(other, n_other, itemsize):
-                fin &= ~F_OTHER
+        _learn(facts, p.needs, data, n_data, other, n_other, itemsize)
 
 
 cdef inline const void *_data(const unsigned char[::1] raw):
@@ -161,30 +179,54 @@ cdef object _bytes(a):
 # entry points (one typed function per op over the float types)
 # --------------------------------------------------------------------------
 
+cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
+                  const floating *bias, floating *out) except -1:
+    """Run pass p (anything but A_EMPTY) into out; a, b: its operands in the planner's order
+    (forward: x, w; grad_input: grad_output, w; grad_weight: x, grad_output)."""
+    cdef _Scratch scratch = _scratch_for(p)
+    cdef floating *ws = <floating *>_ptr(scratch)
+    cdef floating small_wt[_SMALL_WEIGHTS]
+    cdef floating *wt
+    try:
+        with nogil:
+            if p.pass_ == P_FORWARD:
+                _forward(p, a, b, bias, out, ws)
+            elif p.pass_ == P_GRAD_WEIGHT:
+                _grad_weight(p, a, b, out, ws)
+            elif not p.via_forward:
+                _grad_input_col2im(p, a, b, out, ws)
+            else:
+                wt = &small_wt[0] if p.size[R_FLIPPED] == 0 else ws + p.off[R_FLIPPED]
+                _flip(p, b, wt)
+                _forward(p, a, wt, NULL, out, ws)
+    finally:
+        if scratch is not None:
+            scratch.release()
+    return 0
+
+
+include "conv_autotune.pxi"
+
+
 cdef int _conv2d_typed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                        const floating[::1] b, floating[:, :, :, ::1] y, g,
                        int threads) except -1:
     cdef cconv_geom s = _slice_geom(g)
     cdef Py_ssize_t O = y.shape[1], o
     cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef ConvPlan plan = _plan(P_FORWARD, &s, g.batch, g.groups, O // g.groups,
-                               sizeof(floating), threads, &x[0, 0, 0, 0] if x.size else NULL,
-                               x.size, &w[0, 0, 0, 0] if w.size else NULL, w.size)
-    cdef _Scratch scratch
-    cdef floating *ws
+    cdef const floating *xp = &x[0, 0, 0, 0] if x.size else NULL
+    cdef floating *yp = &y[0, 0, 0, 0] if y.size else NULL
+    cdef Py_ssize_t batch = g.batch, groups = g.groups
+    cdef bint done
+    cdef ConvPlan plan = _select(P_FORWARD, &s, batch, groups, O // groups, threads, xp,
+                                 <Py_ssize_t>x.size, &w[0, 0, 0, 0] if w.size else NULL,
+                                 <Py_ssize_t>w.size, bias, yp, &done)
     _ran[plan.algo][P_FORWARD] += 1
     if plan.algo == A_EMPTY:   # the output is the bias
         for o in range(O):
             y[:, o, :, :] = bias[o] if bias != NULL else 0
-        return 0
-    scratch = _scratch_for(&plan)
-    ws = <floating *>_ptr(scratch)
-    try:
-        with nogil:
-            _forward(&plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], ws)
-    finally:
-        if scratch is not None:
-            scratch.release()
+    elif not done:
+        _execute(&plan, xp, &w[0, 0, 0, 0], bias, yp)
     return 0
 
 
@@ -221,11 +263,10 @@ cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :
     cdef Py_ssize_t batch = g.batch, groups = g.groups, O = gy.shape[1], m = O // groups
     cdef const floating *gyp = &gy[0, 0, 0, 0] if gy.size else NULL
     cdef const floating *wp = &w[0, 0, 0, 0] if w.size else NULL
+    cdef const floating *xp = NULL
+    cdef floating *out
     cdef ConvPlan plan
-    cdef _Scratch scratch = None
-    cdef floating small_wt[_SMALL_WEIGHTS]
-    cdef floating *wt
-    cdef floating *ws
+    cdef bint done
     if gb is not None:
         plan = _plan(P_GRAD_BIAS, &s, batch, groups, m, sizeof(floating), threads, NULL, 0,
                      NULL, 0)
@@ -233,43 +274,24 @@ cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :
         with nogil:
             _grad_bias(&plan, gyp, &gb[0])
     if gw is not None:
-        plan = _plan(P_GRAD_WEIGHT, &s, batch, groups, m, sizeof(floating), threads,
-                     &x[0, 0, 0, 0] if x.size else NULL, x.size, gyp, gy.size)
+        xp = &x[0, 0, 0, 0] if x.size else NULL
+        out = &gw[0, 0, 0, 0] if gw.size else NULL
+        plan = _select(P_GRAD_WEIGHT, &s, batch, groups, m, threads, xp, <Py_ssize_t>x.size,
+                       gyp, <Py_ssize_t>gy.size, <const floating *>NULL, out, &done)
         _ran[plan.algo][P_GRAD_WEIGHT] += 1
         if plan.algo == A_EMPTY:
             gw[...] = 0
-        else:
-            scratch = _scratch_for(&plan)
-            ws = <floating *>_ptr(scratch)
-            try:
-                with nogil:
-                    _grad_weight(&plan, &x[0, 0, 0, 0], gyp, &gw[0, 0, 0, 0], ws)
-            finally:
-                if scratch is not None:
-                    scratch.release()
+        elif not done:
+            _execute(&plan, xp, gyp, <const floating *>NULL, out)
     if gi is not None:
-        plan = _plan(P_GRAD_INPUT, &s, batch, groups, m, sizeof(floating), threads, gyp,
-                     gy.size, wp, w.size)
+        out = &gi[0, 0, 0, 0] if gi.size else NULL
+        plan = _select(P_GRAD_INPUT, &s, batch, groups, m, threads, gyp, <Py_ssize_t>gy.size,
+                       wp, <Py_ssize_t>w.size, <const floating *>NULL, out, &done)
         _ran[plan.algo][P_GRAD_INPUT] += 1
         if plan.algo == A_EMPTY or gi.size == 0:
             gi[...] = 0
-            return 0
-        scratch = _scratch_for(&plan)
-        ws = <floating *>_ptr(scratch)
-        try:
-            with nogil:
-                if not plan.via_forward:
-                    _grad_input_col2im(&plan, gyp, wp, &gi[0, 0, 0, 0], ws)
-                else:
-                    if plan.size[R_FLIPPED] == 0:
-                        wt = &small_wt[0]
-                    else:
-                        wt = ws + plan.off[R_FLIPPED]
-                    _flip(&plan, wp, wt)
-                    _forward(&plan, gyp, wt, NULL, &gi[0, 0, 0, 0], ws)
-        finally:
-            if scratch is not None:
-                scratch.release()
+        elif not done:
+            _execute(&plan, gyp, wp, <const floating *>NULL, out)
     return 0
 
 
@@ -303,13 +325,20 @@ cdef str _isa_of(const ConvPlan *p):
     return name.decode().split("+")[0]
 
 
-cdef dict _describe(const ConvPlan *p):
-    if p.forced == 1:
+cdef dict _describe(const ConvPlan *p, tuned=None):
+    """explain's entry of a plan; tuned: its autotune entry (want, algo, timings), if any."""
+    selected = "predicted"
+    if tuned is not None and tuned[2] is not None:
+        selected = "tuned"
+        reason = ("autotune: the fastest of the %d algorithms that apply, timed on this "
+                  "geometry's first call" % len(tuned[2]))
+    elif p.forced == 1:
+        selected = "forced"
         reason = "forced by CCONV_CONV_ALGO"
     else:
         reason = REASONS[p.reason]
         if p.forced == -1:
-            reason = (f"CCONV_CONV_ALGO={ALGORITHMS[_forced_algo]} does not apply here; "
+            reason = (f"CCONV_CONV_ALGO={ALGORITHMS[_env_algo]} does not apply here; "
                       + reason)
     if p.via_forward:
         reason = "stride 1: a forward conv of grad_output with the flipped kernel; " + reason
@@ -317,7 +346,9 @@ cdef dict _describe(const ConvPlan *p):
                for r in range(N_REGIONS) if p.size[r]}
     info = {"algorithm": ALGORITHMS[p.algo], "isa": _isa_of(p), "threads": int(p.threads),
             "workspace_bytes": int(p.ws_elems * p.itemsize), "reason": reason,
-            "workspace": regions}
+            "workspace": regions, "selected": selected}
+    if selected == "tuned":
+        info["timings_us"] = dict(tuned[2])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
         info["tile"] = (int(p.mr), int(p.nr))
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
@@ -325,35 +356,49 @@ cdef dict _describe(const ConvPlan *p):
     return info
 
 
+cdef dict _explain_pass(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
+                        Py_ssize_t m, int itemsize, int threads, const void *data,
+                        Py_ssize_t n_data, const void *other, Py_ssize_t n_other):
+    """explain's entry of one pass: the tuned plan when autotune has timed the geometry."""
+    cdef _Facts f
+    cdef ConvPlan plan
+    f.fin = F_ALL
+    f.known = 0
+    tuned = None
+    if _tunable(pass_, s, batch, m):
+        tuned = _tuned_plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data,
+                            other, n_other, &f, &plan, False)
+    if tuned is None:
+        plan = _plan(pass_, s, batch, groups, m, itemsize, threads, data, n_data, other,
+                     n_other, -1, &f)
+    return _describe(&plan, tuned)
+
+
 def explain(gy_or_x, x, w, g, int threads, bint forward, bint need_input=True,
             bint need_weight=True, bint need_bias=True):
-    """pass name -> {algorithm, isa, threads, workspace_bytes, reason, ...} of a conv2d
-    call (forward: gy_or_x is its input) or of its backward (gy_or_x: grad_output); plans
-    only (the finiteness scans a plan depends on included), computes nothing."""
+    """pass name -> {algorithm, isa, threads, workspace_bytes, reason, selected, ...} of a
+    conv2d call (forward: gy_or_x is its input) or of its backward (gy_or_x: grad_output);
+    plans only (the finiteness scans a plan depends on included), computes nothing."""
     cdef cconv_geom s = _slice_geom(g)
     cdef Py_ssize_t batch = g.batch, groups = g.groups, m = g.out_channels // groups
     cdef int itemsize = gy_or_x.itemsize
     cdef const unsigned char[::1] a = _bytes(gy_or_x)
     cdef const unsigned char[::1] xb = _bytes(x)
     cdef const unsigned char[::1] wb = _bytes(w)
-    cdef ConvPlan plan
     out = {}
     if forward:
-        plan = _plan(P_FORWARD, &s, batch, groups, m, itemsize, threads, _data(a),
-                     gy_or_x.size, _data(wb), w.size)
-        out["forward"] = _describe(&plan)
+        out["forward"] = _explain_pass(P_FORWARD, &s, batch, groups, m, itemsize, threads,
+                                       _data(a), gy_or_x.size, _data(wb), w.size)
         return out
     if need_input:
-        plan = _plan(P_GRAD_INPUT, &s, batch, groups, m, itemsize, threads, _data(a),
-                     gy_or_x.size, _data(wb), w.size)
-        out["grad_input"] = _describe(&plan)
+        out["grad_input"] = _explain_pass(P_GRAD_INPUT, &s, batch, groups, m, itemsize,
+                                          threads, _data(a), gy_or_x.size, _data(wb), w.size)
     if need_weight:
-        plan = _plan(P_GRAD_WEIGHT, &s, batch, groups, m, itemsize, threads, _data(xb),
-                     x.size, _data(a), gy_or_x.size)
-        out["grad_weight"] = _describe(&plan)
+        out["grad_weight"] = _explain_pass(P_GRAD_WEIGHT, &s, batch, groups, m, itemsize,
+                                           threads, _data(xb), x.size, _data(a), gy_or_x.size)
     if need_bias:
-        plan = _plan(P_GRAD_BIAS, &s, batch, groups, m, itemsize, threads, NULL, 0, NULL, 0)
-        out["grad_bias"] = _describe(&plan)
+        out["grad_bias"] = _explain_pass(P_GRAD_BIAS, &s, batch, groups, m, itemsize, threads,
+                                         NULL, 0, NULL, 0)
     return out
 
 
@@ -386,6 +431,7 @@ def build_info():
                         % _PARALLEL_MIN_MACS,
         "plan_cache": {"slots": _CACHE_SLOTS, "hits": int(_cache_hits),
                        "misses": int(_cache_misses)},
+        "autotune": autotune_info(),
         "workspace": "one buffer reused across calls, laid out per plan in named regions "
                      "(see cconv.explain): packed weights, tap offsets, partial sums of the "
                      "weight gradient's batch parts, and per thread a padded image slice "

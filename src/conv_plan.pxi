@@ -3,11 +3,13 @@
 #
 # plan_conv(pass, geometry, dtype, threads, finiteness) -> ConvPlan, a plain record that
 # the drivers (conv_drivers.pxi) only execute.  The ISA level and CCONV_CONV_ALGO are fixed
-# at import.  Plans depend on the data in one way only: some algorithms are exact only when
-# an operand is finite (Winograd's transforms mix values; direct loops skip the zero
-# padding, where PyTorch computes 0 * inf = NaN).  A plan lists the finiteness it assumed
-# (`needs`); the caller checks exactly those operands and, if one is not finite, asks again
-# with that fact.  Plans are cached per key in a small direct-mapped table.
+# at import; a caller may force an algorithm per call (autotune: applicable_algos lists the
+# algorithms a pass can run exactly, each a forced plan).  Plans depend on the data in one
+# way only: some algorithms are exact only when an operand is finite (Winograd's transforms
+# mix values; direct loops skip the zero padding, where PyTorch computes 0 * inf = NaN).
+# A plan lists the finiteness it assumed (`needs`); the caller checks exactly those
+# operands and, if one is not finite, asks again with that fact.  Plans are cached per key
+# in a small direct-mapped table.
 
 # ---- algorithms (names in ALGORITHMS, same order) ---------------------------------------
 cdef enum:
@@ -134,7 +136,7 @@ REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
 cdef struct ConvPlan:
     int pass_                 # P_*
     int algo                  # A_*
-    int forced                # 1: CCONV_CONV_ALGO chose it; -1: set but not applicable here
+    int forced                # 1: the forced algorithm was taken; -1: forced, not applicable
     int reason                # W_*
     int via_forward           # grad_input computed as a forward conv of grad_output
     int needs                 # F_* facts this plan assumed
@@ -160,7 +162,11 @@ cdef struct ConvPlan:
     Py_ssize_t ws_elems       # total workspace, elements of the float type
 
 
-cdef int _forced_algo = -1    # CCONV_CONV_ALGO, -1: none
+cdef int _env_algo = -1       # CCONV_CONV_ALGO, -1: none
+# The algorithm forced on the plan being made, -1: none.  plan_conv sets it for each planning
+# (the caller's choice, else CCONV_CONV_ALGO's); the choice functions below honour it where
+# the algorithm applies and is exact, and set p.forced to say whether it did.
+cdef int _forced_algo = -1
 
 
 cdef int _read_forced_algo() except -2:
@@ -175,7 +181,7 @@ cdef int _read_forced_algo() except -2:
     return ALGORITHMS.index(want)
 
 
-_forced_algo = _read_forced_algo()
+_env_algo = _read_forced_algo()
 
 
 # ---- small helpers ------------------------------------------------------------------------
@@ -611,7 +617,7 @@ cdef Py_ssize_t _cache_hits = 0, _cache_misses = 0
 
 cdef void _make_key(Py_ssize_t *key, int pass_, const cconv_geom *s, Py_ssize_t batch,
                     Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads,
-                    int fin) noexcept nogil:
+                    int fin, int want) noexcept nogil:
     key[0] = pass_ | (itemsize << 4) | (fin << 8)
     key[1] = threads
     key[2] = batch
@@ -630,16 +636,17 @@ cdef void _make_key(Py_ssize_t *key, int pass_, const cconv_geom *s, Py_ssize_t 
     key[15] = s.dilation_w
     key[16] = s.out_h
     key[17] = s.out_w
-    key[18] = 0
+    key[18] = want + 1
     key[19] = 0
 
 
 cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
                                Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads,
-                               int fin) noexcept:
+                               int fin, int want=-1) noexcept:
     """The plan of one pass (cached).  s: the slice geometry of the conv2d call; m: its
-    output channels per group; fin: the finiteness facts known (F_ALL: assume finite).
-    Called with the GIL held (the cache is shared)."""
+    output channels per group; fin: the finiteness facts known (F_ALL: assume finite);
+    want: the algorithm to force where it applies (-1: CCONV_CONV_ALGO's, if set).
+    Called with the GIL held (the cache and _forced_algo are shared)."""
     cdef Py_ssize_t key[_KEY_LEN]
     cdef size_t h = 0
     cdef int i
@@ -647,7 +654,9 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     cdef ConvPlan *p
     cdef double macs = <double>batch * groups * m * s.channels * s.kernel_h * s.kernel_w \
         * s.out_h * s.out_w
-    _make_key(key, pass_, s, batch, groups, m, itemsize, threads, fin)
+    global _forced_algo
+    _forced_algo = want if want >= 0 else _env_algo
+    _make_key(key, pass_, s, batch, groups, m, itemsize, threads, fin, _forced_algo)
     for i in range(_KEY_LEN):
         h = (h ^ <size_t>key[i]) * <size_t>1000003
     slot = &_cache[(h ^ (h >> 17)) % _CACHE_SLOTS]
@@ -677,3 +686,20 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     memcpy(slot.key, key, sizeof(key))
     slot.used = True
     return p
+
+
+cdef int applicable_algos(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
+                          Py_ssize_t m, int itemsize, int threads, int fin,
+                          int *algos) noexcept:
+    """The algorithms that can run this pass exactly given the finiteness facts fin (both
+    operands checked: an unchecked one is not known to be finite), in ALGORITHMS order,
+    into algos[N_ALGOS]; returns how many.  An algorithm applies when the planner takes it
+    forced, so every algorithm the choice functions know is listed without code here."""
+    cdef int a, n = 0
+    cdef const ConvPlan *p
+    for a in range(1, N_ALGOS):
+        p = plan_conv(pass_, s, batch, groups, m, itemsize, threads, fin, a)
+        if p.forced == 1 and p.algo == a:
+            algos[n] = a
+            n += 1
+    return n

@@ -95,3 +95,23 @@ def test_tiny_sweep_and_network_runs_write_their_reports(tmp_path, monkeypatch):
     assert _bench_networks.run(["resnet18-cifar"], [1], [1], 1, json_path=str(path), show_progress=False) == 0
     modes = {r["mode"] for r in json.loads(path.read_text())["records"]}
     assert modes == {"train", "inference"}
+
+
+def test_tiny_autotune_sweep_reports_the_tuned_algorithms(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import cconv
+    if "cython" not in cconv.available_backends():
+        pytest.skip("autotune exists in the compiled backend only")
+    monkeypatch.setattr(_bench_sweep, "MAX_MACS", 2e6)
+    path = tmp_path / "sweep.json"
+    assert _bench_sweep.run(3, 1, [1], repeat=1, min_time=0.0, json_path=str(path),
+                            markdown_path=str(tmp_path / "sweep.md"), show_progress=False, autotune=True) == 0
+    assert cconv.get_autotune() is False            # restored after the run
+    records = json.loads(path.read_text())["records"]
+    algorithms = set(cconv.backend_info()["conv_algorithms"])
+    assert len(records) == 3 * 3
+    for r in records:
+        assert r["tuned_s"] > 0 and r["tuned_ratio"] > 0
+        assert {r["default_algorithm"], r["tuned_algorithm"]} <= algorithms, r
+    text = (tmp_path / "sweep.md").read_text()
+    assert "Autotune against the planner's choice" in text and "--autotune" in text
