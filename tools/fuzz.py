@@ -291,7 +291,7 @@ class Fuzzer:
         self._compare(op, ref, out, arrays, detail, _once(lambda: oracle(_widen)))
         return ref
 
-    def _nd(self, low, high, dims, hostile=()):
+    def _nd_arg(self, low, high, dims, hostile=()):
         """An int, a tuple of ``dims`` ints or a 1-tuple (broadcast) in [low, high]; now and then a
         hostile value instead (and a tuple of the wrong length is always among those)."""
         if self.rng.random() < 0.03:
@@ -318,9 +318,9 @@ class Fuzzer:
         w = self._array((o, c // groups) + kernel, dtype)
         b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
         padding = (["same", "valid"][self._int(0, 1)] if self.rng.random() < 0.2
-                   else self._nd(0, 2, dims, hostile=(-1,)))
-        geometry = dict(stride=self._nd(1, 3, dims, hostile=(0,)), padding=padding,
-                        dilation=self._nd(1, 2, dims, hostile=(0,)), groups=groups)
+                   else self._nd_arg(0, 2, dims, hostile=(-1,)))
+        geometry = dict(stride=self._nd_arg(1, 3, dims, hostile=(0,)), padding=padding,
+                        dilation=self._nd_arg(1, 2, dims, hostile=(0,)), groups=groups)
 
         def args():  # the reference's arguments (the backend under test accepted the public ones)
             stride, dilation = _per_dim(geometry["stride"], dims), _per_dim(geometry["dilation"], dims)
@@ -342,8 +342,8 @@ class Fuzzer:
         x = self._array(self._nd_shape(c_in, dims, 8 if dims == 1 else 4), dtype)
         w = self._array((c_in, c_out // groups) + kernel, dtype)
         b = self._array((c_out,), dtype) if self.rng.random() < 0.5 else None
-        geometry = dict(stride=self._nd(1, 3, dims, hostile=(0,)), padding=self._nd(0, 2, dims, hostile=(-1,)),
-                        output_padding=self._nd(0, 2, dims), groups=groups, dilation=self._nd(1, 2, dims))
+        geometry = dict(stride=self._nd_arg(1, 3, dims, hostile=(0,)), padding=self._nd_arg(0, 2, dims, hostile=(-1,)),
+                        output_padding=self._nd_arg(0, 2, dims), groups=groups, dilation=self._nd_arg(1, 2, dims))
 
         def args():
             stride, padding, output_padding, dilation = (
@@ -362,14 +362,14 @@ class Fuzzer:
                         gy, x, w, **geometry, output_mask=mask)
 
     def _pool_geometry(self, dims):
-        kernel = self._nd(1, 3, dims, hostile=(0,))
-        return dict(kernel_size=kernel, stride=None if self.rng.random() < 0.3 else self._nd(1, 3, dims, hostile=(0,)),
-                    padding=self._nd(0, 2, dims, hostile=(-1,)), ceil_mode=bool(self.rng.random() < 0.5))
+        kernel = self._nd_arg(1, 3, dims, hostile=(0,))
+        return dict(kernel_size=kernel, stride=None if self.rng.random() < 0.3 else self._nd_arg(1, 3, dims, hostile=(0,)),
+                    padding=self._nd_arg(0, 2, dims, hostile=(-1,)), ceil_mode=bool(self.rng.random() < 0.5))
 
     def max_pool_nd(self, dtype):
         dims = (1, 3)[self._int(0, 1)]
         x = self._array(self._nd_shape(self._int(1, 2), dims, 10 if dims == 1 else 5), dtype)
-        geometry = dict(self._pool_geometry(dims), dilation=self._nd(1, 2, dims))
+        geometry = dict(self._pool_geometry(dims), dilation=self._nd_arg(1, 2, dims))
 
         def oracle(c):
             kernel, stride, padding, dilation = _pool_args(geometry, dims)
