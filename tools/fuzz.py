@@ -7,7 +7,9 @@ match the ``"numpy"`` backend's.
 For each drawn argument set, both backends must either both reject it (same exception type) or
 both return results that agree by cconv's one comparison rule (cconv._compare.agreement: exactly
 for max-pool indices; for floats NaN and Inf in exactly the same places and a relative error norm
-within 1e-5 for float32, 1e-12 for float64). The backend under test must also leave every
+within 1e-5 for float32, 1e-12 for float64; a float32 result outside it still agrees when it is
+at least as close to the reference's float64 result as the float32 reference is, as happens to
+sums of a few dozen values that nearly cancel). The backend under test must also leave every
 input array unchanged and return outputs that share no memory with the inputs. Arguments are
 drawn from ranges that make some of them invalid (kernel larger than the input, stride 0,
 negative padding, ...), and arrays come as float32/float64, batched or not, C-ordered or as
@@ -105,12 +107,14 @@ class Fuzzer:
 
     # ---- running one op on both backends ----------------------------------------------------
 
-    def _compare(self, op, ref, out, inputs, detail):
+    def _compare(self, op, ref, out, inputs, detail, exact=None):
+        """``exact``: None, or a function giving the reference's result computed in float64 (see
+        :func:`_no_less_accurate`)."""
         if isinstance(ref, tuple):
             if not isinstance(out, tuple) or len(out) != len(ref):
                 return self._mismatch(op, f"returned {type(out).__name__}, reference a tuple", detail)
             for i, (r, o) in enumerate(zip(ref, out)):
-                self._compare(f"{op}[{i}]", r, o, inputs, detail)
+                self._compare(f"{op}[{i}]", r, o, inputs, detail, None if exact is None else lambda i=i: exact()[i])
             return
         if ref is None or out is None:
             if ref is not out:
@@ -122,6 +126,9 @@ class Fuzzer:
         if any(np.shares_memory(out, a) for a in inputs):
             self._mismatch(op, "output shares memory with an input", detail)
         problem = agreement(out, ref)      # cconv's one comparison rule
+        if problem is not None and problem.startswith("relative error") and exact is not None \
+                and _no_less_accurate(out, ref, exact()):
+            problem = None
         if problem is not None:
             self._mismatch(op, problem, detail)
 
@@ -159,7 +166,8 @@ class Fuzzer:
         if ref_error is not None:
             self._mismatch(op, f"accepted arguments the reference rejects ({ref_error})", detail)
             return None
-        self._compare(op, ref, out, arrays, detail)
+        self._compare(op, ref, out, arrays, detail,
+                      _once(lambda: fn(*(_widen(a) for a in args), backend=REFERENCE, **kwargs)))
         return ref
 
     # ---- one draw per op family -------------------------------------------------------------
@@ -250,7 +258,9 @@ class Fuzzer:
 
     def run_nd(self, op, oracle, *args, **kwargs):
         """Call ``cconv.<op>`` on the backend under test; if it accepts the arguments, compare its
-        result with ``oracle()``. Returns the oracle's result, or None if the arguments were rejected."""
+        result with ``oracle(cast)``, which computes on ``cast(array)`` for each of its arrays (cast
+        is the identity, or :func:`_widen` for the float64 result). Returns the oracle's result, or
+        None if the arguments were rejected."""
         fn = getattr(cconv, op)
         arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
         detail = ", ".join([f"{a.dtype}{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args]
@@ -274,14 +284,14 @@ class Fuzzer:
             if not np.array_equal(a, before, equal_nan=True):
                 self._mismatch(op, "modified an input array", detail)
         try:
-            ref = oracle()
+            ref = oracle(_same)
         except Exception as exc:  # noqa: BLE001 - arguments the definitions give no result for
             self._mismatch(op, f"accepted arguments the N-d reference cannot compute ({exc!r})", detail)
             return None
-        self._compare(op, ref, out, arrays, detail)
+        self._compare(op, ref, out, arrays, detail, _once(lambda: oracle(_widen)))
         return ref
 
-    def _nd(self, low, high, dims, hostile=()):
+    def _nd_arg(self, low, high, dims, hostile=()):
         """An int, a tuple of ``dims`` ints or a 1-tuple (broadcast) in [low, high]; now and then a
         hostile value instead (and a tuple of the wrong length is always among those)."""
         if self.rng.random() < 0.03:
@@ -308,19 +318,19 @@ class Fuzzer:
         w = self._array((o, c // groups) + kernel, dtype)
         b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
         padding = (["same", "valid"][self._int(0, 1)] if self.rng.random() < 0.2
-                   else self._nd(0, 2, dims, hostile=(-1,)))
-        geometry = dict(stride=self._nd(1, 3, dims, hostile=(0,)), padding=padding,
-                        dilation=self._nd(1, 2, dims, hostile=(0,)), groups=groups)
+                   else self._nd_arg(0, 2, dims, hostile=(-1,)))
+        geometry = dict(stride=self._nd_arg(1, 3, dims, hostile=(0,)), padding=padding,
+                        dilation=self._nd_arg(1, 2, dims, hostile=(0,)), groups=groups)
 
         def args():  # the reference's arguments (the backend under test accepted the public ones)
             stride, dilation = _per_dim(geometry["stride"], dims), _per_dim(geometry["dilation"], dims)
             return stride, _conv_pads(padding, kernel, dilation, dims), dilation, groups
 
-        y = self.run_nd(f"conv{dims}d", lambda: _reference(_nd.conv, dims, x, w, b, *args()), x, w, b, **geometry)
+        y = self.run_nd(f"conv{dims}d", lambda c: _reference(_nd.conv, dims, c(x), c(w), c(b), *args()), x, w, b, **geometry)
         if y is not None:
             gy, mask = self._array(y.shape, dtype), self._mask()
             self.run_nd(f"conv{dims}d_backward",
-                        lambda: _masked(_reference(_nd.conv_backward, dims, gy, x, w, *args(), batched=2,
+                        lambda c: _masked(_reference(_nd.conv_backward, dims, c(gy), c(x), c(w), *args(), batched=2,
                                                       batched_results=1), mask),
                         gy, x, w, **geometry, output_mask=mask)
 
@@ -332,37 +342,38 @@ class Fuzzer:
         x = self._array(self._nd_shape(c_in, dims, 8 if dims == 1 else 4), dtype)
         w = self._array((c_in, c_out // groups) + kernel, dtype)
         b = self._array((c_out,), dtype) if self.rng.random() < 0.5 else None
-        geometry = dict(stride=self._nd(1, 3, dims, hostile=(0,)), padding=self._nd(0, 2, dims, hostile=(-1,)),
-                        output_padding=self._nd(0, 2, dims), groups=groups, dilation=self._nd(1, 2, dims))
+        geometry = dict(stride=self._nd_arg(1, 3, dims, hostile=(0,)), padding=self._nd_arg(0, 2, dims, hostile=(-1,)),
+                        output_padding=self._nd_arg(0, 2, dims), groups=groups, dilation=self._nd_arg(1, 2, dims))
 
         def args():
             stride, padding, output_padding, dilation = (
                 _per_dim(geometry[k], dims) for k in ("stride", "padding", "output_padding", "dilation"))
             return stride, padding, output_padding, dilation, groups
 
-        y = self.run_nd(f"conv_transpose{dims}d", lambda: _reference(_nd.conv_transpose, dims, x, w, b, *args()),
+        y = self.run_nd(f"conv_transpose{dims}d", lambda c: _reference(_nd.conv_transpose, dims, c(x), c(w), c(b),
+                                                                     *args()),
                         x, w, b, **geometry)
         if y is not None:
             gy, mask = self._array(y.shape, dtype), self._mask()
             self.run_nd(f"conv_transpose{dims}d_backward",
-                        lambda: _masked(_reference(_nd.conv_transpose_backward, dims, gy, x, w, *args(),
+                        lambda c: _masked(_reference(_nd.conv_transpose_backward, dims, c(gy), c(x), c(w), *args(),
                                                    batched=2, batched_results=1),
                                         mask),
                         gy, x, w, **geometry, output_mask=mask)
 
     def _pool_geometry(self, dims):
-        kernel = self._nd(1, 3, dims, hostile=(0,))
-        return dict(kernel_size=kernel, stride=None if self.rng.random() < 0.3 else self._nd(1, 3, dims, hostile=(0,)),
-                    padding=self._nd(0, 2, dims, hostile=(-1,)), ceil_mode=bool(self.rng.random() < 0.5))
+        kernel = self._nd_arg(1, 3, dims, hostile=(0,))
+        return dict(kernel_size=kernel, stride=None if self.rng.random() < 0.3 else self._nd_arg(1, 3, dims, hostile=(0,)),
+                    padding=self._nd_arg(0, 2, dims, hostile=(-1,)), ceil_mode=bool(self.rng.random() < 0.5))
 
     def max_pool_nd(self, dtype):
         dims = (1, 3)[self._int(0, 1)]
         x = self._array(self._nd_shape(self._int(1, 2), dims, 10 if dims == 1 else 5), dtype)
-        geometry = dict(self._pool_geometry(dims), dilation=self._nd(1, 2, dims))
+        geometry = dict(self._pool_geometry(dims), dilation=self._nd_arg(1, 2, dims))
 
-        def oracle():
+        def oracle(c):
             kernel, stride, padding, dilation = _pool_args(geometry, dims)
-            return _reference(_nd.max_pool, dims, x, kernel, stride, padding, dilation, geometry["ceil_mode"])
+            return _reference(_nd.max_pool, dims, c(x), kernel, stride, padding, dilation, geometry["ceil_mode"])
 
         result = self.run_nd(f"max_pool{dims}d", oracle, x, **geometry, return_indices=True)
         if result is not None:
@@ -374,10 +385,10 @@ class Fuzzer:
         unbatched = x.ndim == dims + 1
         shape = (1,) * unbatched + x.shape
 
-        def oracle():
+        def oracle(c):
             if shape[0] == 0:  # an empty batch: the reference's flat reshape needs rows
-                return np.zeros(x.shape, gy.dtype)
-            return _drop(_nd.max_pool_backward(_lift(gy, unbatched), _lift(indices, unbatched), shape), unbatched)
+                return np.zeros(x.shape, c(gy).dtype)
+            return _drop(_nd.max_pool_backward(_lift(c(gy), unbatched), _lift(indices, unbatched), shape), unbatched)
 
         self.run_nd(op, oracle, gy, indices, x.shape)
 
@@ -393,13 +404,13 @@ class Fuzzer:
             return (kernel, stride, padding, geometry["ceil_mode"], geometry["count_include_pad"],
                     geometry.get("divisor_override"))
 
-        y = self.run_nd(f"avg_pool{dims}d", lambda: _reference(_nd.avg_pool, dims, x, *args()), x, **geometry)
+        y = self.run_nd(f"avg_pool{dims}d", lambda c: _reference(_nd.avg_pool, dims, c(x), *args()), x, **geometry)
         if y is not None:
             gy = self._array(y.shape, dtype)
             unbatched = x.ndim == dims + 1
             shape = (1,) * unbatched + x.shape
             self.run_nd(f"avg_pool{dims}d_backward",
-                        lambda: _drop(_nd.avg_pool_backward(_lift(gy, unbatched), shape, *args()), unbatched),
+                        lambda c: _drop(_nd.avg_pool_backward(_lift(c(gy), unbatched), shape, *args()), unbatched),
                         gy, x.shape, **geometry)
 
     def adaptive_pool(self, dtype):
@@ -415,9 +426,9 @@ class Fuzzer:
         unbatched = x.ndim == dims + 1
         op = f"adaptive_{kind}_pool{dims}d"
 
-        def oracle():
+        def oracle(c):
             sizes = tuple(n if s is None else s for s, n in zip(_per_dim(output_size, dims), x.shape[-dims:]))
-            return _reference(_nd.adaptive_avg_pool if kind == "avg" else _nd.adaptive_max_pool, dims, x, sizes)
+            return _reference(_nd.adaptive_avg_pool if kind == "avg" else _nd.adaptive_max_pool, dims, c(x), sizes)
 
         if kind == "max":
             result = self.run_nd(op, oracle, x, output_size, return_indices=True)
@@ -428,7 +439,7 @@ class Fuzzer:
         if y is not None:
             gy = self._array(y.shape, dtype)
             shape = (1,) * unbatched + x.shape
-            self.run_nd(f"{op}_backward", lambda: _drop(_nd.adaptive_avg_pool_backward(_lift(gy, unbatched), shape),
+            self.run_nd(f"{op}_backward", lambda c: _drop(_nd.adaptive_avg_pool_backward(_lift(c(gy), unbatched), shape),
                                                         unbatched),
                         gy, x.shape)
 
@@ -500,6 +511,38 @@ def _reference(fn, dims, *args, batched=1, batched_results=None):
 
 def _masked(grads, mask):
     return tuple(g if keep else None for g, keep in zip(grads, mask))
+
+
+def _once(fn):
+    """``fn()``, computed at the first call only."""
+    results = []
+
+    def once():
+        if not results:
+            results.append(fn())
+        return results[0]
+    return once
+
+
+def _same(a):
+    return a
+
+
+def _widen(a):
+    """float32 arrays as float64 (other arguments as they are): the reference's exact result."""
+    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
+
+
+def _no_less_accurate(out, ref, exact):
+    """Whether float32 ``out`` is at least as close as the float32 reference ``ref`` to ``exact``
+    (the reference in float64; NaN/Inf already agree). A float32 sum with heavy cancellation
+    (a grad_bias of a few dozen values adding up to nearly 0) can differ from the reference by
+    more than the relative tolerance while being the more accurate of the two."""
+    if out.dtype != np.float32 or exact is None:
+        return False
+    finite = np.isfinite(ref)
+    e = np.asarray(exact, np.float64)[finite]
+    return bool(np.linalg.norm(out[finite] - e) <= np.linalg.norm(ref[finite] - e))
 
 
 def main(argv=None):
