@@ -1,6 +1,14 @@
 """The public ops. Each validates its arguments (via :mod:`cconv._shapes`), makes its
 arrays C-contiguous, hands them to the chosen backend and restores an unbatched
 result. Semantics follow ``torch.nn.functional``; layout is NCHW.
+
+Training loops repeat the same calls, and on small layers the checks cost more than the
+arithmetic. So each op remembers the calls it has validated, keyed on what validation
+depends on (shapes, dtypes and the argument values), and runs a repeat of one after a few
+cheap checks: the arrays are exact ndarrays the kernels can read in place (C-contiguous,
+aligned) and the arguments are exact ints, strs, None or tuples of ints (and bools where a
+bool is asked for), which equal only values that validation treats the same way. Any other
+call takes the checked path, where float16/bfloat16 arrays are also widened to float32.
 """
 from __future__ import annotations
 
@@ -10,11 +18,15 @@ import numpy as np
 
 from . import _backends
 from . import _shapes
+from . import _widen
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "explain",
 ]
+
+_ndarray = np.ndarray
+_resolve = _backends.resolve
 
 
 def _unbatch(result, unbatched):
@@ -31,8 +43,68 @@ def _batched_like(array, unbatched):
 
 
 # --------------------------------------------------------------------------
+# validated calls, remembered
+# --------------------------------------------------------------------------
+
+_C_ALIGNED = 0x0001 | 0x0100  # NumPy's C_CONTIGUOUS | ALIGNED flag bits (ndarray.flags.num)
+_KEY_SCALARS = (int, str, type(None))
+_MAX_KNOWN = 1024             # remembered calls per op; the table restarts when full
+
+
+def _ready(*arrays):
+    """True when every array is None or an exact ndarray the kernels can read in place."""
+    for a in arrays:
+        if a is not None and (type(a) is not _ndarray or a.flags.num & _C_ALIGNED != _C_ALIGNED):
+            return False
+    return True
+
+
+def _plain(*args):
+    """True when every argument is an exact int, str or None, or a tuple of exact ints.
+
+    As dict keys these equal only values that validation treats the same way: ``True``,
+    ``1.0`` and ``np.bool_(1)`` all equal ``1`` but are refused as sizes."""
+    for a in args:
+        kind = type(a)
+        if kind not in _KEY_SCALARS and not (kind is tuple and all(type(v) is int for v in a)):
+            return False
+    return True
+
+
+def _bools(*args):
+    """True when every argument is an exact bool (``1`` equals ``True`` but is refused as one)."""
+    for a in args:
+        if type(a) is not bool:
+            return False
+    return True
+
+
+def _remember(known, key, value, arrays, args, flags=()):
+    """Record a call that passed validation, if a repeat of it can be recognised cheaply.
+
+    ``key(*arrays, *args, *flags)`` must be the key the op looks up; ``flags`` are bool arguments."""
+    if _ready(*arrays) and _plain(*args) and _bools(*flags):
+        if len(known) >= _MAX_KNOWN:
+            known.clear()
+        known[key(*arrays, *args, *flags)] = value
+
+
+def _same_ndim(a, b):
+    return getattr(a, "ndim", None) == getattr(b, "ndim", None)
+
+
+# --------------------------------------------------------------------------
 # convolution
 # --------------------------------------------------------------------------
+
+_CONV2D = {}
+
+
+def _conv2d_key(x, w, b, stride, padding, dilation, groups):
+    if b is None:
+        return x.shape, x.dtype, w.shape, w.dtype, stride, padding, dilation, groups
+    return x.shape, x.dtype, w.shape, w.dtype, b.shape, b.dtype, stride, padding, dilation, groups
+
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     """2-d cross-correlation, like ``torch.nn.functional.conv2d``.
@@ -53,9 +125,23 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     array (N, O, Ho, Wo) of the input's dtype, with
     ``Ho = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (likewise Wo).
     """
+    try:
+        g, unbatched = _CONV2D[_conv2d_key(input, weight, bias, stride, padding, dilation, groups)]
+        known = _ready(input, weight, bias) and _plain(stride, padding, dilation, groups)
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_conv2d_checked, (input, weight, bias, stride, padding, dilation, groups),
+                           {"backend": backend})
+    y = _resolve(backend).conv2d(input[np.newaxis] if unbatched else input, weight, bias, g)
+    return y[0] if unbatched else y
+
+
+def _conv2d_checked(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     x, w, b, g, unbatched = _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups)
-    y = _backends.resolve(backend).conv2d(x, w, b, g)
-    return _unbatch(y, unbatched)
+    impl = _resolve(backend)
+    _remember(_CONV2D, _conv2d_key, (g, unbatched), (input, weight, bias), (stride, padding, dilation, groups))
+    return _unbatch(impl.conv2d(x, w, b, g), unbatched)
 
 
 def _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups):
@@ -64,6 +150,13 @@ def _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups):
     g = _shapes.conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     _shapes.check_bias(b, g.out_channels)
     return _shapes.contiguous(x), _shapes.contiguous(w), _shapes.contiguous(b), g, unbatched
+
+
+_CONV2D_BACKWARD = {}
+
+
+def _conv2d_backward_key(gy, x, w, stride, padding, dilation, groups, m0, m1, m2):
+    return (gy.shape, gy.dtype, x.shape, x.dtype, w.shape, w.dtype, stride, padding, dilation, groups, m0, m1, m2)
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -79,9 +172,34 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     (input, weight, bias) is False, like ``aten::convolution_backward``; unrequested
     gradients are not computed.
     """
+    try:
+        g, unbatched = _CONV2D_BACKWARD[_conv2d_backward_key(grad_output, input, weight, stride, padding, dilation,
+                                                             groups, *output_mask)]
+        known = (_ready(grad_output, input, weight) and _plain(stride, padding, dilation, groups)
+                 and _bools(*output_mask))
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_conv2d_backward_checked, (grad_output, input, weight, stride, padding, dilation, groups),
+                           {"output_mask": output_mask, "backend": backend})
+    if unbatched:
+        grad_output, input = grad_output[np.newaxis], input[np.newaxis]
+    grad_input, grad_weight, grad_bias = _resolve(backend).conv2d_backward(grad_output, input, weight, g,
+                                                                           *output_mask)
+    if unbatched and grad_input is not None:
+        grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias
+
+
+def _conv2d_backward_checked(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                             output_mask=(True, True, True), backend=None):
     gy, x, w, g, mask, unbatched = _conv2d_backward_inputs(grad_output, input, weight, stride, padding,
                                                            dilation, groups, output_mask)
-    grad_input, grad_weight, grad_bias = _backends.resolve(backend).conv2d_backward(gy, x, w, g, *mask)
+    impl = _resolve(backend)
+    if _same_ndim(grad_output, input):  # else the fast path would not know where to add the batch axis
+        _remember(_CONV2D_BACKWARD, _conv2d_backward_key, (g, unbatched), (grad_output, input, weight),
+                  (stride, padding, dilation, groups), output_mask)
+    grad_input, grad_weight, grad_bias = impl.conv2d_backward(gy, x, w, g, *mask)
     if unbatched and grad_input is not None:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
@@ -104,6 +222,15 @@ def _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
     return x, unbatched, g, output_shape
 
 
+_CONV_TRANSPOSE2D = {}
+
+
+def _conv_transpose2d_key(x, w, b, stride, padding, output_padding, groups, dilation):
+    if b is None:
+        return x.shape, x.dtype, w.shape, w.dtype, stride, padding, output_padding, groups, dilation
+    return x.shape, x.dtype, w.shape, w.dtype, b.shape, b.dtype, stride, padding, output_padding, groups, dilation
+
+
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, backend=None):
     """2-d transposed convolution, like ``torch.nn.functional.conv_transpose2d``.
@@ -124,14 +251,37 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     array (N, C_out, Ho, Wo) with
     ``Ho = (H - 1)*stride_h - 2*pad_h + dilation_h*(kh - 1) + output_padding_h + 1``.
     """
+    try:
+        g, output_shape, unbatched = _CONV_TRANSPOSE2D[_conv_transpose2d_key(
+            input, weight, bias, stride, padding, output_padding, groups, dilation)]
+        known = _ready(input, weight, bias) and _plain(stride, padding, output_padding, groups, dilation)
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_conv_transpose2d_checked,
+                           (input, weight, bias, stride, padding, output_padding, groups, dilation),
+                           {"backend": backend})
+    x = input[np.newaxis] if unbatched else input
+    return _conv_transpose2d_run(_resolve(backend), x, weight, bias, g, output_shape, unbatched)
+
+
+def _conv_transpose2d_checked(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, *, backend=None):
     x, w, b, g, output_shape, unbatched = _conv_transpose2d_inputs(input, weight, bias, stride, padding,
                                                                    output_padding, groups, dilation)
-    y, _, _ = _backends.resolve(backend).conv2d_backward(x, None, w, g, True, False, False)
+    impl = _resolve(backend)
+    _remember(_CONV_TRANSPOSE2D, _conv_transpose2d_key, (g, output_shape, unbatched), (input, weight, bias),
+              (stride, padding, output_padding, groups, dilation))
+    return _conv_transpose2d_run(impl, x, w, b, g, output_shape, unbatched)
+
+
+def _conv_transpose2d_run(impl, x, w, b, g, output_shape, unbatched):
+    y, _, _ = impl.conv2d_backward(x, None, w, g, True, False, False)
     if y.shape != output_shape:  # output_padding >= stride: rows/columns that no window reaches
         y = np.pad(y, ((0, 0), (0, 0), (0, output_shape[2] - g.in_h), (0, output_shape[3] - g.in_w)))
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
-    return _unbatch(y, unbatched)
+    return y[0] if unbatched else y
 
 
 def _conv_transpose2d_inputs(input, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -139,6 +289,14 @@ def _conv_transpose2d_inputs(input, weight, bias, stride, padding, output_paddin
     x, unbatched, g, output_shape = _transpose_geometry(x, w, stride, padding, output_padding, groups, dilation)
     _shapes.check_bias(b, g.in_channels)
     return _shapes.contiguous(x), _shapes.contiguous(w), b, g, output_shape, unbatched
+
+
+_CONV_TRANSPOSE2D_BACKWARD = {}
+
+
+def _conv_transpose2d_backward_key(gy, x, w, stride, padding, output_padding, groups, dilation, m0, m1, m2):
+    return (gy.shape, gy.dtype, x.shape, x.dtype, w.shape, w.dtype, stride, padding, output_padding, groups,
+            dilation, m0, m1, m2)
 
 
 def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
@@ -149,9 +307,35 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, o
     weight)`` and ``grad_weight`` is conv2d's weight gradient with the roles of input and
     output swapped. Shapes: grad_output (N, C_out, Ho, Wo), input (N, C_in, H, W).
     """
-    gy, x, w, g, (need_input, need_weight, need_bias), unbatched = _conv_transpose2d_backward_inputs(
+    try:
+        g, unbatched = _CONV_TRANSPOSE2D_BACKWARD[_conv_transpose2d_backward_key(
+            grad_output, input, weight, stride, padding, output_padding, groups, dilation, *output_mask)]
+        known = (_ready(grad_output, input, weight) and _plain(stride, padding, output_padding, groups, dilation)
+                 and _bools(*output_mask))
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_conv_transpose2d_backward_checked,
+                           (grad_output, input, weight, stride, padding, output_padding, groups, dilation),
+                           {"output_mask": output_mask, "backend": backend})
+    if unbatched:
+        grad_output, input = grad_output[np.newaxis], input[np.newaxis]
+    return _conv_transpose2d_backward_run(_resolve(backend), grad_output, input, weight, g, output_mask, unbatched)
+
+
+def _conv_transpose2d_backward_checked(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                                       dilation=1, *, output_mask=(True, True, True), backend=None):
+    gy, x, w, g, mask, unbatched = _conv_transpose2d_backward_inputs(
         grad_output, input, weight, stride, padding, output_padding, groups, dilation, output_mask)
-    impl = _backends.resolve(backend)
+    impl = _resolve(backend)
+    if _same_ndim(grad_output, input):
+        _remember(_CONV_TRANSPOSE2D_BACKWARD, _conv_transpose2d_backward_key, (g, unbatched),
+                  (grad_output, input, weight), (stride, padding, output_padding, groups, dilation), output_mask)
+    return _conv_transpose2d_backward_run(impl, gy, x, w, g, mask, unbatched)
+
+
+def _conv_transpose2d_backward_run(impl, gy, x, w, g, mask, unbatched):
+    need_input, need_weight, need_bias = mask
     gy = _shapes.contiguous(gy)  # first: NumPy's summation order follows the memory layout
     grad_bias = gy.sum(axis=(0, 2, 3)) if need_bias else None
     gy = _shapes.contiguous(gy[:, :, :g.in_h, :g.in_w])  # output_padding rows past every window: bias only
@@ -177,6 +361,13 @@ def _conv_transpose2d_backward_inputs(grad_output, input, weight, stride, paddin
 # pooling
 # --------------------------------------------------------------------------
 
+_MAX_POOL2D = {}
+
+
+def _max_pool2d_key(x, kernel_size, stride, padding, dilation, ceil_mode):
+    return x.shape, x.dtype, kernel_size, stride, padding, dilation, ceil_mode
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                return_indices=False, backend=None):
     """2-d max pooling, like ``torch.nn.functional.max_pool2d``.
@@ -197,8 +388,27 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     positions ``h*W + w`` in each (n, c) plane of the unpadded input. Ties go to the first
     maximum in row-major window order; NaN propagates and the last NaN scanned owns the index.
     """
+    try:
+        g, unbatched = _MAX_POOL2D[_max_pool2d_key(input, kernel_size, stride, padding, dilation, ceil_mode)]
+        known = _ready(input) and _plain(kernel_size, stride, padding, dilation) and _bools(ceil_mode)
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_max_pool2d_checked, (input, kernel_size, stride, padding, dilation, ceil_mode),
+                           {"return_indices": return_indices, "backend": backend})
+    out, indices = _resolve(backend).max_pool2d(input[np.newaxis] if unbatched else input, g)
+    if unbatched:
+        out, indices = out[0], indices[0]
+    return (out, indices) if return_indices else out
+
+
+def _max_pool2d_checked(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
+                        return_indices=False, backend=None):
     x, g, unbatched = _max_pool2d_inputs(input, kernel_size, stride, padding, dilation, ceil_mode)
-    out, indices = _backends.resolve(backend).max_pool2d(x, g)
+    impl = _resolve(backend)
+    _remember(_MAX_POOL2D, _max_pool2d_key, (g, unbatched), (input,), (kernel_size, stride, padding, dilation),
+              (ceil_mode,))
+    out, indices = impl.max_pool2d(x, g)
     if return_indices:
         return _unbatch((out, indices), unbatched)
     return _unbatch(out, unbatched)
@@ -211,6 +421,13 @@ def _max_pool2d_inputs(input, kernel_size, stride, padding, dilation, ceil_mode)
     return _shapes.contiguous(x), g, unbatched
 
 
+_MAX_POOL2D_BACKWARD = {}
+
+
+def _max_pool2d_backward_key(gy, indices, input_shape):
+    return gy.shape, gy.dtype, indices.shape, indices.dtype, input_shape
+
+
 def max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
     """Gradient of :func:`max_pool2d`: each ``grad_output`` value goes to the input pixel
     ``indices`` names (the window's maximum); overlapping windows accumulate.
@@ -219,9 +436,26 @@ def max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
     input's shape. Returns grad_input of ``input_shape``. Indices outside ``[0, H*W)`` raise
     ``ValueError``.
     """
-    gy, indices, shape, unbatched = _max_pool2d_backward_inputs(grad_output, indices, input_shape)
-    grad = _backends.resolve(backend).max_pool2d_backward(gy, indices, shape)
-    return _unbatch(grad, unbatched)
+    try:
+        shape, unbatched = _MAX_POOL2D_BACKWARD[_max_pool2d_backward_key(grad_output, indices, input_shape)]
+        known = _ready(grad_output, indices) and _plain(input_shape)
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_max_pool2d_backward_checked, (grad_output, indices, input_shape), {"backend": backend})
+    _shapes.check_index_range(indices, shape)   # the values are new on every call
+    if unbatched:
+        grad_output, indices = grad_output[np.newaxis], indices[np.newaxis]
+    grad = _resolve(backend).max_pool2d_backward(grad_output, indices, shape)
+    return grad[0] if unbatched else grad
+
+
+def _max_pool2d_backward_checked(grad_output, indices, input_shape, *, backend=None):
+    gy, checked_indices, shape, unbatched = _max_pool2d_backward_inputs(grad_output, indices, input_shape)
+    impl = _resolve(backend)
+    _remember(_MAX_POOL2D_BACKWARD, _max_pool2d_backward_key, (shape, unbatched), (grad_output, indices),
+              (input_shape,))
+    return _unbatch(impl.max_pool2d_backward(gy, checked_indices, shape), unbatched)
 
 
 def _max_pool2d_backward_inputs(grad_output, indices, input_shape):
@@ -233,6 +467,13 @@ def _max_pool2d_backward_inputs(grad_output, indices, input_shape):
     return _shapes.contiguous(gy), _shapes.contiguous(indices), shape, unbatched
 
 
+_AVG_POOL2D = {}
+
+
+def _avg_pool2d_key(x, kernel_size, stride, padding, divisor_override, ceil_mode, count_include_pad):
+    return x.shape, x.dtype, kernel_size, stride, padding, divisor_override, ceil_mode, count_include_pad
+
+
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, backend=None):
     """2-d average pooling, like ``torch.nn.functional.avg_pool2d``.
@@ -242,10 +483,29 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     the divisor (never the ceil_mode overhang past the padding); ``divisor_override``, a
     non-zero int, replaces the divisor.
     """
+    try:
+        g, include_pad, divisor, unbatched = _AVG_POOL2D[_avg_pool2d_key(
+            input, kernel_size, stride, padding, divisor_override, ceil_mode, count_include_pad)]
+        known = (_ready(input) and _plain(kernel_size, stride, padding, divisor_override)
+                 and _bools(ceil_mode, count_include_pad))
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_avg_pool2d_checked,
+                           (input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override),
+                           {"backend": backend})
+    y = _resolve(backend).avg_pool2d(input[np.newaxis] if unbatched else input, g, include_pad, divisor)
+    return y[0] if unbatched else y
+
+
+def _avg_pool2d_checked(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None, *, backend=None):
     x, g, include_pad, divisor, unbatched = _avg_pool2d_inputs(input, kernel_size, stride, padding, ceil_mode,
                                                                count_include_pad, divisor_override)
-    y = _backends.resolve(backend).avg_pool2d(x, g, include_pad, divisor)
-    return _unbatch(y, unbatched)
+    impl = _resolve(backend)
+    _remember(_AVG_POOL2D, _avg_pool2d_key, (g, include_pad, divisor, unbatched), (input,),
+              (kernel_size, stride, padding, divisor_override), (ceil_mode, count_include_pad))
+    return _unbatch(impl.avg_pool2d(x, g, include_pad, divisor), unbatched)
 
 
 def _avg_pool2d_inputs(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
@@ -256,14 +516,43 @@ def _avg_pool2d_inputs(input, kernel_size, stride, padding, ceil_mode, count_inc
     return _shapes.contiguous(x), g, include_pad, divisor, unbatched
 
 
+_AVG_POOL2D_BACKWARD = {}
+
+
+def _avg_pool2d_backward_key(gy, input_shape, kernel_size, stride, padding, divisor_override, ceil_mode,
+                             count_include_pad):
+    return (gy.shape, gy.dtype, input_shape, kernel_size, stride, padding, divisor_override, ceil_mode,
+            count_include_pad)
+
+
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of :func:`avg_pool2d`: grad_output (N, C, Ho, Wo) -> grad_input of ``input_shape``,
     each output gradient spread evenly (divided by the window's divisor) over its window."""
+    try:
+        g, include_pad, divisor, unbatched = _AVG_POOL2D_BACKWARD[_avg_pool2d_backward_key(
+            grad_output, input_shape, kernel_size, stride, padding, divisor_override, ceil_mode, count_include_pad)]
+        known = (_ready(grad_output) and _plain(input_shape, kernel_size, stride, padding, divisor_override)
+                 and _bools(ceil_mode, count_include_pad))
+    except (AttributeError, KeyError, TypeError):
+        known = False
+    if not known:
+        return _widen.call(_avg_pool2d_backward_checked,
+                           (grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                            divisor_override), {"backend": backend})
+    grad = _resolve(backend).avg_pool2d_backward(grad_output[np.newaxis] if unbatched else grad_output, g,
+                                                 include_pad, divisor)
+    return grad[0] if unbatched else grad
+
+
+def _avg_pool2d_backward_checked(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                                 count_include_pad=True, divisor_override=None, *, backend=None):
     gy, g, include_pad, divisor, unbatched = _avg_pool2d_backward_inputs(
         grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    grad = _backends.resolve(backend).avg_pool2d_backward(gy, g, include_pad, divisor)
-    return _unbatch(grad, unbatched)
+    impl = _resolve(backend)
+    _remember(_AVG_POOL2D_BACKWARD, _avg_pool2d_backward_key, (g, include_pad, divisor, unbatched), (grad_output,),
+              (input_shape, kernel_size, stride, padding, divisor_override), (ceil_mode, count_include_pad))
+    return _unbatch(impl.avg_pool2d_backward(gy, g, include_pad, divisor), unbatched)
 
 
 def _avg_pool2d_backward_inputs(grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
@@ -299,8 +588,8 @@ def explain(op, *args, **kwargs):
     from . import _half
     ops = [name for name in _half.__all__ if name != "explain"]
     # float16/bfloat16 arrays are computed in float32: so are their plans
-    args = tuple(a.astype(np.float32) if _half._is_half(a) else a for a in args)
-    kwargs = {k: v.astype(np.float32) if _half._is_half(v) else v for k, v in kwargs.items()}
+    args = tuple(a.astype(np.float32) if _widen.is_half(a) else a for a in args)
+    kwargs = {k: v.astype(np.float32) if _widen.is_half(v) else v for k, v in kwargs.items()}
     if isinstance(op, str) and op not in _EXPLAINERS and op in ops:
         from . import _explain_nd   # the 1-d, 3-d and adaptive ops: the 2-d calls they make
         return _explain_nd.explain(op, *args, **kwargs)

@@ -30,6 +30,9 @@ pure_python = False  # a CCONV_PURE_PYTHON=1 build (or run): the NumPy reference
 _compiled = None
 _state = threading.local()
 _global_choice: str | None = None
+_open_blocks = 0                  # use_backend blocks open in any thread (0: no thread-local choice to look up)
+_open_blocks_lock = threading.Lock()
+_loaded = {}                      # name -> backend module, once resolved
 
 
 def _env_flag(name):
@@ -172,20 +175,37 @@ def set_backend(name):
 @contextlib.contextmanager
 def use_backend(name):
     """Context manager: use backend ``name`` inside the ``with`` block (this thread only)."""
+    global _open_blocks
     previous = getattr(_state, "choice", None)
     _state.choice = _check_name(name)
+    with _open_blocks_lock:
+        _open_blocks += 1
     try:
         yield name
     finally:
         _state.choice = previous
+        with _open_blocks_lock:
+            _open_blocks -= 1
 
 
 def resolve(name=None):
-    """The backend module for ``name`` (or the current choice when ``None``)."""
+    """The backend module for ``name`` (or the current choice when ``None``).
+
+    Every op calls this: outside ``use_backend`` blocks it costs two global lookups and one
+    dict lookup (a thread-local lookup costs as much again, so it is skipped when no block is open)."""
     if name is None:
-        name = get_backend()
+        name = (_open_blocks and getattr(_state, "choice", None)) or _global_choice or _default_choice
+    try:
+        return _loaded[name]
+    except (KeyError, TypeError):
+        return _load(name)
+
+
+def _load(name):
     loader = _loaders().get(name) if isinstance(name, str) else None
-    return loader() if loader is not None else _loaders()[_check_name(name)]()
+    module = loader() if loader is not None else _loaders()[_check_name(name)]()
+    _loaded[name] = module
+    return module
 
 
 _load_compiled()

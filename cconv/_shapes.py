@@ -455,16 +455,25 @@ def check_pool_indices(indices, output_shape, unbatched, input_shape):
     if unbatched and indices.ndim == 3:
         indices = indices[np.newaxis]
     check_output_shape(indices, output_shape, "indices")
-    if indices.size:
-        lo, hi = int(indices.min()), int(indices.max())
-        height, width = input_shape[2], input_shape[3]
-        if lo < 0 or hi >= height * width:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"indices must lie in [0, {height * width}) (flat positions in each {height}x{width} "
-                f"input plane), found {bad}"
-            )
+    check_index_range(indices, input_shape)
     return indices
+
+
+def check_index_range(indices, input_shape):
+    """int64 max-pool indices must be flat positions ``h*W + w`` in an (H, W) plane of ``input_shape``."""
+    height, width = input_shape[2], input_shape[3]
+    if indices.size <= 32:  # a NumPy reduction costs microseconds of set-up; a short list is cheaper
+        flat = indices.ravel().tolist()
+        lo, hi = (min(flat), max(flat)) if flat else (0, -1)
+    elif int(indices.view(np.uint64).max()) < height * width:  # one pass: a negative index wraps past 2**63
+        return
+    else:
+        lo, hi = int(indices.min()), int(indices.max())
+    if lo < 0 or hi >= height * width:
+        raise ValueError(
+            f"indices must lie in [0, {height * width}) (flat positions in each {height}x{width} "
+            f"input plane), found {lo if lo < 0 else hi}"
+        )
 
 
 # --------------------------------------------------------------------------
