@@ -161,27 +161,56 @@ cdef object _bytes(a):
 # entry points (one typed function per op over the float types)
 # --------------------------------------------------------------------------
 
+cdef void _crop_weights(const ConvPlan *p, const floating *w, Py_ssize_t planes,
+                        floating *dst) noexcept nogil:
+    """dst (planes, kh, kw) = the live taps of w (planes, full_kh, full_kw) of a trimmed plan
+    (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0)."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
+    for a in range(planes):
+        for i in range(kh):
+            memcpy(dst + (a * kh + i) * kw,
+                   w + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
+                   kw * sizeof(floating))
+
+
+cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t planes,
+                          floating *gw) noexcept nogil:
+    """gw (planes, full_kh, full_kw) = src (planes, kh, kw) at the live taps, 0 at the dead
+    ones (whose gradient sums grad_output times zero padding only)."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
+    memset(gw, 0, planes * p.full_kh * p.full_kw * sizeof(floating))
+    for a in range(planes):
+        for i in range(kh):
+            memcpy(gw + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
+                   src + (a * kh + i) * kw, kw * sizeof(floating))
+
+
 cdef int _conv2d_typed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                        const floating[::1] b, floating[:, :, :, ::1] y, g,
                        int threads) except -1:
     cdef cconv_geom s = _slice_geom(g)
-    cdef Py_ssize_t O = y.shape[1], o
+    cdef Py_ssize_t O = y.shape[1], P = y.shape[2] * y.shape[3], i, j
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef ConvPlan plan = _plan(P_FORWARD, &s, g.batch, g.groups, O // g.groups,
                                sizeof(floating), threads, &x[0, 0, 0, 0] if x.size else NULL,
                                x.size, &w[0, 0, 0, 0] if w.size else NULL, w.size)
     cdef _Scratch scratch
     cdef floating *ws
+    cdef const floating *wp = &w[0, 0, 0, 0] if w.size else NULL
     _ran[plan.algo][P_FORWARD] += 1
     if plan.algo == A_EMPTY:   # the output is the bias
-        for o in range(O):
-            y[:, o, :, :] = bias[o] if bias != NULL else 0
+        for i in range(y.shape[0] * O):
+            for j in range(P):
+                y[i // O, i % O, j // y.shape[3], j % y.shape[3]] = bias[i % O] if bias != NULL else 0
         return 0
     scratch = _scratch_for(&plan)
     ws = <floating *>_ptr(scratch)
     try:
         with nogil:
-            _forward(&plan, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], ws)
+            if plan.trimmed:
+                _crop_weights(&plan, wp, w.shape[0] * w.shape[1], ws + plan.off[R_CROPPED])
+                wp = ws + plan.off[R_CROPPED]
+            _forward(&plan, &x[0, 0, 0, 0], wp, bias, &y[0, 0, 0, 0], ws)
     finally:
         if scratch is not None:
             scratch.release()
@@ -243,7 +272,12 @@ cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :
             ws = <floating *>_ptr(scratch)
             try:
                 with nogil:
-                    _grad_weight(&plan, &x[0, 0, 0, 0], gyp, &gw[0, 0, 0, 0], ws)
+                    if not plan.trimmed:
+                        _grad_weight(&plan, &x[0, 0, 0, 0], gyp, &gw[0, 0, 0, 0], ws)
+                    else:
+                        _grad_weight(&plan, &x[0, 0, 0, 0], gyp, ws + plan.off[R_CROPPED], ws)
+                        _uncrop_weights(&plan, ws + plan.off[R_CROPPED],
+                                        gw.shape[0] * gw.shape[1], &gw[0, 0, 0, 0])
             finally:
                 if scratch is not None:
                     scratch.release()
@@ -258,6 +292,9 @@ cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :
         ws = <floating *>_ptr(scratch)
         try:
             with nogil:
+                if plan.trimmed:
+                    _crop_weights(&plan, wp, w.shape[0] * w.shape[1], ws + plan.off[R_CROPPED])
+                    wp = ws + plan.off[R_CROPPED]
                 if not plan.via_forward:
                     _grad_input_col2im(&plan, gyp, wp, &gi[0, 0, 0, 0], ws)
                 else:
@@ -318,6 +355,13 @@ cdef dict _describe(const ConvPlan *p):
     info = {"algorithm": ALGORITHMS[p.algo], "isa": _isa_of(p), "threads": int(p.threads),
             "workspace_bytes": int(p.ws_elems * p.itemsize), "reason": reason,
             "workspace": regions}
+    if p.trimmed:   # rows and columns [first, last] of the kernel the pass runs
+        info["taps"] = {"rows": (int(p.tap_h0), int(p.tap_h0 + p.g.kernel_h - 1)),
+                        "cols": (int(p.tap_w0), int(p.tap_w0 + p.g.kernel_w - 1)),
+                        "kernel": (int(p.full_kh), int(p.full_kw))}
+        info["reason"] = (f"only kernel taps {info['taps']['rows']} x {info['taps']['cols']} "
+                          f"of {p.full_kh}x{p.full_kw} read the input, the others only zero "
+                          "padding: the cropped kernel; " + info["reason"])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
         info["tile"] = (int(p.mr), int(p.nr))
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
