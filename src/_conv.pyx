@@ -364,6 +364,8 @@ cdef dict _describe(const ConvPlan *p):
                           "padding: the cropped kernel; " + info["reason"])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
         info["tile"] = (int(p.mr), int(p.nr))
+    if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
+        info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)
     return info

@@ -153,7 +153,7 @@ cdef struct ConvPlan:
     Py_ssize_t shares         # ... in this many equal shares of the panels per group
     bint stream               # im2col forward: streaming stores
     bint pointwise            # 1x1 stride 1 unpadded: im2col is the input itself
-    Py_ssize_t nimg, nty, tpad    # Winograd blocking
+    Py_ssize_t nimg, nty, tpad    # Winograd blocking (nimg: also col2im's images per task)
     Py_ssize_t nc             # col2im block columns
     Py_ssize_t parts          # weight gradient: batch parts (fixed order reduction)
     bint trimmed              # the pass runs on kernel taps [tap_h0, +g.kernel_h) x
@@ -379,6 +379,13 @@ cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
 
 # ---- forward (also the stride-1 input gradient) ------------------------------------------
 
+cdef inline bint _spans_images(const ConvPlan *p) noexcept nogil:
+    """Packed-im2col forward blocks span images when an image's last panel would be mostly
+    empty (more than 1/16 of its columns wasted)."""
+    cdef Py_ssize_t P = p.g.out_h * p.g.out_w
+    return p.batch > 1 and 16 * (_round_up(P, p.nr) - P) > _round_up(P, p.nr)
+
+
 cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     """Sets p.algo, p.reason and p.needs for a forward-shaped pass on p.g."""
     cdef const cconv_geom *s = &p.g
@@ -422,9 +429,11 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     if _padded_size(p) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
         # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
+        # Over the batch: the grid is padded per image, im2col's blocks may span images.
         wph = ((s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1)) // s.stride_w + 1
-        grid_cols = _round_up(s.out_h * wph, p.nr)
-        im2col_cols = _round_up(s.out_h * s.out_w, p.nr)
+        grid_cols = p.batch * _round_up(s.out_h * wph, p.nr)
+        im2col_cols = (_round_up(p.batch * s.out_h * s.out_w, p.nr) if _spans_images(p)
+                       else p.batch * _round_up(s.out_h * s.out_w, p.nr))
         if not gemm_pays or not (im2col_cols * (m + 16) < grid_cols * m or khw == 1):
             p.reason = W_PADDED
             return A_PADDED
@@ -476,10 +485,9 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
         _book_thread(p, T_A, _padded_size(p))
         _book_thread(p, T_B, _round_up(m, p.mr) * CCONV_NB_PANELS * p.nr)
         return
-    # Packed im2col: blocks span images when an image's last panel would be mostly empty
-    # (more than 1/16 of its columns wasted).
+    # Packed im2col (blocks spanning images: _spans_images)
     p.pointwise = _is_pointwise(s)
-    p.span = p.batch > 1 and 16 * (_round_up(P, p.nr) - P) > _round_up(P, p.nr)
+    p.span = _spans_images(p)
     if p.span:
         p.stream = p.batch * p.groups * m * P * p.itemsize >= _STREAM_MIN_BYTES
         p.threads = _team(p.threads, macs, (p.batch * P + p.nr - 1) // p.nr)
@@ -516,7 +524,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
     scatter loops for few channels."""
     cdef cconv_geom s = p.g
     cdef Py_ssize_t m = p.m, K = s.channels * s.kernel_h * s.kernel_w
-    cdef Py_ssize_t P = s.out_h * s.out_w, n_wt
+    cdef Py_ssize_t P = s.out_h * s.out_w, n_wt, cols
     cdef bint forced_col2im = _forced_algo == A_COL2IM
     cdef bint forced_direct = _forced_algo == A_DIRECT
     p.needs |= F_OTHER if s.stride_h == 1 and s.stride_w == 1 else 0
@@ -544,10 +552,13 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         p.algo = A_COL2IM
         p.reason = W_COL2IM_STRIDE if (s.stride_h > 1 or s.stride_w > 1) else W_COL2IM_NONFINITE
         _choose_kernel(p, K, False)
-        p.nc = max(<Py_ssize_t>p.nr,
-                   min(_COL_BLOCK_ELEMS // max(K, <Py_ssize_t>1) // p.nr * p.nr,
-                       _round_up(P, p.nr)))
-        p.threads = _team(p.threads, macs, p.batch * p.groups)
+        # Column blocks of up to ~_COL_BLOCK_ELEMS / K pixels; images smaller than that go
+        # nimg to a task (keeping a task per thread), so their GEMM is not a matrix-vector
+        # product per image that streams all of W^T for a few columns.
+        cols = max(<Py_ssize_t>p.nr, _COL_BLOCK_ELEMS // max(K, <Py_ssize_t>1) // p.nr * p.nr)
+        p.nimg = max(<Py_ssize_t>1, min(cols // P, p.batch // p.threads))
+        p.nc = max(<Py_ssize_t>p.nr, min(cols, _round_up(p.nimg * P, p.nr)))
+        p.threads = _team(p.threads, macs, (p.batch + p.nimg - 1) // p.nimg * p.groups)
         _book(p, R_WEIGHTS, p.groups * _round_up(K, p.mr) * m)
         _book_thread(p, T_A, CCONV_KC * p.nc)
         _book_thread(p, T_B, K * p.nc)
