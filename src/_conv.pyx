@@ -179,6 +179,30 @@ cdef object _bytes(a):
 # entry points (one typed function per op over the float types)
 # --------------------------------------------------------------------------
 
+cdef void _crop_weights(const ConvPlan *p, const floating *w, Py_ssize_t planes,
+                        floating *dst) noexcept nogil:
+    """dst (planes, kh, kw) = the live taps of w (planes, full_kh, full_kw) of a trimmed plan
+    (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0)."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
+    for a in range(planes):
+        for i in range(kh):
+            memcpy(dst + (a * kh + i) * kw,
+                   w + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
+                   kw * sizeof(floating))
+
+
+cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t planes,
+                          floating *gw) noexcept nogil:
+    """gw (planes, full_kh, full_kw) = src (planes, kh, kw) at the live taps, 0 at the dead
+    ones (whose gradient sums grad_output times zero padding only)."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
+    memset(gw, 0, planes * p.full_kh * p.full_kw * sizeof(floating))
+    for a in range(planes):
+        for i in range(kh):
+            memcpy(gw + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
+                   src + (a * kh + i) * kw, kw * sizeof(floating))
+
+
 cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
                   const floating *bias, floating *out) except -1:
     """Run pass p (anything but A_EMPTY) into out; a, b: its operands in the planner's order
@@ -187,10 +211,18 @@ cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
     cdef floating *ws = <floating *>_ptr(scratch)
     cdef floating small_wt[_SMALL_WEIGHTS]
     cdef floating *wt
+    cdef floating *cropped = ws + p.off[R_CROPPED] if p.trimmed else NULL
+    cdef Py_ssize_t planes = p.groups * p.m * p.g.channels    # out x in-per-group channels
     try:
         with nogil:
+            if p.trimmed and p.pass_ != P_GRAD_WEIGHT:    # run on the live taps' weights
+                _crop_weights(p, b, planes, cropped)
+                b = cropped
             if p.pass_ == P_FORWARD:
                 _forward(p, a, b, bias, out, ws)
+            elif p.pass_ == P_GRAD_WEIGHT and p.trimmed:
+                _grad_weight(p, a, b, cropped, ws)
+                _uncrop_weights(p, cropped, planes, out)
             elif p.pass_ == P_GRAD_WEIGHT:
                 _grad_weight(p, a, b, out, ws)
             elif not p.via_forward:
@@ -212,7 +244,7 @@ cdef int _conv2d_typed(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                        const floating[::1] b, floating[:, :, :, ::1] y, g,
                        int threads) except -1:
     cdef cconv_geom s = _slice_geom(g)
-    cdef Py_ssize_t O = y.shape[1], o
+    cdef Py_ssize_t O = y.shape[1], P = y.shape[2] * y.shape[3], i, j
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef const floating *xp = &x[0, 0, 0, 0] if x.size else NULL
     cdef floating *yp = &y[0, 0, 0, 0] if y.size else NULL
@@ -223,8 +255,9 @@ cdef int _conv2d_typed(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                                  <Py_ssize_t>w.size, bias, yp, &done)
     _ran[plan.algo][P_FORWARD] += 1
     if plan.algo == A_EMPTY:   # the output is the bias
-        for o in range(O):
-            y[:, o, :, :] = bias[o] if bias != NULL else 0
+        for i in range(y.shape[0] * O):
+            for j in range(P):
+                y[i // O, i % O, j // y.shape[3], j % y.shape[3]] = bias[i % O] if bias != NULL else 0
     elif not done:
         _execute(&plan, xp, &w[0, 0, 0, 0], bias, yp)
     return 0
@@ -349,8 +382,17 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
             "workspace": regions, "selected": selected}
     if selected == "tuned":
         info["timings_us"] = dict(tuned[2])
+    if p.trimmed:   # rows and columns [first, last] of the kernel the pass runs
+        info["taps"] = {"rows": (int(p.tap_h0), int(p.tap_h0 + p.g.kernel_h - 1)),
+                        "cols": (int(p.tap_w0), int(p.tap_w0 + p.g.kernel_w - 1)),
+                        "kernel": (int(p.full_kh), int(p.full_kw))}
+        info["reason"] = (f"only kernel taps {info['taps']['rows']} x {info['taps']['cols']} "
+                          f"of {p.full_kh}x{p.full_kw} read the input, the others only zero "
+                          "padding: the cropped kernel; " + info["reason"])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
         info["tile"] = (int(p.mr), int(p.nr))
+    if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
+        info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)
     return info

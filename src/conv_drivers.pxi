@@ -150,10 +150,25 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         _direct_gi_plane(x + (t // (groups * C) * groups + gidx) * m * P, w + gidx * m * K,
                          out + t * s.in_h * s.in_w, s, m, t % C)
     elif job.kind == K_GI_COL2IM:
+        # images [b0, b0 + nimg) of group t % groups
         a_size = _round_up(K, p.mr) * m
-        memset(out + t * x_group, 0, x_group * sizeof(floating))
-        _gi_block(p, x + t * m * P, apack + t % groups * a_size, out + t * x_group,
-                  _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
+        gidx = t % groups
+        b0 = t // groups * p.nimg
+        nblk = min(p.nimg, p.batch - b0)
+        r = b0 * groups + gidx                 # image b0's slice
+        for i in range(nblk):
+            memset(out + (r + i * groups) * x_group, 0, x_group * sizeof(floating))
+        if nblk == 1:
+            _gi_block(p, x + r * m * P, apack + gidx * a_size, out + r * x_group,
+                      _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
+        elif floating is float:
+            conv_gi_images_f32(<const kernel_f32 *>p.kern, x + r * m * P, O * P, s, m,
+                               apack + gidx * a_size, out + r * x_group, groups * x_group, nblk,
+                               p.nc, _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
+        else:
+            conv_gi_images_f64(<const kernel_f64 *>p.kern, x + r * m * P, O * P, s, m,
+                               apack + gidx * a_size, out + r * x_group, groups * x_group, nblk,
+                               p.nc, _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
     elif job.kind == K_GW_DIRECT:
         _direct_gw_channel(x + t // m * x_group, <const floating *>job.gy + t * P, out + t * K,
                            s, p.batch, groups * x_group, O * P)
@@ -369,7 +384,7 @@ cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floati
     for gidx in range(p.groups):
         _pack_a(p, _region(&job, R_WEIGHTS, gy) + gidx * _round_up(K, p.mr) * p.m,
                 w + gidx * p.m * K, K, p.m, 1, K)
-    _run(&job, K_GI_COL2IM, p.batch * p.groups, p.threads)
+    _run(&job, K_GI_COL2IM, (p.batch + p.nimg - 1) // p.nimg * p.groups, p.threads)
 
 
 cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy, floating *gw,

@@ -225,6 +225,37 @@ CCONV_ISA_VARIANTS(S(conv_fwd_span), (const S(kernel_t) *kern, const T *x, Py_ss
  * gw(m x K) += gy(m x P) * im2col(x)^T for each group, accumulated in a fixed order.
  * x, gy: whole batch; gw: groups*m x K (not cleared here).
  * wsa: ceil(m/mr)*mr*CCONV_KC; wsb: CCONV_KC*CCONV_NC elements. */
+/* The GEMM depth of images smaller than CCONV_KC pixels spans images: (image, pixel) rows
+ * [r, r + pc) of group gi.  gy rows packed as A (m rows in mr strips, rows past m zero). */
+static void S(pack_gy_rows)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT gy, Py_ssize_t groups,
+                            Py_ssize_t gi, Py_ssize_t m, Py_ssize_t P, Py_ssize_t r, Py_ssize_t pc,
+                            int mr)
+{
+    const Py_ssize_t mp = (m + mr - 1) / mr * mr;
+    for (Py_ssize_t j = 0; j < pc;) {
+        const Py_ssize_t img = (r + j) / P, pa = (r + j) % P, len = cconv_min(P - pa, pc - j);
+        const T *src = gy + (img * groups + gi) * m * P + pa;
+        for (Py_ssize_t o = 0; o < mp; o++) {
+            T *d = dst + (o / mr) * pc * mr + j * mr + o % mr;
+            for (Py_ssize_t t = 0; t < len; t++) d[t * mr] = o < m ? src[o * P + t] : 0;
+        }
+        j += len;
+    }
+}
+
+/* im2col row k of (image, pixel) rows [r, r + pc) of group gi into out[0:pc]. */
+static void S(im2col_rows)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t groups,
+                           Py_ssize_t gi, Py_ssize_t k, Py_ssize_t r, Py_ssize_t pc,
+                           T *CCONV_RESTRICT out)
+{
+    const Py_ssize_t P = g->out_h * g->out_w, x_group = g->channels * g->in_h * g->in_w;
+    for (Py_ssize_t j = 0; j < pc;) {
+        const Py_ssize_t img = (r + j) / P, pa = (r + j) % P, len = cconv_min(P - pa, pc - j);
+        S(im2col_row_fast)(x + (img * groups + gi) * x_group, g, k, pa, len, out + j);
+        j += len;
+    }
+}
+
 CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                              Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb,
@@ -235,6 +266,27 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, cons
     const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
     const int mr = kern->mr, nr = kern->nr;
     Py_ssize_t r = r0;
+    /* Images of fewer than CCONV_KC pixels: depth chunks of CCONV_KC rows across images (one
+     * image at a time, a 1x1 output would make every GEMM a rank-1 update of all of gw). */
+    while (P < CCONV_KC && r < r1) {
+        const Py_ssize_t pc = cconv_min(CCONV_KC, r1 - r);
+        for (Py_ssize_t gi = 0; gi < groups; gi++) {
+            S(pack_gy_rows)(wsa, gy, groups, gi, m, P, r, pc, mr);
+            for (Py_ssize_t k0 = 0; k0 < K; k0 += CCONV_NC) {
+                const Py_ssize_t kb = cconv_min(CCONV_NC, K - k0);
+                const Py_ssize_t kbp = (kb + nr - 1) / nr * nr;
+                for (Py_ssize_t kj = 0; kj < kbp; kj++) {
+                    T row[CCONV_KC];
+                    T *col = wsb + (kj / nr) * pc * nr + kj % nr;
+                    if (kj < kb)
+                        S(im2col_rows)(x, g, groups, gi, k0 + kj, r, pc, row);
+                    for (Py_ssize_t pp = 0; pp < pc; pp++) col[pp * nr] = kj < kb ? row[pp] : 0;
+                }
+                S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gw + gi * m * K + k0, K, 1, NULL);
+            }
+        }
+        r += pc;
+    }
     while (r < r1) {
         const Py_ssize_t img = r / P, pa = r % P, pb = cconv_min(P, pa + (r1 - r));
         for (Py_ssize_t gi = 0; gi < groups; gi++) {
@@ -293,5 +345,44 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, cons
             S(col2im_row)(gi, g, k, p0, nc, wsc + k * nc);
     }
 }
+/* conv_gi_block over nimg images of one group at once (gy and gi images gy_img and gi_img
+ * elements apart): the GEMM's columns are (image, pixel) pairs, so images of a few pixels
+ * still make a GEMM, not a matrix-vector product per image. */
+CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, const T *gy,
+                             Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m,
+                             const T *apack, T *gi, Py_ssize_t gi_img, Py_ssize_t nimg,
+                             Py_ssize_t nc_max, T *wsb, T *wsc)
+{
+    const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
+    const Py_ssize_t P = g->out_h * g->out_w, cols = nimg * P;
+    const int mr = kern->mr, nr = kern->nr;
+    for (Py_ssize_t j0 = 0; j0 < cols; j0 += nc_max) {
+        const Py_ssize_t nc = cconv_min(nc_max, cols - j0);
+        for (Py_ssize_t o0 = 0; o0 < m; o0 += CCONV_KC) {
+            const Py_ssize_t kc = cconv_min(CCONV_KC, m - o0);
+            for (Py_ssize_t jb = 0; jb < nc; jb += nr) {   /* B panels, column by column */
+                T *panel = wsb + (jb / nr) * kc * nr;
+                for (Py_ssize_t j = 0; j < nr; j++) {
+                    const Py_ssize_t col = j0 + jb + j;
+                    if (jb + j >= nc) {
+                        for (Py_ssize_t kk = 0; kk < kc; kk++) panel[kk * nr + j] = 0;
+                        continue;
+                    }
+                    const T *src = gy + (col / P) * gy_img + o0 * P + col % P;
+                    for (Py_ssize_t kk = 0; kk < kc; kk++) panel[kk * nr + j] = src[kk * P];
+                }
+            }
+            S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL);
+        }
+        for (Py_ssize_t j = 0; j < nc;) {
+            const Py_ssize_t col = j0 + j, pa = col % P, len = cconv_min(P - pa, nc - j);
+            for (Py_ssize_t k = 0; k < K; k++)
+                S(col2im_row)(gi + (col / P) * gi_img, g, k, pa, len, wsc + k * nc + j);
+            j += len;
+        }
+    }
+}
+CCONV_ISA_VARIANTS(S(conv_gi_images), (const S(kernel_t) *kern, const T *gy, Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, T *wsb, T *wsc),
+    (kern, gy, gy_img, g, m, apack, gi, gi_img, nimg, nc_max, wsb, wsc))
 CCONV_ISA_VARIANTS(S(conv_gi_block), (const S(kernel_t) *kern, const T *gy, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max, T *wsb, T *wsc),
     (kern, gy, g, m, apack, gi, nc_max, wsb, wsc))

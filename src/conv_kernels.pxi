@@ -124,6 +124,14 @@ cdef extern from "conv_kernels.h" nogil:
     void conv_gi_block_f64(const kernel_f64 *kern, const double *gy, const cconv_geom *g,
                            Py_ssize_t m, const double *apack, double *gi, Py_ssize_t nc_max,
                            double *wsb, double *wsc)
+    void conv_gi_images_f32(const kernel_f32 *kern, const float *gy, Py_ssize_t gy_img,
+                            const cconv_geom *g, Py_ssize_t m, const float *apack, float *gi,
+                            Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, float *wsb,
+                            float *wsc)
+    void conv_gi_images_f64(const kernel_f64 *kern, const double *gy, Py_ssize_t gy_img,
+                            const cconv_geom *g, Py_ssize_t m, const double *apack, double *gi,
+                            Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, double *wsb,
+                            double *wsc)
 
     const int CCONV_LANES_SLACK
     int cconv_lanes_available()

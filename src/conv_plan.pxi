@@ -10,6 +10,9 @@
 # A plan lists the finiteness it assumed (`needs`); the caller checks exactly those
 # operands and, if one is not finite, asks again with that fact.  Plans are cached per key
 # in a small direct-mapped table.
+#
+# Before choosing an algorithm a plan drops the kernel taps that only ever read the zero
+# padding (_live_taps): the pass runs on the cropped kernel with the same output size.
 
 # ---- algorithms (names in ALGORITHMS, same order) ---------------------------------------
 cdef enum:
@@ -90,6 +93,7 @@ cdef enum:
     W_COL2IM_STRIDE
     W_COL2IM_NONFINITE
     W_SUM
+    W_ALL_PADDING
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -113,6 +117,7 @@ REASONS = (
     "stride > 1: GEMM with the transposed weights, then col2im",
     "non-finite weights: GEMM with the transposed weights over real grad_output pixels only",
     "per-channel sums in a fixed order",
+    "every kernel tap reads only zero padding: the output is the bias or zeros",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -122,8 +127,9 @@ cdef enum:  # shared regions, booked once per call
     R_OFFSETS = 2     # kernel-tap offsets (Py_ssize_t) on the padded grid
     R_MASK = 3        # dot kernel: which grid columns are real output pixels
     R_PARTIALS = 4    # weight gradient: partial sums of batch parts 1.. (part 0: the output)
-    R_THREADS = 5     # per-thread blocks, t_stride elements each
-    N_REGIONS = 6
+    R_CROPPED = 5     # trimmed taps: the cropped weights, or the cropped weight gradient
+    R_THREADS = 6     # per-thread blocks, t_stride elements each
+    N_REGIONS = 7
 
 cdef enum:  # regions inside each thread's block
     T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
@@ -131,7 +137,7 @@ cdef enum:  # regions inside each thread's block
     N_TREGIONS = 2
 
 REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
-                "partial_sums", "per_thread")
+                "partial_sums", "cropped_weights", "per_thread")
 
 cdef struct ConvPlan:
     int pass_                 # P_*
@@ -149,9 +155,12 @@ cdef struct ConvPlan:
     Py_ssize_t shares         # ... in this many equal shares of the panels per group
     bint stream               # im2col forward: streaming stores
     bint pointwise            # 1x1 stride 1 unpadded: im2col is the input itself
-    Py_ssize_t nimg, nty, tpad    # Winograd blocking
+    Py_ssize_t nimg, nty, tpad    # Winograd blocking (nimg: also col2im's images per task)
     Py_ssize_t nc             # col2im block columns
     Py_ssize_t parts          # weight gradient: batch parts (fixed order reduction)
+    bint trimmed              # the pass runs on kernel taps [tap_h0, +g.kernel_h) x
+    Py_ssize_t tap_h0, tap_w0     # [tap_w0, +g.kernel_w) of the full full_kh x full_kw kernel
+    Py_ssize_t full_kh, full_kw
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
@@ -231,6 +240,60 @@ cdef inline bint _reads_padding(const cconv_geom *s) noexcept nogil:
     return (s.pad_top > 0 or s.pad_left > 0
             or (s.out_h - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) - s.pad_top >= s.in_h
             or (s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1) - s.pad_left >= s.in_w)
+
+
+cdef void _live_taps(Py_ssize_t size, Py_ssize_t out, Py_ssize_t kernel, Py_ssize_t stride,
+                     Py_ssize_t dilation, Py_ssize_t pad, Py_ssize_t *lo,
+                     Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi]: the kernel taps of one spatial dimension that read a real input row (not
+    the zero padding) for at least one of the `out` output positions; tap t of output o
+    reads row o*stride + t*dilation - pad of `size`.  lo > hi when no tap does.  lo is at
+    most pad // dilation, so the cropped kernel's padding (pad - lo*dilation) is never
+    negative (a tap kept below it is dead but harmless)."""
+    cdef Py_ssize_t t, r, o
+    lo[0] = kernel
+    hi[0] = -1
+    for t in range(kernel):
+        r = t * dilation - pad                              # the row output 0 reads
+        o = 0 if r >= 0 else (-r + stride - 1) // stride    # first output on a real row
+        if o < out and r + o * stride < size:
+            lo[0] = min(lo[0], t)
+            hi[0] = t
+    if hi[0] >= 0:
+        lo[0] = min(lo[0], pad // dilation)
+
+
+cdef int _trim_taps(ConvPlan *p, int fin) noexcept nogil:
+    """Crops p.g to the live kernel taps of each dimension (padding reduced by the dropped
+    leading taps, output size unchanged) and books the cropped weights (forward, input
+    gradient) or weight gradient.  Returns 0: nothing dropped; 1: cropped; 2: no live tap.
+    A dead tap multiplies only zero padding, which PyTorch computes (0 * inf = NaN): it is
+    dropped from a forward pass only if the weights are finite, from a weight gradient only
+    if grad_output is (the other slice is never read).  The input gradient never adds a
+    dead tap's products to a real pixel: no condition."""
+    cdef cconv_geom *s = &p.g
+    cdef Py_ssize_t h0, h1, w0, w1
+    _live_taps(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.dilation_h, s.pad_top, &h0, &h1)
+    _live_taps(s.in_w, s.out_w, s.kernel_w, s.stride_w, s.dilation_w, s.pad_left, &w0, &w1)
+    if h0 == 0 and h1 == s.kernel_h - 1 and w0 == 0 and w1 == s.kernel_w - 1:
+        return 0
+    if p.pass_ != P_GRAD_INPUT:
+        p.needs |= F_OTHER
+        if not (fin & F_OTHER):
+            return 0
+    if h1 < h0 or w1 < w0:
+        return 2
+    p.trimmed = True
+    p.tap_h0 = h0
+    p.tap_w0 = w0
+    p.full_kh = s.kernel_h
+    p.full_kw = s.kernel_w
+    s.pad_top -= h0 * s.dilation_h
+    s.pad_left -= w0 * s.dilation_w
+    s.kernel_h = h1 - h0 + 1
+    s.kernel_w = w1 - w0 + 1
+    _book(p, R_CROPPED, p.groups * p.m * s.channels * s.kernel_h * s.kernel_w)
+    return 1
 
 
 cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
@@ -322,6 +385,13 @@ cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
 
 # ---- forward (also the stride-1 input gradient) ------------------------------------------
 
+cdef inline bint _spans_images(const ConvPlan *p) noexcept nogil:
+    """Packed-im2col forward blocks span images when an image's last panel would be mostly
+    empty (more than 1/16 of its columns wasted)."""
+    cdef Py_ssize_t P = p.g.out_h * p.g.out_w
+    return p.batch > 1 and 16 * (_round_up(P, p.nr) - P) > _round_up(P, p.nr)
+
+
 cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     """Sets p.algo, p.reason and p.needs for a forward-shaped pass on p.g."""
     cdef const cconv_geom *s = &p.g
@@ -365,9 +435,11 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     if _padded_size(p) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
         # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
+        # Over the batch: the grid is padded per image, im2col's blocks may span images.
         wph = ((s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1)) // s.stride_w + 1
-        grid_cols = _round_up(s.out_h * wph, p.nr)
-        im2col_cols = _round_up(s.out_h * s.out_w, p.nr)
+        grid_cols = p.batch * _round_up(s.out_h * wph, p.nr)
+        im2col_cols = (_round_up(p.batch * s.out_h * s.out_w, p.nr) if _spans_images(p)
+                       else p.batch * _round_up(s.out_h * s.out_w, p.nr))
         if not gemm_pays or not (im2col_cols * (m + 16) < grid_cols * m or khw == 1):
             p.reason = W_PADDED
             return A_PADDED
@@ -419,10 +491,9 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
         _book_thread(p, T_A, _padded_size(p))
         _book_thread(p, T_B, _round_up(m, p.mr) * CCONV_NB_PANELS * p.nr)
         return
-    # Packed im2col: blocks span images when an image's last panel would be mostly empty
-    # (more than 1/16 of its columns wasted).
+    # Packed im2col (blocks spanning images: _spans_images)
     p.pointwise = _is_pointwise(s)
-    p.span = p.batch > 1 and 16 * (_round_up(P, p.nr) - P) > _round_up(P, p.nr)
+    p.span = _spans_images(p)
     if p.span:
         p.stream = p.batch * p.groups * m * P * p.itemsize >= _STREAM_MIN_BYTES
         p.threads = _team(p.threads, macs, (p.batch * P + p.nr - 1) // p.nr)
@@ -459,7 +530,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
     scatter loops for few channels."""
     cdef cconv_geom s = p.g
     cdef Py_ssize_t m = p.m, K = s.channels * s.kernel_h * s.kernel_w
-    cdef Py_ssize_t P = s.out_h * s.out_w, n_wt
+    cdef Py_ssize_t P = s.out_h * s.out_w, n_wt, cols
     cdef bint forced_col2im = _forced_algo == A_COL2IM
     cdef bint forced_direct = _forced_algo == A_DIRECT
     p.needs |= F_OTHER if s.stride_h == 1 and s.stride_w == 1 else 0
@@ -487,10 +558,13 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         p.algo = A_COL2IM
         p.reason = W_COL2IM_STRIDE if (s.stride_h > 1 or s.stride_w > 1) else W_COL2IM_NONFINITE
         _choose_kernel(p, K, False)
-        p.nc = max(<Py_ssize_t>p.nr,
-                   min(_COL_BLOCK_ELEMS // max(K, <Py_ssize_t>1) // p.nr * p.nr,
-                       _round_up(P, p.nr)))
-        p.threads = _team(p.threads, macs, p.batch * p.groups)
+        # Column blocks of up to ~_COL_BLOCK_ELEMS / K pixels; images smaller than that go
+        # nimg to a task (keeping a task per thread), so their GEMM is not a matrix-vector
+        # product per image that streams all of W^T for a few columns.
+        cols = max(<Py_ssize_t>p.nr, _COL_BLOCK_ELEMS // max(K, <Py_ssize_t>1) // p.nr * p.nr)
+        p.nimg = max(<Py_ssize_t>1, min(cols // P, p.batch // p.threads))
+        p.nc = max(<Py_ssize_t>p.nr, min(cols, _round_up(p.nimg * P, p.nr)))
+        p.threads = _team(p.threads, macs, (p.batch + p.nimg - 1) // p.nimg * p.groups)
         _book(p, R_WEIGHTS, p.groups * _round_up(K, p.mr) * m)
         _book_thread(p, T_A, CCONV_KC * p.nc)
         _book_thread(p, T_B, K * p.nc)
@@ -652,8 +726,8 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     cdef int i
     cdef _CacheSlot *slot
     cdef ConvPlan *p
-    cdef double macs = <double>batch * groups * m * s.channels * s.kernel_h * s.kernel_w \
-        * s.out_h * s.out_w
+    cdef double macs
+    cdef int trim = 0
     global _forced_algo
     _forced_algo = want if want >= 0 else _env_algo
     _make_key(key, pass_, s, batch, groups, m, itemsize, threads, fin, _forced_algo)
@@ -668,10 +742,14 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     _cache_misses += 1
     p = &slot.plan
     _plan_init(p, pass_, s, batch, groups, m, itemsize, threads)
+    if pass_ != P_GRAD_BIAS and batch and s.channels * s.kernel_h * s.kernel_w and m:
+        trim = _trim_taps(p, fin)
+    macs = <double>batch * groups * m * p.g.channels * p.g.kernel_h * p.g.kernel_w \
+        * p.g.out_h * p.g.out_w
     if pass_ != P_GRAD_BIAS and (batch == 0 or s.channels * s.kernel_h * s.kernel_w == 0
-                                 or m == 0):
+                                 or m == 0 or trim == 2):
         p.algo = A_EMPTY
-        p.reason = W_EMPTY
+        p.reason = W_ALL_PADDING if trim == 2 else W_EMPTY
         p.threads = 1
         _lay_out(p)
     elif pass_ == P_FORWARD:

@@ -317,6 +317,9 @@ def _thread_cases():
                                    rng.standard_normal((16, 8, 3, 3))), dict(stride=2)),
               ("conv2d_backward", (rng.standard_normal((8, 2, 19, 19)), rng.standard_normal((8, 2, 40, 40)),
                                    rng.standard_normal((2, 2, 3, 3))), dict(stride=2)),
+              # 1x1 outputs: col2im takes more images per task on fewer threads
+              ("conv2d_backward", (rng.standard_normal((3, 16, 1, 1)), rng.standard_normal((3, 24, 2, 2)),
+                                   rng.standard_normal((16, 24, 2, 2))), dict(stride=2)),
               ("conv_transpose2d_backward", (rng.standard_normal((4, 5, 35, 31)), x,
                                              rng.standard_normal((6, 5, 3, 3))), dict(stride=2)),
               ("max_pool2d", (x, 3), dict(stride=2, padding=1, return_indices=True)),

@@ -60,6 +60,8 @@ class Fuzzer:
         self.seed = seed
         self.special_values = special_values    # draw NaN/Inf into some arrays
         self.rng = np.random.default_rng(seed)
+        # dead-tap layers draw from their own stream: the other families' draws stay as they were
+        self.dead_tap_rng = np.random.default_rng([seed, 1])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.mismatches = []                    # descriptions
@@ -211,6 +213,40 @@ class Fuzzer:
         if y is not None:
             gy = self._array(y.shape, dtype)
             self.run("conv2d_backward", gy, x, w, **geometry, output_mask=self._mask())
+
+    def conv_dead_taps(self, dtype):
+        """A 1-3 pixel map under a kernel of up to 7x7 and padding up to its extent: kernel taps
+        that read only the zero padding (the compiled planner crops them), sometimes with
+        channels enough for the GEMM kernels.  Drawn from dead_tap_rng."""
+        main, self.rng = self.rng, self.dead_tap_rng
+        try:
+            self._conv_dead_taps(dtype)
+        finally:
+            self.rng = main
+
+    def _conv_dead_taps(self, dtype):
+        groups = self._int(1, 2)
+        wide = self.rng.random() < 0.3
+        c = groups * (self._int(4, 12) if wide else self._int(1, 3))
+        o = groups * (self._int(4, 12) if wide else self._int(1, 3))
+        kh, kw = self._int(1, 7), self._int(1, 7)
+        dh, dw = self._int(1, 2), self._int(1, 2)
+        x = self._array(self._input_shape(c, low=1, high=3), dtype)
+        w = self._array((o, c // groups, kh, kw), dtype)
+        b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+        if self.rng.random() < 0.2:
+            geometry = dict(stride=1, padding="same")
+        else:
+            geometry = dict(stride=self._pair(1, 3),
+                            padding=(self._int(0, dh * (kh - 1) + 1), self._int(0, dw * (kw - 1) + 1)))
+        geometry.update(dilation=(dh, dw), groups=groups)
+        y = self.run("conv2d", x, w, b, **geometry)
+        if y is not None:
+            gy = self._array(y.shape, dtype)
+            # no bias gradient: it does not see the kernel, and a float32 sum of a few
+            # cancelling values can differ from the reference's by more than 1e-5 relative
+            need_input, need_weight, _ = self._mask()
+            self.run("conv2d_backward", gy, x, w, **geometry, output_mask=(need_input, need_weight, False))
 
     def conv_transpose(self, dtype):
         groups = self._int(1, 2)
@@ -454,6 +490,8 @@ class Fuzzer:
                 self.draw += 1
                 drawn = nd_families if self.rng.random() < ND_SHARE else families
                 drawn[self._int(0, len(drawn) - 1)](dtypes[self._int(0, 1)])
+                if self.draw % 8 == 0:
+                    self.conv_dead_taps(dtypes[self.draw // 8 % 2])
         return self
 
 
