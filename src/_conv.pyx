@@ -258,7 +258,9 @@ cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :
         ws = <floating *>_ptr(scratch)
         try:
             with nogil:
-                if not plan.via_forward:
+                if plan.algo == A_ROWS:
+                    _grad_input_rows(&plan, gyp, wp, &gi[0, 0, 0, 0], ws)
+                elif not plan.via_forward:
                     _grad_input_col2im(&plan, gyp, wp, &gi[0, 0, 0, 0], ws)
                 else:
                     if plan.size[R_FLIPPED] == 0:
@@ -298,6 +300,8 @@ cdef str _isa_of(const ConvPlan *p):
         return "generic"
     if p.algo == A_LANES:
         return "avx512f"
+    if p.algo == A_ROWS:
+        return ISA_NAMES[cconv_isa_level]
     name = (<const kernel_f32 *>p.kern).isa if p.itemsize == 4 else \
         (<const kernel_f64 *>p.kern).isa
     return name.decode().split("+")[0]
@@ -318,7 +322,7 @@ cdef dict _describe(const ConvPlan *p):
     info = {"algorithm": ALGORITHMS[p.algo], "isa": _isa_of(p), "threads": int(p.threads),
             "workspace_bytes": int(p.ws_elems * p.itemsize), "reason": reason,
             "workspace": regions}
-    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
+    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS):
         info["tile"] = (int(p.mr), int(p.nr))
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)
