@@ -121,14 +121,19 @@ ROWS_TARGET static inline __attribute__((always_inline)) void ROWS_NAME(rows_axp
     ROWS_V acc[4][8], bv[8];
     for (int r = 0; r < RT; r++)
         for (int u = 0; u < U; u++) acc[r][u] = (ROWS_V){0};
-    for (Py_ssize_t s = 0; s < S; s++) {
-        const T *bs = b + s * ldb;
-        for (int u = 0; u < U; u++)
-            bv[u] = n < ROWS_NV ? ROWS_NAME(rows_load_part)(bs, n)
-                                : ROWS_NAME(rows_load)(bs + u * ROWS_NV);
-        for (int r = 0; r < RT; r++) {
-            const T av = a[r * a_rs + s * a_cs];
-            for (int u = 0; u < U; u++) acc[r][u] += av * bv[u];
+    if (n < ROWS_NV) {   /* one partial vector (U == 1) */
+        for (Py_ssize_t s = 0; s < S; s++) {
+            bv[0] = ROWS_NAME(rows_load_part)(b + s * ldb, n);
+            for (int r = 0; r < RT; r++) acc[r][0] += a[r * a_rs + s * a_cs] * bv[0];
+        }
+    } else {
+        for (Py_ssize_t s = 0; s < S; s++) {
+            const T *bs = b + s * ldb;
+            for (int u = 0; u < U; u++) bv[u] = ROWS_NAME(rows_load)(bs + u * ROWS_NV);
+            for (int r = 0; r < RT; r++) {
+                const T av = a[r * a_rs + s * a_cs];
+                for (int u = 0; u < U; u++) acc[r][u] += av * bv[u];
+            }
         }
     }
     for (int r = 0; r < RT; r++) {
