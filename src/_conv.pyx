@@ -225,6 +225,8 @@ cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
                 _uncrop_weights(p, cropped, planes, out)
             elif p.pass_ == P_GRAD_WEIGHT:
                 _grad_weight(p, a, b, out, ws)
+            elif p.algo == A_ROWS:
+                _grad_input_rows(p, a, b, out, ws)
             elif not p.via_forward:
                 _grad_input_col2im(p, a, b, out, ws)
             else:
@@ -353,6 +355,8 @@ cdef str _isa_of(const ConvPlan *p):
         return "generic"
     if p.algo == A_LANES:
         return "avx512f"
+    if p.algo == A_ROWS:
+        return ISA_NAMES[cconv_isa_level]
     name = (<const kernel_f32 *>p.kern).isa if p.itemsize == 4 else \
         (<const kernel_f64 *>p.kern).isa
     return name.decode().split("+")[0]
@@ -389,7 +393,7 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["reason"] = (f"only kernel taps {info['taps']['rows']} x {info['taps']['cols']} "
                           f"of {p.full_kh}x{p.full_kw} read the input, the others only zero "
                           "padding: the cropped kernel; " + info["reason"])
-    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
+    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS):
         info["tile"] = (int(p.mr), int(p.nr))
     if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
         info["images_per_task"] = int(p.nimg)

@@ -18,6 +18,11 @@ cdef enum:  # task kinds
     K_GW_REDUCE
     K_GW_WINO_OUT
     K_GB
+    K_ROWS_COLUMNS
+    K_ROWS_FWD
+    K_ROWS_GI
+    K_ROWS_COL2IM
+    K_ROWS_GW
 
 DEF _REDUCE_CHUNK = 4096   # elements per task of a partial-sum reduction
 
@@ -197,6 +202,136 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         for i in range(p.batch):
             acc = acc + _dot_ones(<const floating *>job.gy + (i * O + t) * P, P)
         out[t] = acc
+    else:
+        _rows_task(job, t, d)
+
+
+# ---- rows (few output pixels; conv_rows.h) ------------------------------------------------
+# R_COLUMNS holds, per group, J = batch * P rows of ldc: the im2col columns with pixels as
+# rows (image-major), then per group a small copy of grad_output (J x m for grad_input,
+# m x J for grad_weight).
+
+cdef inline Py_ssize_t _rows_ldc(const ConvPlan *p) noexcept nogil:
+    return _round_up(p.g.channels * p.g.kernel_h * p.g.kernel_w, 16)
+
+
+cdef inline floating *_rows_cols(const _Job *job, Py_ssize_t gidx, const floating *d) noexcept nogil:
+    cdef const ConvPlan *p = job.p
+    return _region(job, R_COLUMNS, d) + gidx * p.batch * p.g.out_h * p.g.out_w * _rows_ldc(p)
+
+
+cdef inline floating *_rows_gy(const _Job *job, Py_ssize_t gidx, const floating *d) noexcept nogil:
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t J = p.batch * p.g.out_h * p.g.out_w
+    return _rows_cols(job, p.groups, d) + gidx * J * _round_up(p.m, 16)
+
+
+cdef void _rows_task(const _Job *job, Py_ssize_t t, const floating *d) noexcept nogil:
+    cdef const ConvPlan *p = job.p
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t m = p.m, groups = p.groups, C = s.channels, P = s.out_h * s.out_w
+    cdef Py_ssize_t K = C * s.kernel_h * s.kernel_w, J = p.batch * P, ldc = _rows_ldc(p)
+    cdef Py_ssize_t mchunks = (m + _ROWS_CHUNK - 1) // _ROWS_CHUNK
+    cdef Py_ssize_t kchunks = (K + _ROWS_K_CHUNK - 1) // _ROWS_K_CHUNK
+    cdef Py_ssize_t gidx, r0, r1, k0
+    cdef const floating *x = <const floating *>job.x
+    cdef const floating *w = <const floating *>job.w
+    cdef const floating *b = <const floating *>job.bias
+    cdef floating *out = <floating *>job.out
+    if job.kind == K_ROWS_COLUMNS:       # task: image * groups + group
+        gidx = t % groups
+        if floating is float:
+            rows_columns_f32(x + t * C * s.in_h * s.in_w, s,
+                             _rows_cols(job, gidx, d) + t // groups * P * ldc, ldc)
+        else:
+            rows_columns_f64(x + t * C * s.in_h * s.in_w, s,
+                             _rows_cols(job, gidx, d) + t // groups * P * ldc, ldc)
+    elif job.kind == K_ROWS_FWD:         # task: group * mchunks + chunk of output channels
+        gidx = t // mchunks
+        r0 = t % mchunks * _ROWS_CHUNK
+        r1 = min(r0 + _ROWS_CHUNK, m)
+        if floating is float:
+            rows_dot_f32(K, w + gidx * m * K, K, r0, r1, _rows_cols(job, gidx, d), ldc, J, P,
+                         out + gidx * m * P, groups * m * P,
+                         b + gidx * m if b != NULL else NULL)
+        else:
+            rows_dot_f64(K, w + gidx * m * K, K, r0, r1, _rows_cols(job, gidx, d), ldc, J, P,
+                         out + gidx * m * P, groups * m * P,
+                         b + gidx * m if b != NULL else NULL)
+    elif job.kind == K_ROWS_GI:          # task: group * kchunks + chunk of columns
+        gidx = t // kchunks
+        k0 = t % kchunks * _ROWS_K_CHUNK
+        if floating is float:
+            rows_axpy_f32(J, m, k0, min(k0 + _ROWS_K_CHUNK, K), _rows_gy(job, gidx, d),
+                          _round_up(m, 16), 1, w + gidx * m * K, K, _rows_cols(job, gidx, d),
+                          ldc)
+        else:
+            rows_axpy_f64(J, m, k0, min(k0 + _ROWS_K_CHUNK, K), _rows_gy(job, gidx, d),
+                          _round_up(m, 16), 1, w + gidx * m * K, K, _rows_cols(job, gidx, d),
+                          ldc)
+    elif job.kind == K_ROWS_COL2IM:      # task: input plane (image, group, channel)
+        gidx = t // C % groups
+        if floating is float:
+            rows_col2im_f32(_rows_cols(job, gidx, d) + t // (groups * C) * P * ldc, ldc, s,
+                            t % C, out + t * s.in_h * s.in_w)
+        else:
+            rows_col2im_f64(_rows_cols(job, gidx, d) + t // (groups * C) * P * ldc, ldc, s,
+                            t % C, out + t * s.in_h * s.in_w)
+    elif job.kind == K_ROWS_GW:          # task: group * mchunks + chunk of output channels
+        gidx = t // mchunks
+        r0 = t % mchunks * _ROWS_CHUNK
+        r1 = min(r0 + _ROWS_CHUNK, m)
+        if floating is float:
+            rows_axpy_f32(r1 - r0, J, 0, K, _rows_gy(job, gidx, d) + r0 * J, J, 1,
+                          _rows_cols(job, gidx, d), ldc, out + (gidx * m + r0) * K, K)
+        else:
+            rows_axpy_f64(r1 - r0, J, 0, K, _rows_gy(job, gidx, d) + r0 * J, J, 1,
+                          _rows_cols(job, gidx, d), ldc, out + (gidx * m + r0) * K, K)
+
+
+cdef void _rows_copy_gy(const _Job *job, const floating *gy, bint by_pixel) noexcept nogil:
+    """Each group's grad_output as a small contiguous matrix: J x m (by_pixel, rows of
+    grad_input's axpy) or m x J (the weight gradient's)."""
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t m = p.m, P = p.g.out_h * p.g.out_w, J = p.batch * P, mp = _round_up(m, 16)
+    cdef Py_ssize_t gidx, o, j
+    cdef floating *a
+    cdef const floating *src
+    for gidx in range(p.groups):
+        a = _rows_gy(job, gidx, gy)
+        for o in range(m):
+            for j in range(J):
+                src = gy + (j // P * p.groups * m + gidx * m + o) * P + j % P
+                if by_pixel:
+                    a[j * mp + o] = src[0]
+                else:
+                    a[o * J + j] = src[0]
+
+
+cdef void _rows_forward(_Job *job) noexcept nogil:
+    cdef const ConvPlan *p = job.p
+    _run(job, K_ROWS_COLUMNS, p.batch * p.groups, p.threads)
+    _run(job, K_ROWS_FWD, p.groups * ((p.m + _ROWS_CHUNK - 1) // _ROWS_CHUNK), p.threads)
+
+
+cdef void _grad_input_rows(const ConvPlan *p, const floating *gy, const floating *w,
+                           floating *gi, floating *ws) noexcept nogil:
+    """gi (batch, groups*channels, in_h, in_w): per group the columns sum_o gy[o, j] w[o, :]
+    (tasks over column chunks: each column is one sum over o in order), then col2im per
+    input plane."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w
+    cdef _Job job
+    job.p = p
+    job.x = NULL
+    job.w = w
+    job.gy = gy
+    job.bias = NULL
+    job.out = gi
+    job.ws = ws
+    _rows_copy_gy(&job, gy, True)
+    _run(&job, K_ROWS_GI, p.groups * ((K + _ROWS_K_CHUNK - 1) // _ROWS_K_CHUNK), p.threads)
+    _run(&job, K_ROWS_COL2IM, p.batch * p.groups * s.channels, p.threads)
 
 
 cdef inline Py_ssize_t _reduce_size(const ConvPlan *p) noexcept nogil:
@@ -335,6 +470,8 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
     job.ws = ws
     if p.algo == A_DIRECT:
         _run(&job, K_FWD_DIRECT, p.batch * O, p.threads)
+    elif p.algo == A_ROWS:
+        _rows_forward(&job)
     elif p.algo == A_WINOGRAD:
         # weight transform straight into GEMM strips: 16*O*C values, worth a team
         _run(&job, K_WINO_WEIGHTS, O, p.side_threads)
@@ -403,6 +540,11 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
     job.ws = ws
     if p.algo == A_DIRECT:
         _run(&job, K_GW_DIRECT, O, p.threads)
+        return
+    if p.algo == A_ROWS:
+        _rows_copy_gy(&job, gy, False)
+        _run(&job, K_ROWS_COLUMNS, p.batch * p.groups, p.threads)
+        _run(&job, K_ROWS_GW, p.groups * ((p.m + _ROWS_CHUNK - 1) // _ROWS_CHUNK), p.threads)
         return
     if p.algo == A_DOT:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))

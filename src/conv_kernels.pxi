@@ -141,3 +141,23 @@ cdef extern from "conv_kernels.h" nogil:
     void cconv_fwd_lanes_f32(const float *x, const cconv_geom *g, Py_ssize_t m,
                              const float *wt, const Py_ssize_t *off, const float *bias,
                              float *y, float *xp)
+
+    # few output pixels, weights read in place (conv_rows.h)
+    void rows_dot_f32(Py_ssize_t K, const float *w, Py_ssize_t ldw, Py_ssize_t r0,
+                      Py_ssize_t r1, const float *col, Py_ssize_t ldc, Py_ssize_t J,
+                      Py_ssize_t P, float *y, Py_ssize_t y_img, const float *bias)
+    void rows_dot_f64(Py_ssize_t K, const double *w, Py_ssize_t ldw, Py_ssize_t r0,
+                      Py_ssize_t r1, const double *col, Py_ssize_t ldc, Py_ssize_t J,
+                      Py_ssize_t P, double *y, Py_ssize_t y_img, const double *bias)
+    void rows_axpy_f32(Py_ssize_t R, Py_ssize_t Sn, Py_ssize_t k0, Py_ssize_t k1,
+                       const float *a, Py_ssize_t a_rs, Py_ssize_t a_cs, const float *b,
+                       Py_ssize_t ldb, float *out, Py_ssize_t ldo)
+    void rows_axpy_f64(Py_ssize_t R, Py_ssize_t Sn, Py_ssize_t k0, Py_ssize_t k1,
+                       const double *a, Py_ssize_t a_rs, Py_ssize_t a_cs, const double *b,
+                       Py_ssize_t ldb, double *out, Py_ssize_t ldo)
+    void rows_columns_f32(const float *x, const cconv_geom *g, float *colT, Py_ssize_t ldc)
+    void rows_columns_f64(const double *x, const cconv_geom *g, double *colT, Py_ssize_t ldc)
+    void rows_col2im_f32(const float *cols, Py_ssize_t ldc, const cconv_geom *g, Py_ssize_t c,
+                         float *gi)
+    void rows_col2im_f64(const double *cols, Py_ssize_t ldc, const cconv_geom *g,
+                         Py_ssize_t c, double *gi)

@@ -25,9 +25,11 @@ cdef enum:
     A_DOT = 6         # weight gradient: register-tiled dot kernel over padded images
     A_COL2IM = 7      # input gradient: GEMM with W^T, then col2im
     A_SUM = 8         # bias gradient: per-channel sums
-    N_ALGOS = 9
+    A_ROWS = 9        # few output pixels: weight rows read in place (conv_rows.h)
+    N_ALGOS = 10
 
-ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum")
+ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum",
+              "rows")
 
 cdef enum:  # passes
     P_FORWARD = 0
@@ -74,6 +76,17 @@ DEF _GW_PARTS = 2
 DEF _SHARES_PER_THREAD = 4
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
+# The rows algorithm (few output pixels) against the GEMMs, in multiply-adds at GEMM speed
+# per weight element: packing one (a strided read, a write, and the packed copy read back:
+# the bytes that decide a pass with few columns); the rows kernels' multiply-add (their
+# tiles load a weight vector per 2 FMAs where the GEMM's load a B vector per 6), measured
+# over P = 1..256 and 64..2048 channels (see _rows_pays).
+DEF _ROWS_PACK = 8.0
+DEF _ROWS_MAC = 2.0
+# Rows tasks: output channels per forward / weight-gradient task, columns per input-gradient
+# task (any cut gives the same bits; these keep tasks of ~100 us on large layers).
+DEF _ROWS_CHUNK = 32
+DEF _ROWS_K_CHUNK = 128
 
 # ---- reasons (one line each, for explain) -------------------------------------------------
 cdef enum:
@@ -94,6 +107,7 @@ cdef enum:
     W_COL2IM_NONFINITE
     W_SUM
     W_ALL_PADDING
+    W_ROWS
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -118,6 +132,8 @@ REASONS = (
     "non-finite weights: GEMM with the transposed weights over real grad_output pixels only",
     "per-channel sums in a fixed order",
     "every kernel tap reads only zero padding: the output is the bias or zeros",
+    "few output pixels: streaming the weights once in place costs less than packing or "
+    "transposing them for a GEMM over so few columns",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -128,8 +144,9 @@ cdef enum:  # shared regions, booked once per call
     R_MASK = 3        # dot kernel: which grid columns are real output pixels
     R_PARTIALS = 4    # weight gradient: partial sums of batch parts 1.. (part 0: the output)
     R_CROPPED = 5     # trimmed taps: the cropped weights, or the cropped weight gradient
-    R_THREADS = 6     # per-thread blocks, t_stride elements each
-    N_REGIONS = 7
+    R_COLUMNS = 6     # rows: im2col columns with pixels as rows, and a copy of grad_output
+    R_THREADS = 7     # per-thread blocks, t_stride elements each
+    N_REGIONS = 8
 
 cdef enum:  # regions inside each thread's block
     T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
@@ -137,7 +154,7 @@ cdef enum:  # regions inside each thread's block
     N_TREGIONS = 2
 
 REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
-                "partial_sums", "cropped_weights", "per_thread")
+                "partial_sums", "cropped_weights", "pixel_columns", "per_thread")
 
 cdef struct ConvPlan:
     int pass_                 # P_*
@@ -416,10 +433,15 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
             p.needs |= F_DATA | F_OTHER
             if fin == F_ALL:
                 return A_WINOGRAD
+        if _forced_algo == A_ROWS and not p.via_forward and _rows_fit(p):
+            return A_ROWS
         p.forced = -1
     if macs < _DIRECT_MAX_MACS and direct_exact:
         p.reason = W_TINY
         return A_DIRECT
+    if not p.via_forward and _rows_pays(p, P_FORWARD):
+        p.reason = W_ROWS
+        return A_ROWS
     if _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS:
         p.needs |= F_DATA | F_OTHER
         if fin == F_ALL:
@@ -465,6 +487,9 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     if p.algo == A_DIRECT:
         p.threads = _team(p.threads, macs, p.batch * p.groups * m)
         return
+    if p.algo == A_ROWS:
+        _plan_rows(p, macs, p.groups * ((m + _ROWS_CHUNK - 1) // _ROWS_CHUNK))
+        return
     if p.algo == A_WINOGRAD:
         _choose_kernel(p, m, True)
         _wino_blocking(p)
@@ -508,6 +533,56 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
         _book_thread(p, T_A, CCONV_KC * CCONV_NC)
 
 
+# ---- few output pixels: the rows algorithm ------------------------------------------------
+
+cdef inline bint _rows_fit(const ConvPlan *p) noexcept nogil:
+    """Whether the columns of every pixel of the batch fit in _PADDED_MAX_ELEMS (rows keeps
+    them all: it is meant for few pixels, never a whole-batch im2col of a large layer)."""
+    cdef const cconv_geom *s = &p.g
+    return (p.groups * p.batch * s.out_h * s.out_w
+            * _round_up(s.channels * s.kernel_h * s.kernel_w + p.m, 16) <= _PADDED_MAX_ELEMS)
+
+
+cdef bint _rows_pays(const ConvPlan *p, int pass_) noexcept nogil:
+    """Whether streaming the weights in place (rows) costs less than the GEMM path, in
+    multiply-adds at GEMM speed per group.  The GEMM computes round_up(m, mr) rows over
+    its columns rounded up to whole nr-wide panels and first packs every weight element
+    (forward and col2im grad_input: once; stride-1 grad_input: flipped, then packed:
+    twice), _ROWS_PACK each; rows computes exactly m x J columns at _ROWS_MAC each and
+    packs nothing.  The weight gradient writes m x K either way; there the GEMM's depth
+    is J (the pixels), each micro-kernel tile pays ~nr multiply-adds of overhead (C tile
+    load / store) per column of depth, and batch parts beyond the first add a partial sum
+    of m x K (written, then read back: 2 x _ROWS_PACK per element).  So rows wins when J
+    is small next to the packing, whatever the channel counts; the crossover is near
+    J = (_ROWS_PACK + J_padded) / _ROWS_MAC.  With fewer than _GEMM_MIN_CHANNELS output
+    channels the alternative is direct loops, not a GEMM: rows is not considered."""
+    cdef const cconv_geom *s = &p.g
+    cdef double m = p.m, K = s.channels * s.kernel_h * s.kernel_w
+    cdef double J = <double>p.batch * s.out_h * s.out_w
+    cdef double rows_cost = m * K * J * _ROWS_MAC
+    cdef double cols = _round_up(p.batch * s.out_h * s.out_w, p.nr)
+    cdef double gemm_cost = _round_up(p.m, p.mr) * K * cols
+    if p.m < _GEMM_MIN_CHANNELS or not _rows_fit(p):
+        return False
+    if pass_ == P_FORWARD:
+        gemm_cost += m * K * _ROWS_PACK
+    elif pass_ == P_GRAD_INPUT:
+        gemm_cost += m * K * _ROWS_PACK * (2 if s.stride_h == 1 and s.stride_w == 1 else 1)
+    else:
+        gemm_cost = m * K * (J + p.nr) + m * K * 2 * _ROWS_PACK * (min(_GW_PARTS, J) - 1)
+    return rows_cost < gemm_cost
+
+
+cdef void _plan_rows(ConvPlan *p, double macs, Py_ssize_t tasks) noexcept nogil:
+    """Threads and workspace of a rows pass: per group J rows of columns (ldc apart) and
+    a J x m copy of grad_output."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t J = p.batch * s.out_h * s.out_w
+    cdef Py_ssize_t ldc = _round_up(s.channels * s.kernel_h * s.kernel_w, 16)
+    p.threads = _team(p.threads, macs, tasks)
+    _book(p, R_COLUMNS, p.groups * J * (ldc + _round_up(p.m, 16)))
+
+
 # ---- the four passes ----------------------------------------------------------------------
 
 cdef void _plan_init(ConvPlan *p, int pass_, const cconv_geom *s, Py_ssize_t batch,
@@ -533,6 +608,14 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef Py_ssize_t P = s.out_h * s.out_w, n_wt, cols
     cdef bint forced_col2im = _forced_algo == A_COL2IM
     cdef bint forced_direct = _forced_algo == A_DIRECT
+    if ((_forced_algo == A_ROWS and _rows_fit(p))
+            or (_forced_algo < 0 and _rows_pays(p, P_GRAD_INPUT))):
+        p.forced = _forced_algo == A_ROWS
+        p.algo = A_ROWS
+        p.reason = W_ROWS
+        _plan_rows(p, macs, p.groups * ((K + _ROWS_K_CHUNK - 1) // _ROWS_K_CHUNK))
+        _lay_out(p)
+        return
     p.needs |= F_OTHER if s.stride_h == 1 and s.stride_w == 1 else 0
     if s.stride_h == 1 and s.stride_w == 1 and (fin & F_OTHER) and not forced_col2im:
         p.via_forward = 1
@@ -602,12 +685,17 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
             p.needs |= F_DATA | F_OTHER
             if fin == F_ALL:
                 algo = A_WINOGRAD
+        elif _forced_algo == A_ROWS and _rows_fit(p):
+            algo = A_ROWS
         if algo < 0:
             p.forced = -1
     if algo < 0:
         if macs < _DIRECT_MAX_MACS and direct_exact:
             algo = A_DIRECT
             p.reason = W_TINY
+        elif _rows_pays(p, P_GRAD_WEIGHT):
+            algo = A_ROWS
+            p.reason = W_ROWS
         # The dot kernel also sums over the grid's extra columns (dot_grid >= P); the
         # packed GEMM pays ~48 FMA-equivalents per packed element, spread over m rows.
         elif dot_ok and not (gemm_pays and (s.kernel_h * s.kernel_w == 1
@@ -623,7 +711,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         # Winograd writes 16 values per (channel, tile) and per (output channel, tile) for
         # 16*C*m multiply-adds per tile: it pays on wide layers, or where the dot kernel
         # would waste much of its grid (small images).
-        if (algo != A_DIRECT and _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS
+        if (algo != A_DIRECT and algo != A_ROWS and _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS
                 and C >= _WINO_MIN_CHANNELS
                 and (algo == A_IM2COL or m * C >= _WINO_GW_MIN_MC)):
             p.needs |= F_DATA | F_OTHER
@@ -633,6 +721,10 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
     p.algo = algo
     if algo == A_DIRECT:
         p.threads = _team(p.threads, macs, p.groups * m)
+        _lay_out(p)
+        return
+    if algo == A_ROWS:
+        _plan_rows(p, macs, p.groups * ((m + _ROWS_CHUNK - 1) // _ROWS_CHUNK))
         _lay_out(p)
         return
     if algo == A_IM2COL:

@@ -154,7 +154,7 @@ def _natural_cases():
         ("winograd", "forward", "conv2d", (arr(2, 16, 10, 11), arr(16, 16, 3, 3)), dict(padding=1)),
         ("empty", "forward", "conv2d", (arr(0, 3, 5, 5), arr(4, 3, 3, 3)), {}),
         ("col2im", "grad_input", "conv2d_backward",
-         (arr(2, 8, 5, 5), arr(2, 4, 11, 11), arr(8, 4, 3, 3)), dict(stride=2)),
+         (arr(2, 8, 9, 9), arr(2, 4, 19, 19), arr(8, 4, 3, 3)), dict(stride=2)),
         ("winograd", "grad_weight", "conv2d_backward",
          (arr(2, 128, 4, 4), arr(2, 128, 4, 4), arr(128, 128, 3, 3)), dict(padding=1)),
         ("im2col", "grad_weight", "conv2d_backward",
@@ -163,6 +163,11 @@ def _natural_cases():
          (arr(2, 8, 5, 5), arr(2, 4, 11, 11), arr(8, 4, 3, 3)), dict(stride=2)),
         ("direct", "grad_weight", "conv2d_backward",
          (arr(1, 1, 4, 4), arr(1, 1, 5, 5), arr(1, 1, 2, 2)), {}),
+        ("rows", "forward", "conv2d", (arr(1, 200, 1, 1), arr(240, 200, 1, 1)), {}),
+        ("rows", "grad_input", "conv2d_backward",
+         (arr(1, 240, 1, 1), arr(1, 200, 1, 1), arr(240, 200, 1, 1)), {}),
+        ("rows", "grad_weight", "conv2d_backward",
+         (arr(2, 48, 2, 2), arr(2, 40, 3, 3), arr(48, 40, 2, 2)), {}),
     ]
     if _info()["gemm_tile"]["float32"][1] > 8 or cconv.backend_info()["simd"] != "generic":
         cases.append(("dot", "grad_weight", "conv2d_backward",
@@ -219,6 +224,73 @@ def test_random_geometries_unforced():
     assert hits  # tiny random cases run direct loops somewhere
 
 
+def _draw_small_pixels(rng, dtype):
+    """A conv2d call with few output pixels (batch 1-3, output maps 1x1-3x3) and enough
+    channels for the rows algorithm: odd counts, kh != kw, stride, dilation, groups, padding."""
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cin = groups * int(rng.integers(20, 90))
+    cout = groups * int(rng.integers(20, 90))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    padding = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+    while True:   # at most 6 output pixels in all: rows on every ISA's cost model
+        batch, out = int(rng.integers(1, 4)), (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
+        h, w = [max(1, (o - 1) * s + d * (k - 1) + 1 - 2 * p)
+                for o, s, d, k, p in zip(out, stride, dilation, (kh, kw), padding)]
+        pixels = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+                  for n, s, d, k, p in zip((h, w), stride, dilation, (kh, kw), padding)]
+        if batch * pixels[0] * pixels[1] <= 6:
+            break
+    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
+    wt = rng.standard_normal((cout, cin // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    return x, wt, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def test_rows_random_geometries_unforced():
+    """Few output pixels, many channels: the planner picks rows for every pass (explain and the
+    pass counters agree) and every result matches the reference, NaN/Inf included."""
+    if os.environ.get("CCONV_CONV_ALGO"):
+        pytest.skip("an algorithm is forced")
+    rng = np.random.default_rng(11)
+    hits = {}
+    for dtype in (np.float32, np.float64):
+        for i in range(12):
+            x, w, b, kwargs = _draw_small_pixels(rng, dtype)
+            y_ref = cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE)
+            gy = rng.standard_normal(y_ref.shape).astype(dtype)
+            if i % 4 == 3:
+                x, w, gy = _poke(rng, x), _poke(rng, w), _poke(rng, gy)
+                y_ref = cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE)
+            context = f"{dtype.__name__} x{x.shape} w{w.shape} {kwargs}"
+            plan = cconv.explain("conv2d", x, w, b, **kwargs)
+            before = _counts()
+            y = cconv.conv2d(x, w, b, **kwargs, backend="cython")
+            ran = _ran_since(before)
+            assert ran == {"forward": plan["forward"]["algorithm"]}, (ran, plan, context)
+            assert_close(y, y_ref, context="forward " + context)
+            plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs)
+            before = _counts()
+            got = cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython")
+            did = _ran_since(before)
+            assert did == {k: v["algorithm"] for k, v in plan.items()}, (did, plan, context)
+            ran.update(did)
+            expected = cconv.conv2d_backward(gy, x, w, **kwargs, backend=REFERENCE)
+            for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
+                assert_close(a, e, context=f"{name} {context}")
+            # every pass runs rows, except tiny forward and weight-gradient passes: direct loops
+            # (where they are exact: not with a non-finite operand meeting the padding)
+            macs = y.size * w[0].size
+            for pass_ in ("forward", "grad_input", "grad_weight"):
+                tiny = macs < 32768 and pass_ != "grad_input"
+                assert ran[pass_] in (("direct", "rows") if tiny else ("rows",)), (ran, macs, context)
+                key = f"{pass_}/{np.dtype(dtype).name}"
+                hits[key] = hits.get(key, 0) + (ran[pass_] == "rows")
+    assert min(hits.values()) >= 6 and len(hits) == 6, hits
+    tally("algorithms (rows, random small-pixel geometries)", "cases", 24)
+
+
 def test_explain_computes_nothing():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 16, 10, 10))
@@ -263,6 +335,7 @@ APPLIES = {  # passes each algorithm applies to, on the random geometries of _dr
     "dot": ["grad_weight"],
     "col2im": ["grad_input"],
     "sum": ["grad_bias"],
+    "rows": ["forward", "grad_input", "grad_weight"],
 }
 
 
@@ -322,6 +395,9 @@ def _thread_cases():
                                    rng.standard_normal((16, 24, 2, 2))), dict(stride=2)),
               ("conv_transpose2d_backward", (rng.standard_normal((4, 5, 35, 31)), x,
                                              rng.standard_normal((6, 5, 3, 3))), dict(stride=2)),
+              ("conv2d", (rng.standard_normal((1, 640, 1, 1)), rng.standard_normal((768, 640, 1, 1))), {}),
+              ("conv2d_backward", (rng.standard_normal((1, 384, 2, 2)), rng.standard_normal((1, 320, 3, 3)),
+                                   rng.standard_normal((384, 320, 2, 2))), {}),
               ("max_pool2d", (x, 3), dict(stride=2, padding=1, return_indices=True)),
               ("avg_pool2d", (x, 3), dict(stride=2, padding=1)),
               ("avg_pool2d_backward", (rng.standard_normal((4, 6, 9, 8)), x.shape, 3),

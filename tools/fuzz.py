@@ -62,6 +62,7 @@ class Fuzzer:
         self.rng = np.random.default_rng(seed)
         # dead-tap layers draw from their own stream: the other families' draws stay as they were
         self.dead_tap_rng = np.random.default_rng([seed, 1])
+        self.rng_few = np.random.default_rng([seed, 2])   # conv_few_pixels' own stream
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.mismatches = []                    # descriptions
@@ -247,6 +248,32 @@ class Fuzzer:
             # cancelling values can differ from the reference's by more than 1e-5 relative
             need_input, need_weight, _ = self._mask()
             self.run("conv2d_backward", gy, x, w, **geometry, output_mask=(need_input, need_weight, False))
+    def conv_few_pixels(self, dtype):
+        """Output maps of 1x1-3x3 at batch 1-3 with 24-90 channels per group: the rows
+        algorithm's passes (weights read in place).  Drawn from a stream of its own, so the
+        other families draw what they drew before it existed."""
+        main, self.rng = self.rng, self.rng_few
+        try:
+            self._conv_few_pixels(dtype)
+        finally:
+            self.rng = main
+
+    def _conv_few_pixels(self, dtype):
+        groups = self._int(1, 2)
+        c, o = groups * self._int(24, 90), groups * self._int(24, 90)
+        kernel = (self._int(1, 3), self._int(1, 3))
+        stride, dilation, padding = ((self._int(low, high), self._int(low, high))
+                                     for low, high in ((1, 2), (1, 2), (0, 1)))
+        h, w = ((self._int(1, 3) - 1) * s + d * (k - 1) + 1 - 2 * p
+                for s, d, k, p in zip(stride, dilation, kernel, padding))
+        x = self._array((self._int(1, 3), c, max(1, h), max(1, w)), dtype)
+        wt = self._array((o, c // groups) + kernel, dtype)
+        b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+        geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        y = self.run("conv2d", x, wt, b, **geometry)
+        if y is not None:
+            gy = self._array(y.shape, dtype)
+            self.run("conv2d_backward", gy, x, wt, **geometry, output_mask=self._mask())
 
     def conv_transpose(self, dtype):
         groups = self._int(1, 2)
@@ -492,6 +519,8 @@ class Fuzzer:
                 drawn[self._int(0, len(drawn) - 1)](dtypes[self._int(0, 1)])
                 if self.draw % 8 == 0:
                     self.conv_dead_taps(dtypes[self.draw // 8 % 2])
+                if self.draw % 40 == 0:
+                    self.conv_few_pixels(dtypes[self.draw // 40 % 2])
         return self
 
 
