@@ -270,19 +270,28 @@ def test_rows_random_geometries_unforced():
             ran = _ran_since(before)
             assert ran == {"forward": plan["forward"]["algorithm"]}, (ran, plan, context)
             assert_close(y, y_ref, context="forward " + context)
+            entries = {"forward": plan["forward"]}
             plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs)
             before = _counts()
             got = cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython")
             did = _ran_since(before)
             assert did == {k: v["algorithm"] for k, v in plan.items()}, (did, plan, context)
             ran.update(did)
+            entries.update(plan)
             expected = cconv.conv2d_backward(gy, x, w, **kwargs, backend=REFERENCE)
             for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
                 assert_close(a, e, context=f"{name} {context}")
             # every pass runs rows, except tiny forward and weight-gradient passes: direct loops
             # (where they are exact: not with a non-finite operand meeting the padding)
-            macs = y.size * w[0].size
             for pass_ in ("forward", "grad_input", "grad_weight"):
+                entry = entries[pass_]
+                if ran[pass_] == "empty":   # every tap reads only padding: nothing to compute
+                    assert entry["reason"].startswith("every kernel tap"), (entry, context)
+                    continue
+                taps = entry.get("taps")    # the live taps the pass runs on
+                kernel = ((taps["rows"][1] - taps["rows"][0] + 1) * (taps["cols"][1] - taps["cols"][0] + 1)
+                          if taps else w[0, 0].size)
+                macs = y.size * w.shape[1] * kernel
                 tiny = macs < 32768 and pass_ != "grad_input"
                 assert ran[pass_] in (("direct", "rows") if tiny else ("rows",)), (ran, macs, context)
                 key = f"{pass_}/{np.dtype(dtype).name}"
