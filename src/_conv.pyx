@@ -13,7 +13,7 @@ kernels (conv_kernels.h) with the GIL released.  Source map:
 * conv_drivers.pxi: one driver per pass, tasks over the OpenMP team;
 * conv_direct.pxi: direct loops (tiny calls, few channels);
 * conv_kernels.h, conv_impl.h, conv_lanes.h, gemm_ukr.h, gemm_dot.h: micro-kernels,
-  packing and the single-threaded per-algorithm C drivers.
+  packing and the single-threaded per-algorithm C drivers (conv_depthwise.h: depthwise).
 
 Every reduction runs in a fixed order that does not depend on the thread count, so every
 result is bit-identical from run to run and for any number of threads.
@@ -298,6 +298,8 @@ cdef str _isa_of(const ConvPlan *p):
         return "generic"
     if p.algo == A_LANES:
         return "avx512f"
+    if p.algo == A_DEPTHWISE:    # its drivers dispatch on the ISA level itself
+        return ISA_NAMES[cconv_isa_level]
     name = (<const kernel_f32 *>p.kern).isa if p.itemsize == 4 else \
         (<const kernel_f64 *>p.kern).isa
     return name.decode().split("+")[0]
@@ -318,7 +320,7 @@ cdef dict _describe(const ConvPlan *p):
     info = {"algorithm": ALGORITHMS[p.algo], "isa": _isa_of(p), "threads": int(p.threads),
             "workspace_bytes": int(p.ws_elems * p.itemsize), "reason": reason,
             "workspace": regions}
-    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM):
+    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_DEPTHWISE):
         info["tile"] = (int(p.mr), int(p.nr))
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)

@@ -18,6 +18,9 @@ cdef enum:  # task kinds
     K_GW_REDUCE
     K_GW_WINO_OUT
     K_GB
+    K_DW_FWD
+    K_DW_GI
+    K_DW_GW
 
 DEF _REDUCE_CHUNK = 4096   # elements per task of a partial-sum reduction
 
@@ -182,6 +185,42 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         for i in range(p.batch):
             acc = acc + _dot_ones(<const floating *>job.gy + (i * O + t) * P, P)
         out[t] = acc
+    elif job.kind >= K_DW_FWD:
+        _dw_task(job, t, _thread_ws(job, tid, T_A, d))
+
+
+cdef void _dw_task(const _Job *job, Py_ssize_t t, floating *tws) noexcept nogil:
+    """Depthwise task t: planes [t*planes, (t+1)*planes) (grad_weight: channels)."""
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t t0 = t * p.planes
+    cdef Py_ssize_t t1 = min(t0 + p.planes, p.groups if job.kind == K_DW_GW
+                             else p.batch * p.groups)
+    cdef const floating *x = <const floating *>job.x
+    cdef const floating *w = <const floating *>job.w
+    cdef const Py_ssize_t *off = <const Py_ssize_t *>_region(job, R_OFFSETS, tws)
+    if job.kind == K_DW_FWD:
+        if floating is float:
+            dw_forward_f32(x, w, <const float *>job.bias, <float *>job.out, &p.g, p.groups,
+                           p.m, off, t0, t1, tws)
+        else:
+            dw_forward_f64(x, w, <const double *>job.bias, <double *>job.out, &p.g, p.groups,
+                           p.m, off, t0, t1, tws)
+    elif job.kind == K_DW_GI:
+        if floating is float:
+            dw_grad_input_f32(x, w, <float *>job.out, &p.g, p.groups, p.m, off, t0, t1, tws)
+        else:
+            dw_grad_input_f64(x, w, <double *>job.out, &p.g, p.groups, p.m, off, t0, t1, tws)
+    else:
+        if floating is float:
+            dw_grad_weight_f32(x, <const float *>job.gy, <float *>job.out, &p.g, p.batch,
+                               p.groups, p.m, off, t0, t1, tws)
+        else:
+            dw_grad_weight_f64(x, <const double *>job.gy, <double *>job.out, &p.g, p.batch,
+                               p.groups, p.m, off, t0, t1, tws)
+
+
+cdef inline Py_ssize_t _dw_tasks(const ConvPlan *p, Py_ssize_t total) noexcept nogil:
+    return (total + p.planes - 1) // p.planes
 
 
 cdef inline Py_ssize_t _reduce_size(const ConvPlan *p) noexcept nogil:
@@ -320,6 +359,9 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
     job.ws = ws
     if p.algo == A_DIRECT:
         _run(&job, K_FWD_DIRECT, p.batch * O, p.threads)
+    elif p.algo == A_DEPTHWISE:
+        tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
+        _run(&job, K_DW_FWD, _dw_tasks(p, p.batch * p.groups), p.threads)
     elif p.algo == A_WINOGRAD:
         # weight transform straight into GEMM strips: 16*O*C values, worth a team
         _run(&job, K_WINO_WEIGHTS, O, p.side_threads)
@@ -352,7 +394,8 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
 cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floating *w,
                              floating *gi, floating *ws) noexcept nogil:
     """gi (batch, groups*channels, in_h, in_w) for any stride: GEMM with W^T and col2im per
-    image and group, or scatter loops per input plane (direct)."""
+    image and group, scatter loops per input plane (direct), or the depthwise correlations
+    of each polyphase plane."""
     cdef const cconv_geom *s = &p.g
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w, gidx
     cdef _Job job
@@ -365,6 +408,13 @@ cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floati
     job.ws = ws
     if p.algo == A_DIRECT:
         _run(&job, K_GI_DIRECT, p.batch * p.groups * s.channels, p.threads)
+        return
+    if p.algo == A_DEPTHWISE:
+        if floating is float:
+            dw_gi_table_f32(s, p.m, <Py_ssize_t *>_region(&job, R_OFFSETS, gy))
+        else:
+            dw_gi_table_f64(s, p.m, <Py_ssize_t *>_region(&job, R_OFFSETS, gy))
+        _run(&job, K_DW_GI, _dw_tasks(p, p.batch * p.groups), p.threads)
         return
     for gidx in range(p.groups):
         _pack_a(p, _region(&job, R_WEIGHTS, gy) + gidx * _round_up(K, p.mr) * p.m,
@@ -388,6 +438,10 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
     job.ws = ws
     if p.algo == A_DIRECT:
         _run(&job, K_GW_DIRECT, O, p.threads)
+        return
+    if p.algo == A_DEPTHWISE:     # each task sums its channels over the whole batch
+        tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
+        _run(&job, K_DW_GW, _dw_tasks(p, p.groups), p.threads)
         return
     if p.algo == A_DOT:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))

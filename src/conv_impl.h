@@ -6,6 +6,7 @@
  *   conv_padded.h    implicit GEMM on a padded image copy
  *   conv_winograd.h  Winograd F(2x2, 3x3) forward and weight gradient
  *   conv_dot.h       dot-kernel weight gradient
+ *   conv_depthwise.h depthwise (one input channel per group) passes
  * The planner (conv_plan.pxi) decides which runs; the drivers here are single-threaded. */
 
 #include "conv_registry.h"
@@ -14,6 +15,7 @@
 #include "conv_padded.h"
 #include "conv_winograd.h"
 #include "conv_dot.h"
+#include "conv_depthwise.h"
 
 #undef GENERIC_MR
 #undef GENERIC_NR

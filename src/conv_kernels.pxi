@@ -133,3 +133,32 @@ cdef extern from "conv_kernels.h" nogil:
     void cconv_fwd_lanes_f32(const float *x, const cconv_geom *g, Py_ssize_t m,
                              const float *wt, const Py_ssize_t *off, const float *bias,
                              float *y, float *xp)
+
+    Py_ssize_t dw_ws_forward_f32(const cconv_geom *g)
+    Py_ssize_t dw_ws_forward_f64(const cconv_geom *g)
+    Py_ssize_t dw_ws_grad_input_f32(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_ws_grad_input_f64(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_ws_grad_weight_f32(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_ws_grad_weight_f64(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_gi_table_size_f32(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_gi_table_size_f64(const cconv_geom *g, Py_ssize_t m)
+    void dw_gi_table_f32(const cconv_geom *g, Py_ssize_t m, Py_ssize_t *tab)
+    void dw_gi_table_f64(const cconv_geom *g, Py_ssize_t m, Py_ssize_t *tab)
+    void dw_forward_f32(const float *x, const float *w, const float *bias, float *y,
+                        const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                        const Py_ssize_t *off, Py_ssize_t t0, Py_ssize_t t1, float *ws)
+    void dw_forward_f64(const double *x, const double *w, const double *bias, double *y,
+                        const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                        const Py_ssize_t *off, Py_ssize_t t0, Py_ssize_t t1, double *ws)
+    void dw_grad_input_f32(const float *gy, const float *w, float *gi, const cconv_geom *g,
+                           Py_ssize_t groups, Py_ssize_t m, const Py_ssize_t *tab,
+                           Py_ssize_t t0, Py_ssize_t t1, float *ws)
+    void dw_grad_input_f64(const double *gy, const double *w, double *gi, const cconv_geom *g,
+                           Py_ssize_t groups, Py_ssize_t m, const Py_ssize_t *tab,
+                           Py_ssize_t t0, Py_ssize_t t1, double *ws)
+    void dw_grad_weight_f32(const float *x, const float *gy, float *gw, const cconv_geom *g,
+                            Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
+                            const Py_ssize_t *off, Py_ssize_t c0, Py_ssize_t c1, float *ws)
+    void dw_grad_weight_f64(const double *x, const double *gy, double *gw, const cconv_geom *g,
+                            Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
+                            const Py_ssize_t *off, Py_ssize_t c0, Py_ssize_t c1, double *ws)

@@ -20,9 +20,11 @@ cdef enum:
     A_DOT = 6         # weight gradient: register-tiled dot kernel over padded images
     A_COL2IM = 7      # input gradient: GEMM with W^T, then col2im
     A_SUM = 8         # bias gradient: per-channel sums
-    N_ALGOS = 9
+    A_DEPTHWISE = 9   # one input and 1-2 output channels per group: vector loops per plane
+    N_ALGOS = 10
 
-ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum")
+ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum",
+              "depthwise")
 
 cdef enum:  # passes
     P_FORWARD = 0
@@ -69,6 +71,9 @@ DEF _GW_PARTS = 2
 DEF _SHARES_PER_THREAD = 4
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
+# Depthwise tasks take whole planes (grad_weight: whole channels) until a task has about this
+# many multiply-adds: a 2x2-output plane is ~100 of them, too little to hand out alone.
+DEF _DW_TASK_MACS = 65536
 
 # ---- reasons (one line each, for explain) -------------------------------------------------
 cdef enum:
@@ -88,6 +93,7 @@ cdef enum:
     W_COL2IM_STRIDE
     W_COL2IM_NONFINITE
     W_SUM
+    W_DEPTHWISE
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -111,6 +117,8 @@ REASONS = (
     "stride > 1: GEMM with the transposed weights, then col2im",
     "non-finite weights: GEMM with the transposed weights over real grad_output pixels only",
     "per-channel sums in a fixed order",
+    "depthwise (one input, 1-2 output channels per group): a GEMM tile would be mostly "
+    "padding; vector loops over each plane's padded copy",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -150,6 +158,7 @@ cdef struct ConvPlan:
     Py_ssize_t nimg, nty, tpad    # Winograd blocking
     Py_ssize_t nc             # col2im block columns
     Py_ssize_t parts          # weight gradient: batch parts (fixed order reduction)
+    Py_ssize_t planes         # depthwise: planes per task (grad_weight: channels per task)
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
@@ -312,6 +321,56 @@ cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
     if p.nty == th:
         p.nimg = max(<Py_ssize_t>1, min(p.batch, tiles // (th * tw)))
     p.tpad = _round_up(p.nimg * p.nty * tw, p.nr)
+
+
+# ---- depthwise ----------------------------------------------------------------------------
+
+cdef bint _plan_depthwise(ConvPlan *p, double macs, int fin) noexcept nogil:
+    """Plans a depthwise pass (one input channel, 1-2 output channels per group) and returns
+    True; False where it does not apply (another algorithm forced, a padded plane over
+    _PADDED_MAX_ELEMS, a tiny forward or weight gradient, or an input gradient with
+    non-finite weights: its zero margins would meet them where PyTorch multiplies nothing)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t total, per, khw = s.kernel_h * s.kernel_w
+    cdef double plane_macs
+    if (s.channels != 1 or p.m > 2 or p.pass_ == P_GRAD_BIAS
+            or (_forced_algo >= 0 and _forced_algo != A_DEPTHWISE)
+            or _padded_size(p) > _PADDED_MAX_ELEMS):
+        return False
+    # tiny forward and weight-gradient passes keep the direct loops (no copy, no workspace)
+    # wherever those are exact
+    if (_forced_algo != A_DEPTHWISE and macs < _DIRECT_MAX_MACS and p.pass_ != P_GRAD_INPUT
+            and (not _reads_padding(s) or (fin & F_OTHER))):
+        return False
+    if p.pass_ == P_GRAD_INPUT:
+        p.needs |= F_OTHER
+        if not (fin & F_OTHER):
+            return False
+    p.algo = A_DEPTHWISE
+    p.reason = W_DEPTHWISE
+    p.forced = 1 if _forced_algo == A_DEPTHWISE else 0
+    total = p.batch * p.groups
+    plane_macs = p.m * khw * s.out_h * s.out_w + s.in_h * s.in_w
+    if p.pass_ == P_GRAD_WEIGHT:
+        total = p.groups
+        plane_macs *= p.batch
+    # whole planes per task up to _DW_TASK_MACS, but at least 4 tasks per thread
+    per = max(<Py_ssize_t>1, <Py_ssize_t>(_DW_TASK_MACS / plane_macs))
+    p.planes = max(<Py_ssize_t>1, min(per, total // (4 * max(p.threads, 1))))
+    p.threads = _team(p.threads, macs, (total + p.planes - 1) // p.planes)
+    if p.pass_ == P_FORWARD:
+        _book(p, R_OFFSETS, _offsets_elems(khw, p.itemsize))
+        _book_thread(p, T_A, dw_ws_forward_f32(s) if p.itemsize == 4 else dw_ws_forward_f64(s))
+    elif p.pass_ == P_GRAD_INPUT:
+        _book(p, R_OFFSETS, _offsets_elems(dw_gi_table_size_f32(s, p.m), p.itemsize))
+        _book_thread(p, T_A, dw_ws_grad_input_f32(s, p.m) if p.itemsize == 4
+                     else dw_ws_grad_input_f64(s, p.m))
+    else:
+        _book(p, R_OFFSETS, _offsets_elems(khw, p.itemsize))
+        _book_thread(p, T_A, dw_ws_grad_weight_f32(s, p.m) if p.itemsize == 4
+                     else dw_ws_grad_weight_f64(s, p.m))
+    _lay_out(p)
+    return True
 
 
 # ---- forward (also the stride-1 input gradient) ------------------------------------------
@@ -665,6 +724,8 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
         p.reason = W_EMPTY
         p.threads = 1
         _lay_out(p)
+    elif _plan_depthwise(p, macs, fin):
+        pass
     elif pass_ == P_FORWARD:
         _plan_forward_shape(p, macs, fin)
         _lay_out(p)

@@ -183,11 +183,14 @@ class Fuzzer:
     def conv_medium(self, dtype):
         """Enough channels and pixels for the GEMM-class algorithms: 3x3 stride-1 layers with
         >= 16 channels (Winograd), 1x1 (im2col), strided (col2im), a few output channels
-        (padded grids, dot kernel)."""
+        (padded grids, dot kernel), depthwise (one input, 1-2 output channels per group)."""
         groups = self._int(1, 2)
-        kind = self._int(0, 3)
+        kind = self._int(0, 4)
         c = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 12))
         o = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 20))
+        if kind == 4:
+            groups = c = self._int(8, 24)
+            o = c * self._int(1, 2)
         kernel = {0: (3, 3), 1: (1, 1)}.get(kind, (self._int(1, 5), self._int(1, 5)))
         x = self._array(self._input_shape(c, low=6, high=18), dtype)
         w = self._array((o, c // groups) + kernel, dtype)
