@@ -90,7 +90,7 @@ static Py_ssize_t S(dw_ws_forward)(const cconv_geom *g)
 {
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
-    return S(padded_size)(g, (int)DW_BW) + g->out_h * wph + 2 * DW_BW;
+    return S(padded_size)(g, (int)DW_V) + g->out_h * wph + 2 * DW_BW;
 }
 
 /* grad_input: grad_output on the grid behind a margin of Z zeros, per output channel. */
@@ -170,9 +170,9 @@ CCONV_BODY void CCONV_CAT(S(dw_forward), _body)(const T *x, const T *w, const T 
     S(phase_dims)(g, &hph, &wph);
     const Py_ssize_t khw = g->kernel_h * g->kernel_w, Wo = g->out_w, P = g->out_h * Wo;
     const Py_ssize_t n = g->out_h * wph;
-    T *xp = ws, *grid = ws + S(padded_size)(g, (int)DW_BW);
+    T *xp = ws, *grid = ws + S(padded_size)(g, (int)DW_V);
     for (Py_ssize_t t = t0; t < t1; t++) {
-        S(pad_phases)(x + t * g->in_h * g->in_w, g, (int)DW_BW, xp);
+        S(pad_phases)(x + t * g->in_h * g->in_w, g, (int)DW_V, xp);
         for (Py_ssize_t o = 0; o < m; o++) {
             const Py_ssize_t oc = t % groups * m + o;
             S(dw_corr)(xp, off, w + oc * khw, khw, bias != NULL ? bias[oc] : (T)0, grid, n);
@@ -329,6 +329,222 @@ CCONV_BODY void CCONV_CAT(S(dw_grad_weight), _body)(const T *x, const T *gy, T *
 CCONV_ISA_VARIANTS(S(dw_grad_weight), (const T *x, const T *gy, T *gw, const cconv_geom *g, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m, const Py_ssize_t *off, Py_ssize_t c0, Py_ssize_t c1, T *ws),
     (x, gy, gw, g, batch, groups, m, off, c0, c1, ws))
 
+
+/* ---- small maps: channels in the vector lanes ------------------------------------------
+ * On a 4x4 or 7x7 map a plane is a few dozen pixels: the per-plane copies and loops above
+ * cost more than its arithmetic.  Here (m == 1) the DW_VL lanes of a vector hold DW_VL
+ * neighbouring channels of one image: their planes are transposed into a zero-padded
+ * (rows, cols, lanes) block, each tap is one vector of DW_VL weights (wt: the weights
+ * transposed to (channel block, tap, lane) by dw_lanes_weights), and every output pixel is
+ * a plain sum over its window with no garbage column.  The gradients only add products of
+ * real (tap, output pixel) pairs, so they are exact whatever the operands hold.  GCC/Clang
+ * only (vector extensions): dw_lanes_available() is 0 elsewhere. */
+
+CCONV_MAYBE_UNUSED
+static int S(dw_lanes_available)(void)
+{
+#if defined(__GNUC__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+CCONV_MAYBE_UNUSED
+static Py_ssize_t S(dw_lanes_width)(void) { return DW_V; }
+
+/* The window extent: rows / columns of the padded block the outputs read. */
+static void S(dw_lanes_dims)(const cconv_geom *g, Py_ssize_t *hp, Py_ssize_t *wp)
+{
+    *hp = (g->out_h - 1) * g->stride_h + g->dilation_h * (g->kernel_h - 1) + 1;
+    *wp = (g->out_w - 1) * g->stride_w + g->dilation_w * (g->kernel_w - 1) + 1;
+}
+
+CCONV_MAYBE_UNUSED
+static Py_ssize_t S(dw_lanes_ws)(const cconv_geom *g)
+{
+    Py_ssize_t hp, wp;
+    S(dw_lanes_dims)(g, &hp, &wp);
+    return (hp * wp + g->out_h * g->out_w + g->kernel_h * g->kernel_w) * DW_V;
+}
+
+/* wt[(c / DW_V) * khw * DW_V + k * DW_V + c % DW_V] = w[c * khw + k], zero past `channels`. */
+CCONV_MAYBE_UNUSED
+static void S(dw_lanes_weights)(const T *w, Py_ssize_t channels, Py_ssize_t khw, T *wt)
+{
+    const Py_ssize_t nblk = (channels + DW_V - 1) / DW_V;
+    for (Py_ssize_t b = 0; b < nblk; b++)
+        for (Py_ssize_t k = 0; k < khw; k++)
+            for (Py_ssize_t l = 0; l < DW_V; l++)
+                wt[(b * khw + k) * DW_V + l] = b * DW_V + l < channels ? w[(b * DW_V + l) * khw + k] : 0;
+}
+
+/* The first rows x cols of planes (nl of them, `plane` apart, rows `sld` long) ->
+ * blk[(r0 + r) * ld + c0 + c][lane]; the rest of blk (hp x ld lane vectors) zero. */
+static inline void S(dw_lanes_in)(const T *src, Py_ssize_t plane, Py_ssize_t sld, Py_ssize_t nl,
+                                  Py_ssize_t rows, Py_ssize_t cols, T *blk, Py_ssize_t hp,
+                                  Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t c0)
+{
+    memset(blk, 0, hp * ld * DW_V * sizeof(T));
+    for (Py_ssize_t l = 0; l < nl; l++)
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const T *row = src + l * plane + r * sld;
+            T *d = blk + ((r0 + r) * ld + c0) * DW_V + l;
+            for (Py_ssize_t c = 0; c < cols; c++) d[c * DW_V] = row[c];
+        }
+}
+
+/* The inverse: blk[(r0 + r) * ld + c0 + c][lane] -> planes (zero where r0 + r >= hp or
+ * c0 + c >= ld: pixels no window reaches). */
+static inline void S(dw_lanes_out)(const T *blk, Py_ssize_t hp, Py_ssize_t ld, Py_ssize_t r0,
+                                   Py_ssize_t c0, T *dst, Py_ssize_t plane, Py_ssize_t nl,
+                                   Py_ssize_t rows, Py_ssize_t cols)
+{
+    for (Py_ssize_t l = 0; l < nl; l++)
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            T *row = dst + l * plane + r * cols;
+            if (r0 + r >= hp) {
+                memset(row, 0, cols * sizeof(T));
+                continue;
+            }
+            const T *s = blk + ((r0 + r) * ld + c0) * DW_V + l;
+            for (Py_ssize_t c = 0; c < cols; c++) row[c] = c0 + c < ld ? s[c * DW_V] : 0;
+        }
+}
+
+#if defined(__GNUC__)
+/* Blocks [t0, t1) of y: block t = n * nblk + b is channels b*DW_V.. of image n. */
+CCONV_BODY void CCONV_CAT(S(dw_lanes_forward), _body)(const T *x, const T *wt, const T *bias, T *y,
+                                                      const cconv_geom *g, Py_ssize_t groups,
+                                                      Py_ssize_t t0, Py_ssize_t t1, T *ws)
+{
+    Py_ssize_t hp, wp;
+    S(dw_lanes_dims)(g, &hp, &wp);
+    const Py_ssize_t H = g->in_h, W = g->in_w, Ho = g->out_h, Wo = g->out_w;
+    const Py_ssize_t kh = g->kernel_h, kw = g->kernel_w, khw = kh * kw;
+    const Py_ssize_t nblk = (groups + DW_V - 1) / DW_V;
+    const Py_ssize_t rows = cconv_min(H, hp - g->pad_top), cols = cconv_min(W, wp - g->pad_left);
+    T *xt = ws, *yt = ws + hp * wp * DW_V;
+    for (Py_ssize_t t = t0; t < t1; t++) {
+        const Py_ssize_t n = t / nblk, c0 = t % nblk * DW_V, nl = cconv_min(DW_V, groups - c0);
+        const T *w = wt + t % nblk * khw * DW_V;
+        S(dw_vec) b = DW_SPLAT(0);
+        for (Py_ssize_t l = 0; l < nl && bias != NULL; l++) b[l] = bias[c0 + l];
+        S(dw_lanes_in)(x + (n * groups + c0) * H * W, H * W, W, nl, rows, cols, xt, hp, wp,
+                       g->pad_top, g->pad_left);
+        for (Py_ssize_t oh = 0; oh < Ho; oh++)
+            for (Py_ssize_t ow = 0; ow < Wo; ow++) {
+                S(dw_vec) acc = b;
+                for (Py_ssize_t p = 0; p < kh; p++) {
+                    const T *row = xt + ((oh * g->stride_h + p * g->dilation_h) * wp
+                                         + ow * g->stride_w) * DW_V;
+                    const T *wr = w + p * kw * DW_V;
+                    for (Py_ssize_t q = 0; q < kw; q++)
+                        acc += DW_LOAD(wr + q * DW_V) * DW_LOAD(row + q * g->dilation_w * DW_V);
+                }
+                DW_STORE(yt + (oh * Wo + ow) * DW_V, acc);
+            }
+        S(dw_lanes_out)(yt, Ho, Wo, 0, 0, y + (n * groups + c0) * Ho * Wo, Ho * Wo, nl, Ho, Wo);
+    }
+}
+
+/* Blocks [t0, t1) of gi (as above), from gy. */
+CCONV_BODY void CCONV_CAT(S(dw_lanes_grad_input), _body)(const T *gy, const T *wt, T *gi,
+                                                         const cconv_geom *g, Py_ssize_t groups,
+                                                         Py_ssize_t t0, Py_ssize_t t1, T *ws)
+{
+    Py_ssize_t hp, wp;
+    S(dw_lanes_dims)(g, &hp, &wp);
+    const Py_ssize_t H = g->in_h, W = g->in_w, Ho = g->out_h, Wo = g->out_w;
+    const Py_ssize_t kh = g->kernel_h, kw = g->kernel_w, khw = kh * kw;
+    const Py_ssize_t nblk = (groups + DW_V - 1) / DW_V;
+    T *gxt = ws, *gyt = ws + hp * wp * DW_V;
+    for (Py_ssize_t t = t0; t < t1; t++) {
+        const Py_ssize_t n = t / nblk, c0 = t % nblk * DW_V, nl = cconv_min(DW_V, groups - c0);
+        const T *w = wt + t % nblk * khw * DW_V;
+        S(dw_lanes_in)(gy + (n * groups + c0) * Ho * Wo, Ho * Wo, Wo, nl, Ho, Wo, gyt, Ho, Wo, 0, 0);
+        memset(gxt, 0, hp * wp * DW_V * sizeof(T));
+        for (Py_ssize_t oh = 0; oh < Ho; oh++)
+            for (Py_ssize_t ow = 0; ow < Wo; ow++) {
+                const S(dw_vec) gv = DW_LOAD(gyt + (oh * Wo + ow) * DW_V);
+                for (Py_ssize_t p = 0; p < kh; p++) {
+                    T *row = gxt + ((oh * g->stride_h + p * g->dilation_h) * wp
+                                    + ow * g->stride_w) * DW_V;
+                    const T *wr = w + p * kw * DW_V;
+                    for (Py_ssize_t q = 0; q < kw; q++) {
+                        T *d = row + q * g->dilation_w * DW_V;
+                        DW_STORE(d, DW_LOAD(d) + DW_LOAD(wr + q * DW_V) * gv);
+                    }
+                }
+            }
+        S(dw_lanes_out)(gxt, hp, wp, g->pad_top, g->pad_left, gi + (n * groups + c0) * H * W,
+                        H * W, nl, H, W);
+    }
+}
+
+/* Channel blocks [b0, b1) of gw, each summed over the whole batch in image order. */
+CCONV_BODY void CCONV_CAT(S(dw_lanes_grad_weight), _body)(const T *x, const T *gy, T *gw,
+                                                          const cconv_geom *g, Py_ssize_t batch,
+                                                          Py_ssize_t groups, Py_ssize_t b0,
+                                                          Py_ssize_t b1, T *ws)
+{
+    Py_ssize_t hp, wp;
+    S(dw_lanes_dims)(g, &hp, &wp);
+    const Py_ssize_t H = g->in_h, W = g->in_w, Ho = g->out_h, Wo = g->out_w;
+    const Py_ssize_t kh = g->kernel_h, kw = g->kernel_w, khw = kh * kw;
+    const Py_ssize_t rows = cconv_min(H, hp - g->pad_top), cols = cconv_min(W, wp - g->pad_left);
+    T *xt = ws, *gyt = ws + hp * wp * DW_V, *acc = gyt + Ho * Wo * DW_V;
+    for (Py_ssize_t b = b0; b < b1; b++) {
+        const Py_ssize_t c0 = b * DW_V, nl = cconv_min(DW_V, groups - c0);
+        memset(acc, 0, khw * DW_V * sizeof(T));
+        for (Py_ssize_t n = 0; n < batch; n++) {
+            S(dw_lanes_in)(x + (n * groups + c0) * H * W, H * W, W, nl, rows, cols, xt, hp, wp,
+                           g->pad_top, g->pad_left);
+            S(dw_lanes_in)(gy + (n * groups + c0) * Ho * Wo, Ho * Wo, Wo, nl, Ho, Wo, gyt, Ho, Wo, 0, 0);
+            for (Py_ssize_t p = 0; p < kh; p++)
+                for (Py_ssize_t q = 0; q < kw; q++) {
+                    S(dw_vec) a = DW_LOAD(acc + (p * kw + q) * DW_V);
+                    for (Py_ssize_t oh = 0; oh < Ho; oh++) {
+                        const T *row = xt + ((oh * g->stride_h + p * g->dilation_h) * wp
+                                             + q * g->dilation_w) * DW_V;
+                        const T *gr = gyt + oh * Wo * DW_V;
+                        for (Py_ssize_t ow = 0; ow < Wo; ow++)
+                            a += DW_LOAD(gr + ow * DW_V) * DW_LOAD(row + ow * g->stride_w * DW_V);
+                    }
+                    DW_STORE(acc + (p * kw + q) * DW_V, a);
+                }
+        }
+        for (Py_ssize_t l = 0; l < nl; l++)
+            for (Py_ssize_t k = 0; k < khw; k++) gw[(c0 + l) * khw + k] = acc[k * DW_V + l];
+    }
+}
+#else
+CCONV_BODY void CCONV_CAT(S(dw_lanes_forward), _body)(const T *x, const T *wt, const T *bias, T *y,
+                                                      const cconv_geom *g, Py_ssize_t groups,
+                                                      Py_ssize_t t0, Py_ssize_t t1, T *ws)
+{
+    (void)x; (void)wt; (void)bias; (void)y; (void)g; (void)groups; (void)t0; (void)t1; (void)ws;
+}
+CCONV_BODY void CCONV_CAT(S(dw_lanes_grad_input), _body)(const T *gy, const T *wt, T *gi,
+                                                         const cconv_geom *g, Py_ssize_t groups,
+                                                         Py_ssize_t t0, Py_ssize_t t1, T *ws)
+{
+    (void)gy; (void)wt; (void)gi; (void)g; (void)groups; (void)t0; (void)t1; (void)ws;
+}
+CCONV_BODY void CCONV_CAT(S(dw_lanes_grad_weight), _body)(const T *x, const T *gy, T *gw,
+                                                          const cconv_geom *g, Py_ssize_t batch,
+                                                          Py_ssize_t groups, Py_ssize_t b0,
+                                                          Py_ssize_t b1, T *ws)
+{
+    (void)x; (void)gy; (void)gw; (void)g; (void)batch; (void)groups; (void)b0; (void)b1; (void)ws;
+}
+#endif
+CCONV_ISA_VARIANTS(S(dw_lanes_forward), (const T *x, const T *wt, const T *bias, T *y, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t t0, Py_ssize_t t1, T *ws),
+    (x, wt, bias, y, g, groups, t0, t1, ws))
+CCONV_ISA_VARIANTS(S(dw_lanes_grad_input), (const T *gy, const T *wt, T *gi, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t t0, Py_ssize_t t1, T *ws),
+    (gy, wt, gi, g, groups, t0, t1, ws))
+CCONV_ISA_VARIANTS(S(dw_lanes_grad_weight), (const T *x, const T *gy, T *gw, const cconv_geom *g, Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t b0, Py_ssize_t b1, T *ws),
+    (x, gy, gw, g, batch, groups, b0, b1, ws))
 
 #undef DW_BW
 #undef DW_V

@@ -74,6 +74,9 @@ DEF _PARALLEL_MIN_ELEMS = 65536
 # Depthwise tasks take whole planes (grad_weight: whole channels) until a task has about this
 # many multiply-adds: a 2x2-output plane is ~100 of them, too little to hand out alone.
 DEF _DW_TASK_MACS = 65536
+# Depthwise outputs of at most this many pixels per plane put channels in the vector lanes
+# (m == 1): a plane's own copies and loops would cost more than its arithmetic.
+DEF _DW_LANES_MAX_PIXELS = 64
 
 # ---- reasons (one line each, for explain) -------------------------------------------------
 cdef enum:
@@ -94,6 +97,7 @@ cdef enum:
     W_COL2IM_NONFINITE
     W_SUM
     W_DEPTHWISE
+    W_DEPTHWISE_LANES
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -119,6 +123,8 @@ REASONS = (
     "per-channel sums in a fixed order",
     "depthwise (one input, 1-2 output channels per group): a GEMM tile would be mostly "
     "padding; vector loops over each plane's padded copy",
+    "depthwise on small maps (<= %d output pixels, one output channel per group): neighbouring "
+    "channels in the vector lanes" % _DW_LANES_MAX_PIXELS,
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -159,6 +165,7 @@ cdef struct ConvPlan:
     Py_ssize_t nc             # col2im block columns
     Py_ssize_t parts          # weight gradient: batch parts (fixed order reduction)
     Py_ssize_t planes         # depthwise: planes per task (grad_weight: channels per task)
+    bint dw_lanes             # ... counted in blocks of channels in the vector lanes
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
@@ -331,7 +338,7 @@ cdef bint _plan_depthwise(ConvPlan *p, double macs, int fin) noexcept nogil:
     _PADDED_MAX_ELEMS, a tiny forward or weight gradient, or an input gradient with
     non-finite weights: its zero margins would meet them where PyTorch multiplies nothing)."""
     cdef const cconv_geom *s = &p.g
-    cdef Py_ssize_t total, per, khw = s.kernel_h * s.kernel_w
+    cdef Py_ssize_t total, per, khw = s.kernel_h * s.kernel_w, width
     cdef double plane_macs
     if (s.channels != 1 or p.m > 2 or p.pass_ == P_GRAD_BIAS
             or (_forced_algo >= 0 and _forced_algo != A_DEPTHWISE)
@@ -349,16 +356,27 @@ cdef bint _plan_depthwise(ConvPlan *p, double macs, int fin) noexcept nogil:
     p.algo = A_DEPTHWISE
     p.reason = W_DEPTHWISE
     p.forced = 1 if _forced_algo == A_DEPTHWISE else 0
+    width = dw_lanes_width_f32() if p.itemsize == 4 else dw_lanes_width_f64()
+    p.dw_lanes = (dw_lanes_available_f32() and p.m == 1 and p.groups >= width
+                  and s.out_h * s.out_w <= _DW_LANES_MAX_PIXELS)
     total = p.batch * p.groups
     plane_macs = p.m * khw * s.out_h * s.out_w + s.in_h * s.in_w
+    if p.dw_lanes:
+        p.reason = W_DEPTHWISE_LANES
+        total = p.batch * ((p.groups + width - 1) // width)
+        plane_macs *= width
     if p.pass_ == P_GRAD_WEIGHT:
-        total = p.groups
+        total = total // p.batch
         plane_macs *= p.batch
     # whole planes per task up to _DW_TASK_MACS, but at least 4 tasks per thread
     per = max(<Py_ssize_t>1, <Py_ssize_t>(_DW_TASK_MACS / plane_macs))
     p.planes = max(<Py_ssize_t>1, min(per, total // (4 * max(p.threads, 1))))
     p.threads = _team(p.threads, macs, (total + p.planes - 1) // p.planes)
-    if p.pass_ == P_FORWARD:
+    if p.dw_lanes:
+        if p.pass_ != P_GRAD_WEIGHT:
+            _book(p, R_WEIGHTS, total // p.batch * width * khw)
+        _book_thread(p, T_A, dw_lanes_ws_f32(s) if p.itemsize == 4 else dw_lanes_ws_f64(s))
+    elif p.pass_ == P_FORWARD:
         _book(p, R_OFFSETS, _offsets_elems(khw, p.itemsize))
         _book_thread(p, T_A, dw_ws_forward_f32(s) if p.itemsize == 4 else dw_ws_forward_f64(s))
     elif p.pass_ == P_GRAD_INPUT:

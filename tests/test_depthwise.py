@@ -32,11 +32,12 @@ def _counts():
     return _compiled._conv.algorithm_counts()
 
 
-def _draw(rng, dtype, big=False):
+def _draw(rng, dtype, big=False, small=False):
     """(x, w, b, kwargs) of a random depthwise conv2d, large enough for the planner to pick
-    the depthwise kernels over the tiny-pass direct loops (``big``: a team of threads too)."""
-    channels = int(rng.integers(8, 17)) * (2 if big else 1)
-    mult = int(rng.integers(1, 3))
+    the depthwise kernels over the tiny-pass direct loops (``big``: a team of threads too;
+    ``small``: small maps with many channels, mostly one output channel per group)."""
+    channels = int(rng.integers(8, 17)) * (2 if big else 1) * (4 if small else 1)
+    mult = 1 if small and rng.random() < 0.8 else int(rng.integers(1, 3))
     kh, kw = int(rng.integers(3 if big else 1, 8)), int(rng.integers(3 if big else 1, 8))
     if rng.random() < 0.25:
         stride, dilation, padding = (1, 1), (int(rng.integers(1, 3)), 1), "same"
@@ -46,9 +47,10 @@ def _draw(rng, dtype, big=False):
         padding = (int(rng.integers(0, kh + 1)), int(rng.integers(0, kw + 1)))
     reach_h = dilation[0] * (kh - 1) + 1
     reach_w = dilation[1] * (kw - 1) + 1
-    h = int(rng.integers(max(reach_h, 9), reach_h + 30)) | 1     # odd sizes
-    w = int(rng.integers(max(reach_w, 9), reach_w + 30)) | 1
-    n = int(rng.integers(1, 4)) + (4 if big else 0)
+    more = 6 if small else 30
+    h = int(rng.integers(max(reach_h, 3 if small else 9), reach_h + more)) | 1     # odd sizes
+    w = int(rng.integers(max(reach_w, 3 if small else 9), reach_w + more)) | 1
+    n = int(rng.integers(1, 4)) + (4 if big or small else 0)
     x = rng.standard_normal((n, channels, h, w)).astype(dtype)
     wt = rng.standard_normal((channels * mult, 1, kh, kw)).astype(dtype)
     b = rng.standard_normal(channels * mult).astype(dtype)
@@ -68,10 +70,17 @@ def _run(pass_, x, w, b, gy, kwargs, backend):
     return gi if pass_ == "grad_input" else gw
 
 
-def _case(rng, dtype, pass_, nonfinite):
-    """One random case of ``pass_``: returns the algorithm that ran, after checking that explain
-    agreed with the counters and the result matched the reference."""
-    x, w, b, kwargs = _draw(rng, dtype)
+def _lanes_expected(x, w, y, dtype):
+    """Whether the planner should put channels in the vector lanes (small maps, m == 1)."""
+    width = 32 // np.dtype(dtype).itemsize
+    return w.shape[0] == x.shape[1] >= width and y.shape[2] * y.shape[3] <= 64
+
+
+def _case(rng, dtype, pass_, nonfinite, small):
+    """One random case of ``pass_``: returns the algorithm that ran (with "+lanes" for channels
+    in the vector lanes), after checking that explain agreed with the counters and the result
+    matched the reference."""
+    x, w, b, kwargs = _draw(rng, dtype, small=small)
     gy = rng.standard_normal(cconv.conv2d(x, w, **kwargs, backend=REFERENCE).shape).astype(dtype)
     if nonfinite:
         which = int(rng.integers(3))
@@ -93,16 +102,24 @@ def _case(rng, dtype, pass_, nonfinite):
     elif "multiply-adds" not in plan["reason"]:     # tiny passes keep the direct loops
         assert plan["algorithm"] == "depthwise", (plan, context)
         assert plan["isa"] == cconv.backend_info()["simd"], plan
-    return plan["algorithm"]
+    if plan["algorithm"] != "depthwise":
+        return plan["algorithm"]
+    lanes = "vector lanes" in plan["reason"]
+    assert lanes == _lanes_expected(x, w, gy, dtype), (plan, context)
+    return "depthwise+lanes" if lanes else "depthwise"
 
 
+@pytest.mark.parametrize("maps", ["any", "small"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("pass_", PASSES)
-def test_random_depthwise_geometries(pass_, dtype):
-    rng = np.random.default_rng(PASSES.index(pass_) * 10 + (dtype is np.float32))
-    ran = [_case(rng, dtype, pass_, nonfinite=i % 4 == 3) for i in range(24)]
-    assert ran.count("depthwise") >= 16, ran
-    tally("depthwise (random geometries)", pass_, len(ran))
+def test_random_depthwise_geometries(pass_, dtype, maps):
+    """Per pass: on any maps most cases run the per-plane kernels; on small maps with many
+    channels most put channels in the vector lanes."""
+    rng = np.random.default_rng(PASSES.index(pass_) * 10 + (dtype is np.float32) + 100 * (maps == "small"))
+    ran = [_case(rng, dtype, pass_, nonfinite=i % 4 == 3, small=maps == "small") for i in range(24)]
+    want = "depthwise+lanes" if maps == "small" else "depthwise"
+    assert ran.count(want) >= 8, ran
+    tally("depthwise (random geometries)", f"{pass_} {maps}", len(ran))
 
 
 def test_chosen_for_network_layers():
@@ -142,8 +159,8 @@ def test_bit_identical_for_any_thread_count(dtype):
     saved = cconv.get_num_threads()
     teamed = set()
     try:
-        for _ in range(6):
-            x, w, b, kwargs = _draw(rng, dtype, big=True)
+        for i in range(8):
+            x, w, b, kwargs = _draw(rng, dtype, big=True, small=i % 2 == 1)
             gy = rng.standard_normal(cconv.conv2d(x, w, **kwargs).shape).astype(dtype)
             results = []
             for n in (1, 2, 3):
