@@ -291,8 +291,8 @@ CCONV_BODY void CCONV_CAT(S(dw_grad_weight), _body)(const T *x, const T *gy, T *
     const Py_ssize_t HW = g->in_h * g->in_w, G = S(dw_gw_grid)(g);
     T *xp = ws, *gyg = xp + S(padded_size)(g, (int)DW_L), *msk = gyg + m * G;
     T *acc = msk + G;
-    for (Py_ssize_t j = 0; j < G; j++) msk[j] = j < Ho * wph && j % wph < Wo;
-    for (Py_ssize_t j = 0; j < m * G; j++) gyg[j] = 0;   /* garbage columns and the tail */
+    int have_mask = 0;                   /* built when a plane first needs it */
+    memset(gyg, 0, m * G * sizeof(T));   /* garbage columns and the tail stay zero */
     for (Py_ssize_t c = c0; c < c1; c++) {
         memset(acc, 0, m * khw * DW_L * sizeof(T));
         for (Py_ssize_t n = 0; n < batch; n++) {
@@ -312,6 +312,12 @@ CCONV_BODY void CCONV_CAT(S(dw_grad_weight), _body)(const T *x, const T *gy, T *
                     for (; k < khw; k++)
                         S(dw_gw_taps)(1, 0, dst, msk, xp, off + k, G, ao + k * DW_L);
                 } else {
+                    if (!have_mask) {
+                        memset(msk, 0, G * sizeof(T));
+                        for (Py_ssize_t oh = 0; oh < Ho; oh++)
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) msk[oh * wph + ow] = 1;
+                        have_mask = 1;
+                    }
                     for (; k < khw; k++)
                         S(dw_gw_taps)(1, 1, dst, msk, xp, off + k, G, ao + k * DW_L);
                 }
