@@ -14,7 +14,7 @@ kernels (conv_kernels.h) with the GIL released.  Source map:
 * conv_drivers.pxi: one driver per pass, tasks over the OpenMP team;
 * conv_direct.pxi: direct loops (tiny calls, few channels);
 * conv_kernels.h, conv_impl.h, conv_lanes.h, gemm_ukr.h, gemm_dot.h: micro-kernels,
-  packing and the single-threaded per-algorithm C drivers.
+  packing and the single-threaded per-algorithm C drivers (conv_depthwise.h: depthwise).
 
 Every reduction runs in a fixed order that does not depend on the thread count, so every
 result is bit-identical from run to run and for any number of threads.
@@ -355,7 +355,7 @@ cdef str _isa_of(const ConvPlan *p):
         return "generic"
     if p.algo == A_LANES:
         return "avx512f"
-    if p.algo == A_ROWS:
+    if p.algo == A_ROWS or p.algo == A_DEPTHWISE:    # their drivers dispatch on the ISA level
         return ISA_NAMES[cconv_isa_level]
     name = (<const kernel_f32 *>p.kern).isa if p.itemsize == 4 else \
         (<const kernel_f64 *>p.kern).isa
@@ -393,7 +393,7 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["reason"] = (f"only kernel taps {info['taps']['rows']} x {info['taps']['cols']} "
                           f"of {p.full_kh}x{p.full_kw} read the input, the others only zero "
                           "padding: the cropped kernel; " + info["reason"])
-    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS):
+    if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS, A_DEPTHWISE):
         info["tile"] = (int(p.mr), int(p.nr))
     if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
         info["images_per_task"] = int(p.nimg)

@@ -23,6 +23,9 @@ cdef enum:  # task kinds
     K_ROWS_GI
     K_ROWS_COL2IM
     K_ROWS_GW
+    K_DW_FWD
+    K_DW_GI
+    K_DW_GW
 
 DEF _REDUCE_CHUNK = 4096   # elements per task of a partial-sum reduction
 
@@ -202,6 +205,8 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         for i in range(p.batch):
             acc = acc + _dot_ones(<const floating *>job.gy + (i * O + t) * P, P)
         out[t] = acc
+    elif job.kind >= K_DW_FWD:
+        _dw_task(job, t, _thread_ws(job, tid, T_A, d))
     else:
         _rows_task(job, t, d)
 
@@ -332,6 +337,85 @@ cdef void _grad_input_rows(const ConvPlan *p, const floating *gy, const floating
     _rows_copy_gy(&job, gy, True)
     _run(&job, K_ROWS_GI, p.groups * ((K + _ROWS_K_CHUNK - 1) // _ROWS_K_CHUNK), p.threads)
     _run(&job, K_ROWS_COL2IM, p.batch * p.groups * s.channels, p.threads)
+
+
+cdef void _dw_task(const _Job *job, Py_ssize_t t, floating *tws) noexcept nogil:
+    """Depthwise task t: planes [t*planes, (t+1)*planes) (grad_weight: channels; in blocks
+    of channels with dw_lanes)."""
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t t0 = t * p.planes
+    cdef Py_ssize_t t1 = min(t0 + p.planes, _dw_total(p, job.kind == K_DW_GW, tws))
+    cdef const floating *x = <const floating *>job.x
+    cdef const floating *w = <const floating *>job.w
+    cdef const floating *wt = _region(job, R_WEIGHTS, tws)
+    cdef const Py_ssize_t *off = <const Py_ssize_t *>_region(job, R_OFFSETS, tws)
+    if p.dw_lanes:
+        if floating is float:
+            if job.kind == K_DW_FWD:
+                dw_lanes_forward_f32(x, wt, <const float *>job.bias, <float *>job.out, &p.g,
+                                     p.groups, t0, t1, tws)
+            elif job.kind == K_DW_GI:
+                dw_lanes_grad_input_f32(x, wt, <float *>job.out, &p.g, p.groups, t0, t1, tws)
+            else:
+                dw_lanes_grad_weight_f32(x, <const float *>job.gy, <float *>job.out, &p.g,
+                                         p.batch, p.groups, t0, t1, tws)
+        else:
+            if job.kind == K_DW_FWD:
+                dw_lanes_forward_f64(x, wt, <const double *>job.bias, <double *>job.out, &p.g,
+                                     p.groups, t0, t1, tws)
+            elif job.kind == K_DW_GI:
+                dw_lanes_grad_input_f64(x, wt, <double *>job.out, &p.g, p.groups, t0, t1, tws)
+            else:
+                dw_lanes_grad_weight_f64(x, <const double *>job.gy, <double *>job.out, &p.g,
+                                         p.batch, p.groups, t0, t1, tws)
+    elif job.kind == K_DW_FWD:
+        if floating is float:
+            dw_forward_f32(x, w, <const float *>job.bias, <float *>job.out, &p.g, p.groups,
+                           p.m, off, t0, t1, tws)
+        else:
+            dw_forward_f64(x, w, <const double *>job.bias, <double *>job.out, &p.g, p.groups,
+                           p.m, off, t0, t1, tws)
+    elif job.kind == K_DW_GI:
+        if floating is float:
+            dw_grad_input_f32(x, w, <float *>job.out, &p.g, p.groups, p.m, off, t0, t1, tws)
+        else:
+            dw_grad_input_f64(x, w, <double *>job.out, &p.g, p.groups, p.m, off, t0, t1, tws)
+    else:
+        if floating is float:
+            dw_grad_weight_f32(x, <const float *>job.gy, <float *>job.out, &p.g, p.batch,
+                               p.groups, p.m, off, t0, t1, tws)
+        else:
+            dw_grad_weight_f64(x, <const double *>job.gy, <double *>job.out, &p.g, p.batch,
+                               p.groups, p.m, off, t0, t1, tws)
+
+
+cdef inline Py_ssize_t _dw_total(const ConvPlan *p, bint per_channel,
+                                 const floating *dummy) noexcept nogil:
+    """Planes (per_channel: channels) of a depthwise pass, or blocks of them with dw_lanes."""
+    cdef Py_ssize_t n = p.groups
+    cdef Py_ssize_t width = dw_lanes_width_f32() if floating is float else dw_lanes_width_f64()
+    if p.dw_lanes:
+        n = (p.groups + width - 1) // width
+    return n if per_channel else p.batch * n
+
+
+cdef void _dw_run(_Job *job, int kind, const floating *dummy) noexcept nogil:
+    """Prepare (tap offsets or table; lanes: transposed weights) and run a depthwise pass."""
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t khw = p.g.kernel_h * p.g.kernel_w
+    if p.dw_lanes and kind != K_DW_GW:
+        if floating is float:
+            dw_lanes_weights_f32(<const float *>job.w, p.groups, khw, _region(job, R_WEIGHTS, dummy))
+        else:
+            dw_lanes_weights_f64(<const double *>job.w, p.groups, khw, _region(job, R_WEIGHTS, dummy))
+    elif kind == K_DW_GI:
+        if floating is float:
+            dw_gi_table_f32(&p.g, p.m, <Py_ssize_t *>_region(job, R_OFFSETS, dummy))
+        else:
+            dw_gi_table_f64(&p.g, p.m, <Py_ssize_t *>_region(job, R_OFFSETS, dummy))
+    elif not p.dw_lanes:
+        tap_offsets_f32(&p.g, <Py_ssize_t *>_region(job, R_OFFSETS, dummy))
+    _run(job, kind, (_dw_total(p, kind == K_DW_GW, dummy) + p.planes - 1) // p.planes, p.threads)
 
 
 cdef inline Py_ssize_t _reduce_size(const ConvPlan *p) noexcept nogil:
@@ -472,6 +556,8 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
         _run(&job, K_FWD_DIRECT, p.batch * O, p.threads)
     elif p.algo == A_ROWS:
         _rows_forward(&job)
+    elif p.algo == A_DEPTHWISE:
+        _dw_run(&job, K_DW_FWD, x)
     elif p.algo == A_WINOGRAD:
         # weight transform straight into GEMM strips: 16*O*C values, worth a team
         _run(&job, K_WINO_WEIGHTS, O, p.side_threads)
@@ -504,7 +590,8 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
 cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floating *w,
                              floating *gi, floating *ws) noexcept nogil:
     """gi (batch, groups*channels, in_h, in_w) for any stride: GEMM with W^T and col2im per
-    image and group, or scatter loops per input plane (direct)."""
+    image and group, scatter loops per input plane (direct), or the depthwise correlations
+    of each polyphase plane."""
     cdef const cconv_geom *s = &p.g
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w, gidx
     cdef _Job job
@@ -517,6 +604,9 @@ cdef void _grad_input_col2im(const ConvPlan *p, const floating *gy, const floati
     job.ws = ws
     if p.algo == A_DIRECT:
         _run(&job, K_GI_DIRECT, p.batch * p.groups * s.channels, p.threads)
+        return
+    if p.algo == A_DEPTHWISE:
+        _dw_run(&job, K_DW_GI, gy)
         return
     for gidx in range(p.groups):
         _pack_a(p, _region(&job, R_WEIGHTS, gy) + gidx * _round_up(K, p.mr) * p.m,
@@ -545,6 +635,9 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
         _rows_copy_gy(&job, gy, False)
         _run(&job, K_ROWS_COLUMNS, p.batch * p.groups, p.threads)
         _run(&job, K_ROWS_GW, p.groups * ((p.m + _ROWS_CHUNK - 1) // _ROWS_CHUNK), p.threads)
+        return
+    if p.algo == A_DEPTHWISE:     # each task sums its channels over the whole batch
+        _dw_run(&job, K_DW_GW, x)
         return
     if p.algo == A_DOT:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))

@@ -7,6 +7,7 @@
  *   conv_winograd.h  Winograd F(2x2, 3x3) forward and weight gradient
  *   conv_dot.h       dot-kernel weight gradient
  *   conv_rows.h      few output pixels: weights read in place (rows kernels)
+ *   conv_depthwise.h depthwise (one input channel per group) passes
  * The planner (conv_plan.pxi) decides which runs; the drivers here are single-threaded. */
 
 #include "conv_registry.h"
@@ -16,6 +17,7 @@
 #include "conv_winograd.h"
 #include "conv_dot.h"
 #include "conv_rows.h"
+#include "conv_depthwise.h"
 
 #undef GENERIC_MR
 #undef GENERIC_NR

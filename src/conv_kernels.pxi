@@ -161,3 +161,56 @@ cdef extern from "conv_kernels.h" nogil:
                          float *gi)
     void rows_col2im_f64(const double *cols, Py_ssize_t ldc, const cconv_geom *g,
                          Py_ssize_t c, double *gi)
+    Py_ssize_t dw_ws_forward_f32(const cconv_geom *g)
+    Py_ssize_t dw_ws_forward_f64(const cconv_geom *g)
+    Py_ssize_t dw_ws_grad_input_f32(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_ws_grad_input_f64(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_ws_grad_weight_f32(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_ws_grad_weight_f64(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_gi_table_size_f32(const cconv_geom *g, Py_ssize_t m)
+    Py_ssize_t dw_gi_table_size_f64(const cconv_geom *g, Py_ssize_t m)
+    void dw_gi_table_f32(const cconv_geom *g, Py_ssize_t m, Py_ssize_t *tab)
+    void dw_gi_table_f64(const cconv_geom *g, Py_ssize_t m, Py_ssize_t *tab)
+    void dw_forward_f32(const float *x, const float *w, const float *bias, float *y,
+                        const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                        const Py_ssize_t *off, Py_ssize_t t0, Py_ssize_t t1, float *ws)
+    void dw_forward_f64(const double *x, const double *w, const double *bias, double *y,
+                        const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                        const Py_ssize_t *off, Py_ssize_t t0, Py_ssize_t t1, double *ws)
+    void dw_grad_input_f32(const float *gy, const float *w, float *gi, const cconv_geom *g,
+                           Py_ssize_t groups, Py_ssize_t m, const Py_ssize_t *tab,
+                           Py_ssize_t t0, Py_ssize_t t1, float *ws)
+    void dw_grad_input_f64(const double *gy, const double *w, double *gi, const cconv_geom *g,
+                           Py_ssize_t groups, Py_ssize_t m, const Py_ssize_t *tab,
+                           Py_ssize_t t0, Py_ssize_t t1, double *ws)
+    void dw_grad_weight_f32(const float *x, const float *gy, float *gw, const cconv_geom *g,
+                            Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
+                            const Py_ssize_t *off, Py_ssize_t c0, Py_ssize_t c1, float *ws)
+    void dw_grad_weight_f64(const double *x, const double *gy, double *gw, const cconv_geom *g,
+                            Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m,
+                            const Py_ssize_t *off, Py_ssize_t c0, Py_ssize_t c1, double *ws)
+    int dw_lanes_available_f32()
+    Py_ssize_t dw_lanes_width_f32()
+    Py_ssize_t dw_lanes_width_f64()
+    Py_ssize_t dw_lanes_ws_f32(const cconv_geom *g)
+    Py_ssize_t dw_lanes_ws_f64(const cconv_geom *g)
+    void dw_lanes_weights_f32(const float *w, Py_ssize_t channels, Py_ssize_t khw, float *wt)
+    void dw_lanes_weights_f64(const double *w, Py_ssize_t channels, Py_ssize_t khw, double *wt)
+    void dw_lanes_forward_f32(const float *x, const float *wt, const float *bias, float *y,
+                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t t0,
+                              Py_ssize_t t1, float *ws)
+    void dw_lanes_forward_f64(const double *x, const double *wt, const double *bias, double *y,
+                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t t0,
+                              Py_ssize_t t1, double *ws)
+    void dw_lanes_grad_input_f32(const float *gy, const float *wt, float *gi,
+                                 const cconv_geom *g, Py_ssize_t groups, Py_ssize_t t0,
+                                 Py_ssize_t t1, float *ws)
+    void dw_lanes_grad_input_f64(const double *gy, const double *wt, double *gi,
+                                 const cconv_geom *g, Py_ssize_t groups, Py_ssize_t t0,
+                                 Py_ssize_t t1, double *ws)
+    void dw_lanes_grad_weight_f32(const float *x, const float *gy, float *gw,
+                                  const cconv_geom *g, Py_ssize_t batch, Py_ssize_t groups,
+                                  Py_ssize_t b0, Py_ssize_t b1, float *ws)
+    void dw_lanes_grad_weight_f64(const double *x, const double *gy, double *gw,
+                                  const cconv_geom *g, Py_ssize_t batch, Py_ssize_t groups,
+                                  Py_ssize_t b0, Py_ssize_t b1, double *ws)

@@ -26,10 +26,11 @@ cdef enum:
     A_COL2IM = 7      # input gradient: GEMM with W^T, then col2im
     A_SUM = 8         # bias gradient: per-channel sums
     A_ROWS = 9        # few output pixels: weight rows read in place (conv_rows.h)
-    N_ALGOS = 10
+    A_DEPTHWISE = 10  # one input and 1-2 output channels per group: vector loops per plane
+    N_ALGOS = 11
 
 ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum",
-              "rows")
+              "rows", "depthwise")
 
 cdef enum:  # passes
     P_FORWARD = 0
@@ -87,6 +88,12 @@ DEF _ROWS_MAC = 2.0
 # task (any cut gives the same bits; these keep tasks of ~100 us on large layers).
 DEF _ROWS_CHUNK = 32
 DEF _ROWS_K_CHUNK = 128
+# Depthwise tasks take whole planes (grad_weight: whole channels) until a task has about this
+# many multiply-adds: a 2x2-output plane is ~100 of them, too little to hand out alone.
+DEF _DW_TASK_MACS = 65536
+# Depthwise outputs of at most this many pixels per plane put channels in the vector lanes
+# (m == 1): a plane's own copies and loops would cost more than its arithmetic.
+DEF _DW_LANES_MAX_PIXELS = 64
 
 # ---- reasons (one line each, for explain) -------------------------------------------------
 cdef enum:
@@ -108,6 +115,8 @@ cdef enum:
     W_SUM
     W_ALL_PADDING
     W_ROWS
+    W_DEPTHWISE
+    W_DEPTHWISE_LANES
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -134,6 +143,10 @@ REASONS = (
     "every kernel tap reads only zero padding: the output is the bias or zeros",
     "few output pixels: streaming the weights once in place costs less than packing or "
     "transposing them for a GEMM over so few columns",
+    "depthwise (one input, 1-2 output channels per group): a GEMM tile would be mostly "
+    "padding; vector loops over each plane's padded copy",
+    "depthwise on small maps (<= %d output pixels, one output channel per group): neighbouring "
+    "channels in the vector lanes" % _DW_LANES_MAX_PIXELS,
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -178,6 +191,8 @@ cdef struct ConvPlan:
     bint trimmed              # the pass runs on kernel taps [tap_h0, +g.kernel_h) x
     Py_ssize_t tap_h0, tap_w0     # [tap_w0, +g.kernel_w) of the full full_kh x full_kw kernel
     Py_ssize_t full_kh, full_kw
+    Py_ssize_t planes         # depthwise: planes per task (grad_weight: channels per task)
+    bint dw_lanes             # ... counted in blocks of channels in the vector lanes
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
@@ -398,6 +413,67 @@ cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
     if p.nty == th:
         p.nimg = max(<Py_ssize_t>1, min(p.batch, tiles // (th * tw)))
     p.tpad = _round_up(p.nimg * p.nty * tw, p.nr)
+
+
+# ---- depthwise ----------------------------------------------------------------------------
+
+cdef bint _plan_depthwise(ConvPlan *p, double macs, int fin) noexcept nogil:
+    """Plans a depthwise pass (one input channel, 1-2 output channels per group) and returns
+    True; False where it does not apply (another algorithm forced, a padded plane over
+    _PADDED_MAX_ELEMS, a tiny forward or weight gradient, or an input gradient with
+    non-finite weights: its zero margins would meet them where PyTorch multiplies nothing)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t total, per, khw = s.kernel_h * s.kernel_w, width
+    cdef double plane_macs
+    if (s.channels != 1 or p.m > 2 or p.pass_ == P_GRAD_BIAS
+            or (_forced_algo >= 0 and _forced_algo != A_DEPTHWISE)
+            or _padded_size(p) > _PADDED_MAX_ELEMS):
+        return False
+    # tiny forward and weight-gradient passes keep the direct loops (no copy, no workspace)
+    # wherever those are exact
+    if (_forced_algo != A_DEPTHWISE and macs < _DIRECT_MAX_MACS and p.pass_ != P_GRAD_INPUT
+            and (not _reads_padding(s) or (fin & F_OTHER))):
+        return False
+    if p.pass_ == P_GRAD_INPUT:
+        p.needs |= F_OTHER
+        if not (fin & F_OTHER):
+            return False
+    p.algo = A_DEPTHWISE
+    p.reason = W_DEPTHWISE
+    p.forced = 1 if _forced_algo == A_DEPTHWISE else 0
+    width = dw_lanes_width_f32() if p.itemsize == 4 else dw_lanes_width_f64()
+    p.dw_lanes = (dw_lanes_available_f32() and p.m == 1 and p.groups >= width
+                  and s.out_h * s.out_w <= _DW_LANES_MAX_PIXELS)
+    total = p.batch * p.groups
+    plane_macs = p.m * khw * s.out_h * s.out_w + s.in_h * s.in_w
+    if p.dw_lanes:
+        p.reason = W_DEPTHWISE_LANES
+        total = p.batch * ((p.groups + width - 1) // width)
+        plane_macs *= width
+    if p.pass_ == P_GRAD_WEIGHT:
+        total = total // p.batch
+        plane_macs *= p.batch
+    # whole planes per task up to _DW_TASK_MACS, but at least 4 tasks per thread
+    per = max(<Py_ssize_t>1, <Py_ssize_t>(_DW_TASK_MACS / plane_macs))
+    p.planes = max(<Py_ssize_t>1, min(per, total // (4 * max(p.threads, 1))))
+    p.threads = _team(p.threads, macs, (total + p.planes - 1) // p.planes)
+    if p.dw_lanes:
+        if p.pass_ != P_GRAD_WEIGHT:
+            _book(p, R_WEIGHTS, total // p.batch * width * khw)
+        _book_thread(p, T_A, dw_lanes_ws_f32(s) if p.itemsize == 4 else dw_lanes_ws_f64(s))
+    elif p.pass_ == P_FORWARD:
+        _book(p, R_OFFSETS, _offsets_elems(khw, p.itemsize))
+        _book_thread(p, T_A, dw_ws_forward_f32(s) if p.itemsize == 4 else dw_ws_forward_f64(s))
+    elif p.pass_ == P_GRAD_INPUT:
+        _book(p, R_OFFSETS, _offsets_elems(dw_gi_table_size_f32(s, p.m), p.itemsize))
+        _book_thread(p, T_A, dw_ws_grad_input_f32(s, p.m) if p.itemsize == 4
+                     else dw_ws_grad_input_f64(s, p.m))
+    else:
+        _book(p, R_OFFSETS, _offsets_elems(khw, p.itemsize))
+        _book_thread(p, T_A, dw_ws_grad_weight_f32(s, p.m) if p.itemsize == 4
+                     else dw_ws_grad_weight_f64(s, p.m))
+    _lay_out(p)
+    return True
 
 
 # ---- forward (also the stride-1 input gradient) ------------------------------------------
@@ -844,6 +920,8 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
         p.reason = W_ALL_PADDING if trim == 2 else W_EMPTY
         p.threads = 1
         _lay_out(p)
+    elif _plan_depthwise(p, macs, fin):
+        pass
     elif pass_ == P_FORWARD:
         _plan_forward_shape(p, macs, fin)
         _lay_out(p)

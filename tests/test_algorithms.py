@@ -62,6 +62,9 @@ def _draw(rng, algo, dtype):
     groups = int(rng.choice([1, 1, 2, 3]))
     cin = groups * int(rng.integers(1, 6))
     cout = groups * int(rng.integers(1, 9))
+    if algo == "depthwise":         # one input and 1-2 output channels per group
+        groups = cin = int(rng.integers(1, 6))
+        cout = groups * int(rng.integers(1, 3))
     kh, kw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
     stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
     dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
@@ -168,6 +171,14 @@ def _natural_cases():
          (arr(1, 240, 1, 1), arr(1, 200, 1, 1), arr(240, 200, 1, 1)), {}),
         ("rows", "grad_weight", "conv2d_backward",
          (arr(2, 48, 2, 2), arr(2, 40, 3, 3), arr(48, 40, 2, 2)), {}),
+        ("depthwise", "forward", "conv2d", (arr(2, 12, 15, 14), arr(24, 1, 3, 5)),
+         dict(padding=(1, 2), groups=12)),
+        ("depthwise", "grad_input", "conv2d_backward",
+         (arr(2, 12, 15, 14), arr(2, 12, 29, 27), arr(12, 1, 3, 3)),
+         dict(stride=2, padding=1, groups=12)),
+        ("depthwise", "grad_weight", "conv2d_backward",
+         (arr(2, 12, 15, 14), arr(2, 12, 29, 27), arr(12, 1, 3, 3)),
+         dict(stride=2, padding=1, groups=12)),
     ]
     if _info()["gemm_tile"]["float32"][1] > 8 or cconv.backend_info()["simd"] != "generic":
         cases.append(("dot", "grad_weight", "conv2d_backward",
@@ -345,6 +356,7 @@ APPLIES = {  # passes each algorithm applies to, on the random geometries of _dr
     "col2im": ["grad_input"],
     "sum": ["grad_bias"],
     "rows": ["forward", "grad_input", "grad_weight"],
+    "depthwise": ["forward", "grad_input", "grad_weight"],
 }
 
 

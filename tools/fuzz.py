@@ -63,6 +63,8 @@ class Fuzzer:
         # dead-tap layers draw from their own stream: the other families' draws stay as they were
         self.dead_tap_rng = np.random.default_rng([seed, 1])
         self.rng_few = np.random.default_rng([seed, 2])   # conv_few_pixels' own stream
+        # depthwise layers come from a stream of their own: every other draw stays as it was
+        self.depthwise_rng = np.random.default_rng([seed, 3])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.mismatches = []                    # descriptions
@@ -179,6 +181,12 @@ class Fuzzer:
         return tuple(bool(b) for b in self.rng.random(3) < 0.7)
 
     def conv(self, dtype):
+        if self.depthwise_rng.random() < 0.05:   # a depthwise layer, drawn from its own stream
+            main, self.rng = self.rng, self.depthwise_rng
+            try:
+                self.conv_medium(dtype, depthwise=True)
+            finally:
+                self.rng = main
         if self.rng.random() < 0.05:     # now and then one large enough for the GEMM kernels
             return self.conv_medium(dtype)
         groups = self._int(1, 3)
@@ -196,14 +204,18 @@ class Fuzzer:
             gy = self._array(y.shape, dtype)
             self.run("conv2d_backward", gy, x, w, **geometry, output_mask=self._mask())
 
-    def conv_medium(self, dtype):
+    def conv_medium(self, dtype, depthwise=False):
         """Enough channels and pixels for the GEMM-class algorithms: 3x3 stride-1 layers with
         >= 16 channels (Winograd), 1x1 (im2col), strided (col2im), a few output channels
-        (padded grids, dot kernel)."""
+        (padded grids, dot kernel); depthwise layers (groups == channels, 1-2 output channels
+        per group) with ``depthwise``."""
         groups = self._int(1, 2)
         kind = self._int(0, 3)
         c = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 12))
         o = groups * (16 + self._int(0, 8) if kind == 0 else self._int(1, 20))
+        if depthwise:
+            groups = c = self._int(8, 40)
+            o = c * self._int(1, 2)
         kernel = {0: (3, 3), 1: (1, 1)}.get(kind, (self._int(1, 5), self._int(1, 5)))
         x = self._array(self._input_shape(c, low=6, high=18), dtype)
         w = self._array((o, c // groups) + kernel, dtype)
