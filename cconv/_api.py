@@ -125,9 +125,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     array (N, O, Ho, Wo) of the input's dtype, with
     ``Ho = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (likewise Wo).
     """
+    # _conv2d_key, _ready and _plain inlined: this is the most frequent call, and each Python
+    # call costs about as much as the checks it makes
     try:
-        g, unbatched = _CONV2D[_conv2d_key(input, weight, bias, stride, padding, dilation, groups)]
-        known = _ready(input, weight, bias) and _plain(stride, padding, dilation, groups)
+        if bias is None:
+            g, unbatched = _CONV2D[input.shape, input.dtype, weight.shape, weight.dtype,
+                                   stride, padding, dilation, groups]
+        else:
+            g, unbatched = _CONV2D[input.shape, input.dtype, weight.shape, weight.dtype, bias.shape, bias.dtype,
+                                   stride, padding, dilation, groups]
+        known = (type(input) is _ndarray and type(weight) is _ndarray
+                 and input.flags.num & weight.flags.num & _C_ALIGNED == _C_ALIGNED and _ready(bias)
+                 and (type(stride) is type(padding) is type(dilation) is type(groups) is int
+                      or _plain(stride, padding, dilation, groups)))
     except (AttributeError, KeyError, TypeError):
         known = False
     if not known:
@@ -172,20 +182,23 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     (input, weight, bias) is False, like ``aten::convolution_backward``; unrequested
     gradients are not computed.
     """
-    try:
-        g, unbatched = _CONV2D_BACKWARD[_conv2d_backward_key(grad_output, input, weight, stride, padding, dilation,
-                                                             groups, *output_mask)]
-        known = (_ready(grad_output, input, weight) and _plain(stride, padding, dilation, groups)
-                 and _bools(*output_mask))
-    except (AttributeError, KeyError, TypeError):
+    try:  # _conv2d_backward_key, _ready, _plain and _bools inlined, as in conv2d
+        m0, m1, m2 = output_mask
+        g, unbatched = _CONV2D_BACKWARD[grad_output.shape, grad_output.dtype, input.shape, input.dtype, weight.shape,
+                                        weight.dtype, stride, padding, dilation, groups, m0, m1, m2]
+        known = (type(grad_output) is _ndarray and type(input) is _ndarray and type(weight) is _ndarray
+                 and grad_output.flags.num & input.flags.num & weight.flags.num & _C_ALIGNED == _C_ALIGNED
+                 and (type(stride) is type(padding) is type(dilation) is type(groups) is int
+                      or _plain(stride, padding, dilation, groups))
+                 and type(m0) is type(m1) is type(m2) is bool)
+    except (AttributeError, KeyError, TypeError, ValueError):  # ValueError: an output_mask of another length
         known = False
     if not known:
         return _widen.call(_conv2d_backward_checked, (grad_output, input, weight, stride, padding, dilation, groups),
                            {"output_mask": output_mask, "backend": backend})
     if unbatched:
         grad_output, input = grad_output[np.newaxis], input[np.newaxis]
-    grad_input, grad_weight, grad_bias = _resolve(backend).conv2d_backward(grad_output, input, weight, g,
-                                                                           *output_mask)
+    grad_input, grad_weight, grad_bias = _resolve(backend).conv2d_backward(grad_output, input, weight, g, m0, m1, m2)
     if unbatched and grad_input is not None:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
