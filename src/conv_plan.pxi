@@ -59,6 +59,13 @@ DEF _LANES_MAX_CHANNELS = 64
 # Winograd: enough channels for the transforms to pay off; weight gradient on wide layers.
 DEF _WINO_MIN_CHANNELS = 16
 DEF _WINO_GW_MIN_MC = 16384
+# ... and enough 2x2 output tiles in the call to repay the weight transform, a fixed cost per
+# (out, in) channel pair.  Measured by forcing each algorithm on 3x3 layers of 32-512
+# channels, maps 2-16, batch 1-4 (benchmarks/results-winograd-tiles.md): the transform costs
+# what Winograd saves on ~20 tiles while its 16 GEMM strips (16 x out x in values) stay in
+# cache, and twice that when they are as large as _WINO_STRIPS_BYTES.
+DEF _WINO_MIN_TILES = 20
+DEF _WINO_STRIPS_BYTES = 16777216
 # Winograd tile block: about this many scratch elements per thread.
 DEF _WINO_BLOCK_ELEMS = 262144
 # Outputs of at least this many bytes (twice this machine's L2) are written with streaming
@@ -125,8 +132,8 @@ REASONS = (
     % _GEMM_MIN_CHANNELS,
     "a non-finite operand meets the zero padding: a GEMM that multiplies the padding as "
     "PyTorch does",
-    "3x3, stride 1, undilated, >= %d channels in and out per group, finite operands: "
-    "2.25x fewer multiplies" % _WINO_MIN_CHANNELS,
+    "3x3, stride 1, undilated, >= %d channels in and out per group, >= %d output tiles (more on wide layers), "
+    "finite operands: 2.25x fewer multiplies" % (_WINO_MIN_CHANNELS, _WINO_MIN_TILES),
     "float32 on AVX-512, 12-%d output channels per group filling the 16-lane blocks"
     % _LANES_MAX_CHANNELS,
     "the padded image copy fits and its grid wastes fewer columns than im2col packing costs",
@@ -333,6 +340,15 @@ cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
             and s.dilation_h == 1 and s.dilation_w == 1)
 
 
+cdef inline bint _wino_pays(const ConvPlan *p) noexcept nogil:
+    """3x3, stride 1, undilated, enough channels and enough 2x2 output tiles over the batch."""
+    cdef const cconv_geom *s = &p.g
+    cdef double strips = 16.0 * p.m * s.channels * p.itemsize
+    return (_is_3x3_unit(s) and p.m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS
+            and p.batch * ((s.out_h + 1) // 2) * ((s.out_w + 1) // 2)
+            >= _WINO_MIN_TILES * (1.0 + strips / _WINO_STRIPS_BYTES))
+
+
 cdef inline bint _is_pointwise(const cconv_geom *s) noexcept nogil:
     return (s.kernel_h == 1 and s.kernel_w == 1 and s.stride_h == 1 and s.stride_w == 1
             and s.pad_top == 0 and s.pad_left == 0 and s.in_h == s.out_h and s.in_w == s.out_w)
@@ -518,7 +534,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     if not p.via_forward and _rows_pays(p, P_FORWARD):
         p.reason = W_ROWS
         return A_ROWS
-    if _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS:
+    if _wino_pays(p):
         p.needs |= F_DATA | F_OTHER
         if fin == F_ALL:
             p.reason = W_WINOGRAD
@@ -787,8 +803,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         # Winograd writes 16 values per (channel, tile) and per (output channel, tile) for
         # 16*C*m multiply-adds per tile: it pays on wide layers, or where the dot kernel
         # would waste much of its grid (small images).
-        if (algo != A_DIRECT and algo != A_ROWS and _is_3x3_unit(s) and m >= _WINO_MIN_CHANNELS
-                and C >= _WINO_MIN_CHANNELS
+        if (algo != A_DIRECT and algo != A_ROWS and _wino_pays(p)
                 and (algo == A_IM2COL or m * C >= _WINO_GW_MIN_MC)):
             p.needs |= F_DATA | F_OTHER
             if fin == F_ALL:
