@@ -132,8 +132,9 @@ REASONS = (
     % _GEMM_MIN_CHANNELS,
     "a non-finite operand meets the zero padding: a GEMM that multiplies the padding as "
     "PyTorch does",
-    "3x3, stride 1, undilated, >= %d channels in and out per group, >= %d output tiles (more on wide layers), "
-    "finite operands: 2.25x fewer multiplies" % (_WINO_MIN_CHANNELS, _WINO_MIN_TILES),
+    "3x3, stride 1, undilated, >= %d channels in and out per group, >= %d output tiles (more "
+    "on wide layers), finite operands: 2.25x fewer multiplies"
+    % (_WINO_MIN_CHANNELS, _WINO_MIN_TILES),
     "float32 on AVX-512, 12-%d output channels per group filling the 16-lane blocks"
     % _LANES_MAX_CHANNELS,
     "the padded image copy fits and its grid wastes fewer columns than im2col packing costs",
