@@ -33,7 +33,8 @@ def test_every_nd_op_is_fuzzed_and_agrees(fuzz, monkeypatch):
     monkeypatch.setattr(fuzz, "ND_SHARE", 1.0)
     fuzzer = fuzz.Fuzzer("cython", seed=3).fuzz(1500)
     assert not fuzzer.mismatches, "\n".join(fuzzer.mismatches[:5])
-    assert set(fuzzer.calls) == set(ND_OPS)
+    # the dead-tap and few-pixel families add 2-d convs on a schedule of their own
+    assert set(fuzzer.calls) - {"conv2d", "conv2d_backward"} == set(ND_OPS)
     assert fuzzer.rejected > 0  # some drawn argument sets were invalid, and both sides said so
 
 
