@@ -632,7 +632,7 @@ cdef inline bint _rows_fit(const ConvPlan *p) noexcept nogil:
     """Whether the columns of every pixel of the batch fit in _PADDED_MAX_ELEMS (rows keeps
     them all: it is meant for few pixels, never a whole-batch im2col of a large layer)."""
     cdef const cconv_geom *s = &p.g
-    return (p.groups * p.batch * s.out_h * s.out_w
+    return (<double>p.groups * p.batch * s.out_h * s.out_w    # in double: no overflow
             * _round_up(s.channels * s.kernel_h * s.kernel_w + p.m, 16) <= _PADDED_MAX_ELEMS)
 
 
