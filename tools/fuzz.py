@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import sys
 import time
 
@@ -137,8 +138,42 @@ class Fuzzer:
         if problem is not None:
             self._mismatch(op, problem, detail)
 
+    @contextlib.contextmanager
+    def _drawing_from(self, stream):
+        """Draw from ``stream`` instead of the main generator inside the block: a family drawn on
+        a schedule of its own leaves every other family's draws as they were."""
+        main, self.rng = self.rng, stream
+        try:
+            yield
+        finally:
+            self.rng = main
+
     def _mismatch(self, op, what, detail):
         self.mismatches.append(f"seed {self.seed} draw {self.draw}: {op} on {self.backend}: {what}; {detail}")
+
+    def _call_under_test(self, op, fn, args, kwargs, arrays, detail, reference_error, reference):
+        """Call ``fn`` on the backend under test: (False, None) if it rejected the arguments (a
+        mismatch unless ``reference_error()``, the reference's exception, is of the same
+        ValueError/TypeError type), else (True, its result), its input arrays checked untouched."""
+        snapshots = [a.copy() for a in arrays]
+        out, error = _call(fn, args, kwargs, self.backend)
+        if error is not None:
+            ref_error = reference_error()
+            if not isinstance(error, (ValueError, TypeError)):
+                self._mismatch(op, f"raised {error!r}", detail)
+            elif ref_error is None:
+                self._mismatch(op, f"raised {error!r}, {reference} did not", detail)
+            elif type(error) is not type(ref_error):
+                self._mismatch(op, f"raised {type(error).__name__}, {reference} "
+                                   f"{type(ref_error).__name__}", detail)
+            else:
+                self.rejected += 1
+            return False, None
+        self.calls[op] += 1
+        for a, before in zip(arrays, snapshots):
+            if not np.array_equal(a, before, equal_nan=True):
+                self._mismatch(op, "modified an input array", detail)
+        return True, out
 
     def run(self, op, *args, **kwargs):
         """Call ``cconv.<op>`` on both backends; return the reference result, or None if rejected."""
@@ -151,23 +186,10 @@ class Fuzzer:
             self._mismatch(op, f"raised {ref_error!r} on the reference (bad input must give "
                                "ValueError/TypeError)", detail)
             return None
-        snapshots = [a.copy() for a in arrays]
-        out, error = _call(fn, args, kwargs, self.backend)
-        if error is not None:
-            if not isinstance(error, (ValueError, TypeError)):
-                self._mismatch(op, f"raised {error!r}", detail)
-            elif ref_error is None:
-                self._mismatch(op, f"raised {error!r}, the reference did not", detail)
-            elif type(error) is not type(ref_error):
-                self._mismatch(op, f"raised {type(error).__name__}, the reference "
-                                   f"{type(ref_error).__name__}", detail)
-            else:
-                self.rejected += 1
+        accepted, out = self._call_under_test(op, fn, args, kwargs, arrays, detail,
+                                              lambda: ref_error, "the reference")
+        if not accepted:
             return None
-        self.calls[op] += 1
-        for a, before in zip(arrays, snapshots):
-            if not np.array_equal(a, before, equal_nan=True):
-                self._mismatch(op, "modified an input array", detail)
         if ref_error is not None:
             self._mismatch(op, f"accepted arguments the reference rejects ({ref_error})", detail)
             return None
@@ -182,11 +204,8 @@ class Fuzzer:
 
     def conv(self, dtype):
         if self.depthwise_rng.random() < 0.05:   # a depthwise layer, drawn from its own stream
-            main, self.rng = self.rng, self.depthwise_rng
-            try:
+            with self._drawing_from(self.depthwise_rng):
                 self.conv_medium(dtype, depthwise=True)
-            finally:
-                self.rng = main
         if self.rng.random() < 0.05:     # now and then one large enough for the GEMM kernels
             return self.conv_medium(dtype)
         groups = self._int(1, 3)
@@ -231,11 +250,8 @@ class Fuzzer:
         """A 1-3 pixel map under a kernel of up to 7x7 and padding up to its extent: kernel taps
         that read only the zero padding (the compiled planner crops them), sometimes with
         channels enough for the GEMM kernels.  Drawn from dead_tap_rng."""
-        main, self.rng = self.rng, self.dead_tap_rng
-        try:
+        with self._drawing_from(self.dead_tap_rng):
             self._conv_dead_taps(dtype)
-        finally:
-            self.rng = main
 
     def _conv_dead_taps(self, dtype):
         groups = self._int(1, 2)
@@ -264,11 +280,8 @@ class Fuzzer:
         """Output maps of 1x1-3x3 at batch 1-3 with 24-90 channels per group: the rows
         algorithm's passes (weights read in place).  Drawn from a stream of its own, so the
         other families draw what they drew before it existed."""
-        main, self.rng = self.rng, self.rng_few
-        try:
+        with self._drawing_from(self.rng_few):
             self._conv_few_pixels(dtype)
-        finally:
-            self.rng = main
 
     def _conv_few_pixels(self, dtype):
         groups = self._int(1, 2)
@@ -340,24 +353,11 @@ class Fuzzer:
         arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, np.ndarray)]
         detail = ", ".join([f"{a.dtype}{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args]
                            + [f"{k}={v!r}" for k, v in kwargs.items()])
-        snapshots = [a.copy() for a in arrays]
-        out, error = _call(fn, args, kwargs, self.backend)
-        if error is not None:
-            _, ref_error = _call(fn, args, kwargs, REFERENCE)
-            if not isinstance(error, (ValueError, TypeError)):
-                self._mismatch(op, f"raised {error!r}", detail)
-            elif ref_error is None:
-                self._mismatch(op, f"raised {error!r}, the {REFERENCE} backend did not", detail)
-            elif type(error) is not type(ref_error):
-                self._mismatch(op, f"raised {type(error).__name__}, the {REFERENCE} backend "
-                                   f"{type(ref_error).__name__}", detail)
-            else:
-                self.rejected += 1
+        accepted, out = self._call_under_test(op, fn, args, kwargs, arrays, detail,
+                                              lambda: _call(fn, args, kwargs, REFERENCE)[1],
+                                              f"the {REFERENCE} backend")
+        if not accepted:
             return None
-        self.calls[op] += 1
-        for a, before in zip(arrays, snapshots):
-            if not np.array_equal(a, before, equal_nan=True):
-                self._mismatch(op, "modified an input array", detail)
         try:
             ref = oracle(_same)
         except Exception as exc:  # noqa: BLE001 - arguments the definitions give no result for
