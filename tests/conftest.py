@@ -141,3 +141,22 @@ def numerical_gradient(f, a, eps):
         flat[i] = old
         grad.flat[i] = (plus - minus) / (2 * eps)
     return grad
+
+
+def spy_on(monkeypatch, name):
+    """Wrap ``cconv.<name>``: returns a list that receives (positional arrays, result) per call."""
+    calls = []
+    original = getattr(cconv, name)
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((args, result))
+        return result
+
+    monkeypatch.setattr(cconv, name, spy)
+    return calls
+
+
+def address(array):
+    """The address of an array's first byte: equal addresses prove that no copy was made."""
+    return array.__array_interface__["data"][0]

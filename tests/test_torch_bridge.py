@@ -20,27 +20,9 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-import cconv  # noqa: E402
 import cconv.torch as ct  # noqa: E402
+from conftest import address, spy_on  # noqa: E402
 from cconv._torch_model_bench import resnet18_cifar, train_side_by_side  # noqa: E402
-
-
-def _spy(monkeypatch, name):
-    """Wrap ``cconv.<name>``: returns a list that receives (positional arrays, result) per call."""
-    calls = []
-    original = getattr(cconv, name)
-
-    def spy(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append((args, result))
-        return result
-
-    monkeypatch.setattr(cconv, name, spy)
-    return calls
-
-
-def _address(array):
-    return array.__array_interface__["data"][0]
 
 
 # --------------------------------------------------------------------------
@@ -176,22 +158,22 @@ def test_custom_op_registration_passes_opcheck(op, args):
 # --------------------------------------------------------------------------
 
 def test_forward_shares_memory_with_cconv(monkeypatch):
-    calls = _spy(monkeypatch, "conv2d")
+    calls = spy_on(monkeypatch, "conv2d")
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
     y = ct.conv2d(x, w, padding=1)
     (args, result), = calls
-    assert _address(args[0]) == x.data_ptr() and _address(args[1]) == w.data_ptr()  # inputs: views
-    assert _address(result) == y.data_ptr()                                          # output: cconv's array
+    assert address(args[0]) == x.data_ptr() and address(args[1]) == w.data_ptr()  # inputs: views
+    assert address(result) == y.data_ptr()                                          # output: cconv's array
 
 
 def test_backward_runs_cconv_and_shares_its_memory(monkeypatch):
-    calls = _spy(monkeypatch, "conv2d_backward")
+    calls = spy_on(monkeypatch, "conv2d_backward")
     x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
     gy = torch.randn(2, 4, 8, 8)
     grads = torch.ops.cconv.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, False, [True, True, True])
     (args, result), = calls
-    assert _address(args[0]) == gy.data_ptr() and _address(args[1]) == x.data_ptr()
-    assert [_address(a) for a in result] == [g.data_ptr() for g in grads]
+    assert address(args[0]) == gy.data_ptr() and address(args[1]) == x.data_ptr()
+    assert [address(a) for a in result] == [g.data_ptr() for g in grads]
     # through autograd: only the gradients asked for are computed
     x.requires_grad_()
     ct.conv2d(x, w, b, padding=1).backward(gy)
@@ -200,7 +182,7 @@ def test_backward_runs_cconv_and_shares_its_memory(monkeypatch):
 
 @pytest.mark.parametrize("name", ["max_pool2d_backward", "avg_pool2d_backward", "conv_transpose2d_backward"])
 def test_every_backward_runs_cconv(monkeypatch, name):
-    calls = _spy(monkeypatch, name)
+    calls = spy_on(monkeypatch, name)
     x = torch.randn(1, 2, 6, 6, requires_grad=True)
     if name == "conv_transpose2d_backward":
         y = ct.conv_transpose2d(x, torch.randn(2, 3, 2, 2, requires_grad=True), stride=2)
@@ -283,7 +265,7 @@ def test_convert_runs_cconv_and_matches_torch(monkeypatch):
     assert "7: a subclass of nn.Conv2d" in message and "9: cconv has no op for nn.LPPool2d" in message
     assert ct.unconverted(converted) == [("7", "a subclass of nn.Conv2d with its own forward"),
                                          ("9", "cconv has no op for nn.LPPool2d")]
-    calls = {name: _spy(monkeypatch, name)
+    calls = {name: spy_on(monkeypatch, name)
              for name in ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")}
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     expected, got = model(x), converted(x)

@@ -19,29 +19,11 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-import cconv  # noqa: E402
 import cconv.torch as ct  # noqa: E402
+from conftest import address, spy_on  # noqa: E402
 
 # spatial sizes per dimension count: small enough for gradcheck's numerical Jacobians
 _SIZES = {1: (9,), 2: (6, 5), 3: (4, 3, 4)}
-
-
-def _spy(monkeypatch, name):
-    """Wrap ``cconv.<name>``: returns a list that receives (positional arrays, result) per call."""
-    calls = []
-    original = getattr(cconv, name)
-
-    def spy(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append((args, result))
-        return result
-
-    monkeypatch.setattr(cconv, name, spy)
-    return calls
-
-
-def _address(array):
-    return array.__array_interface__["data"][0]
 
 
 def _leaf(rng, shape, dtype=torch.float64):
@@ -248,20 +230,20 @@ def test_custom_op_registration_passes_opcheck(name):
 
 @pytest.mark.parametrize("name", _NEW_OPS)
 def test_forward_and_backward_run_cconv_on_the_tensors_memory(monkeypatch, name):
-    forward, backward = _spy(monkeypatch, name), _spy(monkeypatch, f"{name}_backward")
+    forward, backward = spy_on(monkeypatch, name), spy_on(monkeypatch, f"{name}_backward")
     rng = np.random.default_rng(13)
     inputs = _example(name, lambda shape: torch.from_numpy(rng.standard_normal(shape)).requires_grad_())
     result = getattr(torch.ops.cconv, name)(*inputs)
     out = result[0] if isinstance(result, tuple) else result
     (args, array), = forward
-    assert _address(args[0]) == inputs[0].data_ptr()  # the input reached cconv as a view
+    assert address(args[0]) == inputs[0].data_ptr()  # the input reached cconv as a view
     arrays = array if isinstance(array, tuple) else (array,)
     tensors = result if isinstance(result, tuple) else (result,)
-    assert [_address(a) for a in arrays] == [t.data_ptr() for t in tensors]  # results: cconv's memory
+    assert [address(a) for a in arrays] == [t.data_ptr() for t in tensors]  # results: cconv's memory
     grad_output = torch.randn_like(out)
     out.backward(grad_output)
     (args, array), = backward
-    assert _address(args[0]) == grad_output.data_ptr()
+    assert address(args[0]) == grad_output.data_ptr()
     assert (array[0] if isinstance(array, tuple) else array).shape == tuple(inputs[0].shape)
 
 
@@ -348,8 +330,8 @@ def test_the_models_hold_every_layer_type():
 
 @pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-11, 1e-12), (torch.float32, 1e-4, 1e-5)])
 def test_converted_models_match_torch_values_and_gradients(monkeypatch, dtype, rtol, atol):
-    calls = {name: _spy(monkeypatch, name) for name in _FUNCTIONS}
-    backward_calls = {name: _spy(monkeypatch, f"{name}_backward") for name in _FUNCTIONS}
+    calls = {name: spy_on(monkeypatch, name) for name in _FUNCTIONS}
+    backward_calls = {name: spy_on(monkeypatch, f"{name}_backward") for name in _FUNCTIONS}
     for model, shape in _models():
         model = model.to(dtype)
         with warnings.catch_warnings():
