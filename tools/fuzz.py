@@ -387,7 +387,8 @@ class Fuzzer:
     def conv_nd(self, dtype):
         dims = (1, 3)[self._int(0, 1)]
         groups = self._int(1, 2)
-        c, o = groups * self._int(1, 2), groups * self._int(1, 2)
+        # now and then >= 4 channels per group: conv3d's volume algorithm needs them
+        c, o = (groups * (self._int(1, 2) if self.rng.random() < 0.7 else 4) for _ in range(2))
         kernel = tuple(self._int(1, 3) for _ in range(dims))
         x = self._array(self._nd_shape(c, dims, 12 if dims == 1 else 5), dtype)
         w = self._array((o, c // groups) + kernel, dtype)
