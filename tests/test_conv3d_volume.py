@@ -209,3 +209,26 @@ print(counts.get(("volume", "forward"), 0), counts.get(("volume", "grad_input"),
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.split() == expected.split(), (algo, result.stdout)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_tasks_of_several_depth_planes(rng, dtype):
+    """Volumes large enough to be cut into runs of output depth planes (the last one shorter):
+    every run pads its own halo planes and writes only its planes."""
+    for x_shape, w_shape, args in [((1, 4, 23, 30, 30), (5, 4, 3, 3, 3), dict(padding=1)),
+                                   ((2, 4, 45, 29, 31), (6, 4, 3, 2, 3), dict(stride=(2, 1, 1), padding=(2, 0, 1),
+                                                                             dilation=(2, 1, 1)))]:
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        stride, dilation = args.get("stride", (1, 1, 1)), args.get("dilation", (1, 1, 1))
+        pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
+        geo = (stride, tuple((p, p) for p in pad), dilation, 1)
+        before = _counts()
+        y = cconv.conv3d(x, w, **args, backend="cython")
+        assert_close(y, ref.conv(x, w, None, *geo))
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx = cconv.conv3d_backward(gy, x, w, **args, output_mask=(True, False, False), backend="cython")[0]
+        assert_close(gx, ref.conv_backward(gy, x, w, *geo)[0])
+        assert _volume_runs(before) == ({"forward": 1, "grad_input": 1} if stride == (1, 1, 1) else {"forward": 1})
+        plan = cconv.explain("conv3d", x, w, **args)["forward"]
+        assert plan["algorithm"] == "volume" and plan["depth_planes_per_task"] < y.shape[2]
