@@ -182,13 +182,17 @@ cdef object _bytes(a):
 cdef void _crop_weights(const ConvPlan *p, const floating *w, Py_ssize_t planes,
                         floating *dst) noexcept nogil:
     """dst (planes, kh, kw) = the live taps of w (planes, full_kh, full_kw) of a trimmed plan
-    (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0)."""
-    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
+    (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0); a volume plan's planes have depth taps
+    too: (planes, kd, kh, kw) from (planes, full_kd, full_kh, full_kw), from tap_d0."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i, t
+    cdef Py_ssize_t kd = p.d.kernel_d if p.algo == A_VOLUME else 1
+    cdef Py_ssize_t full_kd = p.full_kd if p.algo == A_VOLUME else 1
     for a in range(planes):
-        for i in range(kh):
-            memcpy(dst + (a * kh + i) * kw,
-                   w + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
-                   kw * sizeof(floating))
+        for t in range(kd):
+            for i in range(kh):
+                memcpy(dst + ((a * kd + t) * kh + i) * kw,
+                       w + ((a * full_kd + p.tap_d0 + t) * p.full_kh + p.tap_h0 + i) * p.full_kw
+                       + p.tap_w0, kw * sizeof(floating))
 
 
 cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t planes,
@@ -461,8 +465,13 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["taps"] = {"rows": (int(p.tap_h0), int(p.tap_h0 + p.g.kernel_h - 1)),
                         "cols": (int(p.tap_w0), int(p.tap_w0 + p.g.kernel_w - 1)),
                         "kernel": (int(p.full_kh), int(p.full_kw))}
+        full = f"{p.full_kh}x{p.full_kw}"
+        if p.algo == A_VOLUME:
+            info["taps"]["depth"] = (int(p.tap_d0), int(p.tap_d0 + p.d.kernel_d - 1))
+            info["taps"]["kernel"] = (int(p.full_kd),) + info["taps"]["kernel"]
+            full = f"{p.full_kd}x{full}"
         info["reason"] = (f"only kernel taps {info['taps']['rows']} x {info['taps']['cols']} "
-                          f"of {p.full_kh}x{p.full_kw} read the input, the others only zero "
+                          f"of {full} read the input, the others only zero "
                           "padding: the cropped kernel; " + info["reason"])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS, A_DEPTHWISE):
         info["tile"] = (int(p.mr), int(p.nr))

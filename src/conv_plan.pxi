@@ -211,6 +211,7 @@ cdef struct ConvPlan:
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     cconv_depth d             # volume: its depth dimension (zeros for a 2-d plan)
     Py_ssize_t dchunk         # volume: output depth planes per task
+    Py_ssize_t tap_d0, full_kd    # volume, trimmed: depth taps [tap_d0, +d.kernel_d) of full_kd
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
     Py_ssize_t size[N_REGIONS]
@@ -1008,21 +1009,31 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     cdef Py_ssize_t hph, wph, plane, nchunks
     cdef double macs
     cdef cconv_geom fold = s[0]       # the conv2d of the folded call: kd*C channels per group
-    cdef Py_ssize_t lo, hi
+    cdef Py_ssize_t d0, d1
+    cdef int trim
     _plan_init(p, pass_, s, batch, groups, m, itemsize, threads)
-    p.d = d[0]
     fold.channels = s.channels * d.kernel_d
-    # A kernel with dead taps (reading only zero padding) folds: the conv2d's planner crops
-    # them in (h, w) (_trim_taps); the volume has no cropping of its own yet.
-    _live_taps(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.dilation_h, s.pad_top, &lo, &hi)
-    if lo != 0 or hi != s.kernel_h - 1:
-        return False
-    _live_taps(s.in_w, s.out_w, s.kernel_w, s.stride_w, s.dilation_w, s.pad_left, &lo, &hi)
-    if lo != 0 or hi != s.kernel_w - 1:
-        return False
-    _live_taps(d.in_d, d.out_d, d.kernel_d, d.stride_d, d.dilation_d, d.pad_front, &lo, &hi)
-    if lo != 0 or hi != d.kernel_d - 1:
-        return False
+    # Taps that read only zero padding are cropped in (h, w) as the conv2d's planner does
+    # (_trim_taps, on p.g), and in depth likewise: the pass runs on the live sub-kernel.
+    trim = _trim_taps(p, fin) if batch and K and m else 0
+    _live_taps(d.in_d, d.out_d, d.kernel_d, d.stride_d, d.dilation_d, d.pad_front, &d0, &d1)
+    p.d = d[0]
+    if trim == 2 or d1 < d0:
+        return False          # no live tap: the folded conv2d knows the output is the bias
+    if (d0 != 0 or d1 != d.kernel_d - 1) and (pass_ == P_GRAD_INPUT or (fin & F_OTHER)):
+        if not p.trimmed:     # book the cropped weights now that depth crops too
+            p.trimmed = True
+            p.full_kh = s.kernel_h
+            p.full_kw = s.kernel_w
+        p.tap_d0 = d0
+        p.d.pad_front -= d0 * d.dilation_d
+        p.d.kernel_d = d1 - d0 + 1
+    if pass_ != P_GRAD_INPUT and (d0 != 0 or d1 != d.kernel_d - 1):
+        p.needs |= F_OTHER
+    p.full_kd = d.kernel_d
+    if p.trimmed:
+        _book(p, R_CROPPED, groups * m * s.channels * p.d.kernel_d * p.g.kernel_h * p.g.kernel_w)
+    K = s.channels * p.d.kernel_d * p.g.kernel_h * p.g.kernel_w
     if (_env_algo < 0 and batch and K and m and (pass_ == P_FORWARD or pass_ == P_GRAD_INPUT)
             and plan_conv(pass_, &fold, batch * d.out_d, groups, m, itemsize, threads,
                           fin).algo == A_WINOGRAD):
@@ -1038,22 +1049,22 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
         if (s.stride_h != 1 or s.stride_w != 1 or d.stride_d != 1 or not (fin & F_OTHER)
                 or (_env_algo != A_VOLUME and s.channels < _GEMM_MIN_CHANNELS)):
             return False
-        p.via_forward = 1
+        p.via_forward = 1      # the transposed conv of the (cropped) geometry
         p.g.channels = m
         p.g.in_h = s.out_h
         p.g.in_w = s.out_w
-        p.g.pad_top = s.dilation_h * (s.kernel_h - 1) - s.pad_top
-        p.g.pad_left = s.dilation_w * (s.kernel_w - 1) - s.pad_left
+        p.g.pad_top = p.g.dilation_h * (p.g.kernel_h - 1) - p.g.pad_top
+        p.g.pad_left = p.g.dilation_w * (p.g.kernel_w - 1) - p.g.pad_left
         p.g.out_h = s.in_h
         p.g.out_w = s.in_w
         p.d.in_d = d.out_d
         p.d.out_d = d.in_d
-        p.d.pad_front = d.dilation_d * (d.kernel_d - 1) - d.pad_front
+        p.d.pad_front = p.d.dilation_d * (p.d.kernel_d - 1) - p.d.pad_front
         p.m = s.channels
         _choose_kernel(p, p.m, False)
     if _vol_size(p, 1) > _PADDED_MAX_ELEMS:
         return False
-    K = p.g.channels * d.kernel_d * s.kernel_h * s.kernel_w    # of the (transposed) pass
+    K = p.g.channels * p.d.kernel_d * p.g.kernel_h * p.g.kernel_w   # of the (transposed) pass
     p.algo = A_VOLUME
     p.reason = W_VOLUME
     p.forced = 1 if _env_algo == A_VOLUME else 0

@@ -66,12 +66,13 @@ def _ref_args(args, kernel):
     return args["stride"], pads, args["dilation"], args["groups"]
 
 
-def _dead_taps(x_shape, w_shape, args):
-    """Whether some kernel tap reads only zero padding in some dimension (the planner folds those)."""
+def _all_padding(x_shape, w_shape, args):
+    """Whether every kernel tap of some dimension reads only zero padding (the planner folds: the
+    conv2d's plan knows the output is the bias)."""
     _, pads, dilation, _ = _ref_args(args, w_shape[2:])
     for n, k, s, (p, q), d in zip(x_shape[2:], w_shape[2:], args["stride"], pads, dilation):
         out = (n + p + q - d * (k - 1) - 1) // s + 1
-        if any(not any(0 <= o * s - p + t * d < n for o in range(out)) for t in range(k)):
+        if all(not any(0 <= o * s - p + t * d < n for o in range(out)) for t in range(k)):
             return True
     return False
 
@@ -112,8 +113,8 @@ def test_volume_matches_reference(rng, dtype):
         with np.errstate(invalid="ignore", over="ignore"):
             y = cconv.conv3d(_noncontiguous(rng, x), _noncontiguous(rng, w), b, **args, backend="cython")
             expected = ref.conv(x, w, b, *geo)
-        # (kd, 1, 1) kernels run on a 2-d view; kernels with dead taps fold (the conv2d crops them)
-        rows = _api_nd._conv3d_plan(x_shape, w_shape, **args).depth_as_rows or _dead_taps(x_shape, w_shape, args)
+        # (kd, 1, 1) kernels run on a 2-d view; all-padding kernels fold
+        rows = _api_nd._conv3d_plan(x_shape, w_shape, **args).depth_as_rows or _all_padding(x_shape, w_shape, args)
         assert _volume_runs(before) == ({} if rows else {"forward": 1}), ctx
         assert_close(y, expected, context=ctx)
         gy = rng.standard_normal(y.shape).astype(dtype)
@@ -168,10 +169,21 @@ def test_explain_says_which_passes_run_on_the_volume(rng):
     assert cconv.explain("conv3d", x, w[:2], padding=1)["forward"]["runs_as"].startswith("conv2d")
     folded = cconv.explain("conv3d_backward", np.zeros((2, 8, 3, 3, 4), np.float32), x, w, stride=2, padding=1)
     assert folded["grad_input"]["runs_as"].startswith("conv2d_backward")
-    # dead taps (here: rows that read only padding, H = 1) fold: the conv2d crops them
-    thin = rng.standard_normal((2, 8, 5, 1, 7)).astype(np.float32)
-    dead = cconv.explain("conv3d", thin, w, padding=1)["forward"]
-    assert dead["runs_as"].startswith("conv2d on ") and dead["taps"]["rows"] == (1, 1)
+    # dead taps (reading only zero padding: H = 1, D = 1) are cropped, depth taps too
+    for shape, taps in (((2, 8, 5, 1, 7), {"depth": (0, 2), "rows": (1, 1), "cols": (0, 2)}),
+                        ((2, 8, 1, 6, 7), {"depth": (1, 1), "rows": (0, 2), "cols": (0, 2)})):
+        thin = rng.standard_normal(shape).astype(np.float32)
+        for plan in cconv.explain("conv3d_backward", np.zeros(shape[:1] + (8,) + shape[2:], np.float32),
+                                        thin, w, padding=1, output_mask=(True, False, False)).values():
+            assert plan["algorithm"] == "volume", plan
+            assert plan["taps"] == dict(taps, kernel=(3, 3, 3)), plan
+        before = _counts()
+        y = cconv.conv3d(thin, w, padding=1)
+        assert_close(y, ref.conv(thin, w, None, (1, 1, 1), ((1, 1),) * 3, (1, 1, 1), 1))
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        assert_close(cconv.conv3d_backward(gy, thin, w, padding=1)[0],
+                     ref.conv_backward(gy, thin, w, (1, 1, 1), ((1, 1),) * 3, (1, 1, 1), 1)[0])
+        assert _volume_runs(before) == {"forward": 1, "grad_input": 1}
     # where the folded conv2d runs Winograd (3x3 in (h, w), >= 16 channels), it folds
     x16 = rng.standard_normal((2, 16, 6, 10, 10)).astype(np.float32)
     w16 = rng.standard_normal((16, 16, 3, 3, 3)).astype(np.float32)
