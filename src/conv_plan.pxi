@@ -994,9 +994,10 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     not apply, and the pass folds the depth taps into the channels of a conv2d instead
     (cconv._api_nd), whose own plan then decides.  It applies to the forward and, with
     stride 1 and finite weights, to the input gradient (a forward conv of grad_output with
-    the flipped kernel), with >= _GEMM_MIN_CHANNELS output channels per group (else the
-    conv2d's direct loops), a non-empty pass and a padded depth plane within
-    _PADDED_MAX_ELEMS; the weight and bias gradients always fold.  Another algorithm forced
+    the flipped kernel), with >= _GEMM_MIN_CHANNELS output channels per group (input
+    channels too for the input gradient; else the conv2d's direct loops), a non-empty pass,
+    a live tap in every dimension and a padded depth plane within _PADDED_MAX_ELEMS; the
+    weight and bias gradients always fold.  Another algorithm forced
     by CCONV_CONV_ALGO folds too (it names a conv2d algorithm); forcing volume lifts the
     channel rule.  Where the folded conv2d would run Winograd it folds too: its 2.25x fewer
     multiplies beat the volume's implicit GEMM, copies included (3x3x3 layers of 32-128
