@@ -3,7 +3,9 @@
 * 1-d ops are the 2-d ones with a height of 1: (N, C, L) -> (N, C, 1, L), kernel (1, k),
   stride (1, s), padding (0, p). A 1-d max-pool index (a flat offset in each (n, c) row)
   is exactly the 2-d index with H = 1.
-* conv3d folds the depth taps into the channels: output depth slice ``j`` reads input slices
+* conv3d runs on the compiled backend's volume algorithm where its planner takes it (an
+  implicit GEMM over a padded copy of each volume: no stacked copies; forward and the stride-1
+  input gradient). Otherwise it folds the depth taps into the channels: output depth slice ``j`` reads input slices
   ``j*stride_d - pad_d + t*dilation_d`` for the taps ``t``; those slices are stacked along the
   channel axis (group-major: group, tap, channel), so ONE conv2d on (N*Do, kd*C, H, W) with
   the weight (O, kd*C/groups, kh, kw) computes the whole conv3d (a (kd, 1, 1) kernel with no
@@ -412,6 +414,13 @@ class _Conv3dPlan:
     conv2d: dict  # stride, padding, dilation, groups of the conv2d on the stacked slices
     output_shape: tuple
     depth_as_rows: bool = False  # a (kd, 1, 1) kernel: one conv2d on the (N, C, D, H*W) view instead
+    geometry: object = None      # the (h, w) conv2d geometry of one depth slice (volume algorithm)
+
+    @property
+    def volume(self):
+        """The depth dimension as the volume algorithm takes it: (D, kd, stride, pad_front, dilation, Do)."""
+        m = self.depth
+        return (m.size, m.taps, m.stride, m.pad, m.dilation, m.out)
 
 
 def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
@@ -436,7 +445,13 @@ def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
                     dilation=(dilation[0], 1), groups=g.groups)
         return _Conv3dPlan(depth, args, (n, o, do, h, w), depth_as_rows=True)
     args = dict(stride=stride[1:], padding=pad_hw, dilation=dilation[1:], groups=g.groups)
-    return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w))
+    return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w), geometry=g)
+
+
+def _volume(plan, backend):
+    """The backend's volume algorithm (None: it has none, or the plan is a (kd, 1, 1) row view)."""
+    impl = _api._resolve(backend)
+    return None if plan.depth_as_rows or not hasattr(impl, "conv3d") else impl
 
 
 def _rows(a):
@@ -458,6 +473,12 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if plan.depth_as_rows:
         y = _api.conv2d(_rows(x), _rows(w), b, backend=backend, **plan.conv2d)
         return _unbatch(y.reshape(plan.output_shape), unbatched)
+    impl = _volume(plan, backend)
+    if impl is not None:
+        c = _shapes.contiguous
+        y = impl.conv3d(c(x), c(w), c(b), plan.geometry, plan.volume)
+        if y is not None:
+            return _unbatch(y, unbatched)
     y = _api.conv2d(_gather_depth(x, plan.depth, plan.conv2d["groups"]), _fold_weight(w), b,
                     backend=backend, **plan.conv2d)
     return _unbatch(_batch_to_slices(y, x.shape[0], plan.depth.out), unbatched)
@@ -481,13 +502,23 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         return (gx[0] if unbatched and gx is not None else gx), gw, gb
     groups = plan.conv2d["groups"]
     n, c = x.shape[:2]
+    gx = None
+    impl = _volume(plan, backend) if need_input else None
+    if impl is not None:
+        gx = impl.conv3d_grad_input(_shapes.contiguous(gy), _shapes.contiguous(w), plan.geometry, plan.volume)
+        if gx is not None:
+            need_input = False
+            mask = (False, need_weight, need_bias)
+            if not (need_weight or need_bias):
+                return (gx[0] if unbatched else gx), None, None
     if need_weight:
         xs = _gather_depth(x, plan.depth, groups)
     else:  # only its shape matters; zeros are allocated lazily
         xs = np.zeros((n * plan.depth.out, c * plan.depth.taps) + x.shape[3:], x.dtype)
     gxs, gws, gb = _api.conv2d_backward(_slices_to_batch(gy), xs, _fold_weight(w), output_mask=mask,
                                         backend=backend, **plan.conv2d)
-    gx = _scatter_depth(gxs, plan.depth, n, c, groups) if need_input else None
+    if need_input:
+        gx = _scatter_depth(gxs, plan.depth, n, c, groups)
     gw = _unfold_weight(gws, w.shape[2]) if need_weight else None
     return (gx[0] if unbatched and gx is not None else gx), gw, gb if need_bias else None
 

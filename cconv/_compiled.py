@@ -21,6 +21,21 @@ def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
     return _conv.conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias, get_num_threads())
 
 
+def conv3d(x, w, b, g, depth):
+    """conv3d on the volume algorithm, or None where the planner folds it into a conv2d."""
+    return _conv.conv3d(x, w, b, g, depth, get_num_threads())
+
+
+def conv3d_grad_input(gy, w, g, depth):
+    """conv3d's input gradient on the volume algorithm, or None (fold into a conv2d)."""
+    return _conv.conv3d_grad_input(gy, w, g, depth, get_num_threads())
+
+
+def explain_volume(w, g, depth, forward):
+    """explain's entries of the conv3d passes the volume algorithm runs ({} where it folds)."""
+    return _conv.explain_volume(w, g, depth, get_num_threads(), forward)
+
+
 def max_pool2d(x, g):
     return _pool.max_pool2d(x, g, get_num_threads())
 

@@ -2,7 +2,8 @@
 
 A 1-d or 3-d op runs one or two compiled 2-d ops on views or stacks of its arrays
 (:func:`cconv._api_nd.plan_2d` names them); its explanation is theirs, each pass
-marked ``"runs_as"`` with the 2-d call and its shapes. Adaptive pools run the ordinary
+marked ``"runs_as"`` with the 2-d call and its shapes. The conv3d passes that the compiled
+volume algorithm runs instead (forward, stride-1 input gradient) are its plan's. Adaptive pools run the ordinary
 pool of the same dimension when their bins are uniform, one BLAS matrix-vector
 product for a global average, and vectorised NumPy otherwise.
 """
@@ -71,6 +72,22 @@ def _via_2d(op, calls, dtype, grad_shape, extra, backend):
     return result
 
 
+def _volume_entries(op, shape, w, dtype, a, backend):
+    """The conv3d passes (forward, or grad_input) that the compiled volume algorithm runs:
+    {pass: entry}, empty where the call folds its depth taps into a conv2d."""
+    plan = _api_nd._conv3d_plan(shape, tuple(w.shape), a.get("stride", 1), a.get("padding", 0),
+                                a.get("dilation", 1), a.get("groups", 1))
+    impl = _api_nd._volume(plan, backend)
+    if impl is None:
+        return {}
+    weights = np.ascontiguousarray(w, dtype)  # the plan may depend on the weights' finiteness
+    entries = impl.explain_volume(weights, plan.geometry, plan.volume, not op.endswith("_backward"))
+    for entry in entries.values():
+        entry["runs_as"] = f"volume on {tuple(shape)}"
+        entry["reason"] = f"{op} runs on the volume algorithm: {entry['reason']}"
+    return entries
+
+
 def _explain_adaptive(op, dims, a, backend):
     backward = op.endswith("_backward")
     kind = "max" if "max" in op else "avg"
@@ -129,7 +146,10 @@ def explain(op, *args, **kwargs):
         extra = {"output_mask": a.pop("output_mask")} if backward else {}
         a.pop("bias", None)
         calls = _api_nd.plan_2d(op, _batched_shape(x.shape, dims), tuple(w.shape), **a)
-        return _via_2d(op, calls, _dtype(x, w), None if gy is None else np.shape(gy), extra, backend)
+        entries = _via_2d(op, calls, _dtype(x, w), None if gy is None else np.shape(gy), extra, backend)
+        if base == "conv3d" and (not backward or _api_nd._output_mask(extra["output_mask"])[0]):
+            entries.update(_volume_entries(op, _batched_shape(x.shape, dims), w, _dtype(x, w), a, backend))
+        return entries
     a.pop("return_indices", None)
     a.pop("indices", None)
     if backward:

@@ -182,13 +182,17 @@ cdef object _bytes(a):
 cdef void _crop_weights(const ConvPlan *p, const floating *w, Py_ssize_t planes,
                         floating *dst) noexcept nogil:
     """dst (planes, kh, kw) = the live taps of w (planes, full_kh, full_kw) of a trimmed plan
-    (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0)."""
-    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
+    (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0); a volume plan's planes have depth taps
+    too: (planes, kd, kh, kw) from (planes, full_kd, full_kh, full_kw), from tap_d0."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i, t
+    cdef Py_ssize_t kd = p.d.kernel_d if p.algo == A_VOLUME else 1
+    cdef Py_ssize_t full_kd = p.full_kd if p.algo == A_VOLUME else 1
     for a in range(planes):
-        for i in range(kh):
-            memcpy(dst + (a * kh + i) * kw,
-                   w + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
-                   kw * sizeof(floating))
+        for t in range(kd):
+            for i in range(kh):
+                memcpy(dst + ((a * kd + t) * kh + i) * kw,
+                       w + ((a * full_kd + p.tap_d0 + t) * p.full_kh + p.tap_h0 + i) * p.full_kw
+                       + p.tap_w0, kw * sizeof(floating))
 
 
 cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t planes,
@@ -279,8 +283,9 @@ def conv2d(x, w, b, g, int threads):
 cdef void _flip(const ConvPlan *p, const floating *w, floating *wt) noexcept nogil:
     """wt[g, c, o, kh-1-i, kw-1-j] = w[g, o, c, i, j]: the stride-1 input gradient's kernel
     (p: its plan, on the transposed geometry: p.m input channels of the conv2d, p.g.channels
-    its output channels per group)."""
-    cdef Py_ssize_t khw = p.g.kernel_h * p.g.kernel_w, C = p.m, m = p.g.channels
+    its output channels per group; a volume plan flips the depth taps too)."""
+    cdef Py_ssize_t khw = p.g.kernel_h * p.g.kernel_w * (p.d.kernel_d if p.algo == A_VOLUME else 1)
+    cdef Py_ssize_t C = p.m, m = p.g.channels
     cdef Py_ssize_t gidx, c, o, r
     for gidx in range(p.groups):
         for c in range(C):
@@ -347,6 +352,76 @@ def conv2d_backward(gy, x, w, g, bint need_input, bint need_weight, bint need_bi
 
 
 # --------------------------------------------------------------------------
+# conv3d on the volume algorithm
+# --------------------------------------------------------------------------
+
+cdef int _volume_plan(ConvPlan *p, int pass_, g, tuple depth, w, int threads) except -1:
+    """plan_volume for a conv3d pass, its weights' finiteness checked when the plan assumes
+    it.  g: the (h, w) geometry (cconv._shapes.ConvGeometry); depth: (in_d, kernel_d,
+    stride_d, pad_front, dilation_d, out_d)."""
+    cdef cconv_geom s = _slice_geom(g)
+    cdef cconv_depth d
+    cdef int itemsize = w.itemsize
+    cdef const unsigned char[::1] wb = _bytes(w)
+    d.in_d, d.kernel_d, d.stride_d, d.pad_front, d.dilation_d, d.out_d = depth
+    cdef Py_ssize_t m = g.out_channels // g.groups
+    if not plan_volume(p, pass_, &s, &d, g.batch, g.groups, m, itemsize, threads, F_ALL):
+        return False
+    if p.needs & F_OTHER and not _finite(_data(wb), w.size, itemsize):
+        return plan_volume(p, pass_, &s, &d, g.batch, g.groups, m, itemsize, threads, F_DATA)
+    return True
+
+
+def conv3d(x, w, b, g, tuple depth, int threads):
+    """y (N, O, Do, Ho, Wo) = conv3d(x (N, C, D, H, W), w (O, C/groups, kd, kh, kw), b) on the
+    volume algorithm, or None where the planner folds the depth taps into a conv2d instead.
+    g: the (h, w) conv2d geometry; depth: (D, kd, stride, pad_front, dilation, Do)."""
+    cdef ConvPlan plan
+    if not _volume_plan(&plan, P_FORWARD, g, depth, w, threads):
+        return None
+    y = np.empty((g.batch, g.out_channels, depth[5], g.out_h, g.out_w), dtype=x.dtype)
+    _ran[A_VOLUME][P_FORWARD] += 1
+    if x.itemsize == 4:
+        _execute[float](&plan, <float *><uintptr_t>x.ctypes.data, <float *><uintptr_t>w.ctypes.data,
+                        <float *><uintptr_t>b.ctypes.data if b is not None else NULL,
+                        <float *><uintptr_t>y.ctypes.data)
+    else:
+        _execute[double](&plan, <double *><uintptr_t>x.ctypes.data, <double *><uintptr_t>w.ctypes.data,
+                         <double *><uintptr_t>b.ctypes.data if b is not None else NULL,
+                         <double *><uintptr_t>y.ctypes.data)
+    return y
+
+
+def conv3d_grad_input(gy, w, g, tuple depth, int threads):
+    """grad_input (N, C, D, H, W) of :func:`conv3d` from gy (N, O, Do, Ho, Wo) on the volume
+    algorithm, or None where the planner folds the depth taps into a conv2d instead."""
+    cdef ConvPlan plan
+    if not _volume_plan(&plan, P_GRAD_INPUT, g, depth, w, threads):
+        return None
+    gi = np.empty((g.batch, g.in_channels, depth[0], g.in_h, g.in_w), dtype=gy.dtype)
+    _ran[A_VOLUME][P_GRAD_INPUT] += 1
+    if gy.itemsize == 4:
+        _execute[float](&plan, <float *><uintptr_t>gy.ctypes.data, <float *><uintptr_t>w.ctypes.data,
+                        NULL, <float *><uintptr_t>gi.ctypes.data)
+    else:
+        _execute[double](&plan, <double *><uintptr_t>gy.ctypes.data, <double *><uintptr_t>w.ctypes.data,
+                         NULL, <double *><uintptr_t>gi.ctypes.data)
+    return gi
+
+
+def explain_volume(w, g, tuple depth, int threads, bint forward):
+    """{pass: explain entry} of the conv3d passes the volume algorithm runs (forward, or
+    grad_input of a backward call); passes that fold into a conv2d are left out."""
+    cdef ConvPlan plan
+    name = "forward" if forward else "grad_input"
+    if not _volume_plan(&plan, P_FORWARD if forward else P_GRAD_INPUT, g, depth, w, threads):
+        return {}
+    info = _describe(&plan)
+    info["depth_planes_per_task"] = int(plan.dchunk)
+    return {name: info}
+
+
+# --------------------------------------------------------------------------
 # explaining a call, build information
 # --------------------------------------------------------------------------
 
@@ -390,8 +465,13 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["taps"] = {"rows": (int(p.tap_h0), int(p.tap_h0 + p.g.kernel_h - 1)),
                         "cols": (int(p.tap_w0), int(p.tap_w0 + p.g.kernel_w - 1)),
                         "kernel": (int(p.full_kh), int(p.full_kw))}
+        full = f"{p.full_kh}x{p.full_kw}"
+        if p.algo == A_VOLUME:
+            info["taps"]["depth"] = (int(p.tap_d0), int(p.tap_d0 + p.d.kernel_d - 1))
+            info["taps"]["kernel"] = (int(p.full_kd),) + info["taps"]["kernel"]
+            full = f"{p.full_kd}x{full}"
         info["reason"] = (f"only kernel taps {info['taps']['rows']} x {info['taps']['cols']} "
-                          f"of {p.full_kh}x{p.full_kw} read the input, the others only zero "
+                          f"of {full} read the input, the others only zero "
                           "padding: the cropped kernel; " + info["reason"])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS, A_DEPTHWISE):
         info["tile"] = (int(p.mr), int(p.nr))

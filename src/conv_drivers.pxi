@@ -26,6 +26,7 @@ cdef enum:  # task kinds
     K_DW_FWD
     K_DW_GI
     K_DW_GW
+    K_VOLUME
 
 DEF _REDUCE_CHUNK = 4096   # elements per task of a partial-sum reduction
 
@@ -205,10 +206,36 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         for i in range(p.batch):
             acc = acc + _dot_ones(<const floating *>job.gy + (i * O + t) * P, P)
         out[t] = acc
+    elif job.kind == K_VOLUME:
+        _vol_task(job, t, tid, d)
     elif job.kind >= K_DW_FWD:
         _dw_task(job, t, _thread_ws(job, tid, T_A, d))
     else:
         _rows_task(job, t, d)
+
+
+cdef void _vol_task(const _Job *job, Py_ssize_t t, int tid, const floating *d) noexcept nogil:
+    """Output depths [c*dchunk, +dchunk) of volume-group slice t // chunks (c = t % chunks)."""
+    cdef const ConvPlan *p = job.p
+    cdef Py_ssize_t chunks = (p.d.out_d + p.dchunk - 1) // p.dchunk
+    cdef Py_ssize_t sl = t // chunks, od0 = t % chunks * p.dchunk, gidx = sl % p.groups
+    cdef Py_ssize_t K = p.g.channels * p.d.kernel_d * p.g.kernel_h * p.g.kernel_w
+    cdef const floating *x = <const floating *>job.x + sl * p.g.channels * p.d.in_d * p.g.in_h * p.g.in_w
+    cdef const floating *apack = _region(job, R_WEIGHTS, d) + gidx * _round_up(p.m, p.mr) * K
+    cdef const floating *b = <const floating *>job.bias
+    cdef floating *y = <floating *>job.out + sl * p.m * p.d.out_d * p.g.out_h * p.g.out_w
+    cdef const Py_ssize_t *off = <const Py_ssize_t *>_region(job, R_OFFSETS, d)
+    cdef Py_ssize_t nout = min(p.dchunk, p.d.out_d - od0)
+    if b != NULL:
+        b = b + gidx * p.m
+    if floating is float:
+        conv_fwd_vol_f32(<const kernel_f32 *>p.kern, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
+                         apack, off, b, y, _thread_ws(job, tid, T_A, d),
+                         _thread_ws(job, tid, T_B, d))
+    else:
+        conv_fwd_vol_f64(<const kernel_f64 *>p.kern, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
+                         apack, off, b, y, _thread_ws(job, tid, T_A, d),
+                         _thread_ws(job, tid, T_B, d))
 
 
 # ---- rows (few output pixels; conv_rows.h) ------------------------------------------------
@@ -558,6 +585,14 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
         _rows_forward(&job)
     elif p.algo == A_DEPTHWISE:
         _dw_run(&job, K_DW_FWD, x)
+    elif p.algo == A_VOLUME:
+        K = K * p.d.kernel_d
+        for gidx in range(p.groups):
+            _pack_a(p, _region(&job, R_WEIGHTS, x) + gidx * _round_up(m, p.mr) * K,
+                    w + gidx * m * K, m, K, K, 1)
+        vol_tap_offsets_f32(s, &p.d, p.dchunk, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
+        _run(&job, K_VOLUME, p.batch * p.groups * ((p.d.out_d + p.dchunk - 1) // p.dchunk),
+             p.threads)
     elif p.algo == A_WINOGRAD:
         # weight transform straight into GEMM strips: 16*O*C values, worth a team
         _run(&job, K_WINO_WEIGHTS, O, p.side_threads)

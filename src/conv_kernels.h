@@ -115,6 +115,13 @@ typedef struct {
     Py_ssize_t out_h, out_w;
 } cconv_geom;
 
+/* The depth dimension of a 3-d convolution run by the volume driver (conv_padded.h); the
+ * (h, w) part and the channels are a cconv_geom.  pad_front may be negative (the stride-1
+ * input gradient as a forward convolution). */
+typedef struct {
+    Py_ssize_t in_d, kernel_d, stride_d, pad_front, dilation_d, out_d;
+} cconv_depth;
+
 /* Where a Winograd transform writes element (xi, c, t) (xi: position in the 4x4 tile,
  * c: channel, t: tile): base + xi*xi_stride + (c / cb)*cb_stride + (c % cb)*c_stride +
  * t*t_stride.  Rows of tiles (forward) or GEMM A strips / B panels (weight gradient). */

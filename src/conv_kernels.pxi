@@ -11,6 +11,9 @@ cdef extern from "conv_kernels.h" nogil:
         Py_ssize_t dilation_h, dilation_w
         Py_ssize_t out_h, out_w
 
+    ctypedef struct cconv_depth:
+        Py_ssize_t in_d, kernel_d, stride_d, pad_front, dilation_d, out_d
+
     ctypedef struct kernel_f32 "kernel_t_f32":
         int mr, nr
         void *dot
@@ -50,6 +53,21 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     const int CCONV_NB_PANELS
+    void phase_dims_f32(const cconv_geom *g, Py_ssize_t *hph, Py_ssize_t *wph)
+    Py_ssize_t padded_vol_size_f32(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
+                                   int nr)
+    Py_ssize_t padded_vol_size_f64(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
+                                   int nr)
+    void vol_tap_offsets_f32(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
+                             Py_ssize_t *off)
+    void conv_fwd_vol_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+                          const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd,
+                          Py_ssize_t m, const float *apack, const Py_ssize_t *off,
+                          const float *bias, float *y, float *xp, float *ctmp)
+    void conv_fwd_vol_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+                          const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd,
+                          Py_ssize_t m, const double *apack, const Py_ssize_t *off,
+                          const double *bias, double *y, double *xp, double *ctmp)
     Py_ssize_t wino_gw_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                 Py_ssize_t tpad, int mr, int nr)
     void conv_wino_gw_f32(const kernel_f32 *kern, const float *x, const float *gy,

@@ -115,3 +115,132 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_slice), _body)(const S(kernel_t) *kern, con
 }
 CCONV_ISA_VARIANTS(S(conv_fwd_slice), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
     (kern, x, g, m, apack, off, bias, y, xp, ctmp))
+
+/* ---- the same on a volume: depth taps are grid offsets too ------------------------
+ * A 3-d slice x (channels, in_d, in_h, in_w) is split into sd*sh*sw phase volumes, each
+ * dph x hph x wph, for a chunk of nd output depths from od0:
+ * xp[c][e][a][b][r][u][v] = x[c][od0*sd - pad_front + r*sd + e][u*sh + a - pad_top][v*sw + b - pad_left].
+ * Output (od0 + r, oh, ow) under tap (t, p, q) reads phase ((t*dd) % sd, (p*dh) % sh,
+ * (q*dw) % sw) at (r + t*dd/sd, oh + p*dh/sh, ow + q*dw/sw): on the flat grid
+ * j = (r*hph + oh)*wph + ow every tap is again a constant offset.  Rows oh >= out_h and
+ * columns ow >= out_w of each depth plane are computed and dropped. */
+
+/* Phase depth of a chunk of nd output depths. */
+static Py_ssize_t S(vol_phase_depth)(const cconv_depth *d, Py_ssize_t nd)
+{
+    const Py_ssize_t req = (nd - 1) * d->stride_d + d->dilation_d * (d->kernel_d - 1) + 1;
+    return (req + d->stride_d - 1) / d->stride_d;
+}
+
+/* Elements of the padded copy of one chunk of nd output depths, with padded_size's slack. */
+static Py_ssize_t S(padded_vol_size)(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
+                                     int nr)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    return (g->channels * d->stride_d * g->stride_h * g->stride_w * S(vol_phase_depth)(d, nd)
+            * hph * wph + wph + 2 * nr);
+}
+
+/* off[k] for every kernel tap k = ((c*kd + t)*kh + p)*kw + q, for chunks of nd depths. */
+CCONV_MAYBE_UNUSED
+static void S(vol_tap_offsets)(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
+                               Py_ssize_t *off)
+{
+    Py_ssize_t hph, wph, k = 0;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t sd = d->stride_d, sh = g->stride_h, sw = g->stride_w;
+    const Py_ssize_t plane = hph * wph, vol = S(vol_phase_depth)(d, nd) * plane;
+    for (Py_ssize_t c = 0; c < g->channels; c++)
+        for (Py_ssize_t t = 0; t < d->kernel_d; t++)
+            for (Py_ssize_t p = 0; p < g->kernel_h; p++)
+                for (Py_ssize_t q = 0; q < g->kernel_w; q++) {
+                    const Py_ssize_t dz = t * d->dilation_d, dy = p * g->dilation_h;
+                    const Py_ssize_t dx = q * g->dilation_w;
+                    off[k++] = (((c * sd + dz % sd) * sh + dy % sh) * sw + dx % sw) * vol
+                               + (dz / sd) * plane + (dy / sh) * wph + dx / sw;
+                }
+}
+
+/* Fill xp (padded_vol_size elements) for output depths [od0, od0 + nd) of slice x. */
+static void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g,
+                              const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nd, int nr,
+                              T *CCONV_RESTRICT xp)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    const Py_ssize_t dph = S(vol_phase_depth)(d, nd), sd = d->stride_d;
+    const Py_ssize_t sh = g->stride_h, sw = g->stride_w, H = g->in_h, W = g->in_w;
+    const Py_ssize_t id0 = od0 * sd - d->pad_front;
+    T *o = xp;
+    for (Py_ssize_t c = 0; c < g->channels; c++)
+        for (Py_ssize_t e = 0; e < sd; e++)
+            for (Py_ssize_t a = 0; a < sh; a++)
+                for (Py_ssize_t b = 0; b < sw; b++)
+                    for (Py_ssize_t r = 0; r < dph; r++) {
+                        const Py_ssize_t id = id0 + r * sd + e;
+                        if (id < 0 || id >= d->in_d) {
+                            for (Py_ssize_t t = 0; t < hph * wph; t++) o[t] = 0;
+                            o += hph * wph;
+                            continue;
+                        }
+                        const T *plane = x + (c * d->in_d + id) * H * W;
+                        for (Py_ssize_t u = 0; u < hph; u++, o += wph) {
+                            const Py_ssize_t ih = u * sh + a - g->pad_top;
+                            if (ih < 0 || ih >= H) {
+                                for (Py_ssize_t t = 0; t < wph; t++) o[t] = 0;
+                            } else {
+                                S(copy_segment)(o, plane + ih * W, b - g->pad_left, wph, sw, W);
+                            }
+                        }
+                    }
+    for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) o[t] = 0;
+}
+
+/* Forward of output depths [od0, od0 + nout) of one volume-group slice: y (m x out_d x
+ * out_h x out_w, the slice's full output) = W * x (+ bias) by implicit GEMM, on the copy
+ * laid out for chunks of nd >= nout depths (every chunk shares the offsets).  apack, off
+ * (vol_tap_offsets for nd), xp (padded_vol_size for nd) and ctmp as in conv_fwd_slice. */
+CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+                              const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout,
+                              Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off,
+                              const T *bias, T *y, T *xp, T *ctmp)
+{
+    const Py_ssize_t K = g->channels * d->kernel_d * g->kernel_h * g->kernel_w;
+    const Py_ssize_t Ho = g->out_h, Wo = g->out_w, HWo = Ho * Wo, P = d->out_d * HWo;
+    const int mr = kern->mr, nr = kern->nr;
+    const Py_ssize_t NB = CCONV_NB_PANELS * nr;
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    S(pad_vol_phases)(x, g, d, od0, nd, nr, xp);
+    const Py_ssize_t plane = hph * wph, J = (nout - 1) * plane + Ho * wph;
+    for (Py_ssize_t j0 = 0; j0 < J; j0 += NB) {
+        const Py_ssize_t nb = cconv_min(NB, J - j0);
+        for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
+            const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+            for (Py_ssize_t jr = 0; jr < nb; jr += nr)
+                for (Py_ssize_t ir = 0; ir < m; ir += mr)
+                    kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, xp + j0 + jr, off + pc,
+                                 ctmp + ir * NB + jr, NB, (int)cconv_min(mr, m - ir),
+                                 (int)cconv_min(nr, nb - jr), pc > 0,
+                                 bias != NULL ? bias + ir : NULL);
+        }
+        /* Drop each plane's extra rows and columns while copying the block out. */
+        Py_ssize_t j = j0;
+        while (j < j0 + nb) {
+            const Py_ssize_t r = j / plane, oh = j % plane / wph, ow = j % wph;
+            const Py_ssize_t seg = cconv_min(wph - ow, j0 + nb - j);
+            if (oh < Ho && ow < Wo) {
+                const Py_ssize_t len = cconv_min(seg, Wo - ow);
+                for (Py_ssize_t i = 0; i < m; i++) {
+                    const T *src = ctmp + i * NB + (j - j0);
+                    T *dst = y + i * P + (od0 + r) * HWo + oh * Wo + ow;
+                    for (Py_ssize_t t = 0; t < len; t++) dst[t] = src[t];
+                }
+            }
+            j += seg;
+        }
+    }
+}
+CCONV_ISA_VARIANTS(S(conv_fwd_vol), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
+    (kern, x, g, d, od0, nout, nd, m, apack, off, bias, y, xp, ctmp))

@@ -180,6 +180,9 @@ def _natural_cases():
          (arr(2, 12, 15, 14), arr(2, 12, 29, 27), arr(12, 1, 3, 3)),
          dict(stride=2, padding=1, groups=12)),
     ]
+    cases += [("volume", "forward", "conv3d", (arr(2, 8, 5, 7, 6), arr(8, 8, 3, 3, 3)), dict(padding=1)),
+              ("volume", "grad_input", "conv3d_backward",
+               (arr(2, 8, 5, 7, 6), arr(2, 6, 5, 7, 6), arr(8, 6, 3, 3, 3)), dict(padding=1))]
     if _info()["gemm_tile"]["float32"][1] > 8 or cconv.backend_info()["simd"] != "generic":
         cases.append(("dot", "grad_weight", "conv2d_backward",
                       (arr(2, 8, 12, 12), arr(2, 8, 12, 12), arr(8, 8, 3, 3)), dict(padding=1)))

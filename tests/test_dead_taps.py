@@ -238,17 +238,21 @@ def test_conv_transpose2d_dead_taps(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv1d_conv3d_ride_on_the_crop(dtype):
-    """conv1d (a 1-row conv2d) and conv3d (conv2d over stacked depth slices) crop the rows
-    and columns of their 2-d calls."""
+    """conv1d (a 1-row conv2d) crops the rows and columns of its 2-d call; conv3d (here on the
+    volume algorithm, its weight gradient on a conv2d over stacked depth slices) crops its
+    forward and input gradient in depth too."""
     rng = np.random.default_rng(13)
     x1, w1 = rng.standard_normal((4, 6, 1)).astype(dtype), rng.standard_normal((5, 6, 7)).astype(dtype)
     x3, w3 = (rng.standard_normal((2, 3, 4, 1, 2)).astype(dtype),
               rng.standard_normal((4, 3, 3, 5, 5)).astype(dtype))
-    for op, x, w, kwargs, taps in (
-            ("conv1d", x1, w1, dict(padding=3), {"rows": (0, 0), "cols": (3, 3), "kernel": (1, 7)}),
-            ("conv3d", x3, w3, dict(padding=(1, 2, 2)), {"rows": (2, 2), "cols": (1, 3), "kernel": (5, 5)})):
+    taps3 = {"rows": (2, 2), "cols": (1, 3), "kernel": (5, 5)}
+    for op, x, w, kwargs, taps, forward_taps in (
+            ("conv1d", x1, w1, dict(padding=3), {"rows": (0, 0), "cols": (3, 3), "kernel": (1, 7)}, None),
+            # 4 output channels: the forward runs on the volume; 3 input channels: the input
+            # gradient (and always the weight gradient) on the folded conv2d
+            ("conv3d", x3, w3, dict(padding=(1, 2, 2)), taps3, dict(taps3, depth=(0, 2), kernel=(3, 5, 5)))):
         for entry in cconv.explain(op, x, w, **kwargs).values():
-            assert entry.get("taps") == taps, (op, entry)
+            assert entry.get("taps") == (forward_taps or taps), (op, entry)
         y = getattr(cconv, op)(x, w, **kwargs)
         assert_close(y, getattr(cconv, op)(x, w, **kwargs, backend=REFERENCE), context=op)
         gy = rng.standard_normal(y.shape).astype(dtype)

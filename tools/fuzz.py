@@ -66,6 +66,8 @@ class Fuzzer:
         self.rng_few = np.random.default_rng([seed, 2])   # conv_few_pixels' own stream
         # depthwise layers come from a stream of their own: every other draw stays as it was
         self.depthwise_rng = np.random.default_rng([seed, 3])
+        # conv3d with >= 4 channels per group (the volume algorithm): a stream of its own too
+        self.volume_rng = np.random.default_rng([seed, 4])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.mismatches = []                    # descriptions
@@ -384,10 +386,13 @@ class Fuzzer:
             return (channels,) + spatial
         return (0 if self.rng.random() < 0.03 else self._int(1, 3), channels) + spatial
 
-    def conv_nd(self, dtype):
-        dims = (1, 3)[self._int(0, 1)]
+    def conv_nd(self, dtype, wide=False):
+        if not wide and self.volume_rng.random() < 0.1:
+            with self._drawing_from(self.volume_rng):
+                self.conv_nd(dtype, wide=True)
+        dims = 3 if wide else (1, 3)[self._int(0, 1)]
         groups = self._int(1, 2)
-        c, o = groups * self._int(1, 2), groups * self._int(1, 2)
+        c, o = (groups * 4, groups * 4) if wide else (groups * self._int(1, 2), groups * self._int(1, 2))
         kernel = tuple(self._int(1, 3) for _ in range(dims))
         x = self._array(self._nd_shape(c, dims, 12 if dims == 1 else 5), dtype)
         w = self._array((o, c // groups) + kernel, dtype)

@@ -1,0 +1,246 @@
+"""conv3d on the compiled volume algorithm (an implicit GEMM over a padded copy of each volume)
+against the independent N-d NumPy reference: random geometries (odd sizes, stride, dilation,
+groups, 'same'/'valid'/int padding, non-contiguous operands, non-finite values), with the
+algorithm counters proving which passes ran on it and which folded into a conv2d.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cconv
+from cconv import _api_nd
+from cconv import _reference_nd as ref
+from conftest import assert_close, assert_identical, tally
+
+pytestmark = pytest.mark.skipif("cython" not in cconv.available_backends(),
+                                reason="the volume algorithm is in the compiled backend")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _counts():
+    from cconv import _compiled
+    return _compiled._conv.algorithm_counts()
+
+
+def _volume_runs(before):
+    """{pass: times the volume algorithm ran it} since ``before``."""
+    return {p: n - before.get(("volume", p), 0) for (a, p), n in _counts().items()
+            if a == "volume" and n > before.get(("volume", p), 0)}
+
+
+def _case(rng):
+    """A conv3d with 4-8 channels per group in and out: the planner takes the volume (>= 4), and
+    the folded conv2d would not run Winograd (< 16 output channels)."""
+    groups = int(rng.choice([1, 1, 2]))
+    c_in, c_out = groups * int(rng.integers(4, 7)), groups * int(rng.integers(4, 9))
+    kernel = tuple(int(k) for k in rng.integers(1, 4, size=3))
+    stride = tuple(int(s) for s in rng.integers(1, 3, size=3)) if rng.random() < 0.5 else (1, 1, 1)
+    dilation = tuple(int(d) for d in rng.integers(1, 3, size=3))
+    size = tuple(int(d * (k - 1) + 1 + rng.integers(0, 6)) for k, d in zip(kernel, dilation))
+    mode = rng.integers(0, 4)
+    if mode == 0:
+        padding, stride = "same", (1, 1, 1)
+    elif mode == 1:
+        padding = "valid"
+    else:
+        padding = tuple(int(rng.integers(0, 3)) for _ in range(3))
+    n = int(rng.integers(1, 3))
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (n, c_in) + size, (c_out, c_in // groups) + kernel, args
+
+
+def _ref_args(args, kernel):
+    p = args["padding"]
+    if p == "valid":
+        pads = ((0, 0),) * 3
+    elif p == "same":
+        totals = [d * (k - 1) for k, d in zip(kernel, args["dilation"])]
+        pads = tuple((t // 2, t - t // 2) for t in totals)
+    else:
+        pads = tuple((q, q) for q in p)
+    return args["stride"], pads, args["dilation"], args["groups"]
+
+
+def _all_padding(x_shape, w_shape, args):
+    """Whether every kernel tap of some dimension reads only zero padding (the planner folds: the
+    conv2d's plan knows the output is the bias)."""
+    _, pads, dilation, _ = _ref_args(args, w_shape[2:])
+    for n, k, s, (p, q), d in zip(x_shape[2:], w_shape[2:], args["stride"], pads, dilation):
+        out = (n + p + q - d * (k - 1) - 1) // s + 1
+        if all(not any(0 <= o * s - p + t * d < n for o in range(out)) for t in range(k)):
+            return True
+    return False
+
+
+def _noncontiguous(rng, a):
+    kind = rng.integers(0, 3)
+    if kind == 1:
+        return np.asfortranarray(a)
+    if kind == 2:
+        wide = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        wide[..., ::2] = a
+        return wide[..., ::2]
+    return a
+
+
+def _sprinkle(rng, a, values=(np.nan, np.inf, -np.inf)):
+    a = a.copy()
+    flat = a.reshape(-1)
+    flat[rng.integers(0, flat.size, size=2)] = rng.choice(values, size=2)
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_matches_reference(rng, dtype):
+    for i in range(16):
+        x_shape, w_shape, args = _case(rng)
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        finite_w = i % 4 != 3
+        if i % 4 == 2:
+            x = _sprinkle(rng, x)
+        if not finite_w:
+            w = _sprinkle(rng, w, (np.inf,))
+        geo = _ref_args(args, w_shape[2:])
+        ctx = f"{x_shape} {w_shape} {args} finite weights {finite_w}"
+        before = _counts()
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = cconv.conv3d(_noncontiguous(rng, x), _noncontiguous(rng, w), b, **args, backend="cython")
+            expected = ref.conv(x, w, b, *geo)
+        # (kd, 1, 1) kernels run on a 2-d view; all-padding kernels fold
+        rows = _api_nd._conv3d_plan(x_shape, w_shape, **args).depth_as_rows or _all_padding(x_shape, w_shape, args)
+        assert _volume_runs(before) == ({} if rows else {"forward": 1}), ctx
+        assert_close(y, expected, context=ctx)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        if i % 4 == 1:
+            gy = _sprinkle(rng, gy)
+        before = _counts()
+        with np.errstate(invalid="ignore", over="ignore"):
+            grads = cconv.conv3d_backward(_noncontiguous(rng, gy), x, w, **args, backend="cython")
+            want = ref.conv_backward(gy, x, w, *geo)
+        # the input gradient runs on the volume for stride 1 and finite weights, else folds
+        expect = {"grad_input": 1} if args["stride"] == (1, 1, 1) and finite_w and not rows else {}
+        assert _volume_runs(before) == expect, ctx
+        for got, exp, name in zip(grads, want, ("grad_input", "grad_weight", "grad_bias")):
+            assert_close(got, exp, context=f"{name} {ctx}")
+        only_input = cconv.conv3d_backward(gy, x, w, **args, output_mask=(True, False, False), backend="cython")
+        assert only_input[1] is None and only_input[2] is None
+        assert_identical(only_input[0], grads[0], context=f"masked {ctx}")
+        tally("differential", "conv3d (folded)" if rows else "conv3d (volume)")
+
+
+def test_volume_unbatched_and_thread_count_invariant(rng):
+    x = rng.standard_normal((6, 9, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((8, 9, 11, 10)).astype(np.float32)
+    results, saved = [], cconv.get_num_threads()
+    try:
+        for threads in (1, 2):
+            cconv.set_num_threads(threads)
+            results.append((cconv.conv3d(x, w, padding=1), cconv.conv3d_backward(gy, x, w, padding=1)[0]))
+    finally:
+        cconv.set_num_threads(saved)
+    for a, b in zip(*results):
+        assert_identical(a, b)
+    assert_close(results[0][0], ref.conv(x[None], w, None, (1, 1, 1), ((1, 1),) * 3, (1, 1, 1), 1)[0])
+
+
+def test_explain_says_which_passes_run_on_the_volume(rng):
+    x = rng.standard_normal((2, 8, 5, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3, 3)).astype(np.float32)
+    plan = cconv.explain("conv3d", x, w, padding=1, backend="cython")["forward"]
+    assert plan["algorithm"] == "volume" and plan["runs_as"] == "volume on (2, 8, 5, 6, 7)"
+    assert plan["reason"].startswith("conv3d runs on the volume algorithm")
+    gy = np.zeros((2, 8, 5, 6, 7), np.float32)
+    plans = cconv.explain("conv3d_backward", gy, x, w, padding=1, backend="cython")
+    assert plans["grad_input"]["algorithm"] == "volume"
+    assert "flipped kernel" in plans["grad_input"]["reason"]
+    assert plans["grad_weight"]["runs_as"].startswith("conv2d_backward on ")
+    # stride 2, non-finite weights or few output channels: folded into a conv2d
+    bad = w.copy()
+    bad[0, 0, 0, 0, 0] = np.inf
+    assert cconv.explain("conv3d_backward", gy, x, bad, padding=1)["grad_input"]["runs_as"].startswith("conv2d_backward")
+    assert cconv.explain("conv3d", x, w[:2], padding=1)["forward"]["runs_as"].startswith("conv2d")
+    folded = cconv.explain("conv3d_backward", np.zeros((2, 8, 3, 3, 4), np.float32), x, w, stride=2, padding=1)
+    assert folded["grad_input"]["runs_as"].startswith("conv2d_backward")
+    # dead taps (reading only zero padding: H = 1, D = 1) are cropped, depth taps too
+    for shape, taps in (((2, 8, 5, 1, 7), {"depth": (0, 2), "rows": (1, 1), "cols": (0, 2)}),
+                        ((2, 8, 1, 6, 7), {"depth": (1, 1), "rows": (0, 2), "cols": (0, 2)})):
+        thin = rng.standard_normal(shape).astype(np.float32)
+        for plan in cconv.explain("conv3d_backward", np.zeros(shape[:1] + (8,) + shape[2:], np.float32),
+                                        thin, w, padding=1, output_mask=(True, False, False)).values():
+            assert plan["algorithm"] == "volume", plan
+            assert plan["taps"] == dict(taps, kernel=(3, 3, 3)), plan
+        before = _counts()
+        y = cconv.conv3d(thin, w, padding=1)
+        assert_close(y, ref.conv(thin, w, None, (1, 1, 1), ((1, 1),) * 3, (1, 1, 1), 1))
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        assert_close(cconv.conv3d_backward(gy, thin, w, padding=1)[0],
+                     ref.conv_backward(gy, thin, w, (1, 1, 1), ((1, 1),) * 3, (1, 1, 1), 1)[0])
+        assert _volume_runs(before) == {"forward": 1, "grad_input": 1}
+    # where the folded conv2d runs Winograd (3x3 in (h, w), >= 16 channels), it folds
+    x16 = rng.standard_normal((2, 16, 6, 10, 10)).astype(np.float32)
+    w16 = rng.standard_normal((16, 16, 3, 3, 3)).astype(np.float32)
+    wino = cconv.explain("conv3d", x16, w16, padding=1)["forward"]
+    assert wino["algorithm"] == "winograd" and wino["runs_as"].startswith("conv2d on ")
+    before = _counts()
+    assert_close(cconv.conv3d(x16, w16, padding=1),
+                 ref.conv(x16, w16, None, (1, 1, 1), ((1, 1),) * 3, (1, 1, 1), 1))
+    assert not _volume_runs(before)
+
+
+def test_forced_volume_runs_few_channels():
+    """CCONV_CONV_ALGO=volume takes conv3d passes with fewer than 4 channels per group too
+    (including a non-finite weight meeting the depth padding); a forced conv2d algorithm folds."""
+    code = """
+import numpy as np, cconv
+from cconv import _compiled, _reference_nd as ref
+from conftest import assert_close
+rng = np.random.default_rng(3)
+x = rng.standard_normal((2, 3, 5, 6, 4)); w = rng.standard_normal((2, 3, 2, 3, 3))
+w[1, 2, 0, 1, 1] = np.inf
+with np.errstate(invalid="ignore"):
+    y = cconv.conv3d(x, w, padding=(1, 0, 2))
+    assert_close(y, ref.conv(x, w, None, (1, 1, 1), ((1, 1), (0, 0), (2, 2)), (1, 1, 1), 1))
+w[1, 2, 0, 1, 1] = 0.5
+gy = rng.standard_normal(y.shape)
+gx = cconv.conv3d_backward(gy, x, w, padding=(1, 0, 2))[0]
+assert_close(gx, ref.conv_backward(gy, x, w, (1, 1, 1), ((1, 1), (0, 0), (2, 2)), (1, 1, 1), 1)[0])
+counts = _compiled._conv.algorithm_counts()
+print(counts.get(("volume", "forward"), 0), counts.get(("volume", "grad_input"), 0))
+"""
+    for algo, expected in (("volume", "1 1"), ("im2col", "0 0")):
+        env = dict(os.environ, CCONV_CONV_ALGO=algo)
+        result = subprocess.run([sys.executable, "-c", code], env=env, cwd=HERE, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split() == expected.split(), (algo, result.stdout)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_tasks_of_several_depth_planes(rng, dtype):
+    """Volumes large enough to be cut into runs of output depth planes (the last one shorter):
+    every run pads its own halo planes and writes only its planes."""
+    for x_shape, w_shape, args in [((1, 4, 23, 30, 30), (5, 4, 3, 3, 3), dict(padding=1)),
+                                   ((2, 4, 45, 29, 31), (6, 4, 3, 2, 3), dict(stride=(2, 1, 1), padding=(2, 0, 1),
+                                                                             dilation=(2, 1, 1)))]:
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        stride, dilation = args.get("stride", (1, 1, 1)), args.get("dilation", (1, 1, 1))
+        pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
+        geo = (stride, tuple((p, p) for p in pad), dilation, 1)
+        before = _counts()
+        y = cconv.conv3d(x, w, **args, backend="cython")
+        assert_close(y, ref.conv(x, w, None, *geo))
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx = cconv.conv3d_backward(gy, x, w, **args, output_mask=(True, False, False), backend="cython")[0]
+        assert_close(gx, ref.conv_backward(gy, x, w, *geo)[0])
+        assert _volume_runs(before) == ({"forward": 1, "grad_input": 1} if stride == (1, 1, 1) else {"forward": 1})
+        plan = cconv.explain("conv3d", x, w, **args)["forward"]
+        assert plan["algorithm"] == "volume" and plan["depth_planes_per_task"] < y.shape[2]
