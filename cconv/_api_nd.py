@@ -13,7 +13,8 @@
 * 3-d pools pool every depth slice in 2-d (the (N, C*D, H, W) view of the input), then reduce
   over the depth window: max keeps the first maximum in (d, h, w) order and lets NaN win (the
   last NaN owns the index); average sums 2-d window sums (``divisor_override=1``) and divides
-  by the separable per-dimension window counts.
+  by the separable per-dimension window counts. A backend with its own ``max_pool3d`` (the
+  compiled one: the depth taps folded into its 2-d row kernels) runs that instead, in one pass.
 
 :func:`plan_2d` names the 2-d op each of these runs and its arguments (for tools that explain a call).
 """

@@ -105,14 +105,16 @@ cdef inline Py_ssize_t _tap_count(Py_ssize_t first, Py_ssize_t end, Py_ssize_t d
 
 
 cdef enum:
-    # A call with less work than this (elements read plus taps visited) runs on one
-    # thread: waking an OpenMP team costs more than it saves.
-    GRAIN = 1 << 15
+    # The work (elements read plus taps visited) each thread of a team must get: with less,
+    # waking a thread costs more than it saves (benchmarks/pool_threads.py measures where a
+    # second thread starts to pay).
+    GRAIN = 1 << 18
 
 
 cdef inline int _team(int threads, Py_ssize_t planes, Py_ssize_t work) noexcept nogil:
-    """Threads for a call over ``planes`` independent planes (the shared policy)."""
-    return _team_size(threads, <double>work, GRAIN, planes)
+    """Threads for a call over ``planes`` independent planes: at most one per GRAIN of work
+    (then the shared policy: one below GRAIN, never more than the setting or the planes)."""
+    return _team_size(<int>min(<Py_ssize_t>threads, work // GRAIN), <double>work, GRAIN, planes)
 
 
 cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) noexcept nogil:
@@ -653,13 +655,15 @@ def _explain_adaptive(op, shapes, int threads):
     cdef pool_adaptive_shape a
     cdef Py_ssize_t planes
     shape, out = shapes
-    planes, _keep = _adaptive_shape(shape, out, &a)  # _keep: the bin arrays a points into
+    planes = _adaptive_shape(shape, out, &a)
+    team = _team(threads, planes, _adaptive_work(&a, planes))
+    free(<void*>a.bins_d)
     backward = op.endswith("_backward")
     algorithm = ("adaptive_max_bins" if "max" in op else
                  "adaptive_avg_spread" if backward else "adaptive_avg_bins")
     return {"grad_input" if backward else "forward": {
         "algorithm": algorithm, "isa": "generic", "workspace_bytes": 0,
-        "threads": _team(threads, planes, _adaptive_work(&a, planes)),
+        "threads": team,
         "reason": "each output bin scanned in (d, h, w) order (scalar, branch-free selects), "
                   "(n, c) volumes in parallel"}}
 
@@ -709,23 +713,28 @@ def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None,
 # adaptive pooling (bins that do not divide the input evenly)
 # --------------------------------------------------------------------------
 
-def _bins(Py_ssize_t size, Py_ssize_t out):
-    """int64 [start, end) pairs of the ``out`` bins of a dimension of ``size``: PyTorch's
-    floor(i*size/out), ceil((i+1)*size/out)."""
-    i = np.arange(out, dtype=np.int64)
-    return np.ascontiguousarray(np.stack([i * size // out, -(-(i + 1) * size // out)], axis=1))
+cdef void _fill_bins(int64_t* bins, Py_ssize_t size, Py_ssize_t out) noexcept nogil:
+    """bins[2*i], bins[2*i + 1] = PyTorch's floor(i*size/out), ceil((i+1)*size/out)."""
+    cdef Py_ssize_t i
+    for i in range(out):
+        bins[2 * i] = i * size // out
+        bins[2 * i + 1] = ((i + 1) * size + out - 1) // out
 
 
-cdef _adaptive_shape(shape, out, pool_adaptive_shape* a):
-    """Fill ``a`` for a (N, C, D, H, W) input pooled to (Do, Ho, Wo); returns the planes and
-    the bin arrays (which ``a`` points into: keep them alive while ``a`` is used)."""
-    cdef const int64_t[:, ::1] bd, bh, bw
+cdef Py_ssize_t _adaptive_shape(shape, out, pool_adaptive_shape* a) except -1:
+    """Fill ``a`` for a (N, C, D, H, W) input pooled to (Do, Ho, Wo), its bins in one
+    malloc'ed block at ``a.bins_d`` (the caller frees it); returns the number of planes."""
+    cdef int64_t* bins
     a.in_d, a.in_h, a.in_w = shape[2:]
     a.out_d, a.out_h, a.out_w = out
-    bins = (_bins(a.in_d, a.out_d), _bins(a.in_h, a.out_h), _bins(a.in_w, a.out_w))
-    bd, bh, bw = bins
-    a.bins_d, a.bins_h, a.bins_w = &bd[0, 0], &bh[0, 0], &bw[0, 0]
-    return shape[0] * shape[1], bins
+    bins = <int64_t*>malloc(2 * (a.out_d + a.out_h + a.out_w) * sizeof(int64_t))
+    if bins == NULL:
+        raise MemoryError("adaptive pooling: no memory for the bins")
+    _fill_bins(bins, a.in_d, a.out_d)
+    _fill_bins(bins + 2 * a.out_d, a.in_h, a.out_h)
+    _fill_bins(bins + 2 * (a.out_d + a.out_h), a.in_w, a.out_w)
+    a.bins_d, a.bins_h, a.bins_w = bins, bins + 2 * a.out_d, bins + 2 * (a.out_d + a.out_h)
+    return shape[0] * shape[1]
 
 
 cdef Py_ssize_t _adaptive_work(const pool_adaptive_shape* a, Py_ssize_t planes) noexcept:
@@ -791,18 +800,21 @@ cdef _run_adaptive(AdaptiveKind kind, src, dst, indices, shape, out, int threads
     cdef double[::1] dd
     cdef int64_t[::1] ip
     cdef int64_t* index = NULL
-    planes, _keep = _adaptive_shape(shape, out, &a)  # _keep: the bin arrays a points into
     if src.size == 0 or dst.size == 0:
         return
     if indices is not None:
         ip = indices.reshape(-1)
         index = &ip[0]
-    if src.dtype == np.float32:
-        sf, df = src.reshape(-1), dst.reshape(-1)
-        _adaptive[float](kind, &sf[0], &df[0], index, &a, planes, threads)
-    else:
-        sd, dd = src.reshape(-1), dst.reshape(-1)
-        _adaptive[double](kind, &sd[0], &dd[0], index, &a, planes, threads)
+    planes = _adaptive_shape(shape, out, &a)
+    try:
+        if src.dtype == np.float32:
+            sf, df = src.reshape(-1), dst.reshape(-1)
+            _adaptive[float](kind, &sf[0], &df[0], index, &a, planes, threads)
+        else:
+            sd, dd = src.reshape(-1), dst.reshape(-1)
+            _adaptive[double](kind, &sd[0], &dd[0], index, &a, planes, threads)
+    finally:
+        free(<void*>a.bins_d)
 
 
 def adaptive_max_pool(x, out, int threads):

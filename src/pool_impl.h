@@ -310,35 +310,66 @@ static inline void POOL_NAME(pool_pad_plane)(const POOL_T *POOL_RESTRICT x, Py_s
  * output to the next, so there is no row of equal windows to vectorise across; the
  * selects of the max are branch-free (a compare-and-branch would mispredict on real data). */
 
+/* pool_take for a scalar maximum and its position, as bit masks: written as selects, GCC
+ * turns the float compare into branches (mispredicted half the time on real data). */
+POOL_INLINE void POOL_NAME(pool_take_at)(POOL_T v, Py_ssize_t pos, POOL_T *m, Py_ssize_t *best)
+{
+    const int take = (v > *m) | (v != v);
+    const POOL_IT mask = -(POOL_IT)take;
+    const Py_ssize_t wide = -(Py_ssize_t)take;
+    POOL_IT vb, mb;
+    memcpy(&vb, &v, sizeof vb);
+    memcpy(&mb, m, sizeof mb);
+    mb = (vb & mask) | (mb & ~mask);
+    memcpy(m, &mb, sizeof mb);
+    *best = (pos & wide) | (*best & ~wide);
+}
+
 /* Maxima and their flat indices d*H*W + h*W + w.  PyTorch's rule, taps in (d, h, w) order:
  * a tap replaces the running maximum when greater or NaN (ties keep the first maximum,
- * the last NaN wins); the first tap starts it. */
+ * the last NaN wins); the first tap starts it.  The windows of an output row share their
+ * slices and rows, so up to POOL_BLOCK of them advance together, tap j of each in turn:
+ * independent dependency chains instead of one per window.  A window narrower than the
+ * widest re-reads its last tap, which changes nothing (it is already the maximum, or the
+ * NaN in place). */
 static void POOL_NAME(pool_adaptive_max)(const POOL_T *POOL_RESTRICT x, const pool_adaptive_shape *s,
                                          POOL_T *POOL_RESTRICT out, int64_t *POOL_RESTRICT index)
 {
-    const Py_ssize_t H = s->in_h, W = s->in_w;
-    Py_ssize_t od, oh, ow, d, h, w;
+    const Py_ssize_t H = s->in_h, W = s->in_w, out_h = s->out_h, out_w = s->out_w;
+    const int64_t *bins_d = s->bins_d, *bins_h = s->bins_h, *bins_w = s->bins_w;
+    POOL_T m[POOL_BLOCK];
+    Py_ssize_t best[POOL_BLOCK], first[POOL_BLOCK], last[POOL_BLOCK];
+    Py_ssize_t od, oh, c0, n, k, j, d, h, width;
     for (od = 0; od < s->out_d; od++) {
-        const Py_ssize_t d0 = s->bins_d[2 * od], d1 = s->bins_d[2 * od + 1];
-        for (oh = 0; oh < s->out_h; oh++) {
-            const Py_ssize_t h0 = s->bins_h[2 * oh], h1 = s->bins_h[2 * oh + 1];
-            for (ow = 0; ow < s->out_w; ow++) {
-                const Py_ssize_t w0 = s->bins_w[2 * ow], w1 = s->bins_w[2 * ow + 1];
-                Py_ssize_t best = (d0 * H + h0) * W + w0;
-                POOL_T m = x[best];
+        const Py_ssize_t d0 = bins_d[2 * od], d1 = bins_d[2 * od + 1];
+        for (oh = 0; oh < out_h; oh++) {
+            const Py_ssize_t h0 = bins_h[2 * oh], h1 = bins_h[2 * oh + 1];
+            const Py_ssize_t row0 = (d0 * H + h0) * W;
+            for (c0 = 0; c0 < out_w; c0 += n) {
+                n = out_w - c0 < POOL_BLOCK ? out_w - c0 : POOL_BLOCK;
+                width = 0;
+                for (k = 0; k < n; k++) {
+                    first[k] = bins_w[2 * (c0 + k)];
+                    last[k] = bins_w[2 * (c0 + k) + 1] - 1;
+                    width = last[k] - first[k] + 1 > width ? last[k] - first[k] + 1 : width;
+                    m[k] = x[row0 + first[k]];
+                    best[k] = row0 + first[k];
+                }
                 for (d = d0; d < d1; d++) {
                     for (h = h0; h < h1; h++) {
                         const Py_ssize_t row = (d * H + h) * W;
-                        for (w = w0; w < w1; w++) {
-                            const POOL_T v = x[row + w];
-                            const int take = (v > m) | (v != v);
-                            m = take ? v : m;
-                            best = take ? row + w : best;
+                        for (j = 0; j < width; j++) {
+                            for (k = 0; k < n; k++) {
+                                const Py_ssize_t pos = row + (first[k] + j < last[k] ? first[k] + j : last[k]);
+                                POOL_NAME(pool_take_at)(x[pos], pos, m + k, best + k);
+                            }
                         }
                     }
                 }
-                *out++ = m;
-                *index++ = best;
+                for (k = 0; k < n; k++) {
+                    *out++ = m[k];
+                    *index++ = best[k];
+                }
             }
         }
     }
