@@ -3,7 +3,9 @@
 Output bin ``i`` of a dimension of size L pooled to ``o`` covers ``[floor(i*L/o), ceil((i+1)*L/o))``.
 When every pooled dimension divides evenly, the bins are the windows of an ordinary pool
 (kernel = stride = L/o) and the call runs the compiled avg/max pool (global average pooling,
-output 1 everywhere, is a single matrix-vector product instead). Otherwise:
+output 1 everywhere, is a single matrix-vector product instead). Otherwise the compiled backend
+scans each output bin in C (``adaptive_*_pool`` of :mod:`cconv._compiled`, on the input viewed
+as (N, C, D, H, W) with size-1 dims in front), and the NumPy backend runs the reference below:
 
 * average: each dimension in turn is reduced to its bins' means (the mean over a box is
   separable), summing each bin's own elements only, so an Inf or NaN stays in the bins that
@@ -117,10 +119,20 @@ def _bin_spread(g, axis, size):
     return result
 
 
+def _as_volumes(a, dims):
+    """(N, C, *spatial) -> the C-contiguous (N, C, D, H, W) view (size-1 dims in front)."""
+    a = _shapes.contiguous(a)
+    return a.reshape(a.shape[:2] + (1,) * (3 - dims) + a.shape[2:])
+
+
+def _volume_sizes(sizes):
+    return (1,) * (3 - len(sizes)) + tuple(sizes)
+
+
 def _adaptive_avg(input, output_size, dims, backend):
     x, unbatched = _prepare(input, dims)
     out = _output_sizes(output_size, x.shape[2:])
-    _backends.resolve(backend)
+    impl = _backends.resolve(backend)
     if all(o == 1 for o in out):  # global average: one matrix-vector product (BLAS)
         volume = int(np.prod(x.shape[2:]))
         flat = _shapes.contiguous(x).reshape(x.shape[0] * x.shape[1], volume)
@@ -129,6 +141,9 @@ def _adaptive_avg(input, output_size, dims, backend):
     pool = plan_pool(x.shape[2:], out)
     if pool is not None:
         return _api_nd._unbatch(_AVG[dims](x, backend=backend, **pool), unbatched)
+    if hasattr(impl, "adaptive_avg_pool"):
+        y = impl.adaptive_avg_pool(_as_volumes(x, dims), _volume_sizes(out))
+        return _api_nd._unbatch(y.reshape(x.shape[:2] + out), unbatched)
     y = x
     for axis in range(2, 2 + dims):
         y = _bin_means(y, axis, out[axis - 2])
@@ -141,13 +156,16 @@ def _adaptive_avg_backward(grad_output, input_shape, dims, backend):
     gy, unbatched = _api_nd._batched(gy, "grad_output", dims)
     out = _output_sizes(gy.shape[2:], shape[2:])
     _shapes.check_output_shape(gy, shape[:2] + out, "grad_output")
-    _backends.resolve(backend)
+    impl = _backends.resolve(backend)
     if all(o == 1 for o in out):  # global average: every input gets its plane's share
         share = gy / gy.dtype.type(np.prod(shape[2:]))
         return _api_nd._unbatch(np.ascontiguousarray(np.broadcast_to(share, shape)), unbatched)
     pool = plan_pool(shape[2:], out)
     if pool is not None:
         return _api_nd._unbatch(_AVG_BACKWARD[dims](gy, shape, backend=backend, **pool), unbatched)
+    if hasattr(impl, "adaptive_avg_pool_backward"):
+        grad = impl.adaptive_avg_pool_backward(_as_volumes(gy, dims), shape[:2] + _volume_sizes(shape[2:]))
+        return _api_nd._unbatch(grad.reshape(shape), unbatched)
     g = gy
     for axis in range(2, 2 + dims):
         g = _bin_spread(g, axis, shape[axis])
@@ -177,10 +195,13 @@ def _adaptive_max(input, output_size, return_indices, dims, backend):
     x, unbatched = _prepare(input, dims)
     return_indices = _api_nd._check_bool(return_indices, "return_indices")
     out = _output_sizes(output_size, x.shape[2:])
-    _backends.resolve(backend)
+    impl = _backends.resolve(backend)
     pool = plan_pool(x.shape[2:], out)
     if pool is not None:
         y, idx = _MAX[dims](x, return_indices=True, backend=backend, **pool)
+    elif hasattr(impl, "adaptive_max_pool"):
+        y, idx = impl.adaptive_max_pool(_as_volumes(x, dims), _volume_sizes(out))
+        y, idx = y.reshape(x.shape[:2] + out), idx.reshape(x.shape[:2] + out)
     else:
         y, idx = x, np.zeros((1,) * x.ndim, np.int64)
         step = 1

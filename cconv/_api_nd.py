@@ -15,7 +15,8 @@
 * 3-d pools pool every depth slice in 2-d (the (N, C*D, H, W) view of the input), then reduce
   over the depth window: max keeps the first maximum in (d, h, w) order and lets NaN win (the
   last NaN owns the index); average sums 2-d window sums (``divisor_override=1``) and divides
-  by the separable per-dimension window counts.
+  by the separable per-dimension window counts. A backend with its own ``max_pool3d`` (the
+  compiled one: the depth taps folded into its 2-d row kernels) runs that instead, in one pass.
 
 :func:`plan_2d` names the 2-d op each of these runs and its arguments (for tools that explain a call).
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _api
+from . import _backends
 from . import _shapes
 
 __all__ = [
@@ -295,12 +297,15 @@ def _max_pool_flat_backward(grad_output, indices, input_shape, dims, backend):
         raise ValueError(f"grad_output of shape {gy.shape} does not match input_shape {shape} in (N, C)")
     n, c = shape[:2]
     volume = int(np.prod(shape[2:]))
-    if indices.size and (indices.min() < 0 or indices.max() >= volume):
+    # one pass (a negative index wraps past 2**63), then the backend itself: the 2-d op
+    # would check the range again
+    if indices.size and int(indices.view(np.uint64).max()) >= volume:
         bad = indices.min() if indices.min() < 0 else indices.max()
         raise ValueError(f"indices must lie in [0, {volume}) (flat positions in each {shape[2:]} input "
                          f"of one (n, c)), found {bad}")
-    grad = _api.max_pool2d_backward(gy.reshape(n, c, 1, -1), indices.reshape(n, c, 1, -1), (n, c, 1, volume),
-                                    backend=backend)
+    flat = (n, c, 1, volume)
+    grad = _backends.resolve(backend).max_pool2d_backward(
+        _shapes.contiguous(gy).reshape(n, c, 1, -1), _shapes.contiguous(indices).reshape(n, c, 1, -1), flat)
     return _unbatch(grad.reshape(shape), unbatched)
 
 
@@ -605,6 +610,7 @@ class _Pool3dPlan:
     pool2d: dict      # kernel_size, stride, padding (and dilation for max) of the per-slice pool
     ceil_mode: bool
     output_shape: tuple
+    geometry: _shapes.PoolGeometry  # of the per-slice 2-d pool on the (N, C*D, H, W) view
 
 
 def _pool3d_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
@@ -627,7 +633,7 @@ def _pool3d_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
                          f"{stride[0]}, padding {padding[0]}, dilation {dilation[0]}, input depth {d})")
     depth = _DepthMap(d, do, kernel[0], stride[0], padding[0], dilation[0])
     args = dict(kernel_size=kernel[1:], stride=stride[1:], padding=padding[1:], dilation=dilation[1:])
-    return _Pool3dPlan(depth, args, ceil_mode, (n, c, do, g.out_h, g.out_w))
+    return _Pool3dPlan(depth, args, ceil_mode, (n, c, do, g.out_h, g.out_w), g)
 
 
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
@@ -640,6 +646,11 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return_indices = _check_bool(return_indices, "return_indices")
     plan = _pool3d_plan(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     n, c, d, h, w = x.shape
+    impl = _backends.resolve(backend)
+    if hasattr(impl, "max_pool3d"):  # the depth window folded into the 2-d row kernels
+        m = plan.depth
+        out, idx = impl.max_pool3d(_shapes.contiguous(x), plan.geometry, (d, m.out, m.taps, m.stride, m.pad, m.dilation))
+        return _unbatch((out, idx) if return_indices else out, unbatched)
     p, pi = _api.max_pool2d(_shapes.contiguous(x).reshape(n, c * d, h, w), ceil_mode=plan.ceil_mode,
                             return_indices=True, backend=backend, **plan.pool2d)
     p = p.reshape(n, c, d, *p.shape[2:])
@@ -752,7 +763,8 @@ def avg_pool3d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
 def plan_2d(op, input_shape, *args, **kwargs):
     """The 2-d op calls behind a 1-d/3-d op, without running them: a list of
-    ``(name, input_shape, weight_shape or None, keyword arguments)``.
+    ``(name, input_shape, weight_shape or None, keyword arguments)`` (max_pool3d: on a backend
+    without a 3-d max pool; the compiled one runs a single 3-d kernel).
 
     ``op`` is a public op name (``'conv3d'``, ``'max_pool1d_backward'``, ...); ``input_shape``
     the forward input's (batched) shape; then the op's own arguments after its arrays, with

@@ -52,6 +52,22 @@ def avg_pool2d_backward(gy, g, count_include_pad, divisor_override):
     return _pool.avg_pool2d_backward(gy, g, count_include_pad, divisor_override, get_num_threads())
 
 
+def max_pool3d(x, g, depth):
+    return _pool.max_pool3d(x, g, depth, get_num_threads())
+
+
+def adaptive_max_pool(x, out):
+    return _pool.adaptive_max_pool(x, out, get_num_threads())
+
+
+def adaptive_avg_pool(x, out):
+    return _pool.adaptive_avg_pool(x, out, get_num_threads())
+
+
+def adaptive_avg_pool_backward(gy, input_shape):
+    return _pool.adaptive_avg_pool_backward(gy, input_shape, get_num_threads())
+
+
 def build_info():
     """How the extension modules were built and which kernels they run."""
     info = _conv.build_info()

@@ -3,9 +3,10 @@
 A 1-d or 3-d op runs one or two compiled 2-d ops on views or stacks of its arrays
 (:func:`cconv._api_nd.plan_2d` names them); its explanation is theirs, each pass
 marked ``"runs_as"`` with the 2-d call and its shapes. The conv3d passes that the compiled
-volume algorithm runs instead (forward, stride-1 input gradient) are its plan's. Adaptive pools run the ordinary
-pool of the same dimension when their bins are uniform, one BLAS matrix-vector
-product for a global average, and vectorised NumPy otherwise.
+volume algorithm runs instead (forward, stride-1 input gradient) are its plan's, and the
+compiled backend's max_pool3d runs one 3-d kernel. Adaptive pools run the ordinary pool of the
+same dimension when their bins are uniform, one BLAS matrix-vector product for a global
+average, and otherwise the compiled bin kernels (the NumPy backend: vectorised NumPy).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import inspect
 
 import numpy as np
 
-from . import _adaptive, _api, _api_nd, _shapes
+from . import _adaptive, _api, _api_nd, _backends, _shapes
 
 _DIMS = {"1d": 1, "2d": 2, "3d": 3}
 
@@ -110,6 +111,14 @@ def _explain_adaptive(op, dims, a, backend):
                             "workspace_bytes": 0,
                             "reason": f"{op}: output size 1, one matrix-vector product per batch"}}
     pool = _adaptive.plan_pool(in_sizes, out)
+    impl = _backends.resolve(backend)
+    if pool is None and impl.name == "cython":
+        shape = planes + _adaptive._volume_sizes(in_sizes)
+        entries = impl._pool.explain(op, (shape, _adaptive._volume_sizes(out)), np.dtype(dtype).itemsize,
+                                     _api._threads())
+        for entry in entries.values():
+            entry["reason"] = f"{op}: uneven bins ({in_sizes} -> {out}): " + entry["reason"]
+        return entries
     if pool is None:
         return {pass_name: {"algorithm": "adaptive-bins", "isa": "numpy", "threads": 1, "workspace_bytes": 0,
                             "reason": f"{op}: uneven bins ({in_sizes} -> {out}), vectorised NumPy"}}
@@ -161,4 +170,14 @@ def explain(op, *args, **kwargs):
             calls = _api_nd.plan_2d(op, shape, **a)
         return _via_2d(op, calls, _dtype(gy), _batched_shape(gy.shape, dims), {}, backend)
     x = np.asarray(a.pop("input"))
+    impl = _backends.resolve(backend)
+    if op == "max_pool3d" and impl.name == "cython":
+        plan = _api_nd._pool3d_plan(_batched_shape(x.shape, dims), a["kernel_size"], a["stride"], a["padding"],
+                                    a["dilation"], a["ceil_mode"])
+        m = plan.depth
+        entries = impl._pool.explain(op, plan.geometry, np.dtype(_dtype(x)).itemsize, _api._threads(),
+                                     depth=(m.size, m.out, m.taps, m.stride, m.pad, m.dilation))
+        for entry in entries.values():
+            entry["reason"] = f"{op}: one 3-d kernel: {entry['reason']}"
+        return entries
     return _via_2d(op, _api_nd.plan_2d(op, _batched_shape(x.shape, dims), **a), _dtype(x), None, {}, backend)

@@ -37,14 +37,16 @@ include "threads.pxi"
 cdef extern from "pool_kernels.h" nogil:
     const char* c_pool_isa "pool_isa"
     void pool_kernels_init(int level)
-    void pool_max_row_f32(const float* x, Py_ssize_t rows, Py_ssize_t row_step, float label0,
-                          float label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw,
-                          Py_ssize_t dw, const float* first_col, float* out, int64_t* index,
-                          int64_t index0)
-    void pool_max_row_f64(const double* x, Py_ssize_t rows, Py_ssize_t row_step, double label0,
-                          double label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw,
-                          Py_ssize_t dw, const double* first_col, double* out, int64_t* index,
-                          int64_t index0)
+    void pool_max_row_f32(const float* x, Py_ssize_t depths, Py_ssize_t depth_step,
+                          float depth_label_step, Py_ssize_t rows, Py_ssize_t row_step,
+                          float label0, float label_step, Py_ssize_t count, Py_ssize_t kw,
+                          Py_ssize_t sw, Py_ssize_t dw, const float* first_col, float* out,
+                          int64_t* index, int64_t index0)
+    void pool_max_row_f64(const double* x, Py_ssize_t depths, Py_ssize_t depth_step,
+                          double depth_label_step, Py_ssize_t rows, Py_ssize_t row_step,
+                          double label0, double label_step, Py_ssize_t count, Py_ssize_t kw,
+                          Py_ssize_t sw, Py_ssize_t dw, const double* first_col, double* out,
+                          int64_t* index, int64_t index0)
     void pool_pad_plane_f32(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t left,
                             Py_ssize_t right, Py_ssize_t slack, float* dst)
     void pool_pad_plane_f64(const double* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t left,
@@ -52,14 +54,27 @@ cdef extern from "pool_kernels.h" nogil:
     enum:
         POOL_BLOCK  # windows per row-kernel call
         POOL_GROUP  # with a padded copy, rounded up to a multiple of this
+    ctypedef struct pool_adaptive_shape:
+        Py_ssize_t in_d, in_h, in_w, out_d, out_h, out_w
+        const int64_t* bins_d
+        const int64_t* bins_h
+        const int64_t* bins_w
+    void pool_adaptive_max_f32(const float* x, const pool_adaptive_shape* s, float* out, int64_t* index)
+    void pool_adaptive_max_f64(const double* x, const pool_adaptive_shape* s, double* out, int64_t* index)
+    void pool_adaptive_avg_f32(const float* x, const pool_adaptive_shape* s, float* out)
+    void pool_adaptive_avg_f64(const double* x, const pool_adaptive_shape* s, double* out)
+    void pool_adaptive_avg_backward_f32(const float* gy, const pool_adaptive_shape* s, float* grad)
+    void pool_adaptive_avg_backward_f64(const double* gy, const pool_adaptive_shape* s, double* grad)
 
 pool_kernels_init(cconv_isa_level)
 pool_isa = c_pool_isa.decode()
 
 
 cdef struct PoolShape:
-    # The geometry as plain C integers, read once per call from the PoolGeometry record.
+    # The geometry as plain C integers, read once per call from the PoolGeometry record
+    # (and, for a 3-d max pool, the depth window; a 2-d pool has depth 1).
     Py_ssize_t planes, in_h, in_w, out_h, out_w
+    Py_ssize_t in_d, out_d, kernel_d, stride_d, pad_d, dilation_d
     Py_ssize_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
     # Max pooling reads a copy of each plane ("padded") with pad_w -inf columns on the
     # left, pad_right on the right (ceil_mode overhang) and `slack` values after the last
@@ -90,14 +105,16 @@ cdef inline Py_ssize_t _tap_count(Py_ssize_t first, Py_ssize_t end, Py_ssize_t d
 
 
 cdef enum:
-    # A call with less work than this (elements read plus taps visited) runs on one
-    # thread: waking an OpenMP team costs more than it saves.
-    GRAIN = 1 << 15
+    # The work (elements read plus taps visited) each thread of a team must get: with less,
+    # waking a thread costs more than it saves (benchmarks/pool_threads.py measures where a
+    # second thread starts to pay).
+    GRAIN = 1 << 18
 
 
 cdef inline int _team(int threads, Py_ssize_t planes, Py_ssize_t work) noexcept nogil:
-    """Threads for a call over ``planes`` independent planes (the shared policy)."""
-    return _team_size(threads, <double>work, GRAIN, planes)
+    """Threads for a call over ``planes`` independent planes: at most one per GRAIN of work
+    (then the shared policy: one below GRAIN, never more than the setting or the planes)."""
+    return _team_size(<int>min(<Py_ssize_t>threads, work // GRAIN), <double>work, GRAIN, planes)
 
 
 cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) noexcept nogil:
@@ -105,10 +122,13 @@ cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) 
     return planes * t // team
 
 
-cdef PoolShape _pool_shape(g) except *:
+cdef PoolShape _pool_shape(g, depth=(1, 1, 1, 1, 0, 1)) except *:
+    """``depth``: (in_d, out_d, kernel_d, stride_d, pad_d, dilation_d) of a 3-d max pool,
+    whose ``g`` is the 2-d geometry of its (N, C*D, H, W) view."""
     cdef PoolShape s
     cdef Py_ssize_t label_bound
-    s.planes = g.batch * g.channels
+    s.in_d, s.out_d, s.kernel_d, s.stride_d, s.pad_d, s.dilation_d = depth
+    s.planes = g.batch * g.channels // s.in_d
     s.in_h, s.in_w, s.out_h, s.out_w = g.in_h, g.in_w, g.out_h, g.out_w
     s.kernel_h, s.kernel_w = g.kernel_h, g.kernel_w
     s.stride_h, s.stride_w = g.stride_h, g.stride_w
@@ -119,7 +139,8 @@ cdef PoolShape _pool_shape(g) except *:
     s.out_w_rounded = (s.out_w + POOL_GROUP - 1) // POOL_GROUP * POOL_GROUP
     s.slack = (s.out_w_rounded - s.out_w) * s.stride_w
     s.padded = s.pad_w > 0 or s.pad_right > 0 or s.slack > 0
-    label_bound = s.kernel_h * s.dilation_h * s.in_w + s.kernel_w * s.dilation_w
+    label_bound = (s.kernel_d * s.dilation_d * s.in_h * s.in_w + s.kernel_h * s.dilation_h * s.in_w
+                   + s.kernel_w * s.dilation_w)
     s.vector_double = s.in_h > 0 and label_bound < (1 << 31)
     s.vector_float = s.vector_double and label_bound < (1 << 24)
     s.avg_w0 = min((s.pad_w + s.stride_w - 1) // s.stride_w, s.out_w)
@@ -132,18 +153,22 @@ cdef PoolShape _pool_shape(g) except *:
 # max pooling
 # --------------------------------------------------------------------------
 
-cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_ssize_t ow,
-                      floating* out, int64_t* index) noexcept nogil:
+cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t od, Py_ssize_t oh,
+                      Py_ssize_t ow, floating* out, int64_t* index) noexcept nogil:
     """One window with bounds checks: the fallback when the row kernels do not apply.
 
     PyTorch's rule: start from -inf and the first in-bounds tap, take a tap when it is
-    greater or NaN; so ties keep the first maximum and the last NaN wins. Every window
-    has a tap in the input (validated by cconv._shapes).
+    greater or NaN; so ties keep the first maximum (in (d, h, w) order) and the last NaN
+    wins. Every window has a tap in the input (validated by cconv._shapes).
     """
-    cdef Py_ssize_t W = s.in_w
-    cdef Py_ssize_t i, _, pos, best
+    cdef Py_ssize_t W = s.in_w, HW = s.in_h * s.in_w
+    cdef Py_ssize_t i, j, _, pos, best
+    cdef Py_ssize_t d0 = _first_tap(od * s.stride_d - s.pad_d, s.dilation_d)
     cdef Py_ssize_t h0 = _first_tap(oh * s.stride_h - s.pad_h, s.dilation_h)
     cdef Py_ssize_t w0 = _first_tap(ow * s.stride_w - s.pad_w, s.dilation_w)
+    cdef Py_ssize_t nd = min(
+        _tap_count(d0, od * s.stride_d - s.pad_d + (s.kernel_d - 1) * s.dilation_d + 1, s.dilation_d),
+        _tap_count(d0, s.in_d, s.dilation_d))
     cdef Py_ssize_t nh = min(
         _tap_count(h0, oh * s.stride_h - s.pad_h + (s.kernel_h - 1) * s.dilation_h + 1, s.dilation_h),
         _tap_count(h0, s.in_h, s.dilation_h))
@@ -151,46 +176,54 @@ cdef void _max_window(const floating* x, const PoolShape* s, Py_ssize_t oh, Py_s
         _tap_count(w0, ow * s.stride_w - s.pad_w + (s.kernel_w - 1) * s.dilation_w + 1, s.dilation_w),
         _tap_count(w0, W, s.dilation_w))
     cdef floating v, m = -INFINITY
-    best = h0 * W + w0
-    for i in range(nh):
-        pos = (h0 + i * s.dilation_h) * W + w0
-        for _ in range(nw):
-            v = x[pos]
-            if v > m or v != v:
-                m = v
-                best = pos
-            pos += s.dilation_w
+    best = d0 * HW + h0 * W + w0
+    for j in range(nd):
+        for i in range(nh):
+            pos = (d0 + j * s.dilation_d) * HW + (h0 + i * s.dilation_h) * W + w0
+            for _ in range(nw):
+                v = x[pos]
+                if v > m or v != v:
+                    m = v
+                    best = pos
+                pos += s.dilation_w
     out[0] = m
     index[0] = best
 
 
-cdef inline void _max_row(const floating* x, Py_ssize_t rows, Py_ssize_t row_step, floating label0,
-                          floating label_step, Py_ssize_t count, const PoolShape* s,
-                          const floating* first_col, floating* out, int64_t* index,
-                          int64_t index0) noexcept nogil:
+cdef inline void _max_row(const floating* x, Py_ssize_t depths, Py_ssize_t depth_step,
+                          floating depth_label_step, Py_ssize_t rows, Py_ssize_t row_step,
+                          floating label0, floating label_step, Py_ssize_t count,
+                          const PoolShape* s, const floating* first_col, floating* out,
+                          int64_t* index, int64_t index0) noexcept nogil:
     if floating is float:
-        pool_max_row_f32(x, rows, row_step, label0, label_step, count, s.kernel_w, s.stride_w,
-                         s.dilation_w, first_col, out, index, index0)
+        pool_max_row_f32(x, depths, depth_step, depth_label_step, rows, row_step, label0,
+                         label_step, count, s.kernel_w, s.stride_w, s.dilation_w, first_col, out,
+                         index, index0)
     else:
-        pool_max_row_f64(x, rows, row_step, label0, label_step, count, s.kernel_w, s.stride_w,
-                         s.dilation_w, first_col, out, index, index0)
+        pool_max_row_f64(x, depths, depth_step, depth_label_step, rows, row_step, label0,
+                         label_step, count, s.kernel_w, s.stride_w, s.dilation_w, first_col, out,
+                         index, index0)
 
 
 cdef void _max_pool_plane(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
                           floating* work) noexcept nogil:
-    """One (H, W) plane -> its (Ho, Wo) maxima and flat argmax indices ``h*W + w``.
+    """One (D, H, W) volume (D = 1: a plane) -> its (Do, Ho, Wo) maxima and flat argmax
+    indices ``d*H*W + h*W + w``.
 
     Each output row goes to the row kernel in blocks of POOL_BLOCK windows, reading the
-    kernel rows that lie inside the input. When ``s.padded``, the kernel reads a copy of
-    the plane whose padding columns hold -inf (never taken) with slack after it (the last
-    block is rounded up to whole vectors), and each window starts from the label of its
-    first real tap; ``work`` holds those labels (one per window) and the copy. Windows the
-    row kernel cannot take (see PoolShape.vector_*) go one by one through _max_window.
+    kernel slices and rows that lie inside the input. When ``s.padded``, the kernel reads a
+    copy of the volume whose padding columns hold -inf (never taken) with slack after it
+    (the last block is rounded up to whole vectors), and each window starts from the label
+    of its first real tap; ``work`` holds those labels (one per window) and the copy.
+    Windows the row kernel cannot take (see PoolShape.vector_*) go one by one through
+    _max_window.
     """
-    cdef Py_ssize_t W = s.in_w, stride = s.in_w, sw = s.stride_w
-    cdef Py_ssize_t oh, ow, h_start, i0, i1, c0, count
+    cdef Py_ssize_t W = s.in_w, HW = s.in_h * s.in_w, stride = s.in_w, sw = s.stride_w
+    cdef Py_ssize_t od, oh, ow, d_start, h_start, j0, j1, i0, i1, c0, count, row0
     cdef const floating* src = x
     cdef const floating* first_col = NULL
+    cdef floating* out_row
+    cdef int64_t* index_row
     cdef bint vector = s.vector_float if floating is float else s.vector_double
     if vector and s.padded:
         if work == NULL:  # out of memory for the copy: take the slow path
@@ -199,29 +232,40 @@ cdef void _max_pool_plane(const floating* x, floating* out, int64_t* indices, co
             first_col = work
             stride = s.pad_w + W + s.pad_right
             if floating is float:
-                pool_pad_plane_f32(x, s.in_h, W, s.pad_w, s.pad_right, s.slack, work + s.out_w_rounded)
+                pool_pad_plane_f32(x, s.in_d * s.in_h, W, s.pad_w, s.pad_right, s.slack,
+                                   work + s.out_w_rounded)
             else:
-                pool_pad_plane_f64(x, s.in_h, W, s.pad_w, s.pad_right, s.slack, work + s.out_w_rounded)
+                pool_pad_plane_f64(x, s.in_d * s.in_h, W, s.pad_w, s.pad_right, s.slack,
+                                   work + s.out_w_rounded)
             src = work + s.out_w_rounded
-    for oh in range(s.out_h):
-        h_start = oh * s.stride_h - s.pad_h
-        # kernel rows i0 <= i < i1 fall inside the input
-        i0 = _tap_count(h_start, 0, s.dilation_h)
-        i1 = min(s.kernel_h, _tap_count(h_start, s.in_h, s.dilation_h))
-        if not vector or i0 >= i1:
-            for ow in range(s.out_w):
-                _max_window(x, s, oh, ow, out + oh * s.out_w + ow, indices + oh * s.out_w + ow)
-            continue
-        c0 = 0
-        while c0 < s.out_w:
-            count = min(<Py_ssize_t>POOL_BLOCK, s.out_w - c0)
-            _max_row(src + (h_start + i0 * s.dilation_h) * stride + c0 * sw, i1 - i0,
-                     s.dilation_h * stride, <floating>(i0 * s.dilation_h * W),
-                     <floating>(s.dilation_h * W), count, s,
-                     first_col + c0 if first_col != NULL else NULL,
-                     out + oh * s.out_w + c0, indices + oh * s.out_w + c0,
-                     h_start * W + c0 * sw - s.pad_w)
-            c0 += count
+    for od in range(s.out_d):
+        d_start = od * s.stride_d - s.pad_d
+        # kernel slices j0 <= j < j1 fall inside the input
+        j0 = _tap_count(d_start, 0, s.dilation_d)
+        j1 = min(s.kernel_d, _tap_count(d_start, s.in_d, s.dilation_d))
+        for oh in range(s.out_h):
+            h_start = oh * s.stride_h - s.pad_h
+            # kernel rows i0 <= i < i1 fall inside the input
+            i0 = _tap_count(h_start, 0, s.dilation_h)
+            i1 = min(s.kernel_h, _tap_count(h_start, s.in_h, s.dilation_h))
+            out_row = out + (od * s.out_h + oh) * s.out_w
+            index_row = indices + (od * s.out_h + oh) * s.out_w
+            if not vector or i0 >= i1 or j0 >= j1:
+                for ow in range(s.out_w):
+                    _max_window(x, s, od, oh, ow, out_row + ow, index_row + ow)
+                continue
+            row0 = (d_start + j0 * s.dilation_d) * s.in_h + h_start + i0 * s.dilation_h
+            c0 = 0
+            while c0 < s.out_w:
+                count = min(<Py_ssize_t>POOL_BLOCK, s.out_w - c0)
+                _max_row(src + row0 * stride + c0 * sw, j1 - j0, s.dilation_d * s.in_h * stride,
+                         <floating>(s.dilation_d * HW), i1 - i0, s.dilation_h * stride,
+                         <floating>(j0 * s.dilation_d * HW + i0 * s.dilation_h * W),
+                         <floating>(s.dilation_h * W), count, s,
+                         first_col + c0 if first_col != NULL else NULL,
+                         out_row + c0, index_row + c0,
+                         d_start * HW + h_start * W + c0 * sw - s.pad_w)
+                c0 += count
 
 
 cdef void _first_columns(const PoolShape* s, floating* labels) noexcept nogil:
@@ -235,15 +279,18 @@ cdef void _first_columns(const PoolShape* s, floating* labels) noexcept nogil:
         labels[ow] = <floating>(_first_tap(start, s.dilation_w) - start if ow < s.out_w else 0)
 
 
+cdef inline Py_ssize_t _max_workspace(const PoolShape* s) noexcept nogil:
+    """Elements of one thread's buffer in the padded case: labels, then the volume's copy."""
+    return s.out_w_rounded + s.in_d * s.in_h * (s.pad_w + s.in_w + s.pad_right) + s.slack
+
+
 cdef void _max_pool_planes(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
                            Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Planes first..last-1, on one thread (with its own buffer for the padded case)."""
-    cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
+    """Volumes first..last-1, on one thread (with its own buffer for the padded case)."""
+    cdef Py_ssize_t p, in_size = s.in_d * s.in_h * s.in_w, out_size = s.out_d * s.out_h * s.out_w
     cdef floating* work = NULL
     if s.padded:
-        # first-real-tap labels, then the plane copy
-        work = <floating*>malloc((s.out_w_rounded + s.in_h * (s.pad_w + s.in_w + s.pad_right)
-                                  + s.slack) * sizeof(floating))
+        work = <floating*>malloc(_max_workspace(s) * sizeof(floating))
         if work != NULL:
             _first_columns(s, work)
     for p in range(first, last):
@@ -251,19 +298,36 @@ cdef void _max_pool_planes(const floating* x, floating* out, int64_t* indices, c
     free(work)
 
 
-cdef void _max_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                    int64_t[:, :, :, ::1] indices, const PoolShape* s, int threads) noexcept:
-    cdef int t, team = _team(threads, s.planes, s.planes * (
-        s.in_h * s.in_w + s.out_h * s.out_w * s.kernel_h * s.kernel_w))
-    cdef const floating* xp = &x[0, 0, 0, 0]
-    cdef floating* op = &out[0, 0, 0, 0]
-    cdef int64_t* ip = &indices[0, 0, 0, 0]
+cdef inline Py_ssize_t _max_work(const PoolShape* s) noexcept nogil:
+    """Elements read plus taps visited by a max pool call (what the thread rule weighs)."""
+    return s.planes * (s.in_d * s.in_h * s.in_w
+                       + s.out_d * s.out_h * s.out_w * s.kernel_d * s.kernel_h * s.kernel_w)
+
+
+cdef void _max_pool(const floating* xp, floating* op, int64_t* ip, const PoolShape* s,
+                    int threads) noexcept:
+    cdef int t, team = _team(threads, s.planes, _max_work(s))
     with nogil:
         if team == 1:
             _max_pool_planes(xp, op, ip, s, 0, s.planes)
         else:
             for t in prange(team, num_threads=team, schedule="static"):
                 _max_pool_planes(xp, op, ip, s, _split(s.planes, t, team), _split(s.planes, t + 1, team))
+
+
+cdef _run_max_pool(x, out, indices, const PoolShape* s, int threads):
+    """x, out, indices: C-contiguous arrays of one dtype (float32/float64) and int64."""
+    cdef const float[::1] xf
+    cdef float[::1] of
+    cdef const double[::1] xd
+    cdef double[::1] od
+    cdef int64_t[::1] ip = indices.reshape(-1)
+    if x.dtype == np.float32:
+        xf, of = x.reshape(-1), out.reshape(-1)
+        _max_pool[float](&xf[0], &of[0], &ip[0], s, threads)
+    else:
+        xd, od = x.reshape(-1), out.reshape(-1)
+        _max_pool[double](&xd[0], &od[0], &ip[0], s, threads)
 
 
 def max_pool2d(x, g, int threads):
@@ -274,10 +338,23 @@ def max_pool2d(x, g, int threads):
     indices = np.empty(shape, dtype=np.int64)
     if s.planes == 0:
         return out, indices
-    if x.dtype == np.float32:
-        _max_pool[float](x, out, indices, &s, threads)
-    else:
-        _max_pool[double](x, out, indices, &s, threads)
+    _run_max_pool(x, out, indices, &s, threads)
+    return out, indices
+
+
+def max_pool3d(x, g, depth, int threads):
+    """x (N, C, D, H, W) -> (out (N, C, Do, Ho, Wo), int64 indices d*H*W + h*W + w per volume).
+
+    ``g``: the 2-d geometry of the (N, C*D, H, W) view; ``depth``: (D, Do, kernel, stride,
+    padding, dilation) along d, validated by the caller (every window has a real slice).
+    """
+    cdef PoolShape s = _pool_shape(g, depth)
+    shape = x.shape[:2] + (s.out_d, s.out_h, s.out_w)
+    out = np.empty(shape, dtype=x.dtype)
+    indices = np.empty(shape, dtype=np.int64)
+    if s.planes == 0 or s.in_d == 0:
+        return out, indices
+    _run_max_pool(x, out, indices, &s, threads)
     return out, indices
 
 
@@ -570,12 +647,32 @@ def avg_pool2d_backward(gy, g, count_include_pad, divisor_override, int threads)
 # explaining a call
 # --------------------------------------------------------------------------
 
-POOL_ALGORITHMS = ("max_rows", "max_windows", "max_scatter", "avg_rows", "avg_spread")
+POOL_ALGORITHMS = ("max_rows", "max_windows", "max_scatter", "avg_rows", "avg_spread",
+                   "adaptive_max_bins", "adaptive_avg_bins", "adaptive_avg_spread")
 
 
-def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None):
+def _explain_adaptive(op, shapes, int threads):
+    cdef pool_adaptive_shape a
+    cdef Py_ssize_t planes
+    shape, out = shapes
+    planes = _adaptive_shape(shape, out, &a)
+    team = _team(threads, planes, _adaptive_work(&a, planes))
+    free(<void*>a.bins_d)
+    backward = op.endswith("_backward")
+    algorithm = ("adaptive_max_bins" if "max" in op else
+                 "adaptive_avg_spread" if backward else "adaptive_avg_bins")
+    return {"grad_input" if backward else "forward": {
+        "algorithm": algorithm, "isa": "generic", "workspace_bytes": 0,
+        "threads": team,
+        "reason": "each output bin scanned in (d, h, w) order (scalar, branch-free selects), "
+                  "(n, c) volumes in parallel"}}
+
+
+def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None, depth=None):
     """{pass name: {algorithm, isa, threads, workspace_bytes, reason}} of a pooling call
-    (max_pool2d_backward: no geometry, the shapes of grad_output and of the input)."""
+    (max_pool2d_backward: no geometry, the shapes of grad_output and of the input;
+    max_pool3d: ``depth`` as for :func:`max_pool3d`; adaptive pools: ``g`` is
+    ((N, C, D, H, W), (Do, Ho, Wo)))."""
     cdef PoolShape s
     cdef Py_ssize_t planes, in_size, out_size, taps
     cdef bint vector
@@ -587,19 +684,21 @@ def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None)
             "algorithm": "max_scatter", "isa": "generic", "workspace_bytes": 0,
             "threads": _team(threads, planes, planes * (in_size + out_size)),
             "reason": "each gradient added at its argmax, planes in parallel"}}
-    s = _pool_shape(g)
+    if op.startswith("adaptive"):
+        return _explain_adaptive(op, g, threads)
+    s = _pool_shape(g) if depth is None else _pool_shape(g, depth)
     in_size = s.in_h * s.in_w
     out_size = s.out_h * s.out_w
     taps = out_size * s.kernel_h * s.kernel_w
     vector = s.vector_float if itemsize == 4 else s.vector_double
-    if op == "max_pool2d":
-        team = _team(threads, s.planes, s.planes * (in_size + taps))
-        work = ((s.out_w_rounded + s.in_h * (s.pad_w + s.in_w + s.pad_right) + s.slack)
-                * itemsize * team if vector and s.padded else 0)
+    if op in ("max_pool2d", "max_pool3d"):
+        team = _team(threads, s.planes, _max_work(&s))
+        work = _max_workspace(&s) * itemsize * team if vector and s.padded else 0
         return {"forward": {
             "algorithm": "max_rows" if vector else "max_windows",
             "isa": pool_isa if vector else "generic", "threads": team, "workspace_bytes": work,
             "reason": ("rows of windows a kernel tap at a time with branch-free selects"
+                       + (", depth taps folded in" if op == "max_pool3d" else "")
                        + (" on a -inf-padded copy of each plane" if s.padded else ""))
             if vector else "tap labels would not fit the dtype exactly: window by window"}}
     return {"forward" if op == "avg_pool2d" else "grad_input": {
@@ -608,3 +707,136 @@ def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None)
         "workspace_bytes": 0,
         "reason": "interior windows a kernel tap at a time (compiler-vectorised sums), "
                   "border windows one by one"}}
+
+
+# --------------------------------------------------------------------------
+# adaptive pooling (bins that do not divide the input evenly)
+# --------------------------------------------------------------------------
+
+cdef void _fill_bins(int64_t* bins, Py_ssize_t size, Py_ssize_t out) noexcept nogil:
+    """bins[2*i], bins[2*i + 1] = PyTorch's floor(i*size/out), ceil((i+1)*size/out)."""
+    cdef Py_ssize_t i
+    for i in range(out):
+        bins[2 * i] = i * size // out
+        bins[2 * i + 1] = ((i + 1) * size + out - 1) // out
+
+
+cdef Py_ssize_t _adaptive_shape(shape, out, pool_adaptive_shape* a) except -1:
+    """Fill ``a`` for a (N, C, D, H, W) input pooled to (Do, Ho, Wo), its bins in one
+    malloc'ed block at ``a.bins_d`` (the caller frees it); returns the number of planes."""
+    cdef int64_t* bins
+    a.in_d, a.in_h, a.in_w = shape[2:]
+    a.out_d, a.out_h, a.out_w = out
+    bins = <int64_t*>malloc(2 * (a.out_d + a.out_h + a.out_w) * sizeof(int64_t))
+    if bins == NULL:
+        raise MemoryError("adaptive pooling: no memory for the bins")
+    _fill_bins(bins, a.in_d, a.out_d)
+    _fill_bins(bins + 2 * a.out_d, a.in_h, a.out_h)
+    _fill_bins(bins + 2 * (a.out_d + a.out_h), a.in_w, a.out_w)
+    a.bins_d, a.bins_h, a.bins_w = bins, bins + 2 * a.out_d, bins + 2 * (a.out_d + a.out_h)
+    return shape[0] * shape[1]
+
+
+cdef Py_ssize_t _adaptive_work(const pool_adaptive_shape* a, Py_ssize_t planes) noexcept:
+    """Elements read plus taps visited (the taps: products of the bins' summed lengths)."""
+    cdef Py_ssize_t i, taps_d = 0, taps_h = 0, taps_w = 0
+    for i in range(a.out_d):
+        taps_d += a.bins_d[2 * i + 1] - a.bins_d[2 * i]
+    for i in range(a.out_h):
+        taps_h += a.bins_h[2 * i + 1] - a.bins_h[2 * i]
+    for i in range(a.out_w):
+        taps_w += a.bins_w[2 * i + 1] - a.bins_w[2 * i]
+    return planes * (a.in_d * a.in_h * a.in_w + taps_d * taps_h * taps_w)
+
+
+cdef enum AdaptiveKind:
+    ADAPTIVE_MAX, ADAPTIVE_AVG, ADAPTIVE_AVG_BACKWARD
+
+
+cdef void _adaptive_volume(AdaptiveKind kind, const floating* src, floating* dst, int64_t* index,
+                           const pool_adaptive_shape* a) noexcept nogil:
+    """One (n, c) volume: src is the input (forward) or the output gradient (backward)."""
+    if floating is float:
+        if kind == ADAPTIVE_MAX:
+            pool_adaptive_max_f32(src, a, dst, index)
+        elif kind == ADAPTIVE_AVG:
+            pool_adaptive_avg_f32(src, a, dst)
+        else:
+            pool_adaptive_avg_backward_f32(src, a, dst)
+    else:
+        if kind == ADAPTIVE_MAX:
+            pool_adaptive_max_f64(src, a, dst, index)
+        elif kind == ADAPTIVE_AVG:
+            pool_adaptive_avg_f64(src, a, dst)
+        else:
+            pool_adaptive_avg_backward_f64(src, a, dst)
+
+
+cdef void _adaptive(AdaptiveKind kind, const floating* src, floating* dst, int64_t* index,
+                    const pool_adaptive_shape* a, Py_ssize_t planes, int threads) noexcept:
+    cdef Py_ssize_t p, in_size = a.in_d * a.in_h * a.in_w, out_size = a.out_d * a.out_h * a.out_w
+    cdef Py_ssize_t src_size = out_size if kind == ADAPTIVE_AVG_BACKWARD else in_size
+    cdef Py_ssize_t dst_size = in_size if kind == ADAPTIVE_AVG_BACKWARD else out_size
+    cdef int team = _team(threads, planes, _adaptive_work(a, planes))
+    with nogil:
+        if team == 1:
+            for p in range(planes):
+                _adaptive_volume(kind, src + p * src_size, dst + p * dst_size,
+                                 index + p * out_size if index != NULL else NULL, a)
+        else:
+            for p in prange(planes, num_threads=team, schedule="static"):
+                _adaptive_volume(kind, src + p * src_size, dst + p * dst_size,
+                                 index + p * out_size if index != NULL else NULL, a)
+
+
+cdef _run_adaptive(AdaptiveKind kind, src, dst, indices, shape, out, int threads):
+    """src, dst (and indices for the max): C-contiguous, of one float dtype; shape the
+    (N, C, D, H, W) input's, out the (Do, Ho, Wo) bins."""
+    cdef pool_adaptive_shape a
+    cdef Py_ssize_t planes
+    cdef const float[::1] sf
+    cdef float[::1] df
+    cdef const double[::1] sd
+    cdef double[::1] dd
+    cdef int64_t[::1] ip
+    cdef int64_t* index = NULL
+    if src.size == 0 or dst.size == 0:
+        return
+    if indices is not None:
+        ip = indices.reshape(-1)
+        index = &ip[0]
+    planes = _adaptive_shape(shape, out, &a)
+    try:
+        if src.dtype == np.float32:
+            sf, df = src.reshape(-1), dst.reshape(-1)
+            _adaptive[float](kind, &sf[0], &df[0], index, &a, planes, threads)
+        else:
+            sd, dd = src.reshape(-1), dst.reshape(-1)
+            _adaptive[double](kind, &sd[0], &dd[0], index, &a, planes, threads)
+    finally:
+        free(<void*>a.bins_d)
+
+
+def adaptive_max_pool(x, out, int threads):
+    """x (N, C, D, H, W) -> (maxima (N, C, *out), int64 flat indices d*H*W + h*W + w)."""
+    y = np.empty(x.shape[:2] + tuple(out), dtype=x.dtype)
+    indices = np.empty(y.shape, dtype=np.int64)
+    _run_adaptive(ADAPTIVE_MAX, x, y, indices, x.shape, out, threads)
+    return y, indices
+
+
+def adaptive_avg_pool(x, out, int threads):
+    """x (N, C, D, H, W) -> bin means (N, C, *out)."""
+    y = np.empty(x.shape[:2] + tuple(out), dtype=x.dtype)
+    _run_adaptive(ADAPTIVE_AVG, x, y, None, x.shape, out, threads)
+    return y
+
+
+def adaptive_avg_pool_backward(gy, input_shape, int threads):
+    """gy (N, C, Do, Ho, Wo) -> grad_input of ``input_shape`` (N, C, D, H, W)."""
+    grad = np.empty(tuple(input_shape), dtype=gy.dtype)
+    if gy.size == 0:
+        grad.fill(0)
+        return grad
+    _run_adaptive(ADAPTIVE_AVG_BACKWARD, gy, grad, None, tuple(input_shape), gy.shape[2:], threads)
+    return grad

@@ -209,10 +209,12 @@ POOL_INLINE void POOL_NAME(pool_fold_row_first)(const POOL_T *POOL_RESTRICT x, P
 }
 
 /* `count` (<= POOL_BLOCK) adjacent windows of one output row.
- *   x          the first window's top-left tap in the plane being read: the input
+ *   x          the first window's top-left tap in the volume being read: the input
  *              itself or a padded copy (pool_pad_plane);
- *   rows       kernel rows inside the input (row r is read at x + r*row_step and its
- *              labels start at label0 + r*label_step);
+ *   depths     kernel slices inside the input (1 for a 2-d pool): slice t is read at
+ *              x + t*depth_step and its labels start at label0 + t*depth_label_step;
+ *   rows       kernel rows inside the input (row r of a slice is read r*row_step
+ *              further and its labels start r*label_step further);
  *   first_col  NULL when x is the input itself: every window's first tap is then a real
  *              pixel and count is a multiple of POOL_GROUP.  Otherwise x is a padded copy
  *              with -inf columns (never taken) and slack after the last row: window k
@@ -223,14 +225,14 @@ POOL_INLINE void POOL_NAME(pool_fold_row_first)(const POOL_T *POOL_RESTRICT x, P
  * prologue (alignment peeling) and remainder loops then never run, and those would be
  * branchy (unpredictable on random data). */
 POOL_INLINE void POOL_NAME(pool_max_row_body)(
-    const POOL_T *POOL_RESTRICT x, Py_ssize_t rows, Py_ssize_t row_step, POOL_T label0,
-    POOL_T label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
+    const POOL_T *POOL_RESTRICT x, Py_ssize_t depths, Py_ssize_t depth_step, POOL_T depth_label_step,
+    Py_ssize_t rows, Py_ssize_t row_step, POOL_T label0, POOL_T label_step, Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw,
     const POOL_T *POOL_RESTRICT first_col, POOL_T *POOL_RESTRICT out, int64_t *POOL_RESTRICT index,
     int64_t index0, const int vec)
 {
     POOL_ALIGNED(64) POOL_T m[POOL_BLOCK];
     POOL_ALIGNED(64) POOL_T best[POOL_BLOCK];
-    Py_ssize_t r = 0, k, n = (count + POOL_GROUP - 1) / POOL_GROUP * POOL_GROUP;
+    Py_ssize_t t, r = 0, k, n = (count + POOL_GROUP - 1) / POOL_GROUP * POOL_GROUP;
     if (first_col == NULL) {
         POOL_NAME(pool_fold_row_first)(x, n, kw, sw, dw, label0, m, best, vec);
         r = 1;
@@ -240,9 +242,15 @@ POOL_INLINE void POOL_NAME(pool_max_row_body)(
             best[k] = label0 + first_col[k];
         }
     }
-    for (; r < rows; r++)
-        POOL_NAME(pool_fold_row)(x + r * row_step, n, kw, sw, dw,
-                                 label0 + (POOL_T)r * label_step, m, best, vec);
+    /* slices, then rows, then taps: (d, h, w) order, so ties keep the first maximum */
+    for (t = 0; t < depths; t++) {
+        const POOL_T *slice = x + t * depth_step;
+        const POOL_T slice_label = label0 + (POOL_T)t * depth_label_step;
+        for (; r < rows; r++)
+            POOL_NAME(pool_fold_row)(slice + r * row_step, n, kw, sw, dw,
+                                     slice_label + (POOL_T)r * label_step, m, best, vec);
+        r = 0;
+    }
     memcpy(out, m, (size_t)count * sizeof(POOL_T));
     /* labels are small integers: via int32, which vectorises on SSE2 */
     for (k = 0; k < count; k++)
@@ -250,11 +258,12 @@ POOL_INLINE void POOL_NAME(pool_max_row_body)(
 }
 
 #define POOL_ROW_ARGS                                                                      \
-    const POOL_T *x, Py_ssize_t rows, Py_ssize_t row_step, POOL_T label0, POOL_T label_step, \
+    const POOL_T *x, Py_ssize_t depths, Py_ssize_t depth_step, POOL_T depth_label_step,      \
+    Py_ssize_t rows, Py_ssize_t row_step, POOL_T label0, POOL_T label_step,                  \
     Py_ssize_t count, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw, const POOL_T *first_col,  \
     POOL_T *out, int64_t *index, int64_t index0
-#define POOL_ROW_CALL x, rows, row_step, label0, label_step, count, kw, sw, dw, first_col, out, \
-    index, index0
+#define POOL_ROW_CALL x, depths, depth_step, depth_label_step, rows, row_step, label0, label_step, \
+    count, kw, sw, dw, first_col, out, index, index0
 
 static void POOL_NAME(pool_max_row_base)(POOL_ROW_ARGS)
 {
@@ -294,6 +303,125 @@ static inline void POOL_NAME(pool_pad_plane)(const POOL_T *POOL_RESTRICT x, Py_s
     }
     for (c = 0; c < slack; c++)
         dst[c] = -(POOL_T)INFINITY;
+}
+
+/* Adaptive pooling of one (n, c) volume (1-d and 2-d pools have D = 1, and H = 1): bins
+ * as in pool_adaptive_shape.  Scalar on purpose: bins differ in start and width from one
+ * output to the next, so there is no row of equal windows to vectorise across; the
+ * selects of the max are branch-free (a compare-and-branch would mispredict on real data). */
+
+/* pool_take for a scalar maximum and its position, as bit masks: written as selects, GCC
+ * turns the float compare into branches (mispredicted half the time on real data). */
+POOL_INLINE void POOL_NAME(pool_take_at)(POOL_T v, Py_ssize_t pos, POOL_T *m, Py_ssize_t *best)
+{
+    const int take = (v > *m) | (v != v);
+    const POOL_IT mask = -(POOL_IT)take;
+    const Py_ssize_t wide = -(Py_ssize_t)take;
+    POOL_IT vb, mb;
+    memcpy(&vb, &v, sizeof vb);
+    memcpy(&mb, m, sizeof mb);
+    mb = (vb & mask) | (mb & ~mask);
+    memcpy(m, &mb, sizeof mb);
+    *best = (pos & wide) | (*best & ~wide);
+}
+
+/* Maxima and their flat indices d*H*W + h*W + w.  PyTorch's rule, taps in (d, h, w) order:
+ * a tap replaces the running maximum when greater or NaN (ties keep the first maximum,
+ * the last NaN wins); the first tap starts it.  The windows of an output row share their
+ * slices and rows, so up to POOL_BLOCK of them advance together, tap j of each in turn:
+ * independent dependency chains instead of one per window.  A window narrower than the
+ * widest re-reads its last tap, which changes nothing (it is already the maximum, or the
+ * NaN in place). */
+static void POOL_NAME(pool_adaptive_max)(const POOL_T *POOL_RESTRICT x, const pool_adaptive_shape *s,
+                                         POOL_T *POOL_RESTRICT out, int64_t *POOL_RESTRICT index)
+{
+    const Py_ssize_t H = s->in_h, W = s->in_w, out_h = s->out_h, out_w = s->out_w;
+    const int64_t *bins_d = s->bins_d, *bins_h = s->bins_h, *bins_w = s->bins_w;
+    POOL_T m[POOL_BLOCK];
+    Py_ssize_t best[POOL_BLOCK], first[POOL_BLOCK], last[POOL_BLOCK];
+    Py_ssize_t od, oh, c0, n, k, j, d, h, width;
+    for (od = 0; od < s->out_d; od++) {
+        const Py_ssize_t d0 = bins_d[2 * od], d1 = bins_d[2 * od + 1];
+        for (oh = 0; oh < out_h; oh++) {
+            const Py_ssize_t h0 = bins_h[2 * oh], h1 = bins_h[2 * oh + 1];
+            const Py_ssize_t row0 = (d0 * H + h0) * W;
+            for (c0 = 0; c0 < out_w; c0 += n) {
+                n = out_w - c0 < POOL_BLOCK ? out_w - c0 : POOL_BLOCK;
+                width = 0;
+                for (k = 0; k < n; k++) {
+                    first[k] = bins_w[2 * (c0 + k)];
+                    last[k] = bins_w[2 * (c0 + k) + 1] - 1;
+                    width = last[k] - first[k] + 1 > width ? last[k] - first[k] + 1 : width;
+                    m[k] = x[row0 + first[k]];
+                    best[k] = row0 + first[k];
+                }
+                for (d = d0; d < d1; d++) {
+                    for (h = h0; h < h1; h++) {
+                        const Py_ssize_t row = (d * H + h) * W;
+                        for (j = 0; j < width; j++) {
+                            for (k = 0; k < n; k++) {
+                                const Py_ssize_t pos = row + (first[k] + j < last[k] ? first[k] + j : last[k]);
+                                POOL_NAME(pool_take_at)(x[pos], pos, m + k, best + k);
+                            }
+                        }
+                    }
+                }
+                for (k = 0; k < n; k++) {
+                    *out++ = m[k];
+                    *index++ = best[k];
+                }
+            }
+        }
+    }
+}
+
+/* Bin means: each bin's own elements summed in (d, h, w) order, then divided by their
+ * count (so an Inf or NaN stays in the bins that hold it). */
+static void POOL_NAME(pool_adaptive_avg)(const POOL_T *POOL_RESTRICT x, const pool_adaptive_shape *s,
+                                         POOL_T *POOL_RESTRICT out)
+{
+    const Py_ssize_t H = s->in_h, W = s->in_w;
+    Py_ssize_t od, oh, ow, d, h, w;
+    for (od = 0; od < s->out_d; od++) {
+        const Py_ssize_t d0 = s->bins_d[2 * od], d1 = s->bins_d[2 * od + 1];
+        for (oh = 0; oh < s->out_h; oh++) {
+            const Py_ssize_t h0 = s->bins_h[2 * oh], h1 = s->bins_h[2 * oh + 1];
+            for (ow = 0; ow < s->out_w; ow++) {
+                const Py_ssize_t w0 = s->bins_w[2 * ow], w1 = s->bins_w[2 * ow + 1];
+                POOL_T total = 0;
+                for (d = d0; d < d1; d++)
+                    for (h = h0; h < h1; h++)
+                        for (w = w0; w < w1; w++)
+                            total += x[(d * H + h) * W + w];
+                *out++ = total / (POOL_T)((d1 - d0) * (h1 - h0) * (w1 - w0));
+            }
+        }
+    }
+}
+
+/* The gradient of pool_adaptive_avg: zero the volume, then add each bin's share of its
+ * output gradient to every element of the bin (bins in output order). */
+static void POOL_NAME(pool_adaptive_avg_backward)(const POOL_T *POOL_RESTRICT gy,
+                                                  const pool_adaptive_shape *s,
+                                                  POOL_T *POOL_RESTRICT grad)
+{
+    const Py_ssize_t H = s->in_h, W = s->in_w;
+    Py_ssize_t od, oh, ow, d, h, w;
+    memset(grad, 0, (size_t)(s->in_d * H * W) * sizeof(POOL_T));
+    for (od = 0; od < s->out_d; od++) {
+        const Py_ssize_t d0 = s->bins_d[2 * od], d1 = s->bins_d[2 * od + 1];
+        for (oh = 0; oh < s->out_h; oh++) {
+            const Py_ssize_t h0 = s->bins_h[2 * oh], h1 = s->bins_h[2 * oh + 1];
+            for (ow = 0; ow < s->out_w; ow++) {
+                const Py_ssize_t w0 = s->bins_w[2 * ow], w1 = s->bins_w[2 * ow + 1];
+                const POOL_T share = *gy++ / (POOL_T)((d1 - d0) * (h1 - h0) * (w1 - w0));
+                for (d = d0; d < d1; d++)
+                    for (h = h0; h < h1; h++)
+                        for (w = w0; w < w1; w++)
+                            grad[(d * H + h) * W + w] += share;
+            }
+        }
+    }
 }
 
 #undef POOL_ROW_ARGS

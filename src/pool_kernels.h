@@ -57,6 +57,14 @@
 #define POOL_BLOCK 256
 #define POOL_GROUP 8
 
+/* An adaptive pool's geometry: one (n, c) volume of (in_d, in_h, in_w) pooled to
+ * (out_d, out_h, out_w) bins; output bin i of a dimension covers [bins[2*i], bins[2*i + 1])
+ * of it (PyTorch's floor(i*in/out), ceil((i+1)*in/out), computed by the caller). */
+typedef struct {
+    Py_ssize_t in_d, in_h, in_w, out_d, out_h, out_w;
+    const int64_t *bins_d, *bins_h, *bins_w;
+} pool_adaptive_shape;
+
 /* Name of the ISA the kernels run with (for build/backend info). */
 static const char *pool_isa = "generic";
 

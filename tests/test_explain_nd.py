@@ -57,9 +57,22 @@ def test_conv3d_names_the_2d_call_and_its_algorithm():
     assert cconv.explain("conv3d", X3, W3, padding=1, backend="numpy")["forward"]["algorithm"] == "reference"
 
 
-def test_uneven_adaptive_bins_say_numpy():
-    plan = cconv.explain("adaptive_avg_pool1d", X1, 7)["forward"]
+def test_uneven_adaptive_bins_name_the_compiled_bin_kernels():
+    for op, args, pass_name, algorithm in (
+            ("adaptive_avg_pool1d", (X1, 7), "forward", "adaptive_avg_bins"),
+            ("adaptive_max_pool3d", (X3, (4, 3, 7)), "forward", "adaptive_max_bins"),
+            ("adaptive_avg_pool2d_backward", (np.zeros((4, 16, 3, 7), np.float32), (4, 16, 10, 10)), "grad_input",
+             "adaptive_avg_spread")):
+        plan = cconv.explain(op, *args, backend="cython")[pass_name]
+        assert plan["algorithm"] == algorithm and plan["algorithm"] in cconv.backend_info()["pool_algorithms"]
+    plan = cconv.explain("adaptive_avg_pool1d", X1, 7, backend="numpy")["forward"]
     assert plan["algorithm"] == "adaptive-bins" and plan["isa"] == "numpy"
+
+
+def test_max_pool3d_runs_one_compiled_kernel():
+    plan = cconv.explain("max_pool3d", X3, 3, 2, 1, backend="cython")["forward"]
+    assert plan["algorithm"] == "max_rows" and "runs_as" not in plan
+    assert cconv.explain("max_pool3d", X3, 2, backend="numpy")["forward"]["runs_as"].startswith("max_pool2d on ")
 
 
 def _generic_calls():

@@ -274,7 +274,8 @@ def test_compiled_kernels_run(monkeypatch):
         pytest.fail("the compiled extension is not built")
     from cconv import _compiled
     calls = []
-    for name in ("conv2d", "conv2d_backward", "max_pool2d", "avg_pool2d", "max_pool2d_backward"):
+    for name in ("conv2d", "conv2d_backward", "max_pool2d", "avg_pool2d", "max_pool2d_backward", "max_pool3d",
+                 "adaptive_max_pool", "adaptive_avg_pool", "adaptive_avg_pool_backward"):
         original = getattr(_compiled, name)
         monkeypatch.setattr(_compiled, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     x = np.ones((1, 2, 4, 4, 4), np.float32)
@@ -284,7 +285,12 @@ def test_compiled_kernels_run(monkeypatch):
     cconv.max_pool3d_backward(p, i, x.shape, backend="cython")
     cconv.avg_pool3d(x, 2, backend="cython")
     cconv.adaptive_avg_pool2d(x[0], 2, backend="cython")  # uniform bins: the ordinary pool
-    assert calls == ["conv2d", "conv2d", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d"]
+    y, i = cconv.adaptive_max_pool3d(x, 3, True, backend="cython")  # uneven bins: the bin kernels
+    cconv.adaptive_max_pool3d_backward(y, i, x.shape, backend="cython")
+    cconv.adaptive_avg_pool1d_backward(cconv.adaptive_avg_pool1d(x[:, :, 0, 0], 3, backend="cython"), (1, 2, 4),
+                                       backend="cython")
+    assert calls == ["conv2d", "conv2d", "max_pool3d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d",
+                     "adaptive_max_pool", "max_pool2d_backward", "adaptive_avg_pool", "adaptive_avg_pool_backward"]
 
 
 # --------------------------------------------------------------------------
@@ -535,7 +541,8 @@ def test_plan_2d_names_the_calls_made(monkeypatch, rng):
     ]
     for op, call_args, plan_args in cases:
         seen.clear()
-        getattr(_api_nd, op)(*call_args)
+        # the compiled backend runs max_pool3d as one 3-d kernel: no 2-d calls to describe
+        getattr(_api_nd, op)(*call_args, **({"backend": "numpy"} if op == "max_pool3d" else {}))
         shape = call_args[1].shape if op.endswith("_backward") else call_args[0].shape
         assert seen == _api_nd.plan_2d(op, shape, *plan_args), op
 
