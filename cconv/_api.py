@@ -601,8 +601,8 @@ def explain(op, *args, **kwargs):
     from . import _half
     ops = [name for name in _half.__all__ if name != "explain"]
     # float16/bfloat16 arrays are computed in float32: so are their plans
-    args = tuple(a.astype(np.float32) if _widen.is_half(a) else a for a in args)
-    kwargs = {k: v.astype(np.float32) if _widen.is_half(v) else v for k, v in kwargs.items()}
+    args = tuple(_widen.to_float32(a) if _widen.is_half(a) else a for a in args)
+    kwargs = {k: _widen.to_float32(v) if _widen.is_half(v) else v for k, v in kwargs.items()}
     if isinstance(op, str) and op not in _EXPLAINERS and op in ops:
         from . import _explain_nd   # the 1-d, 3-d and adaptive ops: the 2-d calls they make
         return _explain_nd.explain(op, *args, **kwargs)

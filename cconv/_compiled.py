@@ -68,9 +68,18 @@ def adaptive_avg_pool_backward(gy, input_shape):
     return _pool.adaptive_avg_pool_backward(gy, input_shape, get_num_threads())
 
 
+def half_to_float32(a, bfloat16):
+    return _conv.half_to_float32(a, bfloat16, get_num_threads())
+
+
+def float32_to_half(a, dtype):
+    return _conv.float32_to_half(a, dtype, get_num_threads())
+
+
 def build_info():
     """How the extension modules were built and which kernels they run."""
     info = _conv.build_info()
     info["pool_simd"] = _pool.pool_isa
     info["pool_algorithms"] = list(_pool.POOL_ALGORITHMS)
+    info["half_conversion"] = _conv.half_variant()
     return info

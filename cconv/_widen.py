@@ -4,6 +4,9 @@ bfloat16 is ``ml_dtypes.bfloat16``, an optional dependency (NumPy has no bfloat1
 own). A call with float16 or bfloat16 arrays converts them to float32, runs the op and
 converts its float results back; int64 indices stay int64. All float arrays of one call must
 share one dtype. Which public ops do this is listed in :mod:`cconv._half`.
+
+The conversions are the compiled extension's (F16C where the CPU has it) when it is built,
+else NumPy's ``astype``; both give the same bits (round to nearest even on the way back).
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import functools
 import inspect
 
 import numpy as np
+
+from . import _backends
 
 _HALF = ("float16", "bfloat16")
 
@@ -23,11 +28,20 @@ def _is_float(a):
     return isinstance(a, np.ndarray) and (a.dtype.kind == "f" or a.dtype.name == "bfloat16")
 
 
+def to_float32(a):
+    """A 2-byte float array as a float32 array of its shape (exact)."""
+    compiled = _backends._compiled
+    if compiled is None:
+        return a.astype(np.float32)
+    return compiled.half_to_float32(a, a.dtype.name == "bfloat16")
+
+
 def _to_half(result, dtype):
     if isinstance(result, tuple):
         return tuple(_to_half(r, dtype) for r in result)
     if isinstance(result, np.ndarray) and result.dtype == np.float32:
-        return result.astype(dtype)
+        compiled = _backends._compiled
+        return result.astype(dtype) if compiled is None else compiled.float32_to_half(result, dtype)
     return result
 
 
@@ -63,7 +77,7 @@ def _in_float32(op, args, kwargs):
     (dtype,) = dtypes
 
     def widen(a):
-        return a.astype(np.float32) if is_half(a) else a
+        return to_float32(a) if is_half(a) else a
 
     result = op(*(widen(a) for a in args), **{k: widen(v) for k, v in kwargs.items()})
     return _to_half(result, dtype)

@@ -9,6 +9,7 @@ kernels (conv_kernels.h) with the GIL released.  Source map:
 
 * isa.h / isa.pxi: the ISA registry (CCONV_KERNEL_ISA) every kernel dispatches on;
 * threads.pxi: the thread policy;
+* half_convert.h / half_convert.pxi: float16/bfloat16 <-> float32 conversion of arrays;
 * conv_plan.pxi: algorithms, thresholds, workspace layout, the plan cache;
 * conv_autotune.pxi: opt-in timing of the applicable algorithms per geometry;
 * conv_drivers.pxi: one driver per pass, tasks over the OpenMP team;
@@ -30,6 +31,7 @@ import numpy as np
 
 include "isa.pxi"
 include "threads.pxi"
+include "half_convert.pxi"
 include "conv_kernels.pxi"
 include "conv_plan.pxi"
 include "conv_direct.pxi"
