@@ -42,14 +42,17 @@ static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
     return n;
 }
 
-/* Weight gradient of images [img0, img1) by the dot kernel (kern->dot != NULL):
+/* Weight gradient of images [img0, img1) by the dot kernel (kern->dot != NULL), rows
+ * [o_lo, o_hi) of each group's m output channels:
  * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
- * fixed order.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
+ * fixed order.  Each gw element is summed alone, so cutting the rows between tasks gives
+ * the same bits.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
  * ws: dot_images * dot_image_size elements. */
 CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
-                              Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
-                              const TI *mask, T *gw, T *ws)
+                              Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
+                              Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw,
+                              T *ws)
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t Wo = g->out_w, P = g->out_h * Wo;
@@ -69,8 +72,8 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
                 S(pad_phases)(x + ((b0 + b) * groups + gi) * x_group, g, kern->nr, xp);
                 const T *gyg = gy + ((b0 + b) * groups + gi) * m * P;
                 /* grad_output onto the grid: rows of wph with zeros past out_w, zero tail. */
-                for (Py_ssize_t i = 0; i < m; i++) {
-                    T *d = gyp + i * jp;
+                for (Py_ssize_t i = o_lo; i < o_hi; i++) {
+                    T *d = gyp + (i - o_lo) * jp;
                     Py_ssize_t j = 0;
                     for (Py_ssize_t oh = 0; oh < g->out_h; oh++) {
                         const T *src = gyg + i * P + oh * Wo;
@@ -82,12 +85,12 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
                 }
             }
             T *gwg = gw + gi * m * K;
-            for (Py_ssize_t o0 = 0; o0 < m; o0 += mo)
+            for (Py_ssize_t o0 = o_lo; o0 < o_hi; o0 += mo)
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
-                    kern->dot(ws + xp_size + o0 * jp, jp, ws, stride, nimg, off + k0, mask,
-                              gwg + o0 * K + k0, K, (int)cconv_min(mo, m - o0),
+                    kern->dot(ws + xp_size + (o0 - o_lo) * jp, jp, ws, stride, nimg, off + k0,
+                              mask, gwg + o0 * K + k0, K, (int)cconv_min(mo, o_hi - o0),
                               (int)cconv_min(nk, K - k0));
         }
 }
-CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
-    (kern, x, gy, g, groups, m, img0, img1, off, mask, gw, ws))
+CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo, Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
+    (kern, x, gy, g, groups, m, img0, img1, o_lo, o_hi, off, mask, gw, ws))

@@ -9,6 +9,8 @@ cdef enum:  # task kinds
     K_WINO_ROWS
     K_LANES
     K_PADDED
+    K_PAD
+    K_PADDED_GRID
     K_SPAN
     K_BLOCK
     K_GI_DIRECT
@@ -133,6 +135,18 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         _fwd_slice(p, x + t * x_group, apack + t % groups * a_size, off,
                    b + t % groups * m if b != NULL else NULL, out + t * m * P,
                    _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
+    elif job.kind == K_PAD:
+        # slice t's padded copy, shared by the grid chunks of K_PADDED_GRID
+        _pad_phases(p, x + t * x_group, _padded_copy(job, t, d))
+    elif job.kind == K_PADDED_GRID:
+        r = t // p.chunks                      # image * groups + group
+        i = t % p.chunks
+        nblk = (_grid_cols(p) + CCONV_NB_PANELS * p.nr - 1) // (CCONV_NB_PANELS * p.nr)
+        p0 = i * nblk // p.chunks * CCONV_NB_PANELS * p.nr
+        p1 = min(_grid_cols(p), (i + 1) * nblk // p.chunks * CCONV_NB_PANELS * p.nr)
+        _fwd_grid(p, apack + r % groups * a_size, off,
+                  b + r % groups * m if b != NULL else NULL, out + r * m * P,
+                  _padded_copy(job, r, d), _thread_ws(job, tid, T_B, d), p0, p1)
     elif job.kind == K_SPAN:
         # Each share is an equal, contiguous run of the GEMM panels of one group, in blocks
         # of up to CCONV_NC columns (blocks of CCONV_NC for everyone left one thread a block
@@ -452,11 +466,16 @@ cdef inline Py_ssize_t _reduce_size(const ConvPlan *p) noexcept nogil:
     return p.groups * p.m * p.g.channels * p.g.kernel_h * p.g.kernel_w
 
 
-cdef void _gw_part(const _Job *job, Py_ssize_t part, int tid, const floating *d) noexcept nogil:
-    """Batch part `part` of a weight gradient into its own partial (images for dot and
-    Winograd, flattened (image, pixel) rows for im2col)."""
+cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) noexcept nogil:
+    """Task t: batch part t // oblocks of a weight gradient into its own partial (images
+    for dot and Winograd, flattened (image, pixel) rows for im2col); the dot kernel's
+    output-channel block t % oblocks of it."""
     cdef const ConvPlan *p = job.p
     cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t part = t // p.oblocks
+    cdef Py_ssize_t o_lo = _dot_block_rows(p, t % p.oblocks)
+    cdef Py_ssize_t o_hi = _dot_block_rows(p, t % p.oblocks + 1)
+    cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w, gi
     cdef Py_ssize_t n = p.batch if p.algo != A_IM2COL else p.batch * s.out_h * s.out_w
     cdef Py_ssize_t lo = n * part // p.parts, hi = n * (part + 1) // p.parts
     cdef floating *dst = _partial(job, part, d)
@@ -471,17 +490,19 @@ cdef void _gw_part(const _Job *job, Py_ssize_t part, int tid, const floating *d)
             conv_wino_gw_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
                              p.nimg, p.nty, p.tpad, dst, tws)
         return
-    memset(dst, 0, _reduce_size(p) * sizeof(floating))
     if p.algo == A_DOT:
+        for gi in range(p.groups):      # this block's rows of each group
+            memset(dst + (gi * p.m + o_lo) * K, 0, (o_hi - o_lo) * K * sizeof(floating))
         if floating is float:
             conv_gw_images_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
-                               <const Py_ssize_t *>_region(job, R_OFFSETS, d),
+                               o_lo, o_hi, <const Py_ssize_t *>_region(job, R_OFFSETS, d),
                                <const int *>_region(job, R_MASK, d), dst, tws)
         else:
             conv_gw_images_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
-                               <const Py_ssize_t *>_region(job, R_OFFSETS, d),
+                               o_lo, o_hi, <const Py_ssize_t *>_region(job, R_OFFSETS, d),
                                <const long long *>_region(job, R_MASK, d), dst, tws)
     else:
+        memset(dst, 0, _reduce_size(p) * sizeof(floating))
         if floating is float:
             conv_gw_range_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi, dst,
                               tws, _thread_ws(job, tid, T_B, d), p.pointwise)
@@ -518,6 +539,39 @@ cdef inline void _fwd_slice(const ConvPlan *p, const floating *x, const floating
     else:
         conv_fwd_slice_f64(<const kernel_f64 *>p.kern, x, &p.g, p.m, apack, off, bias, y, xp,
                            ctmp)
+
+
+cdef inline Py_ssize_t _grid_cols(const ConvPlan *p) noexcept nogil:
+    return grid_cols_f32(&p.g)
+
+
+cdef inline floating *_padded_copy(const _Job *job, Py_ssize_t r,
+                                   const floating *dummy) noexcept nogil:
+    """Slice r's padded copy in R_PADDED (a padded forward cut into grid chunks)."""
+    cdef Py_ssize_t size
+    if floating is float:
+        size = _round_up(padded_size_f32(&job.p.g, job.p.nr), 16)
+    else:
+        size = _round_up(padded_size_f64(&job.p.g, job.p.nr), 16)
+    return _region(job, R_PADDED, dummy) + r * size
+
+
+cdef inline void _pad_phases(const ConvPlan *p, const floating *x, floating *xp) noexcept nogil:
+    if floating is float:
+        pad_phases_f32(x, &p.g, p.nr, xp)
+    else:
+        pad_phases_f64(x, &p.g, p.nr, xp)
+
+
+cdef inline void _fwd_grid(const ConvPlan *p, const floating *apack, const Py_ssize_t *off,
+                           const floating *bias, floating *y, const floating *xp,
+                           floating *ctmp, Py_ssize_t j_lo, Py_ssize_t j_hi) noexcept nogil:
+    if floating is float:
+        conv_fwd_grid_f32(<const kernel_f32 *>p.kern, &p.g, p.m, apack, off, bias, y, xp, ctmp,
+                          j_lo, j_hi)
+    else:
+        conv_fwd_grid_f64(<const kernel_f64 *>p.kern, &p.g, p.m, apack, off, bias, y, xp, ctmp,
+                          j_lo, j_hi)
 
 
 cdef inline void _fwd_span(const ConvPlan *p, const floating *x, Py_ssize_t x_img,
@@ -614,7 +668,11 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
                     w + gidx * m * K, m, K, K, 1)
         if p.algo == A_PADDED:
             tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
-            _run(&job, K_PADDED, p.batch * p.groups, p.threads)
+            if p.chunks > 1:
+                _run(&job, K_PAD, p.batch * p.groups, p.threads)
+                _run(&job, K_PADDED_GRID, p.batch * p.groups * p.chunks, p.threads)
+            else:
+                _run(&job, K_PADDED, p.batch * p.groups, p.threads)
         elif p.span:
             _run(&job, K_SPAN, p.groups * p.shares, p.threads)
         else:
@@ -680,7 +738,7 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
             dot_mask_f32(s, <int *>_region(&job, R_MASK, x))
         else:
             dot_mask_f64(s, <long long *>_region(&job, R_MASK, x))
-    _run(&job, K_GW_PART, p.parts, p.threads)
+    _run(&job, K_GW_PART, p.parts * p.oblocks, p.threads)
     if p.parts > 1:
         _run(&job, K_GW_REDUCE, (_reduce_size(p) + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK,
              p.side_threads)

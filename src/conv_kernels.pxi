@@ -17,10 +17,12 @@ cdef extern from "conv_kernels.h" nogil:
     ctypedef struct kernel_f32 "kernel_t_f32":
         int mr, nr
         void *dot
+        int dot_mo
         const char *isa
     ctypedef struct kernel_f64 "kernel_t_f64":
         int mr, nr
         void *dot
+        int dot_mo
         const char *isa
 
     const Py_ssize_t CCONV_KC
@@ -52,6 +54,17 @@ cdef extern from "conv_kernels.h" nogil:
     void conv_fwd_slice_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
+    void pad_phases_f32(const float *x, const cconv_geom *g, int nr, float *xp)
+    void pad_phases_f64(const double *x, const cconv_geom *g, int nr, double *xp)
+    Py_ssize_t grid_cols_f32(const cconv_geom *g)
+    void conv_fwd_grid_f32(const kernel_f32 *kern, const cconv_geom *g, Py_ssize_t m,
+                           const float *apack, const Py_ssize_t *off, const float *bias,
+                           float *y, const float *xp, float *ctmp, Py_ssize_t j_lo,
+                           Py_ssize_t j_hi)
+    void conv_fwd_grid_f64(const kernel_f64 *kern, const cconv_geom *g, Py_ssize_t m,
+                           const double *apack, const Py_ssize_t *off, const double *bias,
+                           double *y, const double *xp, double *ctmp, Py_ssize_t j_lo,
+                           Py_ssize_t j_hi)
     const int CCONV_NB_PANELS
     void phase_dims_f32(const cconv_geom *g, Py_ssize_t *hph, Py_ssize_t *wph)
     Py_ssize_t padded_vol_size_f32(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
@@ -110,12 +123,14 @@ cdef extern from "conv_kernels.h" nogil:
     void dot_mask_f64(const cconv_geom *g, long long *mask)
     void conv_gw_images_f32(const kernel_f32 *kern, const float *x, const float *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
-                            Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
-                            const int *mask, float *gw, float *ws)
+                            Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
+                            Py_ssize_t o_hi, const Py_ssize_t *off, const int *mask,
+                            float *gw, float *ws)
     void conv_gw_images_f64(const kernel_f64 *kern, const double *x, const double *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
-                            Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off,
-                            const long long *mask, double *gw, double *ws)
+                            Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
+                            Py_ssize_t o_hi, const Py_ssize_t *off, const long long *mask,
+                            double *gw, double *ws)
     Py_ssize_t dot_image_size_f32(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)

@@ -70,31 +70,38 @@ static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr
 /* Columns of the flat grid handled per block; the C block is m x (CCONV_NB_PANELS*nr). */
 #define CCONV_NB_PANELS 4
 
-/* Forward of one image-group slice: y(m x P) = W * x (+ bias) by implicit GEMM.
+/* Forward of grid columns [j_lo, j_hi) of one image-group slice, whose padded copy xp
+ * (pad_phases) is ready: those output pixels of y(m x P) = W * x (+ bias), by implicit GEMM.
  * apack: the group's weights packed by pack_a over the full K; off: tap_offsets;
- * xp: padded_size elements; ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements. */
-CCONV_BODY void CCONV_CAT(S(conv_fwd_slice), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+ * ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements.  Splitting a slice's grid between
+ * tasks gives the same bits as one task: each column is computed alone. */
+CCONV_BODY void CCONV_CAT(S(conv_fwd_grid), _body)(const S(kernel_t) *kern, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const Py_ssize_t *off,
-                              const T *bias, T *y, T *xp, T *ctmp)
+                              const T *bias, T *y, const T *xp, T *ctmp, Py_ssize_t j_lo,
+                              Py_ssize_t j_hi)
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t Wo = g->out_w, P = g->out_h * g->out_w;
     const int mr = kern->mr, nr = kern->nr;
     const Py_ssize_t NB = CCONV_NB_PANELS * nr;
+    /* Row blocks of about CCONV_MC rows: the A block they cycle through (mc x kc) stays
+     * in L2 while the block's B columns are reread from L1 (m = 512: 512 KiB per kc). */
+    const Py_ssize_t mc = cconv_max(mr, CCONV_MC / mr * mr);
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
-    S(pad_phases)(x, g, nr, xp);
-    const Py_ssize_t J = g->out_h * wph;
-    for (Py_ssize_t j0 = 0; j0 < J; j0 += NB) {
-        const Py_ssize_t nb = cconv_min(NB, J - j0);
+    for (Py_ssize_t j0 = j_lo; j0 < j_hi; j0 += NB) {
+        const Py_ssize_t nb = cconv_min(NB, j_hi - j0);
         for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
             const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
-            for (Py_ssize_t jr = 0; jr < nb; jr += nr)
-                for (Py_ssize_t ir = 0; ir < m; ir += mr)
-                    kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, xp + j0 + jr, off + pc,
-                                 ctmp + ir * NB + jr, NB, (int)cconv_min(mr, m - ir),
-                                 (int)cconv_min(nr, nb - jr), pc > 0,
-                                 bias != NULL ? bias + ir : NULL);
+            for (Py_ssize_t ic = 0; ic < m; ic += mc) {
+                const Py_ssize_t iend = cconv_min(m, ic + mc);
+                for (Py_ssize_t jr = 0; jr < nb; jr += nr)
+                    for (Py_ssize_t ir = ic; ir < iend; ir += mr)
+                        kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, xp + j0 + jr,
+                                     off + pc, ctmp + ir * NB + jr, NB,
+                                     (int)cconv_min(mr, m - ir), (int)cconv_min(nr, nb - jr),
+                                     pc > 0, bias != NULL ? bias + ir : NULL);
+            }
         }
         /* Drop the grid's extra columns while copying the block out. */
         Py_ssize_t j = j0;
@@ -113,8 +120,27 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_slice), _body)(const S(kernel_t) *kern, con
         }
     }
 }
-CCONV_ISA_VARIANTS(S(conv_fwd_slice), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
-    (kern, x, g, m, apack, off, bias, y, xp, ctmp))
+CCONV_ISA_VARIANTS(S(conv_fwd_grid), (const S(kernel_t) *kern, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, const T *xp, T *ctmp, Py_ssize_t j_lo, Py_ssize_t j_hi),
+    (kern, g, m, apack, off, bias, y, xp, ctmp, j_lo, j_hi))
+
+/* Grid columns of slice geometry g (out_h rows of wph). */
+CCONV_MAYBE_UNUSED
+static Py_ssize_t S(grid_cols)(const cconv_geom *g)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    return g->out_h * wph;
+}
+
+/* Forward of one image-group slice: pad_phases into xp (padded_size elements), then
+ * conv_fwd_grid over the whole grid. */
+static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+                              Py_ssize_t m, const T *apack, const Py_ssize_t *off,
+                              const T *bias, T *y, T *xp, T *ctmp)
+{
+    S(pad_phases)(x, g, kern->nr, xp);
+    S(conv_fwd_grid)(kern, g, m, apack, off, bias, y, xp, ctmp, 0, S(grid_cols)(g));
+}
 
 /* ---- the same on a volume: depth taps are grid offsets too ------------------------
  * A 3-d slice x (channels, in_d, in_h, in_w) is split into sd*sh*sw phase volumes, each

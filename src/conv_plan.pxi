@@ -81,8 +81,13 @@ DEF _SMALL_WEIGHTS = 256
 # beyond the first costs one pass over a partial sum (Winograd's: 16 x O x C values), so as
 # few as keep two threads busy.
 DEF _GW_PARTS = 2
-# Span-image im2col forwards cut each group's panels into this many shares per thread.
+# Span-image im2col forwards cut each group's panels into this many shares per thread; padded
+# forwards with fewer slices than this per thread cut each slice's grid into chunks, and dot
+# weight gradients with fewer batch parts cut the output channels into blocks, to as many tasks.
 DEF _SHARES_PER_THREAD = 4
+# ... but a dot block keeps at least this many output channels (each block pads its images
+# again: one copy per this many channels' multiply-adds).
+DEF _DOT_MIN_BLOCK = 32
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
 # The rows algorithm (few output pixels) against the GEMMs, in multiply-adds at GEMM speed
@@ -173,8 +178,9 @@ cdef enum:  # shared regions, booked once per call
     R_PARTIALS = 4    # weight gradient: partial sums of batch parts 1.. (part 0: the output)
     R_CROPPED = 5     # trimmed taps: the cropped weights, or the cropped weight gradient
     R_COLUMNS = 6     # rows: im2col columns with pixels as rows, and a copy of grad_output
-    R_THREADS = 7     # per-thread blocks, t_stride elements each
-    N_REGIONS = 8
+    R_PADDED = 7      # padded forward cut into grid chunks: every slice's padded copy
+    R_THREADS = 8     # per-thread blocks, t_stride elements each
+    N_REGIONS = 9
 
 cdef enum:  # regions inside each thread's block
     T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
@@ -182,7 +188,8 @@ cdef enum:  # regions inside each thread's block
     N_TREGIONS = 2
 
 REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
-                "partial_sums", "cropped_weights", "pixel_columns", "per_thread")
+                "partial_sums", "cropped_weights", "pixel_columns", "padded_images",
+                "per_thread")
 
 cdef struct ConvPlan:
     int pass_                 # P_*
@@ -206,6 +213,8 @@ cdef struct ConvPlan:
     bint trimmed              # the pass runs on kernel taps [tap_h0, +g.kernel_h) x
     Py_ssize_t tap_h0, tap_w0     # [tap_w0, +g.kernel_w) of the full full_kh x full_kw kernel
     Py_ssize_t full_kh, full_kw
+    Py_ssize_t chunks         # padded forward: grid column chunks per slice (1: whole slices)
+    Py_ssize_t oblocks        # dot weight gradient: output-channel blocks per batch part
     Py_ssize_t planes         # depthwise: planes per task (grad_weight: channels per task)
     bint dw_lanes             # ... counted in blocks of channels in the vector lanes
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
@@ -580,6 +589,21 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     return A_DIRECT
 
 
+cdef void _padded_chunks(ConvPlan *p) noexcept nogil:
+    """Grid column chunks per slice of a padded forward: with fewer than _SHARES_PER_THREAD
+    slices per thread (a batch of one long row: one task for the whole pass), each slice is
+    padded once into a shared copy and its grid cut into chunks of whole column blocks, to
+    about _SHARES_PER_THREAD tasks per thread.  The copies must fit twice _PADDED_MAX_ELEMS."""
+    cdef Py_ssize_t slices = p.batch * p.groups
+    cdef Py_ssize_t blocks = ((grid_cols_f32(&p.g) + CCONV_NB_PANELS * p.nr - 1)
+                              // (CCONV_NB_PANELS * p.nr))
+    cdef Py_ssize_t want = _SHARES_PER_THREAD * p.threads
+    p.chunks = 1
+    if (p.threads > 1 and slices < want
+            and slices * _round_up(_padded_size(p), 16) <= 2 * _PADDED_MAX_ELEMS):
+        p.chunks = max(<Py_ssize_t>1, min(blocks, (want + slices - 1) // slices))
+
+
 cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     """Algorithm, kernel, tiles, threads and workspace of a forward-shaped pass on p.g."""
     cdef const cconv_geom *s = &p.g
@@ -614,9 +638,13 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
         return
     _book(p, R_WEIGHTS, p.groups * _round_up(m, p.mr) * K)
     if p.algo == A_PADDED:
-        p.threads = _team(p.threads, macs, p.batch * p.groups)
+        _padded_chunks(p)
+        p.threads = _team(p.threads, macs, p.batch * p.groups * p.chunks)
         _book(p, R_OFFSETS, _offsets_elems(K, p.itemsize))
-        _book_thread(p, T_A, _padded_size(p))
+        if p.chunks > 1:
+            _book(p, R_PADDED, p.batch * p.groups * _round_up(_padded_size(p), 16))
+        else:
+            _book_thread(p, T_A, _padded_size(p))
         _book_thread(p, T_B, _round_up(m, p.mr) * CCONV_NB_PANELS * p.nr)
         return
     # Packed im2col (blocks spanning images: _spans_images)
@@ -699,6 +727,8 @@ cdef void _plan_init(ConvPlan *p, int pass_, const cconv_geom *s, Py_ssize_t bat
     p.itemsize = itemsize
     p.threads = threads
     p.parts = 1
+    p.chunks = 1
+    p.oblocks = 1
     _choose_kernel(p, m, False)
 
 
@@ -834,7 +864,9 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch * P)
     else:
         p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch)
-    p.threads = _team(p.threads, macs, p.parts)
+    if algo == A_DOT:
+        _dot_blocks(p)
+    p.threads = _team(p.threads, macs, p.parts * p.oblocks)
     # partial sums and Winograd's output transform go parallel on large weights only
     p.side_threads = p.threads if GW > _PARALLEL_MIN_ELEMS else 1
     if algo == A_WINOGRAD:
@@ -855,6 +887,26 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         _book_thread(p, T_A, _round_up(m, p.mr) * CCONV_KC)
         _book_thread(p, T_B, CCONV_KC * CCONV_NC)
     _lay_out(p)
+
+
+cdef void _dot_blocks(ConvPlan *p) noexcept nogil:
+    """Output-channel blocks per batch part of a dot weight gradient: one, unless the parts
+    are fewer than _SHARES_PER_THREAD per thread (a batch of one: a single task); then
+    blocks of whole dot tiles, at least _DOT_MIN_BLOCK channels each."""
+    cdef int mo = cconv_kernel_f32().dot_mo if p.itemsize == 4 else cconv_kernel_f64().dot_mo
+    cdef Py_ssize_t tiles = (p.m + mo - 1) // mo
+    cdef Py_ssize_t want = _SHARES_PER_THREAD * p.threads
+    p.oblocks = 1
+    if p.threads > 1 and p.parts < want:
+        p.oblocks = max(<Py_ssize_t>1, min((want + p.parts - 1) // p.parts,
+                                           min(tiles, p.m // _DOT_MIN_BLOCK)))
+
+
+cdef inline Py_ssize_t _dot_block_rows(const ConvPlan *p, Py_ssize_t b) noexcept nogil:
+    """First output channel of dot block b (b == oblocks: m): whole tiles of dot_mo."""
+    cdef int mo = cconv_kernel_f32().dot_mo if p.itemsize == 4 else cconv_kernel_f64().dot_mo
+    cdef Py_ssize_t tiles = (p.m + mo - 1) // mo
+    return min(p.m, tiles * b // p.oblocks * mo)
 
 
 cdef void _plan_grad_bias(ConvPlan *p) noexcept nogil:

@@ -504,3 +504,47 @@ def test_one_thread_enters_no_parallel_region_after_fork():
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         cconv.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_long_row_splits_between_threads(dtype):
+    """A batch of one long row (conv1d, batch 1): the padded forward and the stride-1 input
+    gradient cut the one slice's grid into column chunks over a shared padded copy, the dot
+    weight gradient cuts the output channels into blocks; on 2 threads both run on the team
+    (explain says so, and shows the shared copies), match the reference and give the same
+    bits as 1 and 3 threads."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 24, 900)).astype(dtype)
+    w = rng.standard_normal((70, 24, 3)).astype(dtype)
+    b = rng.standard_normal(70).astype(dtype)
+    gy = rng.standard_normal((1, 70, 900)).astype(dtype)
+    saved = cconv.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            cconv.set_num_threads(n)
+            fwd = cconv.explain("conv1d", x, w, b, padding=1)["forward"]
+            bwd = cconv.explain("conv1d_backward", gy, x, w, padding=1)
+            if n == 2:
+                assert (fwd["algorithm"], fwd["threads"]) == ("padded", 2)
+                assert "padded_images" in fwd["workspace"] and "per_thread" in fwd["workspace"]
+                assert (bwd["grad_input"]["algorithm"], bwd["grad_input"]["threads"]) == ("padded", 2)
+                assert "padded_images" in bwd["grad_input"]["workspace"]
+                assert (bwd["grad_weight"]["algorithm"], bwd["grad_weight"]["threads"]) == ("dot", 2)
+            if n == 1:
+                assert "padded_images" not in fwd["workspace"]
+            before = _counts()
+            y = cconv.conv1d(x, w, b, padding=1, backend="cython")
+            grads = cconv.conv1d_backward(gy, x, w, padding=1, backend="cython")
+            ran = _ran_since(before)
+            assert (ran["forward"], ran["grad_input"], ran["grad_weight"]) == ("padded", "padded", "dot")
+            results.append((y,) + tuple(grads))
+    finally:
+        cconv.set_num_threads(saved)
+    ref = (cconv.conv1d(x, w, b, padding=1, backend=REFERENCE),) + tuple(
+        cconv.conv1d_backward(gy, x, w, padding=1, backend=REFERENCE))
+    for got, want in zip(results[0], ref):
+        assert_close(got, want, context="conv1d batch 1")
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert_identical(c, a, context="conv1d batch 1 on 1, 2, 3 threads")
