@@ -14,7 +14,7 @@
   over the depth window: max keeps the first maximum in (d, h, w) order and lets NaN win (the
   last NaN owns the index); average sums 2-d window sums (``divisor_override=1``) and divides
   by the separable per-dimension window counts.
-* Repeats: conv1d, conv3d (and their backward ops) and the 1-d and 3-d forward pools remember
+* Repeats: the 1-d and 3-d convolutions (and their backward ops) and forward pools remember
   what validation gave for a call, under the rules of :mod:`cconv._api`, and skip it when the
   call comes again; a remembered conv1d runs on the compiled backend straight from its (N, C, L)
   arrays (the memory of (N, C, 1, L)), with no 2-d call in between.
@@ -275,6 +275,19 @@ def _transpose1d_args(stride, padding, output_padding, dilation):
                 dilation=(1, _positive(dilation, 1, "dilation")[0]))
 
 
+_CONV_TRANSPOSE1D, _CONV_TRANSPOSE1D_BACKWARD, _CONV_TRANSPOSE3D, _CONV_TRANSPOSE3D_BACKWARD = {}, {}, {}, {}
+
+
+def _transpose_key(x, w, b, stride, padding, output_padding, groups, dilation):
+    return (x.shape, x.dtype, w.shape, w.dtype, None if b is None else (b.shape, b.dtype), stride, padding,
+            output_padding, groups, dilation)
+
+
+def _transpose_backward_key(gy, x, w, stride, padding, output_padding, groups, dilation, m0, m1, m2):
+    return (gy.shape, gy.dtype, x.shape, x.dtype, w.shape, w.dtype, stride, padding, output_padding, groups,
+            dilation, m0, m1, m2)
+
+
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, backend=None):
     """1-d transposed convolution, like ``torch.nn.functional.conv_transpose1d``.
@@ -282,27 +295,47 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     input (N, C_in, L) or (C_in, L); weight (C_in, C_out/groups, k). Returns (N, C_out, Lo) with
     ``Lo = (L - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``.
     """
-    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched = _batched(x, "input", 1)
-    _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
-    args = _transpose1d_args(stride, padding, output_padding, dilation)
-    y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args)
+    arrays, args = (input, weight, bias), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE1D, _transpose_key, arrays, args)
+    if known is not None:
+        args2d, unbatched = known
+        x, w, b = input[np.newaxis] if unbatched else input, weight, bias
+    else:
+        x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+        x, unbatched = _batched(x, "input", 1)
+        _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
+        args2d = _transpose1d_args(stride, padding, output_padding, dilation)
+    y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)
+    if known is None:   # groups and bias are checked by conv_transpose2d
+        _api._remember(_CONV_TRANSPOSE1D, _transpose_key, (args2d, unbatched), arrays, args)
     return _unbatch(y[:, :, 0], unbatched)
 
 
 def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1, *, output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv_transpose1d`: ``(grad_input, grad_weight, grad_bias)``."""
-    mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
-                                                    "(in_channels, out_channels/groups, k)")
-    args = _transpose1d_args(stride, padding, output_padding, dilation)
-    s, p, op, d = args["stride"][1], args["padding"][1], args["output_padding"][1], args["dilation"][1]
-    groups_ok = isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_)) and groups > 0
-    if groups_ok:
-        length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
-        _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
+    arrays, args = (grad_output, input, weight), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE1D_BACKWARD, _transpose_backward_key, arrays, args, output_mask)
+    if known is not None:
+        args2d, unbatched = known
+        mask, w = tuple(output_mask), weight
+        x, gy = input[np.newaxis] if unbatched else input, _grad_batched(grad_output, unbatched, 1)
+    else:
+        mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
+                                                        "(in_channels, out_channels/groups, k)")
+        args2d = _transpose1d_args(stride, padding, output_padding, dilation)
+        s, p, op, d = (args2d["stride"][1], args2d["padding"][1], args2d["output_padding"][1],
+                       args2d["dilation"][1])
+        groups_ok = (isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_))
+                     and groups > 0)
+        if groups_ok:
+            length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
+            _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
     gx, gw, gb = _api.conv_transpose2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
-                                                output_mask=mask, backend=backend, **args)
+                                                output_mask=mask, backend=backend, **args2d)
+    if known is None:   # the rest is checked by conv_transpose2d_backward
+        _api._remember(_CONV_TRANSPOSE1D_BACKWARD, _transpose_backward_key, (args2d, unbatched), arrays, args,
+                       output_mask)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
     return gx, None if gw is None else gw[:, :, 0], gb
 
@@ -636,10 +669,17 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     input (N, C_in, D, H, W) or unbatched; weight (C_in, C_out/groups, kd, kh, kw). Returns
     (N, C_out, Do, Ho, Wo), ``Do = (D - 1)*stride - 2*padding + dilation*(kd - 1) + output_padding + 1``.
     """
-    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched = _batched(x, "input", 3)
-    plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
-    _shapes.check_bias(b, plan.output_shape[1])
+    arrays, args = (input, weight, bias), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE3D, _transpose_key, arrays, args)
+    if known is not None:
+        plan, unbatched = known
+        x, w, b = input[np.newaxis] if unbatched else input, weight, bias
+    else:
+        x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+        x, unbatched = _batched(x, "input", 3)
+        plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+        _shapes.check_bias(b, plan.output_shape[1])
+        _api._remember(_CONV_TRANSPOSE3D, _transpose_key, (plan, unbatched), arrays, args)
     z = _api.conv_transpose2d(_slices_to_batch(x), _fold_weight(w), None, backend=backend, **plan.conv_transpose2d)
     y = _scatter_depth(z, plan.depth, x.shape[0], plan.output_shape[1], plan.conv_transpose2d["groups"])
     if b is not None:
@@ -650,12 +690,22 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1, *, output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv_transpose3d`: ``(grad_input, grad_weight, grad_bias)``."""
-    need_input, need_weight, need_bias = _output_mask(output_mask)
-    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched = _batched(x, "input", 3)
-    gy = _grad_batched(gy, unbatched, 3)
-    plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
-    _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    arrays, args = (grad_output, input, weight), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE3D_BACKWARD, _transpose_backward_key, arrays, args, output_mask)
+    if known is not None:
+        plan, unbatched = known
+        need_input, need_weight, need_bias = output_mask
+        x, w = input[np.newaxis] if unbatched else input, weight
+        gy = _grad_batched(grad_output, unbatched, 3)
+    else:
+        need_input, need_weight, need_bias = _output_mask(output_mask)
+        gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+        x, unbatched = _batched(x, "input", 3)
+        gy = _grad_batched(gy, unbatched, 3)
+        plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+        _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+        _api._remember(_CONV_TRANSPOSE3D_BACKWARD, _transpose_backward_key, (plan, unbatched), arrays, args,
+                       output_mask)
     gzs = _gather_depth(gy, plan.depth, plan.conv_transpose2d["groups"])
     gxs, gws, _ = _api.conv_transpose2d_backward(gzs, _slices_to_batch(x), _fold_weight(w),
                                                  output_mask=(need_input, need_weight, False), backend=backend,

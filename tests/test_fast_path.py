@@ -499,11 +499,13 @@ def test_repeated_conv1d_calls_run_through_the_compiled_entry(dtype, rng):
 
 
 # --------------------------------------------------------------------------
-# conv3d and the 1-d and 3-d forward pools: validation remembered, the work done on every call
+# the other 1-d and 3-d ops: validation remembered, the work done on every call
 # --------------------------------------------------------------------------
 
 ND_VALIDATORS = {"conv3d": "_conv3d_plan", "conv3d_backward": "_conv3d_plan", "max_pool1d": "_pool1d_args",
-                 "avg_pool1d": "_pool1d_args", "max_pool3d": "_pool3d_plan", "avg_pool3d": "_avg3d_plan"}
+                 "avg_pool1d": "_pool1d_args", "max_pool3d": "_pool3d_plan", "avg_pool3d": "_avg3d_plan",
+                 "conv_transpose1d": "_transpose1d_args", "conv_transpose1d_backward": "_transpose1d_args",
+                 "conv_transpose3d": "_transpose3d_plan", "conv_transpose3d_backward": "_transpose3d_plan"}
 
 
 @pytest.fixture
@@ -522,7 +524,8 @@ def nd_validations(monkeypatch):
 
     def forget():
         for table in (_api_nd._CONV3D, _api_nd._CONV3D_BACKWARD, _api_nd._MAX_POOL1D, _api_nd._AVG_POOL1D,
-                      _api_nd._MAX_POOL3D, _api_nd._AVG_POOL3D):
+                      _api_nd._MAX_POOL3D, _api_nd._AVG_POOL3D, _api_nd._CONV_TRANSPOSE1D,
+                      _api_nd._CONV_TRANSPOSE1D_BACKWARD, _api_nd._CONV_TRANSPOSE3D, _api_nd._CONV_TRANSPOSE3D_BACKWARD):
             table.clear()
 
     forget()
@@ -553,6 +556,17 @@ def _nd_calls(rng, dtype):
               for m in itertools.product([True, False], repeat=3)]
     calls += [("conv3d_backward", (gy3r, x3, w3r), dict(rows, output_mask=m))
               for m in [(True, True, True), (True, False, False)]]
+    tw1, tw3 = r(3, 2, 3), r(4, 3, 2, 3, 2)
+    t1 = dict(stride=2, padding=1, output_padding=1)
+    t3 = dict(stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0), dilation=(1, 2, 1))
+    gyt1, gyt3 = r(*cconv.conv_transpose1d(x1, tw1, **t1).shape), r(*cconv.conv_transpose3d(x3, tw3, **t3).shape)
+    calls += [("conv_transpose1d", (x1, tw1, r(2)), t1), ("conv_transpose1d", (x1[0], tw1), dict(dilation=2)),
+              ("conv_transpose3d", (x3, tw3, r(3)), t3), ("conv_transpose3d", (x3[1], tw3), {}),
+              ("conv_transpose1d_backward", (gyt1[0], x1[0], tw1), t1),
+              ("conv_transpose3d_backward", (gyt3[1], x3[1], tw3), t3)]
+    calls += [(op, args, dict(kw, output_mask=m)) for m in [(True, True, True), (False, True, False)]
+              for op, args, kw in (("conv_transpose1d_backward", (gyt1, x1, tw1), t1),
+                                   ("conv_transpose3d_backward", (gyt3, x3, tw3), t3))]
     return calls
 
 
@@ -593,6 +607,11 @@ ND_BAD_TWINS = [
     ("max_pool3d", lambda kw: cconv.max_pool3d(np.ones((1, 2, 4, 4, 4)), **kw),
      [dict(kernel_size=(2, 2, 2.0)), dict(kernel_size=2, ceil_mode=1), dict(kernel_size=2, return_indices=0),
       dict(kernel_size=2, dilation=True)]),
+    ("conv_transpose1d", lambda kw: cconv.conv_transpose1d(np.ones((1, 2, 5)), np.ones((2, 3, 2)), **kw),
+     [dict(stride=2.0), dict(output_padding=False), dict(groups=True), dict(dilation=(1.0,))]),
+    ("conv_transpose3d_backward", lambda kw: cconv.conv_transpose3d_backward(
+        np.ones((1, 3, 5, 5, 5)), np.ones((1, 2, 4, 4, 4)), np.ones((2, 3, 2, 2, 2)), **kw),
+     [dict(output_mask=(True, 0, True)), dict(padding=(0, 0, False)), dict(stride=True)]),
     ("avg_pool3d", lambda kw: cconv.avg_pool3d(np.ones((1, 2, 4, 4, 4)), **kw),
      [dict(kernel_size=2, divisor_override=2.0), dict(kernel_size=2, divisor_override=True),
       dict(kernel_size=2, count_include_pad=0), dict(kernel_size=True)]),
