@@ -8,7 +8,10 @@ depends on (shapes, dtypes and the argument values), and runs a repeat of one af
 cheap checks: the arrays are exact ndarrays the kernels can read in place (C-contiguous,
 aligned) and the arguments are exact ints, strs, None or tuples of ints (and bools where a
 bool is asked for), which equal only values that validation treats the same way. Any other
-call takes the checked path, where float16/bfloat16 arrays are also widened to float32.
+call takes the checked path, where float16/bfloat16 arrays are also widened to float32. On the
+compiled backend a remembered convolution keeps its geometry in C (a ``ConvCall``) and the
+extension checks the arrays itself (exact ndarray, dtype, shape, C-contiguous, aligned) before
+reading their data pointers; an array that fails goes to the checked path.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 from . import _backends
 from . import _shapes
 from . import _widen
+from ._threads import get_num_threads
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
@@ -27,6 +31,11 @@ __all__ = [
 
 _ndarray = np.ndarray
 _resolve = _backends.resolve
+_num_threads = get_num_threads
+# The compiled backend (None without it). A remembered conv2d call keeps its geometry in C (a
+# ConvCall) and, on that backend, runs through entry points that check its arrays in C.
+_cython = _backends._compiled
+_conv_call = _cython.ConvCall if _cython is not None else None
 
 
 def _unbatch(result, unbatched):
@@ -89,6 +98,33 @@ def _remember(known, key, value, arrays, args, flags=()):
         known[key(*arrays, *args, *flags)] = value
 
 
+def _conv_call_of(g, dtype, x_shape, w_shape, y_shape):
+    """The compiled backend's record of a validated conv2d call, with its arrays' shapes as the
+    caller passes them (None without that backend)."""
+    return None if _conv_call is None else _conv_call(g, dtype, x_shape, w_shape, y_shape)
+
+
+def _conv2d_call(g, dtype, unbatched):
+    cut = 1 if unbatched else 0
+    return _conv_call_of(g, dtype, g.input_shape[cut:], g.weight_shape, g.output_shape[cut:])
+
+
+def _known_conv(known, key, backend, arrays, args, flags=()):
+    """The ConvCall of the remembered call this one repeats when it runs on the compiled backend
+    (which checks its arrays in C), else None: the caller then validates."""
+    try:
+        call = known[key(*arrays, *args, *flags)]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return call if _plain(*args) and _bools(*flags) and _resolve(backend) is _cython else None
+
+
+def _remember_conv(known, key, arrays, args, flags, make_call):
+    """Remember a validated call for the compiled backend: ``make_call()`` gives its ConvCall."""
+    if _cython is not None and _ready(*arrays) and _plain(*args) and _bools(*flags):
+        _remember(known, key, make_call(), arrays, args, flags)
+
+
 def _same_ndim(a, b):
     return getattr(a, "ndim", None) == getattr(b, "ndim", None)
 
@@ -125,32 +161,37 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     array (N, O, Ho, Wo) of the input's dtype, with
     ``Ho = (H + 2*pad_h - dilation_h*(kh - 1) - 1) // stride_h + 1`` (likewise Wo).
     """
-    # _conv2d_key, _ready and _plain inlined: this is the most frequent call, and each Python
-    # call costs about as much as the checks it makes
+    # _conv2d_key and _plain inlined: this is the most frequent call, and each Python call
+    # costs about as much as the checks it makes
     try:
         if bias is None:
-            g, unbatched = _CONV2D[input.shape, input.dtype, weight.shape, weight.dtype,
-                                   stride, padding, dilation, groups]
+            g, unbatched, call = _CONV2D[input.shape, input.dtype, weight.shape, weight.dtype,
+                                         stride, padding, dilation, groups]
         else:
-            g, unbatched = _CONV2D[input.shape, input.dtype, weight.shape, weight.dtype, bias.shape, bias.dtype,
-                                   stride, padding, dilation, groups]
-        known = (type(input) is _ndarray and type(weight) is _ndarray
-                 and input.flags.num & weight.flags.num & _C_ALIGNED == _C_ALIGNED and _ready(bias)
-                 and (type(stride) is type(padding) is type(dilation) is type(groups) is int
-                      or _plain(stride, padding, dilation, groups)))
+            g, unbatched, call = _CONV2D[input.shape, input.dtype, weight.shape, weight.dtype, bias.shape,
+                                         bias.dtype, stride, padding, dilation, groups]
+        known = (type(stride) is type(padding) is type(dilation) is type(groups) is int
+                 or _plain(stride, padding, dilation, groups))
     except (AttributeError, KeyError, TypeError):
         known = False
-    if not known:
-        return _widen.call(_conv2d_checked, (input, weight, bias, stride, padding, dilation, groups),
-                           {"backend": backend})
-    y = _resolve(backend).conv2d(input[np.newaxis] if unbatched else input, weight, bias, g)
-    return y[0] if unbatched else y
+    if known:
+        impl = _resolve(backend)
+        if impl is _cython:     # the arrays are checked in C (None: not as remembered)
+            y = impl.conv2d_ready(input, weight, bias, call, _num_threads())
+            if y is not None:
+                return y
+        elif _ready(input, weight, bias):
+            y = impl.conv2d(input[np.newaxis] if unbatched else input, weight, bias, g)
+            return y[0] if unbatched else y
+    return _widen.call(_conv2d_checked, (input, weight, bias, stride, padding, dilation, groups),
+                       {"backend": backend})
 
 
 def _conv2d_checked(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     x, w, b, g, unbatched = _conv2d_inputs(input, weight, bias, stride, padding, dilation, groups)
     impl = _resolve(backend)
-    _remember(_CONV2D, _conv2d_key, (g, unbatched), (input, weight, bias), (stride, padding, dilation, groups))
+    _remember(_CONV2D, _conv2d_key, (g, unbatched, _conv2d_call(g, x.dtype, unbatched)), (input, weight, bias),
+              (stride, padding, dilation, groups))
     return _unbatch(impl.conv2d(x, w, b, g), unbatched)
 
 
@@ -182,26 +223,31 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     (input, weight, bias) is False, like ``aten::convolution_backward``; unrequested
     gradients are not computed.
     """
-    try:  # _conv2d_backward_key, _ready, _plain and _bools inlined, as in conv2d
+    try:  # _conv2d_backward_key, _plain and _bools inlined, as in conv2d
         m0, m1, m2 = output_mask
-        g, unbatched = _CONV2D_BACKWARD[grad_output.shape, grad_output.dtype, input.shape, input.dtype, weight.shape,
-                                        weight.dtype, stride, padding, dilation, groups, m0, m1, m2]
-        known = (type(grad_output) is _ndarray and type(input) is _ndarray and type(weight) is _ndarray
-                 and grad_output.flags.num & input.flags.num & weight.flags.num & _C_ALIGNED == _C_ALIGNED
-                 and (type(stride) is type(padding) is type(dilation) is type(groups) is int
-                      or _plain(stride, padding, dilation, groups))
+        g, unbatched, call = _CONV2D_BACKWARD[grad_output.shape, grad_output.dtype, input.shape, input.dtype,
+                                              weight.shape, weight.dtype, stride, padding, dilation, groups,
+                                              m0, m1, m2]
+        known = ((type(stride) is type(padding) is type(dilation) is type(groups) is int
+                  or _plain(stride, padding, dilation, groups))
                  and type(m0) is type(m1) is type(m2) is bool)
     except (AttributeError, KeyError, TypeError, ValueError):  # ValueError: an output_mask of another length
         known = False
-    if not known:
-        return _widen.call(_conv2d_backward_checked, (grad_output, input, weight, stride, padding, dilation, groups),
-                           {"output_mask": output_mask, "backend": backend})
-    if unbatched:
-        grad_output, input = grad_output[np.newaxis], input[np.newaxis]
-    grad_input, grad_weight, grad_bias = _resolve(backend).conv2d_backward(grad_output, input, weight, g, m0, m1, m2)
-    if unbatched and grad_input is not None:
-        grad_input = grad_input[0]
-    return grad_input, grad_weight, grad_bias
+    if known:
+        impl = _resolve(backend)
+        if impl is _cython:     # the arrays are checked in C (None: not as remembered)
+            grads = impl.conv2d_backward_ready(grad_output, input, weight, call, m0, m1, m2, _num_threads())
+            if grads is not None:
+                return grads
+        elif _ready(grad_output, input, weight):
+            if unbatched:
+                grad_output, input = grad_output[np.newaxis], input[np.newaxis]
+            grad_input, grad_weight, grad_bias = impl.conv2d_backward(grad_output, input, weight, g, m0, m1, m2)
+            if unbatched and grad_input is not None:
+                grad_input = grad_input[0]
+            return grad_input, grad_weight, grad_bias
+    return _widen.call(_conv2d_backward_checked, (grad_output, input, weight, stride, padding, dilation, groups),
+                       {"output_mask": output_mask, "backend": backend})
 
 
 def _conv2d_backward_checked(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -210,7 +256,8 @@ def _conv2d_backward_checked(grad_output, input, weight, stride=1, padding=0, di
                                                            dilation, groups, output_mask)
     impl = _resolve(backend)
     if _same_ndim(grad_output, input):  # else the fast path would not know where to add the batch axis
-        _remember(_CONV2D_BACKWARD, _conv2d_backward_key, (g, unbatched), (grad_output, input, weight),
+        _remember(_CONV2D_BACKWARD, _conv2d_backward_key, (g, unbatched, _conv2d_call(g, x.dtype, unbatched)),
+                  (grad_output, input, weight),
                   (stride, padding, dilation, groups), output_mask)
     grad_input, grad_weight, grad_bias = impl.conv2d_backward(gy, x, w, g, *mask)
     if unbatched and grad_input is not None:

@@ -17,6 +17,10 @@
   last NaN owns the index); average sums 2-d window sums (``divisor_override=1``) and divides
   by the separable per-dimension window counts. A backend with its own ``max_pool3d`` (the
   compiled one: the depth taps folded into its 2-d row kernels) runs that instead, in one pass.
+* Repeats: the 1-d and 3-d convolutions (and their backward ops) and forward pools remember
+  what validation gave for a call, under the rules of :mod:`cconv._api`, and skip it when the
+  call comes again; a remembered conv1d runs on the compiled backend straight from its (N, C, L)
+  arrays (the memory of (N, C, 1, L)), with no 2-d call in between.
 
 :func:`plan_2d` names the 2-d op each of these runs and its arguments (for tools that explain a call).
 """
@@ -120,6 +124,16 @@ def _input_shape(input_shape, grad_ndim, dims):
 _unbatch = _api._unbatch  # drop the batch axis that an unbatched input was given
 
 
+def _recall(known, key, arrays, args, flags=()):
+    """What validation gave for an earlier call this one equals (see cconv._api: arrays exact
+    ndarrays readable in place, arguments plain), else None: the caller then validates."""
+    try:
+        value = known[key(*arrays, *args, *flags)]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return value if _api._ready(*arrays) and _api._plain(*args) and _api._bools(*flags) else None
+
+
 def _conv_padding(padding, kernel, dilation, stride, dims):
     """Per-dimension (before, after) zero padding of a conv: ints, 'valid' or 'same'."""
     if isinstance(padding, str):
@@ -163,6 +177,14 @@ def _conv1d_args(x_shape, w_shape, stride, padding, dilation):
     return dict(stride=(1, stride[0]), padding=pad2d, dilation=(1, dilation[0]))
 
 
+_CONV1D = {}
+
+
+def _conv_key(x, w, b, stride, padding, dilation, groups):
+    return (x.shape, x.dtype, w.shape, w.dtype, None if b is None else (b.shape, b.dtype), stride, padding, dilation,
+            groups)
+
+
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     """1-d cross-correlation, like ``torch.nn.functional.conv1d``.
 
@@ -170,12 +192,27 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     ``'valid'`` or ``'same'`` (stride 1; the odd extra column goes to the end).
     Returns (N, O, Lo) with ``Lo = (L + 2*padding - dilation*(k - 1) - 1) // stride + 1``.
     """
+    arrays, args = (input, weight, bias), (stride, padding, dilation, groups)
+    call = _api._known_conv(_CONV1D, _conv_key, backend, arrays, args)
+    if call is not None:    # a repeat: (N, C, L) is (N, C, 1, L) in memory, run as remembered
+        y = _api._cython.conv2d_ready(input, weight, bias, call, _api._num_threads())
+        if y is not None:
+            return y
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
     x, unbatched = _batched(x, "input", 1)
     _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
-    args = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
-    y = _api.conv2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args)
-    return _unbatch(y[:, :, 0], unbatched)
+    args2d = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
+    y = _unbatch(_api.conv2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)[:, :, 0],
+                 unbatched)
+    _api._remember_conv(_CONV1D, _conv_key, arrays, args, (), lambda: _api._conv_call_of(
+        _conv1d_geometry(x, w, groups, args2d), x.dtype, input.shape, weight.shape, y.shape))
+    return y
+
+
+def _conv1d_geometry(x, w, groups, args2d):
+    """The conv2d geometry of a validated conv1d (x batched)."""
+    return _shapes.conv_geometry(x.shape[:2] + (1,) + x.shape[2:], w.shape[:2] + (1,) + w.shape[2:],
+                                 args2d["stride"], args2d["padding"], args2d["dilation"], groups)
 
 
 def _backward_arrays_1d(grad_output, input, weight, output_mask, layout):
@@ -189,17 +226,34 @@ def _backward_arrays_1d(grad_output, input, weight, output_mask, layout):
     return mask, gy, x, w, unbatched
 
 
+_CONV1D_BACKWARD = {}
+
+
+def _conv_backward_key(gy, x, w, stride, padding, dilation, groups, m0, m1, m2):
+    return gy.shape, gy.dtype, x.shape, x.dtype, w.shape, w.dtype, stride, padding, dilation, groups, m0, m1, m2
+
+
 def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv1d`: ``(grad_input (N, C, L), grad_weight (O, C/groups, k),
     grad_bias (O,))``, None where ``output_mask`` is False."""
+    arrays, args = (grad_output, input, weight), (stride, padding, dilation, groups)
+    call = _api._known_conv(_CONV1D_BACKWARD, _conv_backward_key, backend, arrays, args, output_mask)
+    if call is not None:    # a repeat, run as remembered (see conv1d)
+        m0, m1, m2 = output_mask
+        grads = _api._cython.conv2d_backward_ready(grad_output, input, weight, call, m0, m1, m2,
+                                                   _api._num_threads())
+        if grads is not None:
+            return grads
     mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
                                                     "(out_channels, in_channels/groups, k)")
-    args = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
-    _check_grad_length(gy, x.shape[0], w.shape[0], _conv_output_length(x.shape[2], w.shape[2], args))
+    args2d = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
+    _check_grad_length(gy, x.shape[0], w.shape[0], _conv_output_length(x.shape[2], w.shape[2], args2d))
     gx, gw, gb = _api.conv2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
-                                      output_mask=mask, backend=backend, **args)
+                                      output_mask=mask, backend=backend, **args2d)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
+    _api._remember_conv(_CONV1D_BACKWARD, _conv_backward_key, arrays, args, output_mask, lambda: _api._conv_call_of(
+        _conv1d_geometry(x, w, groups, args2d), x.dtype, input.shape, weight.shape, grad_output.shape))
     return gx, None if gw is None else gw[:, :, 0], gb
 
 
@@ -225,6 +279,19 @@ def _transpose1d_args(stride, padding, output_padding, dilation):
                 dilation=(1, _positive(dilation, 1, "dilation")[0]))
 
 
+_CONV_TRANSPOSE1D, _CONV_TRANSPOSE1D_BACKWARD, _CONV_TRANSPOSE3D, _CONV_TRANSPOSE3D_BACKWARD = {}, {}, {}, {}
+
+
+def _transpose_key(x, w, b, stride, padding, output_padding, groups, dilation):
+    return (x.shape, x.dtype, w.shape, w.dtype, None if b is None else (b.shape, b.dtype), stride, padding,
+            output_padding, groups, dilation)
+
+
+def _transpose_backward_key(gy, x, w, stride, padding, output_padding, groups, dilation, m0, m1, m2):
+    return (gy.shape, gy.dtype, x.shape, x.dtype, w.shape, w.dtype, stride, padding, output_padding, groups,
+            dilation, m0, m1, m2)
+
+
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, backend=None):
     """1-d transposed convolution, like ``torch.nn.functional.conv_transpose1d``.
@@ -232,27 +299,47 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     input (N, C_in, L) or (C_in, L); weight (C_in, C_out/groups, k). Returns (N, C_out, Lo) with
     ``Lo = (L - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``.
     """
-    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched = _batched(x, "input", 1)
-    _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
-    args = _transpose1d_args(stride, padding, output_padding, dilation)
-    y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args)
+    arrays, args = (input, weight, bias), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE1D, _transpose_key, arrays, args)
+    if known is not None:
+        args2d, unbatched = known
+        x, w, b = input[np.newaxis] if unbatched else input, weight, bias
+    else:
+        x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+        x, unbatched = _batched(x, "input", 1)
+        _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
+        args2d = _transpose1d_args(stride, padding, output_padding, dilation)
+    y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)
+    if known is None:   # groups and bias are checked by conv_transpose2d
+        _api._remember(_CONV_TRANSPOSE1D, _transpose_key, (args2d, unbatched), arrays, args)
     return _unbatch(y[:, :, 0], unbatched)
 
 
 def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1, *, output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv_transpose1d`: ``(grad_input, grad_weight, grad_bias)``."""
-    mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
-                                                    "(in_channels, out_channels/groups, k)")
-    args = _transpose1d_args(stride, padding, output_padding, dilation)
-    s, p, op, d = args["stride"][1], args["padding"][1], args["output_padding"][1], args["dilation"][1]
-    groups_ok = isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_)) and groups > 0
-    if groups_ok:
-        length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
-        _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
+    arrays, args = (grad_output, input, weight), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE1D_BACKWARD, _transpose_backward_key, arrays, args, output_mask)
+    if known is not None:
+        args2d, unbatched = known
+        mask, w = tuple(output_mask), weight
+        x, gy = input[np.newaxis] if unbatched else input, _grad_batched(grad_output, unbatched, 1)
+    else:
+        mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
+                                                        "(in_channels, out_channels/groups, k)")
+        args2d = _transpose1d_args(stride, padding, output_padding, dilation)
+        s, p, op, d = (args2d["stride"][1], args2d["padding"][1], args2d["output_padding"][1],
+                       args2d["dilation"][1])
+        groups_ok = (isinstance(groups, (int, np.integer)) and not isinstance(groups, (bool, np.bool_))
+                     and groups > 0)
+        if groups_ok:
+            length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
+            _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
     gx, gw, gb = _api.conv_transpose2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
-                                                output_mask=mask, backend=backend, **args)
+                                                output_mask=mask, backend=backend, **args2d)
+    if known is None:   # the rest is checked by conv_transpose2d_backward
+        _api._remember(_CONV_TRANSPOSE1D_BACKWARD, _transpose_backward_key, (args2d, unbatched), arrays, args,
+                       output_mask)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
     return gx, None if gw is None else gw[:, :, 0], gb
 
@@ -268,15 +355,31 @@ def _pool1d_args(kernel_size, stride, padding, dilation=1):
                 dilation=(1, dilation[0]))
 
 
+_MAX_POOL1D, _AVG_POOL1D, _MAX_POOL3D, _AVG_POOL3D = {}, {}, {}, {}
+_KEPT_DIVISOR_SIZE = 4096   # avg_pool3d divisors (one per output position) up to this size are remembered
+
+
+def _max_pool_key(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    return x.shape, x.dtype, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+
+
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
                *, backend=None):
     """1-d max pooling, like ``torch.nn.functional.max_pool1d``: (N, C, L) -> (N, C, Lo), and with
     ``return_indices`` the int64 positions of the maxima in each (n, c) row."""
-    (x,) = _shapes.as_float_arrays(input=input)
-    x, unbatched = _batched(x, "input", 1)
-    return_indices = _check_bool(return_indices, "return_indices")
-    args = _pool1d_args(kernel_size, stride, padding, dilation)
-    out, idx = _api.max_pool2d(x[:, :, None], ceil_mode=ceil_mode, return_indices=True, backend=backend, **args)
+    arrays, args, flags = (input,), (kernel_size, stride, padding, dilation), (ceil_mode, return_indices)
+    known = _recall(_MAX_POOL1D, _max_pool_key, arrays, args, flags)
+    if known is not None:
+        args2d, unbatched = known
+        x = input[np.newaxis] if unbatched else input
+    else:
+        (x,) = _shapes.as_float_arrays(input=input)
+        x, unbatched = _batched(x, "input", 1)
+        return_indices = _check_bool(return_indices, "return_indices")
+        args2d = _pool1d_args(kernel_size, stride, padding, dilation)
+    out, idx = _api.max_pool2d(x[:, :, None], ceil_mode=ceil_mode, return_indices=True, backend=backend, **args2d)
+    if known is None:   # ceil_mode is checked by max_pool2d
+        _api._remember(_MAX_POOL1D, _max_pool_key, (args2d, unbatched), arrays, args, flags)
     result = (out[:, :, 0], idx[:, :, 0]) if return_indices else out[:, :, 0]
     return _unbatch(result, unbatched)
 
@@ -314,15 +417,28 @@ def max_pool1d_backward(grad_output, indices, input_shape, *, backend=None):
     return _max_pool_flat_backward(grad_output, indices, input_shape, 1, backend)
 
 
+def _avg_pool_key(x, kernel_size, stride, padding, divisor_override, ceil_mode, count_include_pad):
+    return x.shape, x.dtype, kernel_size, stride, padding, divisor_override, ceil_mode, count_include_pad
+
+
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
                backend=None):
     """1-d average pooling, like ``torch.nn.functional.avg_pool1d``: (N, C, L) -> (N, C, Lo)."""
-    (x,) = _shapes.as_float_arrays(input=input)
-    x, unbatched = _batched(x, "input", 1)
-    args = _pool1d_args(kernel_size, stride, padding)
-    del args["dilation"]
+    # None: avg_pool1d has no divisor_override (the key is avg_pool3d's)
+    arrays, args, flags = (input,), (kernel_size, stride, padding, None), (ceil_mode, count_include_pad)
+    known = _recall(_AVG_POOL1D, _avg_pool_key, arrays, args, flags)
+    if known is not None:
+        args2d, unbatched = known
+        x = input[np.newaxis] if unbatched else input
+    else:
+        (x,) = _shapes.as_float_arrays(input=input)
+        x, unbatched = _batched(x, "input", 1)
+        args2d = _pool1d_args(kernel_size, stride, padding)
+        del args2d["dilation"]
     y = _api.avg_pool2d(x[:, :, None], ceil_mode=ceil_mode, count_include_pad=count_include_pad,
-                        backend=backend, **args)
+                        backend=backend, **args2d)
+    if known is None:   # ceil_mode and count_include_pad are checked by avg_pool2d
+        _api._remember(_AVG_POOL1D, _avg_pool_key, (args2d, unbatched), arrays, args, flags)
     return _unbatch(y[:, :, 0], unbatched)
 
 
@@ -464,6 +580,9 @@ def _rows(a):
     return a.reshape(a.shape[0], a.shape[1], a.shape[2], -1)
 
 
+_CONV3D, _CONV3D_BACKWARD = {}, {}
+
+
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     """3-d cross-correlation, like ``torch.nn.functional.conv3d``.
 
@@ -471,10 +590,17 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     stride, padding, dilation: int or triple (padding also ``'valid'``/``'same'``).
     Returns (N, O, Do, Ho, Wo), each size as in :func:`conv1d`.
     """
-    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched = _batched(x, "input", 3)
-    plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
-    _shapes.check_bias(b, w.shape[0])
+    arrays, args = (input, weight, bias), (stride, padding, dilation, groups)
+    known = _recall(_CONV3D, _conv_key, arrays, args)
+    if known is not None:
+        plan, unbatched = known
+        x, w, b = input[np.newaxis] if unbatched else input, weight, bias
+    else:
+        x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+        x, unbatched = _batched(x, "input", 3)
+        plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
+        _shapes.check_bias(b, w.shape[0])
+        _api._remember(_CONV3D, _conv_key, (plan, unbatched), arrays, args)
     if plan.depth_as_rows:
         y = _api.conv2d(_rows(x), _rows(w), b, backend=backend, **plan.conv2d)
         return _unbatch(y.reshape(plan.output_shape), unbatched)
@@ -493,12 +619,21 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
                     output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv3d`: ``(grad_input (N, C, D, H, W), grad_weight (O, C/groups, kd, kh, kw),
     grad_bias (O,))``, None where ``output_mask`` is False."""
-    need_input, need_weight, need_bias = mask = _output_mask(output_mask)
-    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched = _batched(x, "input", 3)
-    gy = _grad_batched(gy, unbatched, 3)
-    plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
-    _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    arrays, args = (grad_output, input, weight), (stride, padding, dilation, groups)
+    known = _recall(_CONV3D_BACKWARD, _conv_backward_key, arrays, args, output_mask)
+    if known is not None:
+        plan, unbatched = known
+        need_input, need_weight, need_bias = mask = tuple(output_mask)
+        x, w = input[np.newaxis] if unbatched else input, weight
+        gy = _grad_batched(grad_output, unbatched, 3)
+    else:
+        need_input, need_weight, need_bias = mask = _output_mask(output_mask)
+        gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+        x, unbatched = _batched(x, "input", 3)
+        gy = _grad_batched(gy, unbatched, 3)
+        plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
+        _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+        _api._remember(_CONV3D_BACKWARD, _conv_backward_key, (plan, unbatched), arrays, args, output_mask)
     if plan.depth_as_rows:
         gx, gw, gb = _api.conv2d_backward(_rows(gy), _rows(x), _rows(w), output_mask=mask, backend=backend,
                                           **plan.conv2d)
@@ -570,10 +705,17 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     input (N, C_in, D, H, W) or unbatched; weight (C_in, C_out/groups, kd, kh, kw). Returns
     (N, C_out, Do, Ho, Wo), ``Do = (D - 1)*stride - 2*padding + dilation*(kd - 1) + output_padding + 1``.
     """
-    x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched = _batched(x, "input", 3)
-    plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
-    _shapes.check_bias(b, plan.output_shape[1])
+    arrays, args = (input, weight, bias), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE3D, _transpose_key, arrays, args)
+    if known is not None:
+        plan, unbatched = known
+        x, w, b = input[np.newaxis] if unbatched else input, weight, bias
+    else:
+        x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
+        x, unbatched = _batched(x, "input", 3)
+        plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+        _shapes.check_bias(b, plan.output_shape[1])
+        _api._remember(_CONV_TRANSPOSE3D, _transpose_key, (plan, unbatched), arrays, args)
     z = _api.conv_transpose2d(_slices_to_batch(x), _fold_weight(w), None, backend=backend, **plan.conv_transpose2d)
     y = _scatter_depth(z, plan.depth, x.shape[0], plan.output_shape[1], plan.conv_transpose2d["groups"])
     if b is not None:
@@ -584,12 +726,22 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1, *, output_mask=(True, True, True), backend=None):
     """Gradients of :func:`conv_transpose3d`: ``(grad_input, grad_weight, grad_bias)``."""
-    need_input, need_weight, need_bias = _output_mask(output_mask)
-    gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched = _batched(x, "input", 3)
-    gy = _grad_batched(gy, unbatched, 3)
-    plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
-    _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+    arrays, args = (grad_output, input, weight), (stride, padding, output_padding, groups, dilation)
+    known = _recall(_CONV_TRANSPOSE3D_BACKWARD, _transpose_backward_key, arrays, args, output_mask)
+    if known is not None:
+        plan, unbatched = known
+        need_input, need_weight, need_bias = output_mask
+        x, w = input[np.newaxis] if unbatched else input, weight
+        gy = _grad_batched(grad_output, unbatched, 3)
+    else:
+        need_input, need_weight, need_bias = _output_mask(output_mask)
+        gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
+        x, unbatched = _batched(x, "input", 3)
+        gy = _grad_batched(gy, unbatched, 3)
+        plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
+        _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
+        _api._remember(_CONV_TRANSPOSE3D_BACKWARD, _transpose_backward_key, (plan, unbatched), arrays, args,
+                       output_mask)
     gzs = _gather_depth(gy, plan.depth, plan.conv_transpose2d["groups"])
     gxs, gws, _ = _api.conv_transpose2d_backward(gzs, _slices_to_batch(x), _fold_weight(w),
                                                  output_mask=(need_input, need_weight, False), backend=backend,
@@ -641,10 +793,17 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """3-d max pooling, like ``torch.nn.functional.max_pool3d``: (N, C, D, H, W) -> (N, C, Do, Ho, Wo),
     and with ``return_indices`` the int64 flat positions ``d*H*W + h*W + w`` in each (n, c) volume.
     Ties go to the first maximum in (d, h, w) order; NaN wins and the last NaN owns the index."""
-    (x,) = _shapes.as_float_arrays(input=input)
-    x, unbatched = _batched(x, "input", 3)
-    return_indices = _check_bool(return_indices, "return_indices")
-    plan = _pool3d_plan(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    arrays, args, flags = (input,), (kernel_size, stride, padding, dilation), (ceil_mode, return_indices)
+    known = _recall(_MAX_POOL3D, _max_pool_key, arrays, args, flags)
+    if known is not None:
+        plan, unbatched = known
+        x = input[np.newaxis] if unbatched else input
+    else:
+        (x,) = _shapes.as_float_arrays(input=input)
+        x, unbatched = _batched(x, "input", 3)
+        return_indices = _check_bool(return_indices, "return_indices")
+        plan = _pool3d_plan(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        _api._remember(_MAX_POOL3D, _max_pool_key, (plan, unbatched), arrays, args, flags)
     n, c, d, h, w = x.shape
     impl = _backends.resolve(backend)
     if hasattr(impl, "max_pool3d"):  # the depth window folded into the 2-d row kernels
@@ -718,10 +877,22 @@ def _avg2d_sum_args(plan):
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, backend=None):
     """3-d average pooling, like ``torch.nn.functional.avg_pool3d``: (N, C, D, H, W) -> (N, C, Do, Ho, Wo)."""
-    (x,) = _shapes.as_float_arrays(input=input)
-    x, unbatched = _batched(x, "input", 3)
-    plan, include_pad, override = _avg3d_plan(x.shape, kernel_size, stride, padding, ceil_mode,
-                                              count_include_pad, divisor_override)
+    arrays, args, flags = (input,), (kernel_size, stride, padding, divisor_override), (ceil_mode, count_include_pad)
+    known = _recall(_AVG_POOL3D, _avg_pool_key, arrays, args, flags)
+    if known is not None:
+        plan, include_pad, override, divisor, unbatched = known
+        x = input[np.newaxis] if unbatched else input
+    else:
+        (x,) = _shapes.as_float_arrays(input=input)
+        x, unbatched = _batched(x, "input", 3)
+        plan, include_pad, override = _avg3d_plan(x.shape, kernel_size, stride, padding, ceil_mode,
+                                                  count_include_pad, divisor_override)
+        divisor = _avg3d_divisor(plan, x.shape, include_pad, override, x.dtype)   # only read
+        small = np.size(divisor) <= _KEPT_DIVISOR_SIZE
+        _api._remember(_AVG_POOL3D, _avg_pool_key, (plan, include_pad, override, divisor if small else None,
+                                                    unbatched), arrays, args, flags)
+    if divisor is None:
+        divisor = _avg3d_divisor(plan, x.shape, include_pad, override, x.dtype)
     n, c, d, h, w = x.shape
     sums = _api.avg_pool2d(_shapes.contiguous(x).reshape(n, c * d, h, w), backend=backend, **_avg2d_sum_args(plan))
     sums = sums.reshape(n, c, d, *sums.shape[2:])
@@ -731,7 +902,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         j0, j1, i0 = m.tap_range(t)
         if j1 > j0:
             out[:, :, j0:j1] += sums[:, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride]
-    out /= _avg3d_divisor(plan, x.shape, include_pad, override, x.dtype)
+    out /= divisor
     return _unbatch(out, unbatched)
 
 

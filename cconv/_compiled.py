@@ -13,6 +13,13 @@ name = "cython"
 _threads._use_openmp_query(_conv.openmp_max_threads)
 
 
+# A remembered conv2d call (cconv._api) keeps its geometry in C and its repeats run through
+# these, which check the arrays in C; the caller passes the thread count.
+ConvCall = _conv.ConvCall
+conv2d_ready = _conv.conv2d_ready
+conv2d_backward_ready = _conv.conv2d_backward_ready
+
+
 def conv2d(x, w, b, g):
     return _conv.conv2d(x, w, b, g, get_num_threads())
 

@@ -20,6 +20,7 @@ kernels (conv_kernels.h) with the GIL released.  Source map:
 Every reduction runs in a fixed order that does not depend on the thread count, so every
 result is bit-identical from run to run and for any number of threads.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uintptr_t
@@ -28,6 +29,8 @@ from libc.string cimport memcmp, memcpy, memset
 import threading
 
 import numpy as np
+
+cnp.import_array()
 
 include "isa.pxi"
 include "threads.pxi"
@@ -248,37 +251,125 @@ cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
 include "conv_autotune.pxi"
 
 
-cdef int _conv2d_typed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                       const floating[::1] b, floating[:, :, :, ::1] y, g,
-                       int threads) except -1:
-    cdef cconv_geom s = _slice_geom(g)
-    cdef Py_ssize_t O = y.shape[1], P = y.shape[2] * y.shape[3], i, j
-    cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef const floating *xp = &x[0, 0, 0, 0] if x.size else NULL
-    cdef floating *yp = &y[0, 0, 0, 0] if y.size else NULL
-    cdef Py_ssize_t batch = g.batch, groups = g.groups
+cdef struct _Geom:
+    cconv_geom s                  # one image-and-group slice
+    Py_ssize_t batch, groups, in_channels, out_channels
+
+
+cdef _Geom _geom_of(g):
+    """The geometry of ``g`` (a cconv._shapes.ConvGeometry) as the passes read it."""
+    cdef _Geom c
+    c.s = _slice_geom(g)
+    c.batch = g.batch
+    c.groups = g.groups
+    c.in_channels = g.in_channels
+    c.out_channels = g.out_channels
+    return c
+
+
+cdef void _shapes_of(const _Geom *c, cnp.npy_intp *x, cnp.npy_intp *w,
+                     cnp.npy_intp *y) noexcept:
+    """The shapes of conv2d's input (= grad_input), weight (= grad_weight; its first
+    extent is the bias's) and output (= grad_output)."""
+    x[0] = c.batch
+    x[1] = c.in_channels
+    x[2] = c.s.in_h
+    x[3] = c.s.in_w
+    w[0] = c.out_channels
+    w[1] = c.s.channels
+    w[2] = c.s.kernel_h
+    w[3] = c.s.kernel_w
+    y[0] = c.batch
+    y[1] = c.out_channels
+    y[2] = c.s.out_h
+    y[3] = c.s.out_w
+
+
+cdef inline Py_ssize_t _count(const cnp.npy_intp *dims) noexcept:
+    return dims[0] * dims[1] * dims[2] * dims[3]
+
+
+cdef inline bint _fits(a, int typenum, int ndim, const cnp.npy_intp *dims) noexcept:
+    """Whether ``a`` is an exact ndarray the kernels can read in place as an array of
+    ``typenum`` (native byte order) and shape ``dims``: C-contiguous and aligned."""
+    cdef int in_place = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_FLAGS(arr) & in_place == in_place
+            and cnp.PyArray_ISNOTSWAPPED(arr)
+            and memcmp(cnp.PyArray_DIMS(arr), dims, ndim * sizeof(cnp.npy_intp)) == 0)
+
+
+cdef int _float_type(a) except -1:
+    if cnp.PyArray_CheckExact(a):
+        if cnp.PyArray_TYPE(<cnp.ndarray>a) in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE):
+            return cnp.PyArray_TYPE(<cnp.ndarray>a)
+    raise TypeError(f"expected a float32 or float64 array, got {type(a).__name__}")
+
+
+cdef int _require(a, int typenum, int ndim, const cnp.npy_intp *dims, str name) except -1:
+    """Refuse an array the kernels cannot read in place (the Python layer makes them so)."""
+    if not _fits(a, typenum, ndim, dims):
+        raise ValueError(f"{name}: expected a C-contiguous, aligned array of shape "
+                         f"{tuple(dims[i] for i in range(ndim))} and the input's dtype, got "
+                         f"{getattr(a, 'shape', type(a).__name__)}")
+    return 0
+
+
+cdef inline void *_data_of(a) noexcept:
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef int _forward_run(const _Geom *c, const floating *x, const floating *w,
+                      const floating *bias, floating *y, int threads) except -1:
+    """y (N, O, Ho, Wo) = conv2d(x, w) + bias; arrays C-contiguous, of c's shapes."""
+    cdef Py_ssize_t O = c.out_channels, P = c.s.out_h * c.s.out_w, i, j
+    cdef Py_ssize_t n_x = c.batch * c.in_channels * c.s.in_h * c.s.in_w
+    cdef Py_ssize_t n_w = O * c.s.channels * c.s.kernel_h * c.s.kernel_w
     cdef bint done
-    cdef ConvPlan plan = _select(P_FORWARD, &s, batch, groups, O // groups, threads, xp,
-                                 <Py_ssize_t>x.size, &w[0, 0, 0, 0] if w.size else NULL,
-                                 <Py_ssize_t>w.size, bias, yp, &done)
+    cdef ConvPlan plan
+    x = x if n_x else NULL
+    w = w if n_w else NULL
+    y = y if c.batch * O * P else NULL
+    plan = _select(P_FORWARD, &c.s, c.batch, c.groups, O // c.groups, threads, x, n_x, w, n_w,
+                   bias, y, &done)
     _ran[plan.algo][P_FORWARD] += 1
     if plan.algo == A_EMPTY:   # the output is the bias
-        for i in range(y.shape[0] * O):
+        for i in range(c.batch * O):
             for j in range(P):
-                y[i // O, i % O, j // y.shape[3], j % y.shape[3]] = bias[i % O] if bias != NULL else 0
+                y[i * P + j] = bias[i % O] if bias != NULL else 0
     elif not done:
-        _execute(&plan, xp, &w[0, 0, 0, 0], bias, yp)
+        _execute(&plan, x, w, bias, y)
+    return 0
+
+
+cdef int _forward_arrays(const _Geom *c, int typenum, x, w, b, y, int threads) except -1:
+    if typenum == cnp.NPY_FLOAT:
+        _forward_run[float](c, <const float *>_data_of(x), <const float *>_data_of(w),
+                            <const float *>_data_of(b), <float *>_data_of(y), threads)
+    else:
+        _forward_run[double](c, <const double *>_data_of(x), <const double *>_data_of(w),
+                             <const double *>_data_of(b), <double *>_data_of(y), threads)
     return 0
 
 
 def conv2d(x, w, b, g, int threads):
     """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/groups, kh, kw), b (O,) or None)
     on ``threads`` threads at most."""
-    y = np.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype)
-    if x.itemsize == 4:                   # float32 (the only other dtype is float64)
-        _conv2d_typed[float](x, w, b, y, g, threads)
-    else:
-        _conv2d_typed[double](x, w, b, y, g, threads)
+    cdef _Geom c = _geom_of(g)
+    cdef cnp.npy_intp xd[4]
+    cdef cnp.npy_intp wd[4]
+    cdef cnp.npy_intp yd[4]
+    cdef int typenum = _float_type(x)
+    _shapes_of(&c, xd, wd, yd)
+    _require(x, typenum, 4, xd, "input")
+    _require(w, typenum, 4, wd, "weight")
+    if b is not None:
+        _require(b, typenum, 1, wd, "bias")
+    y = cnp.PyArray_EMPTY(4, yd, typenum, 0)
+    _forward_arrays(&c, typenum, x, w, b, y, threads)
     return y
 
 
@@ -297,43 +388,55 @@ cdef void _flip(const ConvPlan *p, const floating *w, floating *wt) noexcept nog
                         w[((gidx * m + o) * C + c) * khw + r]
 
 
-cdef int _backward_typed(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
-                         const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gi,
-                         floating[:, :, :, ::1] gw, floating[::1] gb, g,
-                         int threads) except -1:
-    cdef cconv_geom s = _slice_geom(g)
-    cdef Py_ssize_t batch = g.batch, groups = g.groups, O = gy.shape[1], m = O // groups
-    cdef const floating *gyp = &gy[0, 0, 0, 0] if gy.size else NULL
-    cdef const floating *wp = &w[0, 0, 0, 0] if w.size else NULL
-    cdef const floating *xp = NULL
-    cdef floating *out
+cdef int _backward_run(const _Geom *c, const floating *gy, const floating *x,
+                       const floating *w, floating *gi, floating *gw, floating *gb,
+                       int threads) except -1:
+    """The requested gradients (gi, gw, gb not NULL) of conv2d; arrays C-contiguous, of c's
+    shapes (x is read only for gw)."""
+    cdef Py_ssize_t O = c.out_channels, m = O // c.groups
+    cdef Py_ssize_t n_gy = c.batch * O * c.s.out_h * c.s.out_w
+    cdef Py_ssize_t n_x = c.batch * c.in_channels * c.s.in_h * c.s.in_w
+    cdef Py_ssize_t n_w = O * c.s.channels * c.s.kernel_h * c.s.kernel_w
     cdef ConvPlan plan
     cdef bint done
-    if gb is not None:
-        plan = _plan(P_GRAD_BIAS, &s, batch, groups, m, sizeof(floating), threads, NULL, 0,
-                     NULL, 0)
+    gy = gy if n_gy else NULL
+    w = w if n_w else NULL
+    if gb != NULL:
+        plan = _plan(P_GRAD_BIAS, &c.s, c.batch, c.groups, m, sizeof(floating), threads,
+                     NULL, 0, NULL, 0)
         _ran[plan.algo][P_GRAD_BIAS] += 1
         with nogil:
-            _grad_bias(&plan, gyp, &gb[0])
-    if gw is not None:
-        xp = &x[0, 0, 0, 0] if x.size else NULL
-        out = &gw[0, 0, 0, 0] if gw.size else NULL
-        plan = _select(P_GRAD_WEIGHT, &s, batch, groups, m, threads, xp, <Py_ssize_t>x.size,
-                       gyp, <Py_ssize_t>gy.size, <const floating *>NULL, out, &done)
+            _grad_bias(&plan, gy, gb)
+    if gw != NULL:
+        x = x if n_x else NULL
+        plan = _select(P_GRAD_WEIGHT, &c.s, c.batch, c.groups, m, threads, x, n_x, gy, n_gy,
+                       <const floating *>NULL, gw if n_w else NULL, &done)
         _ran[plan.algo][P_GRAD_WEIGHT] += 1
         if plan.algo == A_EMPTY:
-            gw[...] = 0
+            memset(gw, 0, n_w * sizeof(floating))
         elif not done:
-            _execute(&plan, xp, gyp, <const floating *>NULL, out)
-    if gi is not None:
-        out = &gi[0, 0, 0, 0] if gi.size else NULL
-        plan = _select(P_GRAD_INPUT, &s, batch, groups, m, threads, gyp, <Py_ssize_t>gy.size,
-                       wp, <Py_ssize_t>w.size, <const floating *>NULL, out, &done)
+            _execute(&plan, x, gy, <const floating *>NULL, gw)
+    if gi != NULL:
+        plan = _select(P_GRAD_INPUT, &c.s, c.batch, c.groups, m, threads, gy, n_gy, w, n_w,
+                       <const floating *>NULL, gi if n_x else NULL, &done)
         _ran[plan.algo][P_GRAD_INPUT] += 1
-        if plan.algo == A_EMPTY or gi.size == 0:
-            gi[...] = 0
+        if plan.algo == A_EMPTY or n_x == 0:
+            memset(gi, 0, n_x * sizeof(floating))
         elif not done:
-            _execute(&plan, gyp, wp, <const floating *>NULL, out)
+            _execute(&plan, gy, w, <const floating *>NULL, gi)
+    return 0
+
+
+cdef int _backward_arrays(const _Geom *c, int typenum, gy, x, w, gi, gw, gb,
+                          int threads) except -1:
+    if typenum == cnp.NPY_FLOAT:
+        _backward_run[float](c, <const float *>_data_of(gy), <const float *>_data_of(x),
+                             <const float *>_data_of(w), <float *>_data_of(gi),
+                             <float *>_data_of(gw), <float *>_data_of(gb), threads)
+    else:
+        _backward_run[double](c, <const double *>_data_of(gy), <const double *>_data_of(x),
+                              <const double *>_data_of(w), <double *>_data_of(gi),
+                              <double *>_data_of(gw), <double *>_data_of(gb), threads)
     return 0
 
 
@@ -341,15 +444,20 @@ def conv2d_backward(gy, x, w, g, bint need_input, bint need_weight, bint need_bi
                     int threads):
     """(grad_input (N, C, H, W), grad_weight (O, C/groups, kh, kw), grad_bias (O,)) of conv2d,
     ``None`` where not requested; ``x`` may be None when the weight gradient is not needed."""
-    dtype = gy.dtype
-    gi = np.empty((g.batch, g.in_channels, g.in_h, g.in_w), dtype=dtype) if need_input else None
-    gw = np.empty((g.out_channels, g.in_channels // g.groups, g.kernel_h, g.kernel_w),
-                  dtype=dtype) if need_weight else None
-    gb = np.empty(g.out_channels, dtype=dtype) if need_bias else None
-    if gy.itemsize == 4:                  # float32 (the only other dtype is float64)
-        _backward_typed[float](gy, x, w, gi, gw, gb, g, threads)
-    else:
-        _backward_typed[double](gy, x, w, gi, gw, gb, g, threads)
+    cdef _Geom c = _geom_of(g)
+    cdef cnp.npy_intp xd[4]
+    cdef cnp.npy_intp wd[4]
+    cdef cnp.npy_intp yd[4]
+    cdef int typenum = _float_type(gy)
+    _shapes_of(&c, xd, wd, yd)
+    _require(gy, typenum, 4, yd, "grad_output")
+    _require(w, typenum, 4, wd, "weight")
+    if need_weight:
+        _require(x, typenum, 4, xd, "input")
+    gi = cnp.PyArray_EMPTY(4, xd, typenum, 0) if need_input else None
+    gw = cnp.PyArray_EMPTY(4, wd, typenum, 0) if need_weight else None
+    gb = cnp.PyArray_EMPTY(1, wd, typenum, 0) if need_bias else None
+    _backward_arrays(&c, typenum, gy, x if need_weight else None, w, gi, gw, gb, threads)
     return gi, gw, gb
 
 
@@ -421,6 +529,95 @@ def explain_volume(w, g, tuple depth, int threads, bint forward):
     info = _describe(&plan)
     info["depth_planes_per_task"] = int(plan.dchunk)
     return {name: info}
+
+
+# --------------------------------------------------------------------------
+# remembered calls: a validated call's geometry kept in C
+# --------------------------------------------------------------------------
+
+cdef Py_ssize_t _ready_calls = 0     # calls served by the *_ready entry points (for tests)
+
+
+cdef int _caller_shape(shape, Py_ssize_t count, cnp.npy_intp *dims) except -1:
+    """dims = shape (1 to 4 extents holding `count` elements, the same memory as the
+    geometry's 4-d array); returns its length."""
+    cdef Py_ssize_t n = 1, i
+    if not 1 <= len(shape) <= 4:
+        raise ValueError(f"a remembered call's arrays have 1 to 4 dims, got {shape}")
+    for i in range(len(shape)):
+        dims[i] = shape[i]
+        n *= dims[i]
+    if n != count or min(shape) < 0:
+        raise ValueError(f"shape {shape} does not hold the geometry's {count} elements")
+    return len(shape)
+
+
+cdef class ConvCall:
+    """A conv2d call that passed validation: its geometry and dtype, and each array's shape
+    as the caller passes it (without the batch axis when unbatched; (N, C, L) for a 1-d conv,
+    the same memory as (N, C, 1, L)), made once when cconv's Python layer remembers the call.
+    Its repeats run through conv2d_ready / conv2d_backward_ready, which check in C that each
+    array is still one the kernels can read in place, then take its data pointer.  The plan
+    is looked up on every call (a hash of the slice geometry with the thread count of the
+    moment), so thread count and autotune changes apply to remembered calls as to any other."""
+    cdef _Geom geom
+    cdef int typenum
+    cdef int x_nd, w_nd, y_nd
+    cdef cnp.npy_intp x[4]        # input and grad_input
+    cdef cnp.npy_intp w[4]        # weight and grad_weight
+    cdef cnp.npy_intp y[4]        # output and grad_output
+    cdef cnp.npy_intp b[1]        # bias and grad_bias
+
+    def __cinit__(self, g, dtype, x_shape, w_shape, y_shape):
+        cdef cnp.npy_intp x4[4]
+        cdef cnp.npy_intp w4[4]
+        cdef cnp.npy_intp y4[4]
+        self.geom = _geom_of(g)
+        self.typenum = np.dtype(dtype).num
+        if self.typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE):
+            raise TypeError(f"expected float32 or float64, got {np.dtype(dtype)}")
+        _shapes_of(&self.geom, x4, w4, y4)
+        self.x_nd = _caller_shape(x_shape, _count(x4), self.x)
+        self.w_nd = _caller_shape(w_shape, _count(w4), self.w)
+        self.y_nd = _caller_shape(y_shape, _count(y4), self.y)
+        self.b[0] = w4[0]
+
+
+def conv2d_ready(x, w, b, ConvCall c not None, int threads):
+    """conv2d of a remembered call, its output shaped as the call remembers; None when an
+    array is not as remembered (not an exact ndarray of the call's dtype and shape,
+    C-contiguous and aligned): the caller then takes the checked path."""
+    global _ready_calls
+    cdef int t = c.typenum
+    if not (_fits(x, t, c.x_nd, c.x) and _fits(w, t, c.w_nd, c.w)
+            and (b is None or _fits(b, t, 1, c.b))):
+        return None
+    y = cnp.PyArray_EMPTY(c.y_nd, c.y, t, 0)
+    _forward_arrays(&c.geom, t, x, w, b, y, threads)
+    _ready_calls += 1
+    return y
+
+
+def conv2d_backward_ready(gy, x, w, ConvCall c not None, bint need_input, bint need_weight,
+                          bint need_bias, int threads):
+    """conv2d_backward of a remembered call (gradients as in conv2d_backward, shaped as the
+    call's arrays); None when an array is not as remembered."""
+    global _ready_calls
+    cdef int t = c.typenum
+    if not (_fits(gy, t, c.y_nd, c.y) and _fits(x, t, c.x_nd, c.x)
+            and _fits(w, t, c.w_nd, c.w)):
+        return None
+    gi = cnp.PyArray_EMPTY(c.x_nd, c.x, t, 0) if need_input else None
+    gw = cnp.PyArray_EMPTY(c.w_nd, c.w, t, 0) if need_weight else None
+    gb = cnp.PyArray_EMPTY(1, c.b, t, 0) if need_bias else None
+    _backward_arrays(&c.geom, t, gy, x, w, gi, gw, gb, threads)
+    _ready_calls += 1
+    return gi, gw, gb
+
+
+def ready_calls():
+    """Calls served by conv2d_ready and conv2d_backward_ready since import (tests)."""
+    return int(_ready_calls)
 
 
 # --------------------------------------------------------------------------
