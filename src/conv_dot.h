@@ -44,7 +44,8 @@ static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
 
 /* Weight gradient of images [img0, img1) by the dot kernel (kern->dot != NULL):
  * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
- * fixed order.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
+ * fixed order.  x, gy: whole batch; off: tap_offsets; mask: dot_mask, or NULL when x is
+ * finite (the mask-free kernel);
  * ws: dot_images * dot_image_size elements. */
 CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
@@ -58,6 +59,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
     const Py_ssize_t stride = S(dot_image_size)(g, m, kern->nr);
     const Py_ssize_t xp_size = stride - m * jp;
     const int mo = kern->dot_mo, nk = kern->dot_nk;
+    const S(dot_fn) dot = mask != NULL ? kern->dot : kern->dot_finite;
     const Py_ssize_t per_call = S(dot_images)(g, m, kern->nr);
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
@@ -84,9 +86,9 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
             T *gwg = gw + gi * m * K;
             for (Py_ssize_t o0 = 0; o0 < m; o0 += mo)
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
-                    kern->dot(ws + xp_size + o0 * jp, jp, ws, stride, nimg, off + k0, mask,
-                              gwg + o0 * K + k0, K, (int)cconv_min(mo, m - o0),
-                              (int)cconv_min(nk, K - k0));
+                    dot(ws + xp_size + o0 * jp, jp, ws, stride, nimg, off + k0, mask,
+                        gwg + o0 * K + k0, K, (int)cconv_min(mo, m - o0),
+                        (int)cconv_min(nk, K - k0));
         }
 }
 CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),

@@ -445,15 +445,18 @@ cdef void _gw_part(const _Job *job, Py_ssize_t part, int tid, const floating *d)
                              p.nimg, p.nty, p.tpad, dst, tws)
         return
     memset(dst, 0, _reduce_size(p) * sizeof(floating))
+    cdef const void *mask = NULL      # dot: no grid mask for a finite input
     if p.algo == A_DOT:
+        if not p.dot_finite:
+            mask = _region(job, R_MASK, d)
         if floating is float:
             conv_gw_images_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
                                <const Py_ssize_t *>_region(job, R_OFFSETS, d),
-                               <const int *>_region(job, R_MASK, d), dst, tws)
+                               <const int *>mask, dst, tws)
         else:
             conv_gw_images_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
                                <const Py_ssize_t *>_region(job, R_OFFSETS, d),
-                               <const long long *>_region(job, R_MASK, d), dst, tws)
+                               <const long long *>mask, dst, tws)
     else:
         if floating is float:
             conv_gw_range_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi, dst,
@@ -641,7 +644,9 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
         return
     if p.algo == A_DOT:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
-        if floating is float:
+        if p.dot_finite:
+            pass
+        elif floating is float:
             dot_mask_f32(s, <int *>_region(&job, R_MASK, x))
         else:
             dot_mask_f64(s, <long long *>_region(&job, R_MASK, x))
