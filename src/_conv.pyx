@@ -105,6 +105,7 @@ cdef inline void *_ptr(_Scratch scratch):
 # --------------------------------------------------------------------------
 
 cdef Py_ssize_t _ran[N_ALGOS][4]     # passes executed, per algorithm and pass (for tests)
+cdef Py_ssize_t _dot_ran[2]          # dot weight gradients executed: [masked, finite]
 
 
 cdef cconv_geom _slice_geom(g):
@@ -412,6 +413,8 @@ cdef int _backward_run(const _Geom *c, const floating *gy, const floating *x,
         plan = _select(P_GRAD_WEIGHT, &c.s, c.batch, c.groups, m, threads, x, n_x, gy, n_gy,
                        <const floating *>NULL, gw if n_w else NULL, &done)
         _ran[plan.algo][P_GRAD_WEIGHT] += 1
+        if plan.algo == A_DOT:
+            _dot_ran[plan.dot_finite] += 1
         if plan.algo == A_EMPTY:
             memset(gw, 0, n_w * sizeof(floating))
         elif not done:
@@ -678,6 +681,8 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)
+    if p.algo == A_DOT:     # the input was checked: finite runs the kernel without the mask
+        info["variant"] = "finite" if p.dot_finite else "masked"
     return info
 
 
@@ -731,6 +736,12 @@ def algorithm_counts():
     """{(algorithm, pass): passes executed} since import (tests and the fuzzer use it)."""
     return {(ALGORITHMS[a], PASSES[q]): int(_ran[a][q])
             for a in range(N_ALGOS) for q in range(4) if _ran[a][q]}
+
+
+def dot_variant_counts():
+    """{variant: dot weight gradients executed} since import: "masked" (the input had an
+    inf or NaN) and "finite" (the mask-free kernel)."""
+    return {"masked": int(_dot_ran[0]), "finite": int(_dot_ran[1])}
 
 
 def build_info():

@@ -33,6 +33,8 @@ static Py_ssize_t S(dot_image_size)(const cconv_geom *g, Py_ssize_t m, int nr)
  * final lane sums stay cheap on small images, within a scratch budget; 0 if even one
  * image does not fit (then the packed-im2col GEMM is used). */
 #define CCONV_DOT_BUDGET 4194304
+/* grad_output bytes the dot driver keeps in L2 per block of output channels */
+#define CCONV_DOT_GY_BYTES 196608
 static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
 {
     const Py_ssize_t size = S(dot_image_size)(g, m, nr);
@@ -46,7 +48,8 @@ static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
  * [o_lo, o_hi) of each group's m output channels:
  * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
  * fixed order.  Each gw element is summed alone, so cutting the rows between tasks gives
- * the same bits.  x, gy: whole batch; off: tap_offsets; mask: dot_mask;
+ * the same bits.  x, gy: whole batch; off: tap_offsets; mask: dot_mask, or NULL when x is
+ * finite (the mask-free kernel);
  * ws: dot_images * dot_image_size elements. */
 CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
@@ -61,6 +64,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
     const Py_ssize_t stride = S(dot_image_size)(g, m, kern->nr);
     const Py_ssize_t xp_size = stride - m * jp;
     const int mo = kern->dot_mo, nk = kern->dot_nk;
+    const S(dot_fn) dot = mask != NULL ? kern->dot : kern->dot_finite;
     const Py_ssize_t per_call = S(dot_images)(g, m, kern->nr);
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
@@ -85,11 +89,18 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
                 }
             }
             T *gwg = gw + gi * m * K;
-            for (Py_ssize_t o0 = o_lo; o0 < o_hi; o0 += mo)
+            /* Blocks of ob output channels whose grad_output rows (all nimg images) fit in
+             * L2, so they are reused from there for every tap, instead of streaming the
+             * images' padded copies again for each tile of mo channels.  Every gw element is
+             * still one kernel call's sum: the result does not depend on the blocking. */
+            const Py_ssize_t rows = CCONV_DOT_GY_BYTES / ((Py_ssize_t)sizeof(T) * jp * nimg);
+            const Py_ssize_t ob = cconv_max(1, rows / mo) * mo;
+            for (Py_ssize_t o1 = o_lo; o1 < o_hi; o1 += ob)
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
-                    kern->dot(ws + xp_size + (o0 - o_lo) * jp, jp, ws, stride, nimg, off + k0,
-                              mask, gwg + o0 * K + k0, K, (int)cconv_min(mo, o_hi - o0),
-                              (int)cconv_min(nk, K - k0));
+                    for (Py_ssize_t o0 = o1; o0 < cconv_min(o_hi, o1 + ob); o0 += mo)
+                        dot(ws + xp_size + (o0 - o_lo) * jp, jp, ws, stride, nimg, off + k0,
+                            mask, gwg + o0 * K + k0, K, (int)cconv_min(mo, o_hi - o0),
+                            (int)cconv_min(nk, K - k0));
         }
 }
 CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo, Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),

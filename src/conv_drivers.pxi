@@ -490,17 +490,20 @@ cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) no
             conv_wino_gw_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
                              p.nimg, p.nty, p.tpad, dst, tws)
         return
+    cdef const void *mask = NULL      # dot: no grid mask for a finite input
     if p.algo == A_DOT:
         for gi in range(p.groups):      # this block's rows of each group
             memset(dst + (gi * p.m + o_lo) * K, 0, (o_hi - o_lo) * K * sizeof(floating))
+        if not p.dot_finite:
+            mask = _region(job, R_MASK, d)
         if floating is float:
             conv_gw_images_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
                                o_lo, o_hi, <const Py_ssize_t *>_region(job, R_OFFSETS, d),
-                               <const int *>_region(job, R_MASK, d), dst, tws)
+                               <const int *>mask, dst, tws)
         else:
             conv_gw_images_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
                                o_lo, o_hi, <const Py_ssize_t *>_region(job, R_OFFSETS, d),
-                               <const long long *>_region(job, R_MASK, d), dst, tws)
+                               <const long long *>mask, dst, tws)
     else:
         memset(dst, 0, _reduce_size(p) * sizeof(floating))
         if floating is float:
@@ -734,7 +737,9 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
         return
     if p.algo == A_DOT:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
-        if floating is float:
+        if p.dot_finite:
+            pass
+        elif floating is float:
             dot_mask_f32(s, <int *>_region(&job, R_MASK, x))
         else:
             dot_mask_f64(s, <long long *>_region(&job, R_MASK, x))

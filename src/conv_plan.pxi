@@ -217,6 +217,7 @@ cdef struct ConvPlan:
     Py_ssize_t oblocks        # dot weight gradient: output-channel blocks per batch part
     Py_ssize_t planes         # depthwise: planes per task (grad_weight: channels per task)
     bint dw_lanes             # ... counted in blocks of channels in the vector lanes
+    bint dot_finite           # dot weight gradient: x is finite, the mask-free kernel runs
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     cconv_depth d             # volume: its depth dimension (zeros for a 2-d plan)
     Py_ssize_t dchunk         # volume: output depth planes per task
@@ -880,8 +881,13 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         return
     _book(p, R_PARTIALS, (p.parts - 1) * _round_up(GW, 16))
     if algo == A_DOT:
+        # The grid mask only keeps a non-finite input off the zero grid columns: with x
+        # finite those products are exact zeros and the mask-free kernel runs.
+        p.needs |= F_DATA
+        p.dot_finite = (fin & F_DATA) != 0
         _book(p, R_OFFSETS, _offsets_elems(K, p.itemsize))
-        _book(p, R_MASK, _dot_grid(p))     # integers as wide as the float type
+        if not p.dot_finite:
+            _book(p, R_MASK, _dot_grid(p))     # integers as wide as the float type
         _book_thread(p, T_A, _dot_scratch(p))
     else:
         _book_thread(p, T_A, _round_up(m, p.mr) * CCONV_KC)

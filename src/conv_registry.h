@@ -20,6 +20,7 @@ typedef struct {
     S(ukr_fn) fn;        /* B from packed panels */
     S(ukr_ind_fn) fn_ind;  /* B rows read at b + off[k] (implicit GEMM on a padded image) */
     S(dot_fn) dot;       /* weight-gradient tile (gemm_dot.h), or NULL: use conv_gw_range */
+    S(dot_fn) dot_finite;  /* the same without the grid mask: for a finite input only */
     int dot_mo, dot_nk;  /* its tile: output channels x kernel taps */
     const char *isa;
 } S(kernel_t);
@@ -80,13 +81,20 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
-#define DOT_NAME S(dot_avx2)
 #define DOT_TARGET UKR_TARGET
 #define DOT_VBYTES 32
 #define DOT_MO 3
 #define DOT_NK 4
+#define DOT_NAME S(dot_avx2)
+#define DOT_MASKED 1
 #include "gemm_dot.h"
 #undef DOT_NAME
+#undef DOT_MASKED
+#define DOT_NAME S(dot_avx2_finite)   /* the same tile without the grid mask */
+#define DOT_MASKED 0
+#include "gemm_dot.h"
+#undef DOT_NAME
+#undef DOT_MASKED
 #undef DOT_TARGET
 #undef DOT_VBYTES
 #undef DOT_MO
@@ -121,13 +129,20 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
-#define DOT_NAME S(dot_avx512)
 #define DOT_TARGET UKR_TARGET
 #define DOT_VBYTES 64
 #define DOT_MO 4
 #define DOT_NK 6
+#define DOT_NAME S(dot_avx512)
+#define DOT_MASKED 1
 #include "gemm_dot.h"
 #undef DOT_NAME
+#undef DOT_MASKED
+#define DOT_NAME S(dot_avx512_finite)   /* the same tile without the grid mask */
+#define DOT_MASKED 0
+#include "gemm_dot.h"
+#undef DOT_NAME
+#undef DOT_MASKED
 #undef DOT_TARGET
 #undef DOT_VBYTES
 #undef DOT_MO
@@ -138,14 +153,14 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #endif
 
 static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_generic),
-                                              S(ukr_generic_ind), NULL, 0, 0, "generic"};
+                                              S(ukr_generic_ind), NULL, NULL, 0, 0, "generic"};
 #if CCONV_X86_DISPATCH
 static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
-                                           S(ukr_avx2_ind), S(dot_avx2), 3, 4, "avx2+fma"};
+                                           S(ukr_avx2_ind), S(dot_avx2), S(dot_avx2_finite), 3, 4, "avx2+fma"};
 static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
-                                             S(ukr_avx512_ind), S(dot_avx512), 4, 6, "avx512f"};
+                                             S(ukr_avx512_ind), S(dot_avx512), S(dot_avx512_finite), 4, 6, "avx512f"};
 static const S(kernel_t) S(kernel_avx512_m8) = {8, 128 / (int)sizeof(T), S(ukr_avx512_m8),
-                                                S(ukr_avx512_m8_ind), S(dot_avx512), 4, 6,
+                                                S(ukr_avx512_m8_ind), S(dot_avx512), S(dot_avx512_finite), 4, 6,
                                                 "avx512f"};
 #endif
 /* The micro-kernels of the level cconv_isa_level names (isa.h): the default one and, on

@@ -42,6 +42,24 @@ def _counts():
     return _compiled._conv.algorithm_counts()
 
 
+def _dot_variants():
+    from cconv import _compiled
+    return _compiled._conv.dot_variant_counts()
+
+
+def _dot_variant_check(plan, before, x):
+    """After a weight gradient with explain's ``plan``: the dot kernel's variant that ran
+    (counters) is the one explain named, and it is the mask-free one iff x is finite.
+    Returns that variant (None: the dot kernel did not run)."""
+    ran = [v for v, n in _dot_variants().items() if n > before[v]]
+    if plan["grad_weight"]["algorithm"] != "dot":
+        assert not ran, (ran, plan)
+        return None
+    assert ran == [plan["grad_weight"]["variant"]], (ran, plan)
+    assert ran[0] == ("finite" if np.isfinite(x).all() else "masked"), (ran, plan)
+    return ran[0]
+
+
 def _ran_since(before):
     """{pass: algorithm} of the passes executed since ``before`` (one call's worth)."""
     after = _counts()
@@ -99,6 +117,8 @@ def check_case(rng, algo, dtype, nonfinite):
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     if nonfinite:
         which = rng.integers(3)
+        if algo == "dot" and which == 1:    # x's finiteness picks the dot kernel's variant
+            which = 0
         x, w, gy = (_poke(rng, x) if which == 0 else x, _poke(rng, w) if which == 1 else w,
                     _poke(rng, gy) if which == 2 else gy)
         y_ref = cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE)
@@ -114,14 +134,17 @@ def check_case(rng, algo, dtype, nonfinite):
     ran.update(did)
 
     plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs, backend="cython")
-    before = _counts()
+    before, dot_before = _counts(), _dot_variants()
     got = cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython")
     did = _ran_since(before)
     assert did == {k: v["algorithm"] for k, v in plan.items()}, (did, plan, context)
+    variant = _dot_variant_check(plan, dot_before, x)
     expected = cconv.conv2d_backward(gy, x, w, **kwargs, backend=REFERENCE)
     for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
         assert_close(a, e, context=f"{name} {context}")
     ran.update(did)
+    if variant is not None:
+        ran["grad_weight " + variant] = "dot"
     return ran
 
 
@@ -218,6 +241,46 @@ def test_planner_choice(case, dtype):
                     expected if isinstance(expected, tuple) else (expected,)):
         assert_close(a, e, context=f"{algo} {pass_}")
     tally("algorithms (planner's choice)", algo)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("poke", ["none", "x_nan", "x_inf_unread_column", "gy_inf"])
+def test_dot_variants(dtype, poke):
+    """The dot weight gradient runs its mask-free kernel exactly when x is finite, the masked
+    one otherwise (an inf or NaN in x must not meet the grid's zero columns), and both
+    match the reference, NaN and inf positions included.  Stride 2 over 14 columns: the
+    grid carries extra columns, and the last input column is one that only those columns
+    read, where a product with the zero grid would make a NaN PyTorch does not have."""
+    if os.environ.get("CCONV_CONV_ALGO"):
+        pytest.skip("an algorithm is forced")
+    if _info()["simd"] == "generic":
+        pytest.skip("the dot kernel exists for the vector ISAs only")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 8, 14, 14)).astype(dtype)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 8, 6, 6)).astype(dtype)
+    if poke == "x_nan":
+        x[1, 3, 5, 7] = np.nan
+    elif poke == "x_inf_unread_column":
+        x[0, 2, 4, 13] = np.inf       # column 13: no output of the 3x3 stride-2 conv reads it
+    elif poke == "gy_inf":
+        gy[1, 0, 2, 3] = -np.inf
+    x0, gy0 = x.copy(), gy.copy()
+    plan = cconv.explain("conv2d_backward", gy, x, w, stride=2)
+    assert plan["grad_weight"]["algorithm"] == "dot", plan["grad_weight"]
+    before = _dot_variants()
+    gw = cconv.conv2d_backward(gy, x, w, stride=2, output_mask=(False, True, False),
+                               backend="cython")[1]
+    variant = _dot_variant_check(plan, before, x)
+    assert variant == ("masked" if poke.startswith("x_") else "finite")
+    assert ("grid_mask" in plan["grad_weight"]["workspace"]) == (variant == "masked")
+    expected = cconv.conv2d_backward(gy, x, w, stride=2, output_mask=(False, True, False),
+                                     backend=REFERENCE)[1]
+    assert_close(gw, expected, context=f"dot {variant} {poke}")
+    if poke == "x_inf_unread_column":
+        assert np.isfinite(gw).all()
+    assert np.array_equal(x, x0, equal_nan=True) and np.array_equal(gy, gy0, equal_nan=True)
+    tally("algorithms (planner's choice)", f"dot {variant}")
 
 
 def test_every_algorithm_is_chosen_somewhere():
@@ -382,7 +445,8 @@ def test_forced_algorithm(algo):
     assert result.returncode == 0, result.stderr[-3000:]
     hits = json.loads(result.stdout.strip().splitlines()[-1])
     dtypes = ["float32"] if algo == "lanes" else ["float32", "float64"]
-    missing = [f"{p}/{d}" for p in APPLIES[algo] for d in dtypes if not hits.get(f"{p}/{d}")]
+    passes = APPLIES[algo] + (["grad_weight finite", "grad_weight masked"] if algo == "dot" else [])
+    missing = [f"{p}/{d}" for p in passes for d in dtypes if not hits.get(f"{p}/{d}")]
     assert not missing, f"{algo} never ran for {missing}: {hits}"
     tally("algorithms (forced, random geometries)", algo, sum(hits.values()))
 
@@ -410,8 +474,12 @@ def _thread_cases():
     cases = [(op, args, kwargs) for _, _, op, args, kwargs in NATURAL]
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 6, 17, 15))
+    x_nan = rng.standard_normal((2, 8, 14, 14))
+    x_nan[1, 2, 3, 4] = np.nan          # the dot weight gradient's masked kernel
     cases += [("conv2d_backward", (rng.standard_normal((4, 16, 17, 17)), rng.standard_normal((4, 8, 35, 35)),
                                    rng.standard_normal((16, 8, 3, 3))), dict(stride=2)),
+              ("conv2d_backward", (rng.standard_normal((2, 8, 6, 6)), x_nan,
+                                   rng.standard_normal((8, 8, 3, 3))), dict(stride=2)),
               ("conv2d_backward", (rng.standard_normal((8, 2, 19, 19)), rng.standard_normal((8, 2, 40, 40)),
                                    rng.standard_normal((2, 2, 3, 3))), dict(stride=2)),
               # 1x1 outputs: col2im takes more images per task on fewer threads

@@ -668,8 +668,14 @@ def _algorithm_line(backend):
                 and not (a == "dot" and info["simd"] == "generic")]
     skipped = [a for a in info["conv_algorithms"] if a not in runnable]
     note = f" (not on this CPU: {', '.join(skipped)})" if skipped else ""
+    variants = _compiled._conv.dot_variant_counts()
+    if "dot" in runnable:   # the dot kernel's two variants: with the grid mask, and without
+        note = f" (dot: {variants['finite']} finite, {variants['masked']} masked){note}"
     print("calls per algorithm: " + " ".join(f"{a}={counts[a]}" for a in runnable) + note)
-    return [a for a in runnable if counts[a] == 0]
+    unused = [a for a in runnable if counts[a] == 0]
+    if "dot" in runnable and counts["dot"]:
+        unused += [f"dot ({v})" for v, n in variants.items() if n == 0]
+    return unused
 
 
 if __name__ == "__main__":
