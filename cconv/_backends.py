@@ -105,6 +105,9 @@ def _load_compiled():
             return
     except ImportError as exc:
         reason, error = f"{type(exc).__name__}: {exc}", exc
+    except AttributeError as exc:  # an in-place build older than the Python files beside it
+        reason, error = (f"the compiled extension does not match cconv's Python sources ({exc}); "
+                         "rebuild it (pip install -e .)"), exc
     if _env_flag("CCONV_REQUIRE_COMPILED"):
         raise ImportError(f"CCONV_REQUIRE_COMPILED=1 but cconv's compiled backend is unavailable: {reason}"
                           ) from error
