@@ -473,8 +473,10 @@ cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) no
     cdef const ConvPlan *p = job.p
     cdef const cconv_geom *s = &p.g
     cdef Py_ssize_t part = t // p.oblocks
-    cdef Py_ssize_t o_lo = _dot_block_rows(p, t % p.oblocks)
-    cdef Py_ssize_t o_hi = _dot_block_rows(p, t % p.oblocks + 1)
+    cdef Py_ssize_t o_lo = 0, o_hi = p.m     # output-channel blocks: the dot kernel's only
+    if p.algo == A_DOT:                      # (other ISAs may have no dot tile at all)
+        o_lo = _dot_block_rows(p, t % p.oblocks)
+        o_hi = _dot_block_rows(p, t % p.oblocks + 1)
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w, gi
     cdef Py_ssize_t n = p.batch if p.algo != A_IM2COL else p.batch * s.out_h * s.out_w
     cdef Py_ssize_t lo = n * part // p.parts, hi = n * (part + 1) // p.parts
