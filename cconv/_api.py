@@ -503,27 +503,40 @@ def max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
         known = False
     if not known:
         return _widen.call(_max_pool2d_backward_checked, (grad_output, indices, input_shape), {"backend": backend})
-    _shapes.check_index_range(indices, shape)   # the values are new on every call
+    impl = _resolve(backend)
     if unbatched:
         grad_output, indices = grad_output[np.newaxis], indices[np.newaxis]
-    grad = _resolve(backend).max_pool2d_backward(grad_output, indices, shape)
+    grad = _max_unpool(impl, grad_output, indices, shape)   # the values are new on every call
     return grad[0] if unbatched else grad
 
 
+def _max_unpool(impl, gy, indices, shape):
+    """impl's max_pool2d_backward with the index range checked: by its own scatter pass
+    when it does that (None back: one was out of range), else by a NumPy pass first."""
+    if not getattr(impl, "checks_pool_indices", False):
+        _shapes.check_index_range(indices, shape)
+    grad = impl.max_pool2d_backward(gy, indices, shape)
+    if grad is None:
+        _shapes.check_index_range(indices, shape)
+        raise AssertionError("the compiled scatter reported an index the range check accepts")
+    return grad
+
+
 def _max_pool2d_backward_checked(grad_output, indices, input_shape, *, backend=None):
-    gy, checked_indices, shape, unbatched = _max_pool2d_backward_inputs(grad_output, indices, input_shape)
+    gy, checked_indices, shape, unbatched = _max_pool2d_backward_inputs(grad_output, indices, input_shape,
+                                                                        check_range=False)
     impl = _resolve(backend)
     _remember(_MAX_POOL2D_BACKWARD, _max_pool2d_backward_key, (shape, unbatched), (grad_output, indices),
               (input_shape,))
-    return _unbatch(impl.max_pool2d_backward(gy, checked_indices, shape), unbatched)
+    return _unbatch(_max_unpool(impl, gy, checked_indices, shape), unbatched)
 
 
-def _max_pool2d_backward_inputs(grad_output, indices, input_shape):
+def _max_pool2d_backward_inputs(grad_output, indices, input_shape, check_range=True):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
     shape = _shapes.input_shape_4d(input_shape, gy.ndim)
     gy, unbatched = _shapes.batched(gy, "grad_output")
     _shapes.check_planes(gy.shape, shape)
-    indices = _shapes.check_pool_indices(indices, gy.shape, unbatched, shape)
+    indices = _shapes.check_pool_indices(indices, gy.shape, unbatched, shape, check_range)
     return _shapes.contiguous(gy), _shapes.contiguous(indices), shape, unbatched
 
 

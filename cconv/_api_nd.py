@@ -400,16 +400,26 @@ def _max_pool_flat_backward(grad_output, indices, input_shape, dims, backend):
         raise ValueError(f"grad_output of shape {gy.shape} does not match input_shape {shape} in (N, C)")
     n, c = shape[:2]
     volume = int(np.prod(shape[2:]))
-    # one pass (a negative index wraps past 2**63), then the backend itself: the 2-d op
-    # would check the range again
+    impl = _backends.resolve(backend)
+    # the compiled scatter checks the range in its own (parallel) pass; otherwise one NumPy
+    # pass here (a negative index wraps past 2**63)
+    checked = getattr(impl, "checks_pool_indices", False)
+    if not checked:
+        _check_flat_indices(indices, volume, shape)
+    flat = (n, c, 1, volume)
+    grad = impl.max_pool2d_backward(
+        _shapes.contiguous(gy).reshape(n, c, 1, -1), _shapes.contiguous(indices).reshape(n, c, 1, -1), flat)
+    if grad is None:
+        _check_flat_indices(indices, volume, shape)
+        raise AssertionError("the compiled scatter reported an index the range check accepts")
+    return _unbatch(grad.reshape(shape), unbatched)
+
+
+def _check_flat_indices(indices, volume, shape):
     if indices.size and int(indices.view(np.uint64).max()) >= volume:
         bad = indices.min() if indices.min() < 0 else indices.max()
         raise ValueError(f"indices must lie in [0, {volume}) (flat positions in each {shape[2:]} input "
                          f"of one (n, c)), found {bad}")
-    flat = (n, c, 1, volume)
-    grad = _backends.resolve(backend).max_pool2d_backward(
-        _shapes.contiguous(gy).reshape(n, c, 1, -1), _shapes.contiguous(indices).reshape(n, c, 1, -1), flat)
-    return _unbatch(grad.reshape(shape), unbatched)
 
 
 def max_pool1d_backward(grad_output, indices, input_shape, *, backend=None):

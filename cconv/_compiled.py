@@ -47,6 +47,11 @@ def max_pool2d(x, g):
     return _pool.max_pool2d(x, g, get_num_threads())
 
 
+# max_pool2d_backward checks the index range in its own parallel scatter pass and returns
+# None when one is out of range (the caller then raises with its own message).
+checks_pool_indices = True
+
+
 def max_pool2d_backward(gy, indices, input_shape):
     return _pool.max_pool2d_backward(gy, indices, input_shape, get_num_threads())
 

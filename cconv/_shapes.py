@@ -444,8 +444,9 @@ def check_planes(grad_shape, input_shape):
                          f"{tuple(input_shape)} in (N, C)")
 
 
-def check_pool_indices(indices, output_shape, unbatched, input_shape):
-    """max_pool2d_backward: indices come from users, so check dtype, shape and range.
+def check_pool_indices(indices, output_shape, unbatched, input_shape, check_range=True):
+    """max_pool2d_backward: indices come from users, so check dtype, shape and range (the
+    range unless ``check_range`` is false: a backend whose scatter checks it).
 
     Returns the indices with a batch axis when the call is unbatched.
     """
@@ -455,7 +456,8 @@ def check_pool_indices(indices, output_shape, unbatched, input_shape):
     if unbatched and indices.ndim == 3:
         indices = indices[np.newaxis]
     check_output_shape(indices, output_shape, "indices")
-    check_index_range(indices, input_shape)
+    if check_range:
+        check_index_range(indices, input_shape)
     return indices
 
 

@@ -24,7 +24,7 @@ nothing else is allocated besides the outputs.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -358,12 +358,15 @@ def max_pool3d(x, g, depth, int threads):
     return out, indices
 
 
-cdef void _max_unpool_planes(const floating* gy, const int64_t* indices, floating* grad,
-                             Py_ssize_t out_size, Py_ssize_t in_size, Py_ssize_t first,
-                             Py_ssize_t last) noexcept nogil:
+cdef Py_ssize_t _max_unpool_planes(const floating* gy, const int64_t* indices, floating* grad,
+                                   Py_ssize_t out_size, Py_ssize_t in_size, Py_ssize_t first,
+                                   Py_ssize_t last) noexcept nogil:
     """Planes first..last-1: zero each input plane, then add every output gradient at its
-    argmax, in output order (the order of PyTorch's kernel)."""
-    cdef Py_ssize_t p, i
+    argmax, in output order (the order of PyTorch's kernel).  An index outside [0, in_size)
+    is skipped and counted (the count is returned): the range check is this pass, not a
+    serial one before it."""
+    cdef Py_ssize_t p, i, bad = 0
+    cdef int64_t j
     cdef floating* g
     cdef const floating* d
     cdef const int64_t* k
@@ -373,12 +376,19 @@ cdef void _max_unpool_planes(const floating* gy, const int64_t* indices, floatin
         k = indices + p * out_size
         memset(g, 0, in_size * sizeof(floating))
         for i in range(out_size):
-            g[k[i]] += d[i]
+            j = k[i]
+            if <uint64_t>j < <uint64_t>in_size:  # a negative index wraps past 2**63
+                g[j] += d[i]
+            else:
+                bad += 1
+    return bad
 
 
-cdef void _max_pool_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :, :, ::1] indices,
-                             floating[:, :, :, ::1] grad, int threads) noexcept:
-    cdef Py_ssize_t planes = gy.shape[0] * gy.shape[1]
+cdef Py_ssize_t _max_pool_backward(const floating[:, :, :, ::1] gy,
+                                   const int64_t[:, :, :, ::1] indices,
+                                   floating[:, :, :, ::1] grad, int threads) noexcept:
+    """The scatter of every plane; returns how many indices were out of range."""
+    cdef Py_ssize_t planes = gy.shape[0] * gy.shape[1], bad = 0
     cdef Py_ssize_t out_size = gy.shape[2] * gy.shape[3], in_size = grad.shape[2] * grad.shape[3]
     cdef int t, team = _team(threads, planes, planes * (in_size + out_size))
     cdef const floating* gp = &gy[0, 0, 0, 0]
@@ -386,18 +396,19 @@ cdef void _max_pool_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :
     cdef floating* rp = &grad[0, 0, 0, 0]
     with nogil:
         if team == 1:
-            _max_unpool_planes(gp, ip, rp, out_size, in_size, 0, planes)
+            bad = _max_unpool_planes(gp, ip, rp, out_size, in_size, 0, planes)
         else:
             for t in prange(team, num_threads=team, schedule="static"):
-                _max_unpool_planes(gp, ip, rp, out_size, in_size, _split(planes, t, team),
-                                   _split(planes, t + 1, team))
+                bad += _max_unpool_planes(gp, ip, rp, out_size, in_size, _split(planes, t, team),
+                                          _split(planes, t + 1, team))
+    return bad
 
 
 def max_pool2d_backward(gy, indices, input_shape, int threads):
-    """gy, indices (N, C, Ho, Wo) -> grad_input of ``input_shape`` (N, C, H, W).
-
-    The indices were range-checked by the caller; planes are independent, so the
-    scatter-add runs in parallel over planes without races.
+    """gy, indices (N, C, Ho, Wo) -> grad_input of ``input_shape`` (N, C, H, W), or None
+    when an index lies outside [0, H*W) (the caller raises; nothing was written out of
+    range).  Planes are independent, so the scatter-add runs in parallel over planes
+    without races.
     """
     grad = np.empty(tuple(input_shape), dtype=gy.dtype)
     if grad.size == 0:
@@ -406,10 +417,10 @@ def max_pool2d_backward(gy, indices, input_shape, int threads):
         grad.fill(0)
         return grad
     if gy.dtype == np.float32:
-        _max_pool_backward[float](gy, indices, grad, threads)
+        bad = _max_pool_backward[float](gy, indices, grad, threads)
     else:
-        _max_pool_backward[double](gy, indices, grad, threads)
-    return grad
+        bad = _max_pool_backward[double](gy, indices, grad, threads)
+    return None if bad else grad
 
 
 # --------------------------------------------------------------------------

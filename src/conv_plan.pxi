@@ -55,6 +55,19 @@ DEF _GEMM_MIN_CHANNELS = 4
 DEF _DIRECT_MAX_MACS = 32768
 # Largest padded image slice (elements) the implicit-GEMM forward copies per thread.
 DEF _PADDED_MAX_ELEMS = 4194304
+# The padded grid reads a group's packed weights (round_up(m, mr) x K) again for every block
+# of CCONV_NB_PANELS * nr columns, packed im2col once per CCONV_NC columns.  Up to this many
+# bytes they stay in L2 (half of this machine's 512 KiB: B columns and the C block share it);
+# beyond, every block streams them from L3, a cost proportional to the multiply-adds that
+# _PADDED_RESTREAM weighs.  It shows where the grid is one output row (forcing each
+# algorithm on 20 seeded random conv1d layers and the benchmark's): at stride > 1 (the
+# polyphase copy spreads each channel's taps over `stride` planes, more cache lines per B
+# panel) padded ran 1.1-1.4x slower than im2col at 192-512 output channels, and at stride 1
+# on two threads (both cores streaming the weights from the shared L3) 1.1-1.9x at 256-512;
+# at stride 1 on one thread, or 128 channels, there was no consistent winner.  2-d grids
+# were not measured: they keep the column-waste rule alone.
+DEF _PADDED_A_BYTES = 262144
+DEF _PADDED_RESTREAM = 0.1
 # Channels in lanes: at most this many output channels per group (128 lose ~10% to GEMM).
 DEF _LANES_MAX_CHANNELS = 64
 # Winograd: enough channels for the transforms to pay off; weight gradient on wide layers.
@@ -134,6 +147,7 @@ cdef enum:
     W_DEPTHWISE
     W_DEPTHWISE_LANES
     W_VOLUME
+    W_IM2COL_WEIGHTS
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -167,6 +181,9 @@ REASONS = (
     "channels in the vector lanes" % _DW_LANES_MAX_PIXELS,
     "3-d: implicit GEMM over a padded copy of each volume (depth taps are grid offsets), no "
     "stacked copies of the input and no transposed output",
+    "one output row (strided, or on a team) and packed weights over %d KiB: the padded grid "
+    "would stream them from L3 for every block of columns, im2col panels reuse them longer"
+    % (_PADDED_A_BYTES // 1024),
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -528,7 +545,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef Py_ssize_t m = p.m, khw = s.kernel_h * s.kernel_w
     cdef bint pad = _reads_padding(s)
     cdef bint direct_exact = not pad or (fin & F_OTHER)
-    cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS
+    cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS, restream
     cdef Py_ssize_t wph, grid_cols, im2col_cols
     if pad:
         p.needs |= F_OTHER
@@ -575,10 +592,16 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
         grid_cols = p.batch * _round_up(s.out_h * wph, p.nr)
         im2col_cols = (_round_up(p.batch * s.out_h * s.out_w, p.nr) if _spans_images(p)
                        else p.batch * _round_up(s.out_h * s.out_w, p.nr))
-        if not gemm_pays or not (im2col_cols * (m + 16) < grid_cols * m or khw == 1):
+        restream = (s.out_h == 1 and (s.stride_w > 1 or p.threads > 1)
+                    and _round_up(m, p.mr) * s.channels * khw * p.itemsize > _PADDED_A_BYTES)
+        if not gemm_pays or not (im2col_cols * (m + 16)
+                                 < grid_cols * m * (1 + restream * _PADDED_RESTREAM)
+                                 or khw == 1):
             p.reason = W_PADDED
             return A_PADDED
-        p.reason = W_IM2COL_POINTWISE if khw == 1 else W_IM2COL_COLUMNS
+        p.reason = (W_IM2COL_POINTWISE if khw == 1
+                    else W_IM2COL_COLUMNS if im2col_cols * (m + 16) < grid_cols * m
+                    else W_IM2COL_WEIGHTS)
         return A_IM2COL
     if gemm_pays:
         p.reason = W_IM2COL_LARGE

@@ -616,3 +616,35 @@ def test_one_long_row_splits_between_threads(dtype):
     for other in results[1:]:
         for a, c in zip(results[0], other):
             assert_identical(c, a, context="conv1d batch 1 on 1, 2, 3 threads")
+
+
+@pytest.mark.parametrize("stride, out_channels, want", [
+    (2, 384, ("im2col", "im2col")),   # one strided row, packed weights 384 x 256 floats (> 256 KiB)
+    (2, 64, ("padded", "padded")),    # the same row with weights that stay in L2
+    (1, 384, ("padded", "im2col")),   # stride 1: only a team streams the weights twice over
+])
+def test_row_with_large_weights_plans_im2col(stride, out_channels, want):
+    """A conv1d forward (its grid one output row) runs packed im2col once its packed weights
+    exceed the L2 share when it is strided or runs on a team (the padded grid would stream
+    them from L3 for every block of columns); explain says so with its own reason, the
+    counters confirm the path, and the result matches the reference with and without bias
+    on 1 and 2 threads."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 64, 301)).astype(np.float32)
+    w = rng.standard_normal((out_channels, 64, 4)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    saved = cconv.get_num_threads()
+    try:
+        for n in (1, 2):
+            cconv.set_num_threads(n)
+            for bias in (None, b):
+                plan = cconv.explain("conv1d", x, w, bias, stride=stride, padding=1)["forward"]
+                assert plan["algorithm"] == want[n - 1], plan
+                assert ("L3" in plan["reason"]) == (want[n - 1] == "im2col"), plan
+                before = _counts()
+                y = cconv.conv1d(x, w, bias, stride=stride, padding=1, backend="cython")
+                assert _ran_since(before)["forward"] == want[n - 1]
+                ref = cconv.conv1d(x, w, bias, stride=stride, padding=1, backend=REFERENCE)
+                assert_close(y, ref, context=f"conv1d stride {stride} {out_channels} channels")
+    finally:
+        cconv.set_num_threads(saved)

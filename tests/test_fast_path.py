@@ -21,7 +21,7 @@ import pytest
 
 import cconv
 from cconv import _api
-from conftest import assert_close, assert_identical, tally
+from conftest import REFERENCE, assert_close, assert_identical, tally
 from test_validation import BAD_INPUTS, OPS
 
 KNOWN = {
@@ -190,6 +190,39 @@ def test_remembered_max_pool_indices_are_checked_on_every_call(checked_calls):
     with pytest.raises(ValueError, match=r"found -5"):
         cconv.max_pool2d_backward(np.ones((1, 1, 8, 8)), big, (1, 1, 16, 16))
     assert checked_calls["max_pool2d_backward"] == 2    # the spoiled repeats took the remembered path
+
+
+@pytest.mark.parametrize("op, dims", [("max_pool2d", 2), ("max_pool1d", 1), ("max_pool3d", 3)])
+def test_compiled_max_pool_backward_checks_indices_in_its_scatter(monkeypatch, op, dims):
+    """The compiled backend checks the index range in its parallel scatter pass (no serial
+    NumPy pass first: check_index_range runs only to word the error); the reference backend
+    checks first. A bad index deep in a multi-plane call on 2 threads raises the usual error."""
+    from cconv import _api_nd, _shapes
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5) + (12,) * dims)
+    y, idx = getattr(cconv, op)(x, 2, return_indices=True)
+    gy = rng.standard_normal(y.shape)
+    back = getattr(cconv, op + "_backward")
+    seen = []
+    monkeypatch.setattr(_shapes, "check_index_range", lambda *a: seen.append(a))
+    monkeypatch.setattr(_api_nd, "_check_flat_indices", lambda *a: seen.append(a))
+    saved = cconv.get_num_threads()
+    try:
+        cconv.set_num_threads(2)
+        for _ in range(2):   # the first call and a remembered repeat
+            got = back(gy, idx, x.shape, backend="cython")
+            assert not seen
+        assert_close(got, back(gy, idx, x.shape, backend=REFERENCE), context=op)
+        assert len(seen) == 1
+        monkeypatch.undo()
+        cconv.set_num_threads(2)
+        for bad in (12 ** dims, -1):
+            spoiled = idx.copy()
+            spoiled.reshape(-1)[spoiled.size * 2 // 3] = bad
+            with pytest.raises(ValueError, match=rf"indices must lie in \[0, {12 ** dims}\).*found {bad}"):
+                back(gy, spoiled, x.shape, backend="cython")
+    finally:
+        cconv.set_num_threads(saved)
 
 
 def test_backend_choice_is_followed_by_remembered_calls(checked_calls):
