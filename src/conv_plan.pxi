@@ -107,9 +107,21 @@ DEF _PARALLEL_MIN_ELEMS = 65536
 # per weight element: packing one (a strided read, a write, and the packed copy read back:
 # the bytes that decide a pass with few columns); the rows kernels' multiply-add (their
 # tiles load a weight vector per 2 FMAs where the GEMM's load a B vector per 6), measured
-# over P = 1..256 and 64..2048 channels (see _rows_pays).
-DEF _ROWS_PACK = 8.0
-DEF _ROWS_MAC = 2.0
+# over P = 1..256 and 64..2048 channels (see _rows_pays).  Re-fitted after the GEMM
+# micro-kernel got ~1.6x faster: the constants (and the two packing costs below) that make
+# the default agree best with autotune's fastest algorithm on 100 sweep layers (seed 11:
+# every pass at 1 and 2 threads, 600 tasks; benchmarks/results-planner.md): the GEMM's
+# packing now costs more multiply-adds' time, the rows kernel's multiply-adds less.
+DEF _ROWS_PACK = 24.0
+DEF _ROWS_MAC = 1.25
+# ... and the rows algorithm's own copy of the pixels' columns (one element per pixel and
+# weight column, whatever m): what makes it lose with few output channels.
+DEF _ROWS_COPY = 32.0
+# Packing one im2col element costs about this many multiply-adds at GEMM speed: in the
+# forward (against the padded grid's wasted columns) and in the weight gradient (against
+# the dot kernel's), spread over the m rows of output channels.
+DEF _IM2COL_PACK_FWD = 32.0
+DEF _IM2COL_PACK_GW = 16.0
 # Rows tasks: output channels per forward / weight-gradient task, columns per input-gradient
 # task (any cut gives the same bits; these keep tasks of ~100 us on large layers).
 DEF _ROWS_CHUNK = 32
@@ -586,7 +598,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
         return A_LANES
     if _padded_size(p) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per
-        # row; im2col has none but pays ~16 FMA-equivalents per packed element, over m rows.
+        # row; im2col has none but pays _IM2COL_PACK_FWD per packed element, over m rows.
         # Over the batch: the grid is padded per image, im2col's blocks may span images.
         wph = ((s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1)) // s.stride_w + 1
         grid_cols = p.batch * _round_up(s.out_h * wph, p.nr)
@@ -594,13 +606,13 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
                        else p.batch * _round_up(s.out_h * s.out_w, p.nr))
         restream = (s.out_h == 1 and (s.stride_w > 1 or p.threads > 1)
                     and _round_up(m, p.mr) * s.channels * khw * p.itemsize > _PADDED_A_BYTES)
-        if not gemm_pays or not (im2col_cols * (m + 16)
+        if not gemm_pays or not (im2col_cols * (m + _IM2COL_PACK_FWD)
                                  < grid_cols * m * (1 + restream * _PADDED_RESTREAM)
                                  or khw == 1):
             p.reason = W_PADDED
             return A_PADDED
         p.reason = (W_IM2COL_POINTWISE if khw == 1
-                    else W_IM2COL_COLUMNS if im2col_cols * (m + 16) < grid_cols * m
+                    else W_IM2COL_COLUMNS if im2col_cols * (m + _IM2COL_PACK_FWD) < grid_cols * m
                     else W_IM2COL_WEIGHTS)
         return A_IM2COL
     if gemm_pays:
@@ -703,18 +715,20 @@ cdef bint _rows_pays(const ConvPlan *p, int pass_) noexcept nogil:
     multiply-adds at GEMM speed per group.  The GEMM computes round_up(m, mr) rows over
     its columns rounded up to whole nr-wide panels and first packs every weight element
     (forward and col2im grad_input: once; stride-1 grad_input: flipped, then packed:
-    twice), _ROWS_PACK each; rows computes exactly m x J columns at _ROWS_MAC each and
-    packs nothing.  The weight gradient writes m x K either way; there the GEMM's depth
-    is J (the pixels), each micro-kernel tile pays ~nr multiply-adds of overhead (C tile
-    load / store) per column of depth, and batch parts beyond the first add a partial sum
-    of m x K (written, then read back: 2 x _ROWS_PACK per element).  So rows wins when J
-    is small next to the packing, whatever the channel counts; the crossover is near
-    J = (_ROWS_PACK + J_padded) / _ROWS_MAC.  With fewer than _GEMM_MIN_CHANNELS output
-    channels the alternative is direct loops, not a GEMM: rows is not considered."""
+    twice), _ROWS_PACK each; rows computes exactly m x J columns at _ROWS_MAC each, packs
+    no weights and copies the K x J pixel columns once (_ROWS_COPY each).  The weight
+    gradient writes m x K either way; there the GEMM's depth is J (the pixels), each
+    micro-kernel tile pays ~nr multiply-adds of overhead (C tile load / store) per column
+    of depth, and batch parts beyond the first add a partial sum of m x K (written, then
+    read back: 2 x _ROWS_PACK per element).  So rows wins when J is small next to the
+    packing and m is not too small for its column copy: in the forward, near
+    J (m _ROWS_MAC + _ROWS_COPY) = m _ROWS_PACK + m_padded J_padded.  With fewer than
+    _GEMM_MIN_CHANNELS output channels the alternative is direct loops, not a GEMM: rows
+    is not considered."""
     cdef const cconv_geom *s = &p.g
     cdef double m = p.m, K = s.channels * s.kernel_h * s.kernel_w
     cdef double J = <double>p.batch * s.out_h * s.out_w
-    cdef double rows_cost = m * K * J * _ROWS_MAC
+    cdef double rows_cost = K * J * (m * _ROWS_MAC + _ROWS_COPY)
     cdef double cols = _round_up(p.batch * s.out_h * s.out_w, p.nr)
     cdef double gemm_cost = _round_up(p.m, p.mr) * K * cols
     if p.m < _GEMM_MIN_CHANNELS or not _rows_fit(p):
@@ -854,9 +868,9 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
             algo = A_ROWS
             p.reason = W_ROWS
         # The dot kernel also sums over the grid's extra columns (dot_grid >= P); the
-        # packed GEMM pays ~48 FMA-equivalents per packed element, spread over m rows.
+        # packed GEMM pays _IM2COL_PACK_GW per packed element, spread over m rows.
         elif dot_ok and not (gemm_pays and (s.kernel_h * s.kernel_w == 1
-                                            or _dot_grid(p) * m > P * (m + 48))):
+                                            or _dot_grid(p) * m > P * (m + _IM2COL_PACK_GW))):
             algo = A_DOT
             p.reason = W_DOT
         elif gemm_pays or not direct_exact:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif("cython" not in BACKENDS_UNDER_TEST,
                                 reason="plans exist in the compiled backend only")
 
 CASES = [  # x shape, w shape, kwargs
-    ((24, 40, 2, 2), (36, 40, 2, 2), dict(stride=2)),
+    ((24, 40, 4, 4), (36, 40, 2, 2), dict(stride=2)),
     ((41, 24, 3, 3), (20, 12, 3, 3), dict(stride=2, groups=2)),
     ((9, 16, 5, 4), (12, 16, 3, 2), dict(stride=(3, 2), padding=(1, 0))),
     ((30, 20, 1, 1), (24, 20, 1, 1), dict(stride=2)),
