@@ -80,6 +80,12 @@ DEF _WINO_GW_MIN_MC = 16384
 # cache, and twice that when they are as large as _WINO_STRIPS_BYTES.
 DEF _WINO_MIN_TILES = 20
 DEF _WINO_STRIPS_BYTES = 16777216
+# On a team each thread streams all 16 strips for its own tiles while the other does the same
+# through the shared L3 and memory, so the strips weigh more.  Measured at 2 threads by timing
+# every algorithm on the sweep's 3x3 layers (benchmarks/results-planner.md): Winograd lost
+# 1.1-3x with 10-28 MiB of strips over 64-128 tiles (e.g. 512->512 on 4x4 maps, batch 32) and
+# won with 3-4 MiB over 340-510 tiles; weights of 6-17 separate the two.  More threads: unmeasured.
+DEF _WINO_TEAM_STRIPS = 8
 # Winograd tile block: about this many scratch elements per thread.
 DEF _WINO_BLOCK_ELEMS = 262144
 # Outputs of at least this many bytes (twice this machine's L2) are written with streaming
@@ -391,12 +397,15 @@ cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
 
 
 cdef inline bint _wino_pays(const ConvPlan *p) noexcept nogil:
-    """3x3, stride 1, undilated, enough channels and enough 2x2 output tiles over the batch."""
+    """3x3, stride 1, undilated, enough channels and enough 2x2 output tiles over the batch
+    to repay streaming the 16 GEMM strips (more tiles on a team)."""
     cdef const cconv_geom *s = &p.g
-    cdef double strips = 16.0 * p.m * s.channels * p.itemsize
+    cdef double strips = 16.0 * p.m * s.channels * p.itemsize / _WINO_STRIPS_BYTES
+    if p.threads > 1:
+        strips *= _WINO_TEAM_STRIPS
     return (_is_3x3_unit(s) and p.m >= _WINO_MIN_CHANNELS and s.channels >= _WINO_MIN_CHANNELS
             and p.batch * ((s.out_h + 1) // 2) * ((s.out_w + 1) // 2)
-            >= _WINO_MIN_TILES * (1.0 + strips / _WINO_STRIPS_BYTES))
+            >= _WINO_MIN_TILES * (1.0 + strips))
 
 
 cdef inline bint _is_pointwise(const cconv_geom *s) noexcept nogil:
