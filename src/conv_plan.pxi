@@ -93,7 +93,7 @@ DEF _DOT_MIN_BLOCK = 32
 # most this many output channels and channel pairs.
 DEF _PW_DOT_FEW = 8
 DEF _PW_DOT_MAX_M = 128
-DEF _PW_DOT_MAX_MC = 16384
+DEF _PW_DOT_MAX_MC = 2048
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
 # The rows algorithm (few output pixels) against the GEMMs, in multiply-adds at GEMM speed
@@ -922,7 +922,8 @@ cdef bint _pw_dot_pays(const ConvPlan *p) noexcept nogil:
     _PW_DOT_MAX_M output channels and _PW_DOT_MAX_MC channel pairs; smaller images share
     the GEMM's depth and the dot kernel's per-image overhead wins only with the fewest
     channels.  Measured by forcing both on every pair of 3-256 channels, 2x56x56 and
-    16x14x14 (1 thread)."""
+    16x14x14 (1 thread); the channel-pair bound from the sweep's 1x1 layers against torch
+    (48-128 channels each side lost 5-30% to the GEMM at 17x17-112x112, batch 4-64)."""
     cdef Py_ssize_t m = p.m, C = p.g.channels
     if min(m, C) <= _PW_DOT_FEW:
         return True
