@@ -105,7 +105,7 @@ cdef inline void *_ptr(_Scratch scratch):
 # --------------------------------------------------------------------------
 
 cdef Py_ssize_t _ran[N_ALGOS][4]     # passes executed, per algorithm and pass (for tests)
-cdef Py_ssize_t _dot_ran[2]          # dot weight gradients executed: [masked, finite]
+cdef Py_ssize_t _dot_ran[3]          # dot weight gradients executed: [masked, finite, in place]
 
 
 cdef cconv_geom _slice_geom(g):
@@ -414,7 +414,7 @@ cdef int _backward_run(const _Geom *c, const floating *gy, const floating *x,
                        <const floating *>NULL, gw if n_w else NULL, &done)
         _ran[plan.algo][P_GRAD_WEIGHT] += 1
         if plan.algo == A_DOT:
-            _dot_ran[plan.dot_finite] += 1
+            _dot_ran[2 if plan.pointwise else plan.dot_finite] += 1
         if plan.algo == A_EMPTY:
             memset(gw, 0, n_w * sizeof(floating))
         elif not done:
@@ -682,7 +682,7 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)
     if p.algo == A_DOT:     # the input was checked: finite runs the kernel without the mask
-        info["variant"] = "finite" if p.dot_finite else "masked"
+        info["variant"] = "in_place" if p.pointwise else "finite" if p.dot_finite else "masked"
     return info
 
 
@@ -740,8 +740,9 @@ def algorithm_counts():
 
 def dot_variant_counts():
     """{variant: dot weight gradients executed} since import: "masked" (the input had an
-    inf or NaN) and "finite" (the mask-free kernel)."""
-    return {"masked": int(_dot_ran[0]), "finite": int(_dot_ran[1])}
+    inf or NaN), "finite" (the mask-free kernel) and "in_place" (a 1x1 kernel: x and
+    grad_output read where they are, no padded copies and no mask)."""
+    return {"masked": int(_dot_ran[0]), "finite": int(_dot_ran[1]), "in_place": int(_dot_ran[2])}
 
 
 def build_info():

@@ -98,10 +98,59 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
             for (Py_ssize_t o1 = o_lo; o1 < o_hi; o1 += ob)
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
                     for (Py_ssize_t o0 = o1; o0 < cconv_min(o_hi, o1 + ob); o0 += mo)
-                        dot(ws + xp_size + (o0 - o_lo) * jp, jp, ws, stride, nimg, off + k0,
+                        dot(ws + xp_size + (o0 - o_lo) * jp, jp, jp, ws, stride, nimg, off + k0,
                             mask, gwg + o0 * K + k0, K, (int)cconv_min(mo, o_hi - o0),
                             (int)cconv_min(nk, K - k0));
         }
 }
 CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo, Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
     (kern, x, gy, g, groups, m, img0, img1, o_lo, o_hi, off, mask, gw, ws))
+
+/* Weight gradient of a 1x1, stride-1, unpadded pass (g pointwise) by the dot kernel on the
+ * arrays in place: a plane of x and of grad_output is already a grid row, so nothing is
+ * copied or packed.  gw(groups*m x C) += gy * x^T over the flattened (image, pixel) rows
+ * [r0, r1): each image's run in chunks of whole 64-byte vectors, sized so the chunk's m
+ * grad_output rows stay in L2 while every tile of dot_nk input rows passes over them; the
+ * last pixels of a run (fewer than a vector) are added by a scalar loop.  Every gw element
+ * sums its chunks in the same order whatever the thread count. */
+CCONV_BODY void CCONV_CAT(S(conv_gw_pointwise), _body)(const S(kernel_t) *kern, const T *x,
+                                 const T *gy, const cconv_geom *g, Py_ssize_t groups,
+                                 Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw)
+{
+    const Py_ssize_t C = g->channels, P = g->out_h * g->out_w;
+    const Py_ssize_t lanes = 64 / (Py_ssize_t)sizeof(T);
+    const int mo = kern->dot_mo, nk = kern->dot_nk;
+    Py_ssize_t chunk = CCONV_DOT_GY_BYTES / ((Py_ssize_t)sizeof(T) * (m + nk)) / lanes * lanes;
+    chunk = cconv_max(16 * lanes, cconv_min(chunk, 256 * lanes));
+    Py_ssize_t off[16];   /* input-channel rows of one tile (dot_nk <= 16) */
+    for (Py_ssize_t r = r0; r < r1;) {
+        const Py_ssize_t img = r / P, pa = r % P, pb = cconv_min(P, pa + (r1 - r));
+        for (Py_ssize_t gi = 0; gi < groups; gi++) {
+            const T *xg = x + (img * groups + gi) * C * P;
+            const T *gyg = gy + (img * groups + gi) * m * P;
+            T *gwg = gw + gi * m * C;
+            const Py_ssize_t vend = pa + (pb - pa) / lanes * lanes;
+            for (Py_ssize_t p0 = pa; p0 < vend; p0 += chunk) {
+                const Py_ssize_t len = cconv_min(chunk, vend - p0);
+                for (Py_ssize_t c0 = 0; c0 < C; c0 += nk) {
+                    const int nc = (int)cconv_min(nk, C - c0);
+                    for (int l = 0; l < nc; l++) off[l] = (c0 + l) * P;
+                    for (Py_ssize_t o0 = 0; o0 < m; o0 += mo)
+                        kern->dot_finite(gyg + o0 * P + p0, len, P, xg + p0, 0, 1, off, NULL,
+                                         gwg + o0 * C + c0, C, (int)cconv_min(mo, m - o0), nc);
+                }
+            }
+            if (vend < pb)
+                for (Py_ssize_t o = 0; o < m; o++)
+                    for (Py_ssize_t c = 0; c < C; c++) {
+                        T sum = 0;
+                        for (Py_ssize_t q = vend; q < pb; q++)
+                            sum += gyg[o * P + q] * xg[c * P + q];
+                        gwg[o * C + c] += sum;
+                    }
+        }
+        r += pb - pa;
+    }
+}
+CCONV_ISA_VARIANTS(S(conv_gw_pointwise), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw),
+    (kern, x, gy, g, groups, m, r0, r1, gw))

@@ -474,11 +474,12 @@ cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) no
     cdef const cconv_geom *s = &p.g
     cdef Py_ssize_t part = t // p.oblocks
     cdef Py_ssize_t o_lo = 0, o_hi = p.m     # output-channel blocks: the dot kernel's only
-    if p.algo == A_DOT:                      # (other ISAs may have no dot tile at all)
+    if p.algo == A_DOT and not p.pointwise:  # (other ISAs may have no dot tile at all)
         o_lo = _dot_block_rows(p, t % p.oblocks)
         o_hi = _dot_block_rows(p, t % p.oblocks + 1)
     cdef Py_ssize_t K = s.channels * s.kernel_h * s.kernel_w, gi
-    cdef Py_ssize_t n = p.batch if p.algo != A_IM2COL else p.batch * s.out_h * s.out_w
+    cdef Py_ssize_t n = (p.batch * s.out_h * s.out_w if p.algo == A_IM2COL or p.pointwise
+                         else p.batch)
     cdef Py_ssize_t lo = n * part // p.parts, hi = n * (part + 1) // p.parts
     cdef floating *dst = _partial(job, part, d)
     cdef const floating *x = <const floating *>job.x
@@ -493,7 +494,15 @@ cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) no
                              p.nimg, p.nty, p.tpad, dst, tws)
         return
     cdef const void *mask = NULL      # dot: no grid mask for a finite input
-    if p.algo == A_DOT:
+    if p.algo == A_DOT and p.pointwise:     # in place: no copies, no mask (no padding)
+        memset(dst, 0, _reduce_size(p) * sizeof(floating))
+        if floating is float:
+            conv_gw_pointwise_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+                                  dst)
+        else:
+            conv_gw_pointwise_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+                                  dst)
+    elif p.algo == A_DOT:
         for gi in range(p.groups):      # this block's rows of each group
             memset(dst + (gi * p.m + o_lo) * K, 0, (o_hi - o_lo) * K * sizeof(floating))
         if not p.dot_finite:
@@ -737,7 +746,7 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
     if p.algo == A_DEPTHWISE:     # each task sums its channels over the whole batch
         _dw_run(&job, K_DW_GW, x)
         return
-    if p.algo == A_DOT:
+    if p.algo == A_DOT and not p.pointwise:
         tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
         if p.dot_finite:
             pass

@@ -17,12 +17,12 @@ cdef extern from "conv_kernels.h" nogil:
     ctypedef struct kernel_f32 "kernel_t_f32":
         int mr, nr
         void *dot
-        int dot_mo
+        int dot_mo, dot_nk
         const char *isa
     ctypedef struct kernel_f64 "kernel_t_f64":
         int mr, nr
         void *dot
-        int dot_mo
+        int dot_mo, dot_nk
         const char *isa
 
     const Py_ssize_t CCONV_KC
@@ -131,6 +131,12 @@ cdef extern from "conv_kernels.h" nogil:
                             Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
                             Py_ssize_t o_hi, const Py_ssize_t *off, const long long *mask,
                             double *gw, double *ws)
+    void conv_gw_pointwise_f32(const kernel_f32 *kern, const float *x, const float *gy,
+                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t r0, Py_ssize_t r1, float *gw)
+    void conv_gw_pointwise_f64(const kernel_f64 *kern, const double *x, const double *gy,
+                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
+                               Py_ssize_t r0, Py_ssize_t r1, double *gw)
     Py_ssize_t dot_image_size_f32(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)

@@ -107,6 +107,12 @@ DEF _SHARES_PER_THREAD = 4
 # ... but a dot block keeps at least this many output channels (each block pads its images
 # again: one copy per this many channels' multiply-adds).
 DEF _DOT_MIN_BLOCK = 32
+# 1x1 weight gradients by the dot kernel in place rather than the packed GEMM (see
+# _pw_dot_pays): at most this many channels on one side, any size; or on large images at
+# most this many output channels and channel pairs.
+DEF _PW_DOT_FEW = 8
+DEF _PW_DOT_MAX_M = 128
+DEF _PW_DOT_MAX_MC = 2048
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
 # The rows algorithm (few output pixels) against the GEMMs, in multiply-adds at GEMM speed
@@ -166,6 +172,7 @@ cdef enum:
     W_DEPTHWISE_LANES
     W_VOLUME
     W_IM2COL_WEIGHTS
+    W_DOT_POINTWISE
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -202,6 +209,8 @@ REASONS = (
     "one output row (strided, or on a team) and packed weights over %d KiB: the padded grid "
     "would stream them from L3 for every block of columns, im2col panels reuse them longer"
     % (_PADDED_A_BYTES // 1024),
+    "1x1 kernel with few channels: register-tiled dot kernel on the input and grad_output in "
+    "place, where a GEMM would pad its tiles and transpose both operands into panels",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -495,8 +504,9 @@ cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
 cdef bint _plan_depthwise(ConvPlan *p, double macs, int fin) noexcept nogil:
     """Plans a depthwise pass (one input channel, 1-2 output channels per group) and returns
     True; False where it does not apply (another algorithm forced, a padded plane over
-    _PADDED_MAX_ELEMS, a tiny forward or weight gradient, or an input gradient with
-    non-finite weights: its zero margins would meet them where PyTorch multiplies nothing)."""
+    _PADDED_MAX_ELEMS, a tiny single-channel forward or weight gradient, or an input gradient
+    with non-finite weights: its zero margins would meet them where PyTorch multiplies
+    nothing)."""
     cdef const cconv_geom *s = &p.g
     cdef Py_ssize_t total, per, khw = s.kernel_h * s.kernel_w, width
     cdef double plane_macs
@@ -504,10 +514,12 @@ cdef bint _plan_depthwise(ConvPlan *p, double macs, int fin) noexcept nogil:
             or (_forced_algo >= 0 and _forced_algo != A_DEPTHWISE)
             or _padded_size(p) > _PADDED_MAX_ELEMS):
         return False
-    # tiny forward and weight-gradient passes keep the direct loops (no copy, no workspace)
-    # wherever those are exact
-    if (_forced_algo != A_DEPTHWISE and macs < _DIRECT_MAX_MACS and p.pass_ != P_GRAD_INPUT
-            and (not _reads_padding(s) or (fin & F_OTHER))):
+    # Tiny passes too when they are depthwise layers (groups > 1): the direct loops cost a
+    # call per output pixel and tap row, the depthwise kernels a plane copy (forward 1.3-9x,
+    # weight gradient 0.8-2.6x faster on 2.6k-29k multiply-adds, maps 1-16, 4-176
+    # channels).  A tiny single-channel conv keeps the direct loops where they are exact.
+    if (_forced_algo != A_DEPTHWISE and macs < _DIRECT_MAX_MACS and p.groups == 1
+            and p.pass_ != P_GRAD_INPUT and (not _reads_padding(s) or (fin & F_OTHER))):
         return False
     if p.pass_ == P_GRAD_INPUT:
         p.needs |= F_OTHER
@@ -849,7 +861,8 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef bint pad = _reads_padding(s)
     cdef bint direct_exact = not pad or (fin & F_OTHER)
     cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS
-    cdef bint dot_ok = _has_dot(p.itemsize) and _dot_scratch(p) > 0
+    cdef bint pw = _is_pointwise(s)
+    cdef bint dot_ok = _has_dot(p.itemsize) and (pw or _dot_scratch(p) > 0)
     cdef int algo = -1
     if pad:
         p.needs |= F_OTHER
@@ -876,6 +889,9 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         elif _rows_pays(p, P_GRAD_WEIGHT):
             algo = A_ROWS
             p.reason = W_ROWS
+        elif dot_ok and pw and (not gemm_pays or _pw_dot_pays(p)):
+            algo = A_DOT
+            p.reason = W_DOT_POINTWISE
         # The dot kernel also sums over the grid's extra columns (dot_grid >= P); the
         # packed GEMM pays _IM2COL_PACK_GW per packed element, spread over m rows.
         elif dot_ok and not (gemm_pays and (s.kernel_h * s.kernel_w == 1
@@ -906,12 +922,12 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         _plan_rows(p, macs, p.groups * ((m + _ROWS_CHUNK - 1) // _ROWS_CHUNK))
         _lay_out(p)
         return
-    if algo == A_IM2COL:
-        p.pointwise = _is_pointwise(s)
+    if algo == A_IM2COL or (algo == A_DOT and pw):   # parts of the (image, pixel) rows
+        p.pointwise = pw
         p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch * P)
     else:
         p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch)
-    if algo == A_DOT:
+    if algo == A_DOT and not pw:
         _dot_blocks(p)
     p.threads = _team(p.threads, macs, p.parts * p.oblocks)
     # partial sums and Winograd's output transform go parallel on large weights only
@@ -926,7 +942,9 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         _lay_out(p)
         return
     _book(p, R_PARTIALS, (p.parts - 1) * _round_up(GW, 16))
-    if algo == A_DOT:
+    if algo == A_DOT and pw:      # reads x and grad_output in place: no scratch
+        pass
+    elif algo == A_DOT:
         # The grid mask only keeps a non-finite input off the zero grid columns: with x
         # finite those products are exact zeros and the mask-free kernel runs.
         p.needs |= F_DATA
@@ -939,6 +957,24 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         _book_thread(p, T_A, _round_up(m, p.mr) * CCONV_KC)
         _book_thread(p, T_B, CCONV_KC * CCONV_NC)
     _lay_out(p)
+
+
+cdef bint _pw_dot_pays(const ConvPlan *p) noexcept nogil:
+    """Whether a 1x1 weight gradient is faster by the dot kernel in place than by the packed
+    GEMM.  With few channels on either side the GEMM's tiles are mostly padding (C in nr-wide
+    panels) and it transposes m + C values per pixel for few multiply-adds each: the dot
+    kernel wins at any size.  Images of at least CCONV_KC pixels make the GEMM pack each
+    image's panels apart, which costs more than the dot kernel's reduction up to
+    _PW_DOT_MAX_M output channels and _PW_DOT_MAX_MC channel pairs; smaller images share
+    the GEMM's depth and the dot kernel's per-image overhead wins only with the fewest
+    channels.  Measured by forcing both on every pair of 3-256 channels, 2x56x56 and
+    16x14x14 (1 thread); the channel-pair bound from the sweep's 1x1 layers against torch
+    (48-128 channels each side lost 5-30% to the GEMM at 17x17-112x112, batch 4-64)."""
+    cdef Py_ssize_t m = p.m, C = p.g.channels
+    if min(m, C) <= _PW_DOT_FEW:
+        return True
+    return (p.g.out_h * p.g.out_w >= CCONV_KC and m <= _PW_DOT_MAX_M
+            and m * C <= _PW_DOT_MAX_MC)
 
 
 cdef void _dot_blocks(ConvPlan *p) noexcept nogil:

@@ -11,7 +11,8 @@ typedef void (*S(ukr_fn))(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_
 typedef void (*S(ukr_ind_fn))(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
                               T *c, Py_ssize_t ldc, int m, int n, int accumulate, const T *bias);
 
-typedef void (*S(dot_fn))(const T *gy, Py_ssize_t jp, const T *xp, Py_ssize_t img_stride,
+typedef void (*S(dot_fn))(const T *gy, Py_ssize_t jp, Py_ssize_t ldy, const T *xp,
+                          Py_ssize_t img_stride,
                           int nimg, const Py_ssize_t *off, const TI *mask, T *gw,
                           Py_ssize_t ldg, int mo, int nk);
 

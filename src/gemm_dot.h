@@ -3,7 +3,7 @@
  * Parameters (macros): T, DOT_NAME, DOT_TARGET, DOT_VBYTES, DOT_MO, DOT_NK, DOT_MASKED.
  * For a tile of mo <= DOT_MO output channels and nk <= DOT_NK kernel taps:
  *
- *   gw[i*ldg + l] += sum_{j < jp} gy[i*jp + j] * (mask[j] ? xp[off[l] + j] : 0)
+ *   gw[i*ldg + l] += sum_{j < jp} gy[i*ldy + j] * (mask[j] ? xp[off[l] + j] : 0)
  *
  * over the flat output grid j = oh*wph + ow of the padded polyphase image xp (see
  * pad_phases); gy is grad_output copied onto that grid (zero on the grid's extra
@@ -16,7 +16,8 @@
  * feed DOT_MO*DOT_NK FMAs).  The lanes are summed in a fixed order at the end, so
  * results do not depend on threads or timing.  jp is a multiple of the vector width.
  * The sums run over nimg images at once (image b's gy and xp start b*img_stride further
- * on), so the final lane sums are amortised over all of them.
+ * on), so the final lane sums are amortised over all of them.  ldy (>= jp) is the distance
+ * between gy rows: jp on the grid copy, the plane size when gy is read in place (1x1).
  */
 #define DOT_VL (DOT_VBYTES / (int)sizeof(T))
 #define DOT_V CCONV_CAT(DOT_NAME, _v)
@@ -28,7 +29,8 @@ typedef T DOT_VU __attribute__((vector_size(DOT_VBYTES), aligned(sizeof(T)), __m
 typedef TI DOT_VI __attribute__((vector_size(DOT_VBYTES)));  /* TI: integer as wide as T */
 
 DOT_TARGET
-static void DOT_NAME(const T *CCONV_RESTRICT gy, Py_ssize_t jp, const T *CCONV_RESTRICT xp,
+static void DOT_NAME(const T *CCONV_RESTRICT gy, Py_ssize_t jp, Py_ssize_t ldy,
+                     const T *CCONV_RESTRICT xp,
                      Py_ssize_t img_stride, int nimg, const Py_ssize_t *CCONV_RESTRICT off,
                      const TI *CCONV_RESTRICT mask, T *CCONV_RESTRICT gw, Py_ssize_t ldg,
                      int mo, int nk)
@@ -46,7 +48,7 @@ static void DOT_NAME(const T *CCONV_RESTRICT gy, Py_ssize_t jp, const T *CCONV_R
         for (l = 0; l < DOT_NK; l++) acc[i][l] = (DOT_V){0};
     for (int b = 0; b < nimg; b++) {
     for (i = 0; i < DOT_MO; i++)      /* missing rows re-read row 0, results unused */
-        grow[i] = gy + b * img_stride + (i < mo ? i : 0) * jp;
+        grow[i] = gy + b * img_stride + (i < mo ? i : 0) * ldy;
     for (l = 0; l < DOT_NK; l++) xrow[l] = xp + b * img_stride + off[l < nk ? l : 0];
     for (Py_ssize_t j = 0; j < jp; j += DOT_VL) {
 #if DOT_MASKED

@@ -194,3 +194,40 @@ def test_instruction_set_variants(isa):
     passed = re.search(r"(\d+) passed", result.stdout)
     assert passed and int(passed.group(1)) >= 8, result.stdout[-2000:]
     tally("depthwise (instruction sets)", isa)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pass_", ["forward", "grad_weight"])
+def test_tiny_depthwise_passes_run_the_depthwise_kernels(pass_, dtype):
+    """Depthwise layers of fewer multiply-adds than the direct-loop threshold (maps of 1-8
+    pixels a side, 4-176 channels, NaN/Inf now and then) still run the depthwise kernels,
+    which beat the direct loops there; a single-channel conv keeps the direct loops."""
+    rng = np.random.default_rng(7 + (pass_ == "forward") + 2 * (dtype is np.float32))
+    for i in range(16):
+        channels, mult = int(rng.integers(4, 177)), int(rng.integers(1, 3))
+        k = int(rng.choice([1, 3, 5]))
+        pad = int(rng.integers(0, k // 2 + 1))
+        side = int(rng.integers(max(1, k - 2 * pad), 9))
+        n = int(rng.integers(1, 5))
+        x = rng.standard_normal((n, channels, side, side)).astype(dtype)
+        w = rng.standard_normal((channels * mult, 1, k, k)).astype(dtype)
+        kwargs = dict(padding=pad, groups=channels)
+        gy = rng.standard_normal(cconv.conv2d(x, w, **kwargs, backend=REFERENCE).shape).astype(dtype)
+        if gy.size * k * k >= 32768:
+            continue
+        if i % 4 == 3:
+            x, w = _poke(rng, x), _poke(rng, w)
+        context = f"{pass_} x{x.shape} w{w.shape} {kwargs}"
+        if pass_ == "forward":
+            plan = cconv.explain("conv2d", x, w, None, **kwargs)["forward"]
+        else:
+            plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs, output_mask=MASK[pass_])[pass_]
+        assert plan["algorithm"] == "depthwise", (plan, context)
+        before = _counts()
+        got = _run(pass_, x, w, None, gy, kwargs, "cython")
+        ran = [a for (a, p), n in _counts().items() if p == pass_ and n > before.get((a, p), 0)]
+        assert ran == ["depthwise"], (ran, context)
+        assert_close(got, _run(pass_, x, w, None, gy, kwargs, REFERENCE), context=context)
+        tally("depthwise (tiny passes)", pass_)
+    x, w = rng.standard_normal((1, 1, 5, 5)).astype(dtype), rng.standard_normal((1, 1, 2, 2)).astype(dtype)
+    assert cconv.explain("conv2d", x, w)["forward"]["algorithm"] == "direct"

@@ -68,6 +68,8 @@ class Fuzzer:
         self.depthwise_rng = np.random.default_rng([seed, 3])
         # conv3d with >= 4 channels per group (the volume algorithm): a stream of its own too
         self.volume_rng = np.random.default_rng([seed, 4])
+        # 1x1 layers with few channels on maps of many pixels (the dot kernel in place)
+        self.pointwise_rng = np.random.default_rng([seed, 5])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.mismatches = []                    # descriptions
@@ -278,6 +280,22 @@ class Fuzzer:
             # cancelling values can differ from the reference's by more than 1e-5 relative
             need_input, need_weight, _ = self._mask()
             self.run("conv2d_backward", gy, x, w, **geometry, output_mask=(need_input, need_weight, False))
+    def conv_pointwise(self, dtype):
+        """A 1x1 stride-1 layer with 1-8 channels on one side, 1-40 on the other, on a map of
+        10-60 pixels a side, some grouped: the weight gradient's dot kernel in place (vector
+        chunks and a scalar tail per image).  Drawn from pointwise_rng."""
+        with self._drawing_from(self.pointwise_rng):
+            groups = self._int(1, 2)
+            few, other = self._int(1, 8), self._int(1, 40)
+            c, o = (few, other) if self.rng.random() < 0.5 else (other, few)
+            c, o = groups * c, groups * o
+            x = self._array(self._input_shape(c, low=10, high=60), dtype)
+            w = self._array((o, c // groups, 1, 1), dtype)
+            y = self.run("conv2d", x, w, None, groups=groups)
+            if y is not None:
+                gy = self._array(y.shape, dtype)
+                self.run("conv2d_backward", gy, x, w, groups=groups, output_mask=self._mask())
+
     def conv_few_pixels(self, dtype):
         """Output maps of 1x1-3x3 at batch 1-3 with 24-90 channels per group: the rows
         algorithm's passes (weights read in place).  Drawn from a stream of its own, so the
@@ -538,6 +556,8 @@ class Fuzzer:
                     self.conv_dead_taps(dtypes[self.draw // 8 % 2])
                 if self.draw % 40 == 0:
                     self.conv_few_pixels(dtypes[self.draw // 40 % 2])
+                if self.draw % 200 == 0:
+                    self.conv_pointwise(dtypes[self.draw // 200 % 2])
         return self
 
 
@@ -669,8 +689,9 @@ def _algorithm_line(backend):
     skipped = [a for a in info["conv_algorithms"] if a not in runnable]
     note = f" (not on this CPU: {', '.join(skipped)})" if skipped else ""
     variants = _compiled._conv.dot_variant_counts()
-    if "dot" in runnable:   # the dot kernel's two variants: with the grid mask, and without
-        note = f" (dot: {variants['finite']} finite, {variants['masked']} masked){note}"
+    if "dot" in runnable:   # the dot kernel's variants: with the grid mask, without, in place
+        note = (f" (dot: {variants['finite']} finite, {variants['masked']} masked, "
+                f"{variants['in_place']} in place){note}")
     print("calls per algorithm: " + " ".join(f"{a}={counts[a]}" for a in runnable) + note)
     unused = [a for a in runnable if counts[a] == 0]
     if "dot" in runnable and counts["dot"]:
