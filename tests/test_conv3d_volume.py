@@ -244,3 +244,28 @@ def test_volume_tasks_of_several_depth_planes(rng, dtype):
         assert _volume_runs(before) == ({"forward": 1, "grad_input": 1} if stride == (1, 1, 1) else {"forward": 1})
         plan = cconv.explain("conv3d", x, w, **args)["forward"]
         assert plan["algorithm"] == "volume" and plan["depth_planes_per_task"] < y.shape[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_stride2_rows_and_plane_runs(rng, dtype):
+    """Stride 2 across rows long enough for the even/odd row split's vector loop, with 0-2
+    columns of padding and either row parity (the split's zero edges), and stride-1 volumes
+    with small planes whose grid rows beyond the output are skipped plane by plane."""
+    for i in range(12):
+        kw, pad_w, width = int(rng.integers(1, 4)), int(rng.integers(0, 3)), int(rng.integers(17, 42))
+        if i % 2:
+            w_shape, args = (6, 4, 3, 3, kw), dict(stride=(1, int(rng.integers(1, 3)), 2), padding=(1, 1, pad_w))
+            x_shape = (int(rng.integers(1, 3)), 4, int(rng.integers(3, 7)), int(rng.integers(5, 12)), width)
+        else:
+            w_shape, args = (7, 5, 3, 3, 3), dict(stride=1, padding=1)
+            x_shape = (1, 5, int(rng.integers(4, 9)), int(rng.integers(2, 9)), int(rng.integers(2, 9)))
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        stride = args["stride"] if isinstance(args["stride"], tuple) else (args["stride"],) * 3
+        pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
+        geo = (stride, tuple((p, p) for p in pad), (1, 1, 1), 1)
+        before = _counts()
+        y = cconv.conv3d(x, w, b, **args, backend="cython")
+        assert _volume_runs(before) == {"forward": 1}, (x_shape, w_shape, args)
+        assert_close(y, ref.conv(x, w, b, *geo), context=f"{x_shape} {w_shape} {args}")
