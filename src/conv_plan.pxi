@@ -84,7 +84,7 @@ DEF _WINO_STRIPS_BYTES = 16777216
 # through the shared L3 and memory, so the strips weigh more.  Measured at 2 threads by timing
 # every algorithm on the sweep's 3x3 layers (benchmarks/results-planner.md): Winograd lost
 # 1.1-3x with 10-28 MiB of strips over 64-128 tiles (e.g. 512->512 on 4x4 maps, batch 32) and
-# won with 3-4 MiB over 340-510 tiles; weights of 6-17 separate the two.  More threads: unmeasured.
+# won with 2-9 MiB over 256-1024 tiles; weights of 6-20 separate the two.  More threads: unmeasured.
 DEF _WINO_TEAM_STRIPS = 8
 # Winograd tile block: about this many scratch elements per thread.
 DEF _WINO_BLOCK_ELEMS = 262144
