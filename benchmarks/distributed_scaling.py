@@ -1,6 +1,6 @@
 """Data-parallel scaling of cconv.distributed on one host: N ranks x 1 thread against 1 rank x 1 thread.
 
-    flock -x /work/bench.lock python benchmarks/distributed_scaling.py [--repeats 5] [--out FILE.md]
+    python benchmarks/distributed_scaling.py [--repeats 5] [--out FILE.md]
 
 Needs ``pip install "cconv[mpi]"`` (mpiexec from the MPI wheel, next to the interpreter).
 
@@ -206,8 +206,8 @@ def main():
     first = base[0]
     lines = [
         "# Data-parallel scaling of cconv.distributed", "",
-        (f"Produced by `python benchmarks/distributed_scaling.py --repeats {args.repeats}` (under "
-        f"`flock -x /work/bench.lock`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."), "",
+        (f"Produced by `python benchmarks/distributed_scaling.py --repeats {args.repeats}` (with no other benchmark, "
+        f"build or test running) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."), "",
         (f"- Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, "
         f"NumPy {np.__version__}; MPI: {_mpi_version()}"),
         (f"- Load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (a shared machine: "
