@@ -862,7 +862,11 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef bint direct_exact = not pad or (fin & F_OTHER)
     cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS
     cdef bint pw = _is_pointwise(s)
-    cdef bint dot_ok = _has_dot(p.itemsize) and (pw or _dot_scratch(p) > 0)
+    # The dot kernel in place sums each image's pixels in whole vectors; on images smaller
+    # than a vector it would add one scalar product per image into the result, a long
+    # sequential float sum: those take the dot kernel on grid copies (or the GEMM).
+    cdef bint in_place = pw and P * p.itemsize >= 64
+    cdef bint dot_ok = _has_dot(p.itemsize) and (in_place or _dot_scratch(p) > 0)
     cdef int algo = -1
     if pad:
         p.needs |= F_OTHER
@@ -889,7 +893,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         elif _rows_pays(p, P_GRAD_WEIGHT):
             algo = A_ROWS
             p.reason = W_ROWS
-        elif dot_ok and pw and (not gemm_pays or _pw_dot_pays(p)):
+        elif dot_ok and in_place and (not gemm_pays or _pw_dot_pays(p)):
             algo = A_DOT
             p.reason = W_DOT_POINTWISE
         # The dot kernel also sums over the grid's extra columns (dot_grid >= P); the
@@ -922,12 +926,12 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         _plan_rows(p, macs, p.groups * ((m + _ROWS_CHUNK - 1) // _ROWS_CHUNK))
         _lay_out(p)
         return
-    if algo == A_IM2COL or (algo == A_DOT and pw):   # parts of the (image, pixel) rows
+    if algo == A_IM2COL or (algo == A_DOT and in_place):   # parts of the (image, pixel) rows
         p.pointwise = pw
         p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch * P)
     else:
         p.parts = min(<Py_ssize_t>_GW_PARTS, p.batch)
-    if algo == A_DOT and not pw:
+    if algo == A_DOT and not in_place:
         _dot_blocks(p)
     p.threads = _team(p.threads, macs, p.parts * p.oblocks)
     # partial sums and Winograd's output transform go parallel on large weights only
@@ -942,7 +946,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         _lay_out(p)
         return
     _book(p, R_PARTIALS, (p.parts - 1) * _round_up(GW, 16))
-    if algo == A_DOT and pw:      # reads x and grad_output in place: no scratch
+    if algo == A_DOT and in_place:      # reads x and grad_output in place: no scratch
         pass
     elif algo == A_DOT:
         # The grid mask only keeps a non-finite input off the zero grid columns: with x
