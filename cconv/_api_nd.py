@@ -510,10 +510,12 @@ def _scatter_depth(z, m, n, c, groups):
     cg = c // groups
     zz = z.reshape(n, m.out, groups, m.taps, cg, h, w)
     b = np.zeros((n, groups, cg, m.size, h, w), z.dtype)
-    for t in range(m.taps):
-        j0, j1, i0 = m.tap_range(t)
-        if j1 > j0:
-            b[:, :, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride] += zz[:, j0:j1, :, t].transpose(0, 2, 3, 1, 4, 5)
+    # inf + -inf is NaN here as in any sum of the gradient: IEEE arithmetic, not a warning
+    with np.errstate(invalid="ignore", over="ignore"):
+        for t in range(m.taps):
+            j0, j1, i0 = m.tap_range(t)
+            if j1 > j0:
+                b[:, :, :, i0:i0 + (j1 - j0 - 1) * m.stride + 1:m.stride] += zz[:, j0:j1, :, t].transpose(0, 2, 3, 1, 4, 5)
     return b.reshape(n, c, m.size, h, w)
 
 
