@@ -6,8 +6,21 @@ a validated geometry from :mod:`cconv._shapes`, and returns fresh arrays.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+
+def ieee_sums(func):
+    """Run ``func`` with NumPy's invalid and overflow warnings off: in a convolution's sums
+    inf - inf is NaN and a sum past the float's range is inf, in every backend alike (PyTorch
+    does not warn either)."""
+    @functools.wraps(func)
+    def quiet(*args, **kwargs):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return func(*args, **kwargs)
+    return quiet
 
 name = "numpy"
 
@@ -53,6 +66,7 @@ def _grouped_weight(w, g):
                      g.kernel_h, g.kernel_w)
 
 
+@ieee_sums
 def conv2d(x, w, b, g):
     """y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] * xpad[n, c, i*s + p*d, j*s + q*d]."""
     y = np.einsum("ngchwpq,gocpq->ngohw", _conv_windows(x, g), _grouped_weight(w, g), optimize=True)
@@ -62,6 +76,7 @@ def conv2d(x, w, b, g):
     return np.ascontiguousarray(y, dtype=x.dtype)
 
 
+@ieee_sums
 def conv2d_backward(gy, x, w, g, need_input, need_weight, need_bias):
     """Gradients of conv2d for input, weight and bias (``None`` where not needed)."""
     gy_grouped = gy.reshape(g.batch, g.groups, g.out_channels // g.groups, g.out_h, g.out_w)

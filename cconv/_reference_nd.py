@@ -14,6 +14,8 @@ import itertools
 
 import numpy as np
 
+from ._reference import ieee_sums
+
 
 def _taps(kernel):
     return itertools.product(*(range(k) for k in kernel))
@@ -41,6 +43,7 @@ def conv_out_size(size, before, after, kernel, dilation, stride):
 # convolution
 # --------------------------------------------------------------------------
 
+@ieee_sums
 def conv(x, w, b, stride, pads, dilation, groups):
     """x (N, C, *S), w (O, C/G, *K), pads ((before, after), ...) -> (N, O, *out)."""
     kernel = w.shape[2:]
@@ -57,6 +60,7 @@ def conv(x, w, b, stride, pads, dilation, groups):
     return y
 
 
+@ieee_sums
 def conv_backward(gy, x, w, stride, pads, dilation, groups):
     """Gradients of :func:`conv`: (grad_input, grad_weight, grad_bias)."""
     kernel, out = w.shape[2:], gy.shape[2:]
@@ -78,6 +82,7 @@ def _transpose_full_size(size, kernel, dilation, stride):
     return (size - 1) * stride + dilation * (kernel - 1) + 1
 
 
+@ieee_sums
 def conv_transpose(x, w, b, stride, padding, output_padding, dilation, groups):
     """Scatter form: each input pixel adds ``x * w`` at ``i*stride + t*dilation``; then the
     ``padding`` border is cut off and ``output_padding`` appended. x (N, Ci, *S), w (Ci, Co/G, *K)."""
@@ -99,6 +104,7 @@ def conv_transpose(x, w, b, stride, padding, output_padding, dilation, groups):
     return y
 
 
+@ieee_sums
 def conv_transpose_backward(gy, x, w, stride, padding, output_padding, dilation, groups):
     """Gradients of :func:`conv_transpose`: (grad_input, grad_weight, grad_bias)."""
     kernel, size = w.shape[2:], x.shape[2:]
