@@ -53,9 +53,12 @@ def _grad_weight(gy, x, w, groups, want_in_place=True):
 def _check(gy, x, w, groups, context, want_in_place=True):
     x0, gy0 = x.copy(), gy.copy()
     gw, _, _ = _grad_weight(gy, x, w, groups, want_in_place)
-    expected = cconv.conv2d_backward(gy, x, w, groups=groups, output_mask=MASK,
-                                     backend=REFERENCE)[1]
-    assert_close(gw, expected, context=context)
+    if want_in_place:
+        expected = cconv.conv2d_backward(gy, x, w, groups=groups, output_mask=MASK,
+                                         backend=REFERENCE)[1]
+        assert_close(gw, expected, context=context)
+    else:
+        _assert_within_sum_bound(gw, gy, x, w, groups, context)
     assert np.array_equal(x, x0, equal_nan=True) and np.array_equal(gy, gy0, equal_nan=True)
     try:
         import torch
@@ -67,6 +70,26 @@ def _check(gy, x, w, groups, context, want_in_place=True):
     assert_close(gw, t.numpy(), context="torch " + context)
     return gw
 
+
+
+def _assert_within_sum_bound(gw, gy, x, w, groups, context):
+    """gw against the exact (float64) sums, each within the dtype's tolerance of the sum of
+    its terms' magnitudes: the right yardstick for a sum over thousands of one-pixel images,
+    whose result can cancel far below its terms (there the float32 reference itself is off
+    by 1e-4 of the result); NaN and inf where the exact sums have them."""
+    def grad(a, b):
+        return cconv.conv2d_backward(a.astype(np.float64), b.astype(np.float64),
+                                     w.astype(np.float64), groups=groups, output_mask=MASK,
+                                     backend=REFERENCE)[1]
+    exact, scale = grad(gy, x), grad(np.abs(gy), np.abs(x))
+    tol = 1e-5 if gw.dtype == np.float32 else 1e-12
+    assert gw.dtype == x.dtype and gw.shape == exact.shape, context
+    assert np.array_equal(np.isnan(gw), np.isnan(exact)), f"NaN positions differ ({context})"
+    finite = np.isfinite(exact)
+    assert np.array_equal(gw[~finite & ~np.isnan(exact)], exact[~finite & ~np.isnan(exact)]), context
+    error = np.abs(gw[finite] - exact[finite])
+    assert np.all(error <= tol * scale[finite]), (
+        f"error {error.max():.3e} beyond {tol:g} of the terms' magnitudes ({context})")
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_planner_picks_it_on_few_channels(dtype, rng):
