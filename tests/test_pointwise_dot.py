@@ -62,6 +62,8 @@ def _check(gy, x, w, groups, context, want_in_place=True, long_sums=False):
                                          backend=REFERENCE)[1]
         assert_close(gw, expected, context=context)
     assert np.array_equal(x, x0, equal_nan=True) and np.array_equal(gy, gy0, equal_nan=True)
+    if long_sums:   # torch's float32 sums are no closer to exact than the reference's
+        return gw
     try:
         import torch
     except ImportError:
