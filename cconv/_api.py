@@ -510,14 +510,18 @@ def max_pool2d_backward(grad_output, indices, input_shape, *, backend=None):
     return grad[0] if unbatched else grad
 
 
-def _max_unpool(impl, gy, indices, shape):
+def _max_unpool(impl, gy, indices, shape, check_range=None):
     """impl's max_pool2d_backward with the index range checked: by its own scatter pass
-    when it does that (None back: one was out of range), else by a NumPy pass first."""
+    when it does that (None back: one was out of range), else by a NumPy pass first.
+    ``check_range()`` raises the caller's ValueError (default: the 2-d op's)."""
+    if check_range is None:
+        def check_range():
+            _shapes.check_index_range(indices, shape)
     if not getattr(impl, "checks_pool_indices", False):
-        _shapes.check_index_range(indices, shape)
+        check_range()
     grad = impl.max_pool2d_backward(gy, indices, shape)
     if grad is None:
-        _shapes.check_index_range(indices, shape)
+        check_range()
         raise AssertionError("the compiled scatter reported an index the range check accepts")
     return grad
 

@@ -400,18 +400,10 @@ def _max_pool_flat_backward(grad_output, indices, input_shape, dims, backend):
         raise ValueError(f"grad_output of shape {gy.shape} does not match input_shape {shape} in (N, C)")
     n, c = shape[:2]
     volume = int(np.prod(shape[2:]))
-    impl = _backends.resolve(backend)
-    # the compiled scatter checks the range in its own (parallel) pass; otherwise one NumPy
-    # pass here (a negative index wraps past 2**63)
-    checked = getattr(impl, "checks_pool_indices", False)
-    if not checked:
-        _check_flat_indices(indices, volume, shape)
-    flat = (n, c, 1, volume)
-    grad = impl.max_pool2d_backward(
-        _shapes.contiguous(gy).reshape(n, c, 1, -1), _shapes.contiguous(indices).reshape(n, c, 1, -1), flat)
-    if grad is None:
-        _check_flat_indices(indices, volume, shape)
-        raise AssertionError("the compiled scatter reported an index the range check accepts")
+    grad = _api._max_unpool(
+        _backends.resolve(backend), _shapes.contiguous(gy).reshape(n, c, 1, -1),
+        _shapes.contiguous(indices).reshape(n, c, 1, -1), (n, c, 1, volume),
+        lambda: _check_flat_indices(indices, volume, shape))
     return _unbatch(grad.reshape(shape), unbatched)
 
 
