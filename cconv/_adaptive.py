@@ -80,7 +80,7 @@ _MAX = {1: _api_nd.max_pool1d, 2: _api.max_pool2d, 3: _api_nd.max_pool3d}
 
 def _prepare(input, dims):
     (x,) = _shapes.as_float_arrays(input=input)
-    return _api_nd._batched(x, "input", dims)
+    return _shapes.batched(x, "input", dims)
 
 
 def _on_axis(ndim, axis, index):
@@ -152,8 +152,8 @@ def _adaptive_avg(input, output_size, dims, backend):
 
 def _adaptive_avg_backward(grad_output, input_shape, dims, backend):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _api_nd._input_shape(input_shape, gy.ndim, dims)
-    gy, unbatched = _api_nd._batched(gy, "grad_output", dims)
+    shape = _shapes.input_shape(input_shape, gy.ndim, dims)
+    gy, unbatched = _shapes.batched(gy, "grad_output", dims)
     out = _output_sizes(gy.shape[2:], shape[2:])
     _shapes.check_output_shape(gy, shape[:2] + out, "grad_output")
     impl = _backends.resolve(backend)
@@ -193,7 +193,7 @@ def _reduce_max(values, index, axis, out, volume_step):
 
 def _adaptive_max(input, output_size, return_indices, dims, backend):
     x, unbatched = _prepare(input, dims)
-    return_indices = _api_nd._check_bool(return_indices, "return_indices")
+    return_indices = _shapes.check_bool(return_indices, "return_indices")
     out = _output_sizes(output_size, x.shape[2:])
     impl = _backends.resolve(backend)
     pool = plan_pool(x.shape[2:], out)

@@ -537,7 +537,7 @@ def _max_pool2d_backward_checked(grad_output, indices, input_shape, *, backend=N
 
 def _max_pool2d_backward_inputs(grad_output, indices, input_shape, check_range=True):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _shapes.input_shape_4d(input_shape, gy.ndim)
+    shape = _shapes.input_shape(input_shape, gy.ndim)
     gy, unbatched = _shapes.batched(gy, "grad_output")
     _shapes.check_planes(gy.shape, shape)
     indices = _shapes.check_pool_indices(indices, gy.shape, unbatched, shape, check_range)
@@ -635,7 +635,7 @@ def _avg_pool2d_backward_checked(grad_output, input_shape, kernel_size, stride=N
 def _avg_pool2d_backward_inputs(grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
                                 count_include_pad, divisor_override):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _shapes.input_shape_4d(input_shape, gy.ndim)
+    shape = _shapes.input_shape(input_shape, gy.ndim)
     gy, unbatched = _shapes.batched(gy, "grad_output")
     g, include_pad, divisor = _shapes.avg_pool_geometry(shape, kernel_size, stride, padding, ceil_mode,
                                                         count_include_pad, divisor_override)

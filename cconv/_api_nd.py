@@ -41,55 +41,10 @@ __all__ = [
     "max_pool3d", "max_pool3d_backward", "avg_pool3d", "avg_pool3d_backward",
 ]
 
-_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
-
 
 # --------------------------------------------------------------------------
 # arguments
 # --------------------------------------------------------------------------
-
-def _ntuple(value, n, name):
-    """An int or a sequence of 1 or ``n`` ints (one value broadcasts, as in PyTorch) -> n ints."""
-    if isinstance(value, (tuple, list)):
-        if len(value) == 1:
-            value = tuple(value) * n
-        if len(value) != n:
-            raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {len(value)} values: {value!r}")
-        return tuple(_shapes._as_int(v, name) for v in value)
-    if isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be an int or a tuple of {n} ints, got an ndarray")
-    return (_shapes._as_int(value, name),) * n
-
-
-def _positive(value, n, name):
-    t = _ntuple(value, n, name)
-    if min(t) < 1:
-        raise ValueError(f"{name} must be >= 1, got {t if n > 1 else t[0]}")
-    return t
-
-
-def _non_negative(value, n, name):
-    t = _ntuple(value, n, name)
-    if min(t) < 0:
-        raise ValueError(f"{name} must be >= 0, got {t if n > 1 else t[0]}")
-    return t
-
-
-def _pool_stride(stride, kernel, n):
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        return kernel
-    return _positive(stride, n, "stride")
-
-
-def _batched(x, name, dims):
-    """Accept a batched (N, C, *spatial) or unbatched (C, *spatial) array; return it batched."""
-    if x.ndim == dims + 2:
-        return x, False
-    if x.ndim == dims + 1:
-        return x[np.newaxis], True
-    raise ValueError(f"{name} must be {dims + 2}-d {_LAYOUT[dims]} or {dims + 1}-d (without N), "
-                     f"got {x.ndim}-d of shape {x.shape}")
-
 
 def _grad_batched(gy, unbatched, dims):
     return gy[np.newaxis] if unbatched and gy.ndim == dims + 1 else gy
@@ -98,27 +53,6 @@ def _grad_batched(gy, unbatched, dims):
 def _check_weight(w, dims, layout):
     if w.ndim != dims + 2:
         raise ValueError(f"weight must be {dims + 2}-d {layout}, got shape {w.shape}")
-
-
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def _input_shape(input_shape, grad_ndim, dims):
-    """A backward op's ``input_shape``: ints, as many dims as grad_output; returned batched."""
-    if not isinstance(input_shape, (tuple, list)) and not (
-            isinstance(input_shape, np.ndarray) and input_shape.ndim == 1):
-        raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
-    shape = tuple(_shapes._as_int(s, "input_shape") for s in input_shape)
-    if len(shape) != grad_ndim or len(shape) not in (dims + 1, dims + 2):
-        raise ValueError(f"input_shape {shape} must have as many dims as grad_output ({grad_ndim}), "
-                         f"{dims + 1} or {dims + 2}")
-    if min(shape) < 0:
-        raise ValueError(f"input_shape must not have negative sizes, got {shape}")
-    _shapes._check_element_count(shape, "input_shape")
-    return shape if len(shape) == dims + 2 else (1,) + shape
 
 
 _unbatch = _api._unbatch  # drop the batch axis that an unbatched input was given
@@ -134,31 +68,6 @@ def _recall(known, key, arrays, args, flags=()):
     return value if _api._ready(*arrays) and _api._plain(*args) and _api._bools(*flags) else None
 
 
-def _conv_padding(padding, kernel, dilation, stride, dims):
-    """Per-dimension (before, after) zero padding of a conv: ints, 'valid' or 'same'."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return ((0, 0),) * dims
-        if padding == "same":
-            if max(stride) != 1:
-                raise ValueError(f"padding='same' is not supported for strided convolutions "
-                                 f"(stride={stride if dims > 1 else stride[0]})")
-            totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-            return tuple((t // 2, t - t // 2) for t in totals)  # PyTorch: the odd one at the end
-        raise ValueError(f"padding string must be 'valid' or 'same', got {padding!r}")
-    return tuple((p, p) for p in _non_negative(padding, dims, "padding"))
-
-
-def _check_conv_size(sizes, pads, kernel, dilation, stride):
-    out = [(n + a + b - d * (k - 1) - 1) // s + 1
-           for n, (a, b), k, d, s in zip(sizes, pads, kernel, dilation, stride)]
-    if min(out) < 1:
-        raise ValueError(f"output size would be {tuple(out)}: the dilated kernel "
-                         f"{tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))} is larger than "
-                         f"the padded input {tuple(n + a + b for n, (a, b) in zip(sizes, pads))}")
-    return out
-
-
 _output_mask = _shapes.output_mask  # the 2-d ops' check of output_mask
 
 
@@ -168,11 +77,11 @@ _output_mask = _shapes.output_mask  # the 2-d ops' check of output_mask
 
 def _conv1d_args(x_shape, w_shape, stride, padding, dilation):
     """The 2-d stride/padding/dilation of a conv1d (validated here, so errors speak of 1-d)."""
-    stride = _positive(stride, 1, "stride")
-    dilation = _positive(dilation, 1, "dilation")
-    pads = _conv_padding(padding, w_shape[2:], dilation, stride, 1)
+    stride = _shapes.positive(stride, 1, "stride")
+    dilation = _shapes.positive(dilation, 1, "dilation")
+    pads = _shapes.conv_padding(padding, w_shape[2:], dilation, stride)
     if w_shape[2] >= 1:
-        _check_conv_size(x_shape[2:], pads, w_shape[2:], dilation, stride)
+        _shapes.check_conv_size(x_shape[2:], pads, w_shape[2:], dilation, stride)
     pad2d = padding if isinstance(padding, str) else (0, pads[0][0])
     return dict(stride=(1, stride[0]), padding=pad2d, dilation=(1, dilation[0]))
 
@@ -199,7 +108,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         if y is not None:
             return y
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-    x, unbatched = _batched(x, "input", 1)
+    x, unbatched = _shapes.batched(x, "input", 1)
     _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
     args2d = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
     y = _unbatch(_api.conv2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)[:, :, 0],
@@ -219,10 +128,10 @@ def _backward_arrays_1d(grad_output, input, weight, output_mask, layout):
     """A 1-d conv backward's checked arrays, batched: ``(mask, gy, x, w, unbatched)``."""
     mask = _output_mask(output_mask)
     gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-    x, unbatched = _batched(x, "input", 1)
+    x, unbatched = _shapes.batched(x, "input", 1)
     gy = _grad_batched(gy, unbatched, 1)
     _check_weight(w, 1, layout)
-    _batched(gy, "grad_output", 1)
+    _shapes.batched(gy, "grad_output", 1)
     return mask, gy, x, w, unbatched
 
 
@@ -273,10 +182,10 @@ def _check_grad_length(gy, n, channels, length):
 def _transpose1d_args(stride, padding, output_padding, dilation):
     if isinstance(padding, str):
         raise ValueError(f"conv_transpose1d takes int padding, got {padding!r}")
-    return dict(stride=(1, _positive(stride, 1, "stride")[0]),
-                padding=(0, _non_negative(padding, 1, "padding")[0]),
-                output_padding=(0, _non_negative(output_padding, 1, "output_padding")[0]),
-                dilation=(1, _positive(dilation, 1, "dilation")[0]))
+    return dict(stride=(1, _shapes.positive(stride, 1, "stride")[0]),
+                padding=(0, _shapes.non_negative(padding, 1, "padding")[0]),
+                output_padding=(0, _shapes.non_negative(output_padding, 1, "output_padding")[0]),
+                dilation=(1, _shapes.positive(dilation, 1, "dilation")[0]))
 
 
 _CONV_TRANSPOSE1D, _CONV_TRANSPOSE1D_BACKWARD, _CONV_TRANSPOSE3D, _CONV_TRANSPOSE3D_BACKWARD = {}, {}, {}, {}
@@ -306,7 +215,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
         x, w, b = input[np.newaxis] if unbatched else input, weight, bias
     else:
         x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-        x, unbatched = _batched(x, "input", 1)
+        x, unbatched = _shapes.batched(x, "input", 1)
         _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
         args2d = _transpose1d_args(stride, padding, output_padding, dilation)
     y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)
@@ -345,10 +254,10 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
 
 
 def _pool1d_args(kernel_size, stride, padding, dilation=1):
-    kernel = _positive(kernel_size, 1, "kernel_size")
-    stride = _pool_stride(stride, kernel, 1)
-    padding = _non_negative(padding, 1, "padding")
-    dilation = _positive(dilation, 1, "dilation")
+    kernel = _shapes.positive(kernel_size, 1, "kernel_size")
+    stride = _shapes.pool_stride(stride, kernel, 1)
+    padding = _shapes.non_negative(padding, 1, "padding")
+    dilation = _shapes.positive(dilation, 1, "dilation")
     if padding[0] > kernel[0] // 2:
         raise ValueError(f"padding ({padding[0]}) must be at most half of kernel_size ({kernel[0]})")
     return dict(kernel_size=(1, kernel[0]), stride=(1, stride[0]), padding=(0, padding[0]),
@@ -374,8 +283,8 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         x = input[np.newaxis] if unbatched else input
     else:
         (x,) = _shapes.as_float_arrays(input=input)
-        x, unbatched = _batched(x, "input", 1)
-        return_indices = _check_bool(return_indices, "return_indices")
+        x, unbatched = _shapes.batched(x, "input", 1)
+        return_indices = _shapes.check_bool(return_indices, "return_indices")
         args2d = _pool1d_args(kernel_size, stride, padding, dilation)
     out, idx = _api.max_pool2d(x[:, :, None], ceil_mode=ceil_mode, return_indices=True, backend=backend, **args2d)
     if known is None:   # ceil_mode is checked by max_pool2d
@@ -388,8 +297,8 @@ def _max_pool_flat_backward(grad_output, indices, input_shape, dims, backend):
     """Any max pool's backward: grad_output (N, C, *out) to the flat positions ``indices`` in each
     (n, c) row/plane/volume, through the compiled 2-d backward on (N, C, 1, prod(spatial))."""
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _input_shape(input_shape, gy.ndim, dims)
-    gy, unbatched = _batched(gy, "grad_output", dims)
+    shape = _shapes.input_shape(input_shape, gy.ndim, dims)
+    gy, unbatched = _shapes.batched(gy, "grad_output", dims)
     if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
         raise TypeError(f"indices must be an int64 ndarray (as the forward returned them), "
                         f"got {getattr(indices, 'dtype', type(indices).__name__)}")
@@ -434,7 +343,7 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         x = input[np.newaxis] if unbatched else input
     else:
         (x,) = _shapes.as_float_arrays(input=input)
-        x, unbatched = _batched(x, "input", 1)
+        x, unbatched = _shapes.batched(x, "input", 1)
         args2d = _pool1d_args(kernel_size, stride, padding)
         del args2d["dilation"]
     y = _api.avg_pool2d(x[:, :, None], ceil_mode=ceil_mode, count_include_pad=count_include_pad,
@@ -448,8 +357,8 @@ def avg_pool1d_backward(grad_output, input_shape, kernel_size, stride=None, padd
                         count_include_pad=True, *, backend=None):
     """Gradient of :func:`avg_pool1d`: grad_output (N, C, Lo) -> grad_input of ``input_shape``."""
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _input_shape(input_shape, gy.ndim, 1)
-    gy, unbatched = _batched(gy, "grad_output", 1)
+    shape = _shapes.input_shape(input_shape, gy.ndim, 1)
+    gy, unbatched = _shapes.batched(gy, "grad_output", 1)
     args = _pool1d_args(kernel_size, stride, padding)
     del args["dilation"]
     grad = _api.avg_pool2d_backward(gy[:, :, None], shape[:2] + (1,) + shape[2:], ceil_mode=ceil_mode,
@@ -551,17 +460,17 @@ class _Conv3dPlan:
 def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
     if len(w_shape) != 5:
         raise ValueError(f"weight must be 5-d (out_channels, in_channels/groups, kd, kh, kw), got shape {w_shape}")
-    stride = _positive(stride, 3, "stride")
-    dilation = _positive(dilation, 3, "dilation")
+    stride = _shapes.positive(stride, 3, "stride")
+    dilation = _shapes.positive(dilation, 3, "dilation")
     n, c, d, h, w = x_shape
     o, cg, kd, kh, kw = w_shape
-    pads = _conv_padding(padding, (kd, kh, kw), dilation, stride, 3)
+    pads = _shapes.conv_padding(padding, (kd, kh, kw), dilation, stride)
     # channels, groups and the (h, w) part are the 2-d conv's checks
     pad_hw = padding if isinstance(padding, str) else (pads[1][0], pads[2][0])
     g = _shapes.conv_geometry((n, c, h, w), (o, cg, kh, kw), stride[1:], pad_hw, dilation[1:], groups)
     if kd < 1:
         raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
-    (do,) = _check_conv_size((d,), pads[:1], (kd,), dilation[:1], stride[:1])
+    (do,) = _shapes.check_conv_size((d,), pads[:1], (kd,), dilation[:1], stride[:1])
     _shapes._check_element_count((n, o, do, g.out_h, g.out_w), "conv3d output")
     depth = _DepthMap(d, do, kd, stride[0], pads[0][0], dilation[0])
     if (kh, kw) == (1, 1) and stride[1:] == (1, 1) and pads[1:] == ((0, 0), (0, 0)):
@@ -601,7 +510,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         x, w, b = input[np.newaxis] if unbatched else input, weight, bias
     else:
         x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-        x, unbatched = _batched(x, "input", 3)
+        x, unbatched = _shapes.batched(x, "input", 3)
         plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
         _shapes.check_bias(b, w.shape[0])
         _api._remember(_CONV3D, _conv_key, (plan, unbatched), arrays, args)
@@ -633,7 +542,7 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     else:
         need_input, need_weight, need_bias = mask = _output_mask(output_mask)
         gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-        x, unbatched = _batched(x, "input", 3)
+        x, unbatched = _shapes.batched(x, "input", 3)
         gy = _grad_batched(gy, unbatched, 3)
         plan = _conv3d_plan(x.shape, w.shape, stride, padding, dilation, groups)
         _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
@@ -679,10 +588,10 @@ def _transpose3d_plan(x_shape, w_shape, stride, padding, output_padding, groups,
         raise ValueError(f"weight must be 5-d (in_channels, out_channels/groups, kd, kh, kw), got shape {w_shape}")
     if isinstance(padding, str):
         raise ValueError(f"conv_transpose3d takes int or triple padding, got {padding!r}")
-    stride = _positive(stride, 3, "stride")
-    dilation = _positive(dilation, 3, "dilation")
-    padding = _non_negative(padding, 3, "padding")
-    output_padding = _non_negative(output_padding, 3, "output_padding")
+    stride = _shapes.positive(stride, 3, "stride")
+    dilation = _shapes.positive(dilation, 3, "dilation")
+    padding = _shapes.non_negative(padding, 3, "padding")
+    output_padding = _shapes.non_negative(output_padding, 3, "output_padding")
     n, c, d, h, w = x_shape
     ci, cog, kd, kh, kw = w_shape
     g, (_, c_out, ho, wo) = _shapes.conv_transpose_geometry(
@@ -716,7 +625,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
         x, w, b = input[np.newaxis] if unbatched else input, weight, bias
     else:
         x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
-        x, unbatched = _batched(x, "input", 3)
+        x, unbatched = _shapes.batched(x, "input", 3)
         plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
         _shapes.check_bias(b, plan.output_shape[1])
         _api._remember(_CONV_TRANSPOSE3D, _transpose_key, (plan, unbatched), arrays, args)
@@ -740,7 +649,7 @@ def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, o
     else:
         need_input, need_weight, need_bias = _output_mask(output_mask)
         gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
-        x, unbatched = _batched(x, "input", 3)
+        x, unbatched = _shapes.batched(x, "input", 3)
         gy = _grad_batched(gy, unbatched, 3)
         plan = _transpose3d_plan(x.shape, w.shape, stride, padding, output_padding, groups, dilation)
         _shapes.check_output_shape(gy, plan.output_shape, "grad_output")
@@ -770,11 +679,11 @@ class _Pool3dPlan:
 
 
 def _pool3d_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
-    kernel = _positive(kernel_size, 3, "kernel_size")
-    stride = _pool_stride(stride, kernel, 3)
-    padding = _non_negative(padding, 3, "padding")
-    dilation = _positive(dilation, 3, "dilation")
-    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+    kernel = _shapes.positive(kernel_size, 3, "kernel_size")
+    stride = _shapes.pool_stride(stride, kernel, 3)
+    padding = _shapes.non_negative(padding, 3, "padding")
+    dilation = _shapes.positive(dilation, 3, "dilation")
+    ceil_mode = _shapes.check_bool(ceil_mode, "ceil_mode")
     n, c, d, h, w = x_shape
     g = _shapes.pool_geometry((n, c * d, h, w), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode)
     if padding[0] > kernel[0] // 2:
@@ -804,8 +713,8 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         x = input[np.newaxis] if unbatched else input
     else:
         (x,) = _shapes.as_float_arrays(input=input)
-        x, unbatched = _batched(x, "input", 3)
-        return_indices = _check_bool(return_indices, "return_indices")
+        x, unbatched = _shapes.batched(x, "input", 3)
+        return_indices = _shapes.check_bool(return_indices, "return_indices")
         plan = _pool3d_plan(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         _api._remember(_MAX_POOL3D, _max_pool_key, (plan, unbatched), arrays, args, flags)
     n, c, d, h, w = x.shape
@@ -863,7 +772,7 @@ def _avg3d_divisor(plan, shape, include_pad, divisor_override, dtype):
 
 
 def _avg3d_plan(shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    include_pad = _check_bool(count_include_pad, "count_include_pad")
+    include_pad = _shapes.check_bool(count_include_pad, "count_include_pad")
     if divisor_override is not None:
         divisor_override = _shapes._as_int(divisor_override, "divisor_override")
         if divisor_override == 0:
@@ -888,7 +797,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         x = input[np.newaxis] if unbatched else input
     else:
         (x,) = _shapes.as_float_arrays(input=input)
-        x, unbatched = _batched(x, "input", 3)
+        x, unbatched = _shapes.batched(x, "input", 3)
         plan, include_pad, override = _avg3d_plan(x.shape, kernel_size, stride, padding, ceil_mode,
                                                   count_include_pad, divisor_override)
         divisor = _avg3d_divisor(plan, x.shape, include_pad, override, x.dtype)   # only read
@@ -914,8 +823,8 @@ def avg_pool3d_backward(grad_output, input_shape, kernel_size, stride=None, padd
                         count_include_pad=True, divisor_override=None, *, backend=None):
     """Gradient of :func:`avg_pool3d`: grad_output (N, C, Do, Ho, Wo) -> grad_input of ``input_shape``."""
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
-    shape = _input_shape(input_shape, gy.ndim, 3)
-    gy, unbatched = _batched(gy, "grad_output", 3)
+    shape = _shapes.input_shape(input_shape, gy.ndim, 3)
+    gy, unbatched = _shapes.batched(gy, "grad_output", 3)
     plan, include_pad, override = _avg3d_plan(shape, kernel_size, stride, padding, ceil_mode,
                                               count_include_pad, divisor_override)
     _shapes.check_output_shape(gy, plan.output_shape, "grad_output")

@@ -30,31 +30,51 @@ def _as_int(value, name):
     return operator.index(value)
 
 
-def _pair(value, name):
-    """Normalise an int or a length-2 sequence of ints to a tuple ``(h, w)``."""
+_AXES = {1: "(l,)", 2: "(h, w)", 3: "(d, h, w)"}
+_LAYOUT = {1: ("(N, C, L)", "(C, L)"), 2: ("(N, C, H, W)", "(C, H, W)"), 3: ("(N, C, D, H, W)", "(C, D, H, W)")}
+
+
+def ntuple(value, n, name):
+    """An int or a sequence of 1 or ``n`` ints (one value broadcasts, as in PyTorch) -> n ints."""
     if isinstance(value, (tuple, list)):
-        value = tuple(value) * 2 if len(value) == 1 else value  # PyTorch broadcasts a 1-tuple
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair (h, w), got {len(value)} values: {value!r}")
-        return _as_int(value[0], name), _as_int(value[1], name)
+        value = tuple(value) * n if len(value) == 1 else value
+        if len(value) != n:
+            raise ValueError(f"{name} must be an int or a tuple of {n} ints {_AXES[n]}, "
+                             f"got {len(value)} values: {value!r}")
+        return tuple(_as_int(v, name) for v in value)
     if isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be an int or a tuple of two ints, got an ndarray")
-    v = _as_int(value, name)
-    return v, v
+        raise TypeError(f"{name} must be an int or a tuple of {n} ints {_AXES[n]}, got an ndarray")
+    return (_as_int(value, name),) * n
 
 
-def _positive_pair(value, name):
-    pair = _pair(value, name)
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be >= 1, got {pair}")
-    return pair
+def positive(value, n, name):
+    """``ntuple`` of ints >= 1 (kernel sizes, strides, dilations)."""
+    t = ntuple(value, n, name)
+    if min(t) < 1:
+        raise ValueError(f"{name} must be >= 1, got {t if n > 1 else t[0]}")
+    return t
 
 
-def _non_negative_pair(value, name):
-    pair = _pair(value, name)
-    if min(pair) < 0:
-        raise ValueError(f"{name} must be >= 0, got {pair}")
-    return pair
+def non_negative(value, n, name):
+    """``ntuple`` of ints >= 0 (paddings)."""
+    t = ntuple(value, n, name)
+    if min(t) < 0:
+        raise ValueError(f"{name} must be >= 0, got {t if n > 1 else t[0]}")
+    return t
+
+
+def pool_stride(stride, kernel, n):
+    """A pool's stride: ``None`` or ``()`` means the kernel size, as in PyTorch."""
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        return kernel
+    return positive(stride, n, "stride")
+
+
+def check_bool(value, name):
+    """A flag: Python or NumPy bool only (an int 0/1 is refused, as torch refuses it)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def _check_element_count(shape, what):
@@ -118,15 +138,16 @@ def contiguous(a):
 
 
 def batched(x, name, spatial_dims=2):
-    """Accept (N, C, H, W) or unbatched (C, H, W); return the 4-d array and whether a batch was added."""
+    """Accept a batched (N, C, *spatial) or unbatched (C, *spatial) array; return it batched
+    and whether a batch axis was added."""
     ndim = spatial_dims + 2
     if x.ndim == ndim:
         return x, False
     if x.ndim == ndim - 1:
         return x[np.newaxis], True
-    raise ValueError(
-        f"{name} must be {ndim}-d (N, C, H, W) or {ndim - 1}-d (C, H, W), got {x.ndim}-d of shape {x.shape}"
-    )
+    batched_layout, unbatched_layout = _LAYOUT[spatial_dims]
+    raise ValueError(f"{name} must be {ndim}-d {batched_layout} or {ndim - 1}-d {unbatched_layout}, "
+                     f"got {x.ndim}-d of shape {x.shape}")
 
 
 # --------------------------------------------------------------------------
@@ -178,21 +199,31 @@ class ConvGeometry:
                 * (self.in_channels // self.groups) * self.kernel_h * self.kernel_w)
 
 
-def _conv_padding(padding, kernel, dilation, stride):
-    """Return (top, bottom, left, right) for an int, a pair, 'valid' or 'same'."""
+def conv_padding(padding, kernel, dilation, stride):
+    """Per-dimension (before, after) zero padding of a conv: an int, a tuple, 'valid' or 'same'."""
+    dims = len(kernel)
     if isinstance(padding, str):
         if padding == "valid":
-            return 0, 0, 0, 0
+            return ((0, 0),) * dims
         if padding == "same":
-            if stride != (1, 1):
-                raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride})")
-            # PyTorch puts the odd extra row/column at the bottom/right.
-            total_h = dilation[0] * (kernel[0] - 1)
-            total_w = dilation[1] * (kernel[1] - 1)
-            return total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2
+            if max(stride) != 1:
+                raise ValueError(f"padding='same' is not supported for strided convolutions "
+                                 f"(stride={stride if dims > 1 else stride[0]})")
+            totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            return tuple((t // 2, t - t // 2) for t in totals)  # PyTorch: the odd one at the end
         raise ValueError(f"padding string must be 'valid' or 'same', got {padding!r}")
-    ph, pw = _non_negative_pair(padding, "padding")
-    return ph, ph, pw, pw
+    return tuple((p, p) for p in non_negative(padding, dims, "padding"))
+
+
+def check_conv_size(sizes, pads, kernel, dilation, stride):
+    """Output sizes of a conv over ``sizes`` with (before, after) ``pads``; a clear error if any is < 1."""
+    out = [(n + a + b - d * (k - 1) - 1) // s + 1
+           for n, (a, b), k, d, s in zip(sizes, pads, kernel, dilation, stride)]
+    if min(out) < 1:
+        raise ValueError(f"output size would be {tuple(out)}: the dilated kernel "
+                         f"{tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))} is larger than "
+                         f"the padded input {tuple(n + a + b for n, (a, b) in zip(sizes, pads))}")
+    return out
 
 
 def _conv_out_size(size, pad_before, pad_after, kernel, dilation, stride):
@@ -234,8 +265,8 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
         raise ValueError(f"weight must be 4-d (out_channels, in_channels/groups, kh, kw), got shape {tuple(weight_shape)}")
     n, c, h, w = input_shape
     o, c_per_group, kh, kw = weight_shape
-    stride = _positive_pair(stride, "stride")
-    dilation = _positive_pair(dilation, "dilation")
+    stride = positive(stride, 2, "stride")
+    dilation = positive(dilation, 2, "dilation")
     groups = _as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
@@ -250,15 +281,9 @@ def conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups):
             f"weight of shape {tuple(weight_shape)} expects {c_per_group * groups} input channels "
             f"(weight.shape[1]={c_per_group} x groups={groups}), but input has {c} channels"
         )
-    top, bottom, left, right = _conv_padding(padding, (kh, kw), dilation, stride)
-    out_h = _conv_out_size(h, top, bottom, kh, dilation[0], stride[0])
-    out_w = _conv_out_size(w, left, right, kw, dilation[1], stride[1])
-    if out_h < 1 or out_w < 1:
-        raise ValueError(
-            f"output size would be ({out_h}, {out_w}): the dilated kernel "
-            f"({dilation[0] * (kh - 1) + 1}, {dilation[1] * (kw - 1) + 1}) is larger than the padded input "
-            f"({h + top + bottom}, {w + left + right})"
-        )
+    pads = conv_padding(padding, (kh, kw), dilation, stride)
+    out_h, out_w = check_conv_size((h, w), pads, (kh, kw), dilation, stride)
+    (top, bottom), (left, right) = pads
     geometry = ConvGeometry(n, c, h, w, o, kh, kw, stride[0], stride[1], top, bottom, left, right,
                             dilation[0], dilation[1], groups, out_h, out_w)
     _check_element_count(geometry.output_shape, "conv2d output")
@@ -276,12 +301,12 @@ def conv_transpose_geometry(input_shape, weight_shape, stride, padding, output_p
     if len(weight_shape) != 4:
         raise ValueError(f"weight must be 4-d (in_channels, out_channels/groups, kh, kw), got shape {tuple(weight_shape)}")
     n, c_in, h, w = input_shape
-    stride = _positive_pair(stride, "stride")
-    dilation = _positive_pair(dilation, "dilation")
+    stride = positive(stride, 2, "stride")
+    dilation = positive(dilation, 2, "dilation")
     if isinstance(padding, str):
         raise ValueError(f"conv_transpose2d takes int or pair padding, got {padding!r}")
-    padding = _non_negative_pair(padding, "padding")
-    output_padding = _non_negative_pair(output_padding, "output_padding")
+    padding = non_negative(padding, 2, "padding")
+    output_padding = non_negative(output_padding, 2, "output_padding")
     groups = _as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
@@ -384,18 +409,16 @@ def _first_empty_window(size, out, kernel, stride, pad, dilation):
 def pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode):
     """Validate a pooling call and return its :class:`PoolGeometry`. ``stride=None`` means kernel_size."""
     n, c, h, w = input_shape
-    kernel = _positive_pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
-        else _positive_pair(stride, "stride")
-    padding = _non_negative_pair(padding, "padding")
-    dilation = _positive_pair(dilation, "dilation")
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    kernel = positive(kernel_size, 2, "kernel_size")
+    stride = pool_stride(stride, kernel, 2)
+    padding = non_negative(padding, 2, "padding")
+    dilation = positive(dilation, 2, "dilation")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
     for p, k, name in zip(padding, kernel, "hw"):
         if p > k // 2:
             raise ValueError(f"padding ({name}={p}) must be at most half of kernel_size ({name}={k})")
-    out_h = _pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
-    out_w = _pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode))
+    out_h = _pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    out_w = _pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
     if out_h < 1 or out_w < 1:
         raise ValueError(
             f"pooling output size would be ({out_h}, {out_w}) for input ({h}, {w}), kernel {kernel}, "
@@ -415,20 +438,20 @@ def pool_geometry(input_shape, kernel_size, stride, padding, dilation, ceil_mode
     return geometry
 
 
-def input_shape_4d(input_shape, grad_output_ndim):
-    """Validate a user-supplied ``input_shape`` for a backward op and return it as 4 ints."""
+def input_shape(input_shape, grad_output_ndim, spatial_dims=2):
+    """Validate a backward op's ``input_shape`` (as many dims as grad_output, batched or not);
+    return it batched, as ``spatial_dims + 2`` ints."""
     if not isinstance(input_shape, (tuple, list)) and not (
             isinstance(input_shape, np.ndarray) and input_shape.ndim == 1):
         raise TypeError(f"input_shape must be a tuple of ints, got {type(input_shape).__name__}")
     shape = tuple(_as_int(s, "input_shape") for s in input_shape)
-    if len(shape) != grad_output_ndim or len(shape) not in (3, 4):
-        raise ValueError(
-            f"input_shape {shape} must have as many dims as grad_output ({grad_output_ndim}), 3 or 4"
-        )
+    if len(shape) != grad_output_ndim or len(shape) not in (spatial_dims + 1, spatial_dims + 2):
+        raise ValueError(f"input_shape {shape} must have as many dims as grad_output ({grad_output_ndim}), "
+                         f"{spatial_dims + 1} or {spatial_dims + 2}")
     if min(shape) < 0:
         raise ValueError(f"input_shape must not have negative sizes, got {shape}")
     _check_element_count(shape, "input_shape")
-    return shape if len(shape) == 4 else (1,) + shape
+    return shape if len(shape) == spatial_dims + 2 else (1,) + shape
 
 
 def check_output_shape(array, expected, name):
@@ -499,14 +522,13 @@ def check_bias(bias, channels):
 
 def avg_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     """avg_pool2d's geometry and options: ``(PoolGeometry, count_include_pad, divisor_override)``."""
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"count_include_pad must be a bool, got {type(count_include_pad).__name__}")
+    count_include_pad = check_bool(count_include_pad, "count_include_pad")
     if divisor_override is not None:
         divisor_override = _as_int(divisor_override, "divisor_override")
         if divisor_override == 0:
             raise ValueError("divisor_override must not be zero")
     g = pool_geometry(x_shape, kernel_size, stride, padding, 1, ceil_mode)
-    return g, bool(count_include_pad), divisor_override
+    return g, count_include_pad, divisor_override
 
 
 # --------------------------------------------------------------------------

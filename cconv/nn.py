@@ -29,7 +29,6 @@ import numpy as np
 
 from . import _api
 from . import _shapes
-from ._shapes import _positive_pair
 
 __all__ = [
     "Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Flatten", "Linear", "Sequential",
@@ -106,7 +105,7 @@ class Conv2d(_Affine):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, rng=None, dtype=np.float32, backend=None):
-        kh, kw = _positive_pair(kernel_size, "kernel_size")
+        kh, kw = _shapes.positive(kernel_size, 2, "kernel_size")
         groups = _shapes.layer_groups(in_channels, out_channels, groups)
         self._args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         self._init_parameters((out_channels, in_channels // groups, kh, kw),
@@ -311,7 +310,7 @@ class _ConvNd(_Affine):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, rng=None, dtype=np.float32, backend=None):
-        kernel = _api_nd._positive(kernel_size, self._dims, "kernel_size")
+        kernel = _shapes.positive(kernel_size, self._dims, "kernel_size")
         groups = _shapes.layer_groups(in_channels, out_channels, groups)
         self._args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         self._init_parameters((out_channels, in_channels // groups) + kernel,

@@ -565,7 +565,7 @@ def test_empty_batch_like_torch():
 @pytest.mark.parametrize("backend", ALL)
 def test_conv3d_depth_as_rows_route(rng, backend):
     """(kd, 1, 1) kernels without (h, w) stride or padding run on the (N, C, D, H*W) view."""
-    from cconv import _api_nd
+    from cconv import _api_nd, _shapes
     for kernel, args in [((1, 1, 1), dict(stride=1, padding=0, dilation=1, groups=1)),
                          ((3, 1, 1), dict(stride=(2, 1, 1), padding=(1, 0, 0), dilation=(2, 3, 1), groups=2)),
                          ((2, 1, 1), dict(stride=1, padding="same", dilation=(3, 1, 1), groups=1))]:
@@ -574,9 +574,9 @@ def test_conv3d_depth_as_rows_route(rng, backend):
         b = rng.standard_normal(6)
         assert _api_nd._conv3d_plan(x.shape, w.shape, args["stride"], args["padding"], args["dilation"],
                                     args["groups"]).depth_as_rows
-        stride, dilation = _api_nd._ntuple(args["stride"], 3, ""), _api_nd._ntuple(args["dilation"], 3, "")
+        stride, dilation = _shapes.ntuple(args["stride"], 3, ""), _shapes.ntuple(args["dilation"], 3, "")
         geo = (stride, _pads(dict(args, dilation=dilation, padding=args["padding"] if isinstance(args["padding"], str)
-                                  else _api_nd._ntuple(args["padding"], 3, "")), kernel), dilation, args["groups"])
+                                  else _shapes.ntuple(args["padding"], 3, "")), kernel), dilation, args["groups"])
         y = cconv.conv3d(np.asfortranarray(x), w, b, **args, backend=backend)
         assert_close(y, ref.conv(x, w, b, *geo))
         gy = rng.standard_normal(y.shape)

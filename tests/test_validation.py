@@ -159,7 +159,7 @@ BAD_INPUTS = {
         **{op: [dict(padding="same")] for op in ("conv_transpose2d", "conv_transpose2d_backward")},
         **{op: [dict(padding="valid")] for op in POOL_GEOMETRY_OPS},
     }),
-    "tuples of the wrong length": (ValueError, r"must be an int or a pair \(h, w\)", {
+    "tuples of the wrong length": (ValueError, r"must be an int or a tuple of 2 ints \(h, w\)", {
         **{op: [dict(stride=(1, 1, 1)), dict(padding=(1, 1, 1)), dict(dilation=())] for op in CONV_OPS},
         "conv_transpose2d": [dict(output_padding=(0, 0, 0))],
         **{op: [dict(kernel_size=(2, 2, 2)), dict(padding=[0, 0, 0])] for op in POOL_GEOMETRY_OPS},
