@@ -1147,6 +1147,12 @@ def run(args):
         except (OSError, ValueError) as exc:
             print(f"error: cannot read {args.from_json}: {exc}", file=sys.stderr)
             return 2
+        if isinstance(report, dict) and "records" in report:   # a --sweep or --networks run
+            kind = _bench_networks if "networks" in report.get("meta", {}) else _bench_sweep
+            return kind.render(report["meta"], report["records"], args.json, args.markdown, args.plot)
+        if not isinstance(report, dict) or "results" not in report:
+            print(f"error: {args.from_json} is not a report written by cconv bench --json", file=sys.stderr)
+            return 2
         # the summary is recomputed: a saved run shows the current targets' wording and logic
         report["headline"] = _headline(report["results"], report["settings"])
         report["targets"] = _targets(report["results"], report["memory"], report["settings"], report["peak"])

@@ -309,5 +309,9 @@ def run(names, batches, threads, repeat, dtype="float32", json_path=None, markdo
     records = measure(names, batches, threads, repeat, dtype, progress)
     meta = {"networks": names, "batches": batches, "threads": threads, "repeat": repeat, "dtype": dtype,
             "torch": torch.__version__, "machine": f"{platform.machine()}"}
-    text = report_markdown(records, meta)
-    return write_report(text, meta, records, json_path, markdown_path, plot_path, plot)
+    return render(meta, records, json_path, markdown_path, plot_path)
+
+
+def render(meta, records, json_path=None, markdown_path=None, plot_path=None):
+    """Print a network run's report from its records and write the requested files (also for ``--from-json``)."""
+    return write_report(report_markdown(records, meta), meta, records, json_path, markdown_path, plot_path, plot)

@@ -371,9 +371,13 @@ def run(count, seed, threads, repeat, min_time, json_path=None, markdown_path=No
         print(file=sys.stderr)
     meta = {"layers": count, "seed": seed, "threads": threads, "torch": torch.__version__,
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
-    summary = summarise(records)
     meta["autotune"] = autotune
-    text = report_markdown(summary, meta)
-    if autotune:
+    return render(meta, records, json_path, markdown_path, plot_path)
+
+
+def render(meta, records, json_path=None, markdown_path=None, plot_path=None):
+    """Print a sweep's report from its records and write the requested files (also for ``--from-json``)."""
+    text = report_markdown(summarise(records), meta)
+    if meta.get("autotune"):
         text += "\n" + autotune_markdown(records)
     return write_report(text, meta, records, json_path, markdown_path, plot_path, plot)

@@ -71,6 +71,27 @@ def test_table_rerenders_from_json(quick_run, capsys):
     assert "matmul peak" in table
 
 
+def test_network_and_sweep_runs_rerender_from_json(tmp_path, capsys):
+    """A --networks or --sweep JSON (meta + records) re-renders with its own report, not the suite's."""
+    network = {"network": "resnet18-cifar", "batch": 1, "mode": "train", "threads": 1, "forward_gflop": 1.11,
+               "cconv_s": 0.08, "torch_s": 0.1, "ratio": 1.25, "samples": {}}
+    path = tmp_path / "networks.json"
+    path.write_text(json.dumps({"meta": {"networks": ["resnet18-cifar"], "batches": [1], "threads": [1],
+                                         "repeat": 3, "dtype": "float32", "torch": "x"},
+                                "records": [network]}))
+    capsys.readouterr()
+    assert _run("--from-json", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "| resnet18-cifar | 1 | train | 1.11 | 80.0 ms | 100.0 ms | 1.25 |" in out
+
+
+def test_foreign_json_is_a_clean_error(tmp_path, capsys):
+    path = tmp_path / "other.json"
+    path.write_text("[1, 2]")
+    assert _run("--from-json", str(path)) == 2
+    assert "not a report written by cconv bench" in capsys.readouterr().err
+
+
 def test_unknown_backend_is_a_clean_error(capsys):
     assert _run("--quick", "--suite", "seed", "--in-process", "--backends", "no-such-backend") == 2
     assert "no-such-backend" in capsys.readouterr().err
