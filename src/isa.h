@@ -121,6 +121,7 @@ static long long cconv_sys_cache(int index, int level)
     if (strcmp(text, "Data") != 0 && strcmp(text, "Unified") != 0) return 0;
     snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
     if ((f = fopen(path, "r")) == NULL) return 0;
+    text[0] = '\0';                                              /* a unit may not follow */
     if (fscanf(f, "%lld%31s", &value, text) < 1) value = 0;
     else if (text[0] == 'K') value *= 1024;
     else if (text[0] == 'M') value *= 1024 * 1024;
@@ -160,10 +161,19 @@ static void cconv_cache_probe(void)
 #elif defined(__APPLE__)
     {
         const char *names[3] = {"hw.l1dcachesize", "hw.l2cachesize", "hw.l3cachesize"};
-        for (i = 0; i < 3; i++) {
-            long long v = 0;
-            size_t len = sizeof(v);
-            if (sysctlbyname(names[i], &v, &len, NULL, 0) == 0 && len == sizeof(v)) found[i] = v;
+        for (i = 0; i < 3; i++) {            /* 64-bit values; accept 32-bit ones too */
+            unsigned char buf[8];
+            size_t len = sizeof(buf);
+            if (sysctlbyname(names[i], buf, &len, NULL, 0) != 0) continue;
+            if (len == 8) {
+                long long v;
+                memcpy(&v, buf, 8);
+                found[i] = v;
+            } else if (len == 4) {
+                int v;
+                memcpy(&v, buf, 4);
+                found[i] = v;
+            }
         }
     }
 #elif defined(_WIN32)
@@ -174,7 +184,7 @@ static void cconv_cache_probe(void)
                 && GetLastError() == ERROR_INSUFFICIENT_BUFFER
                 && (info = (SYSTEM_LOGICAL_PROCESSOR_INFORMATION *)malloc(len)) != NULL) {
             if (GetLogicalProcessorInformation(info, &len)) {
-                const DWORD n = len / sizeof(*info);
+                const DWORD n = (DWORD)(len / sizeof(*info));
                 for (DWORD k = 0; k < n; k++) {
                     const CACHE_DESCRIPTOR *c = &info[k].Cache;
                     if (info[k].Relationship != RelationCache || c->Level < 1 || c->Level > 3
