@@ -4,7 +4,7 @@
 For each pooling op, over channel counts from 1 up, times the call at 1 and at 2 threads
 (paired rounds, median) and prints the work the kernels' thread rule weighs (elements read
 plus window taps visited) and the threads cconv.explain says the call uses. The rule's
-threshold (GRAIN in src/_pool.pyx) belongs where the 1/2-thread ratio crosses 1.
+threshold (_ELEMENTWISE_GRAIN in src/threads.pxi) belongs where the 1/2-thread ratio crosses 1.
 
     python benchmarks/pool_threads.py [--rounds 5] [--min-time 0.02]
 """

@@ -677,6 +677,9 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
                           "padding: the cropped kernel; " + info["reason"])
     if p.algo not in (A_EMPTY, A_DIRECT, A_SUM, A_ROWS, A_DEPTHWISE):
         info["tile"] = (int(p.mr), int(p.nr))
+    blocking = _blocking_used(p)
+    if blocking:
+        info["blocking"] = blocking
     if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
         info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
@@ -684,6 +687,36 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
     if p.algo == A_DOT:     # the input was checked: finite runs the kernel without the mask
         info["variant"] = "in_place" if p.pointwise else "finite" if p.dot_finite else "masked"
     return info
+
+
+cdef dict _blocking_used(const ConvPlan *p):
+    """The cache blocking values p's driver runs with (none for the algorithms that do not
+    block): depth kc, row block mc, column block nc, dot grad_output bytes."""
+    cdef int a = p.algo
+    if a == A_IM2COL or a == A_COL2IM:
+        return {"kc": int(p.blk.kc), "mc": int(p.blk.mc),
+                "nc": int(p.nc if a == A_COL2IM else p.blk.nc)}
+    if a == A_PADDED:
+        return {"kc": int(p.blk.kc), "mc": int(p.blk.mc)}
+    if a == A_VOLUME:
+        return {"kc": int(p.blk.kc)}
+    if a == A_WINOGRAD and p.pass_ == P_GRAD_WEIGHT:
+        return {"mc": int(p.blk.mc)}
+    if a == A_DOT:
+        return {"dot_gy_bytes": int(p.blk.dot_gy_bytes)}
+    return {}
+
+
+cdef dict _default_blocking(int itemsize):
+    """The GEMM blocking of a plan of this float type (the same for every plan of the type:
+    it depends on the caches, the type and the micro-kernel's width only)."""
+    cdef ConvPlan p
+    memset(&p, 0, sizeof(ConvPlan))
+    p.itemsize = itemsize
+    _choose_kernel(&p, 1, False)
+    _blocking(&p)
+    return {"kc": int(p.blk.kc), "mc": int(p.blk.mc), "nc": int(p.blk.nc),
+            "dot_gy_bytes": int(p.blk.dot_gy_bytes)}
 
 
 cdef dict _explain_pass(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,
@@ -758,6 +791,10 @@ def build_info():
         "simd_override": "CCONV_KERNEL_ISA=%s (default: best the CPU supports)"
                          % "|".join(ISA_NAMES),
         "gemm_tile": {"float32": (k32.mr, k32.nr), "float64": (k64.mr, k64.nr)},
+        "cache_bytes": dict(cache_bytes),
+        "cache_bytes_from": ("CCONV_CACHE_BYTES" if cache_source == "CCONV_CACHE_BYTES"
+                             else "probed at import (override: CCONV_CACHE_BYTES=l1d,l2,l3)"),
+        "gemm_blocking": {"float32": _default_blocking(4), "float64": _default_blocking(8)},
         "channels_in_lanes": bool(cconv_lanes_available()),
         "conv_algorithms": list(ALGORITHMS),
         "conv_algorithm_override": "CCONV_CONV_ALGO=%s (default: the planner chooses; "
@@ -772,8 +809,8 @@ def build_info():
         "workspace": "one buffer reused across calls, laid out per plan in named regions "
                      "(see cconv.explain): packed weights, tap offsets, partial sums of the "
                      "weight gradient's batch parts, and per thread a padded image slice "
-                     "(<= %d elements, else im2col panels of %d x %d), a Winograd tile block "
-                     "(~%d elements) or dot-kernel images"
-                     % (_PADDED_MAX_ELEMS, CCONV_KC, CCONV_NC, _WINO_BLOCK_ELEMS),
+                     "(<= %d elements, else im2col panels of kc x nc: gemm_blocking), a "
+                     "Winograd tile block (~%d elements) or dot-kernel images"
+                     % (_PADDED_MAX_ELEMS, _WINO_BLOCK_ELEMS),
         "workspace_bytes": 0 if _scratch_buffer is None else int(_scratch_buffer.nbytes),
     }

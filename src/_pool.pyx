@@ -104,19 +104,6 @@ cdef inline Py_ssize_t _tap_count(Py_ssize_t first, Py_ssize_t end, Py_ssize_t d
     return (end - first + dilation - 1) // dilation
 
 
-cdef enum:
-    # The work (elements read plus taps visited) each thread of a team must get: with less,
-    # waking a thread costs more than it saves (benchmarks/pool_threads.py measures where a
-    # second thread starts to pay).
-    GRAIN = 1 << 18
-
-
-cdef inline int _team(int threads, Py_ssize_t planes, Py_ssize_t work) noexcept nogil:
-    """Threads for a call over ``planes`` independent planes: at most one per GRAIN of work
-    (then the shared policy: one below GRAIN, never more than the setting or the planes)."""
-    return _team_size(<int>min(<Py_ssize_t>threads, work // GRAIN), <double>work, GRAIN, planes)
-
-
 cdef inline Py_ssize_t _split(Py_ssize_t planes, Py_ssize_t t, Py_ssize_t team) noexcept nogil:
     """First plane of thread t when ``planes`` are dealt out in ``team`` equal ranges."""
     return planes * t // team
@@ -306,7 +293,7 @@ cdef inline Py_ssize_t _max_work(const PoolShape* s) noexcept nogil:
 
 cdef void _max_pool(const floating* xp, floating* op, int64_t* ip, const PoolShape* s,
                     int threads) noexcept:
-    cdef int t, team = _team(threads, s.planes, _max_work(s))
+    cdef int t, team = _elementwise_team(threads, s.planes, _max_work(s))
     with nogil:
         if team == 1:
             _max_pool_planes(xp, op, ip, s, 0, s.planes)
@@ -390,7 +377,7 @@ cdef Py_ssize_t _max_pool_backward(const floating[:, :, :, ::1] gy,
     """The scatter of every plane; returns how many indices were out of range."""
     cdef Py_ssize_t planes = gy.shape[0] * gy.shape[1], bad = 0
     cdef Py_ssize_t out_size = gy.shape[2] * gy.shape[3], in_size = grad.shape[2] * grad.shape[3]
-    cdef int t, team = _team(threads, planes, planes * (in_size + out_size))
+    cdef int t, team = _elementwise_team(threads, planes, planes * (in_size + out_size))
     cdef const floating* gp = &gy[0, 0, 0, 0]
     cdef const int64_t* ip = &indices[0, 0, 0, 0]
     cdef floating* rp = &grad[0, 0, 0, 0]
@@ -529,7 +516,8 @@ cdef void _avg_pool_plane(const floating* x, floating* out, const PoolShape* s,
 cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, const PoolShape* s,
                     bint count_include_pad, Py_ssize_t divisor_override, int threads) noexcept:
     cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
-    cdef int team = _team(threads, s.planes, s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
+    cdef int team = _elementwise_team(threads, s.planes,
+                                      s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
     with nogil:
@@ -626,7 +614,8 @@ cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, 
                              const PoolShape* s, bint count_include_pad,
                              Py_ssize_t divisor_override, int threads) noexcept:
     cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
-    cdef int team = _team(threads, s.planes, s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
+    cdef int team = _elementwise_team(threads, s.planes,
+                                      s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
     cdef const floating* gp = &gy[0, 0, 0, 0]
     cdef floating* rp = &grad[0, 0, 0, 0]
     with nogil:
@@ -667,7 +656,7 @@ def _explain_adaptive(op, shapes, int threads):
     cdef Py_ssize_t planes
     shape, out = shapes
     planes = _adaptive_shape(shape, out, &a)
-    team = _team(threads, planes, _adaptive_work(&a, planes))
+    team = _elementwise_team(threads, planes, _adaptive_work(&a, planes))
     free(<void*>a.bins_d)
     backward = op.endswith("_backward")
     algorithm = ("adaptive_max_bins" if "max" in op else
@@ -693,7 +682,7 @@ def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None,
         out_size = grad_shape[2] * grad_shape[3]
         return {"grad_input": {
             "algorithm": "max_scatter", "isa": "generic", "workspace_bytes": 0,
-            "threads": _team(threads, planes, planes * (in_size + out_size)),
+            "threads": _elementwise_team(threads, planes, planes * (in_size + out_size)),
             "reason": "each gradient added at its argmax, planes in parallel"}}
     if op.startswith("adaptive"):
         return _explain_adaptive(op, g, threads)
@@ -703,7 +692,7 @@ def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None,
     taps = out_size * s.kernel_h * s.kernel_w
     vector = s.vector_float if itemsize == 4 else s.vector_double
     if op in ("max_pool2d", "max_pool3d"):
-        team = _team(threads, s.planes, _max_work(&s))
+        team = _elementwise_team(threads, s.planes, _max_work(&s))
         work = _max_workspace(&s) * itemsize * team if vector and s.padded else 0
         return {"forward": {
             "algorithm": "max_rows" if vector else "max_windows",
@@ -714,7 +703,7 @@ def explain(op, g, int itemsize, int threads, grad_shape=None, input_shape=None,
             if vector else "tap labels would not fit the dtype exactly: window by window"}}
     return {"forward" if op == "avg_pool2d" else "grad_input": {
         "algorithm": "avg_rows" if op == "avg_pool2d" else "avg_spread",
-        "isa": "generic", "threads": _team(threads, s.planes, s.planes * (in_size + taps)),
+        "isa": "generic", "threads": _elementwise_team(threads, s.planes, s.planes * (in_size + taps)),
         "workspace_bytes": 0,
         "reason": "interior windows a kernel tap at a time (compiler-vectorised sums), "
                   "border windows one by one"}}
@@ -788,7 +777,7 @@ cdef void _adaptive(AdaptiveKind kind, const floating* src, floating* dst, int64
     cdef Py_ssize_t p, in_size = a.in_d * a.in_h * a.in_w, out_size = a.out_d * a.out_h * a.out_w
     cdef Py_ssize_t src_size = out_size if kind == ADAPTIVE_AVG_BACKWARD else in_size
     cdef Py_ssize_t dst_size = in_size if kind == ADAPTIVE_AVG_BACKWARD else out_size
-    cdef int team = _team(threads, planes, _adaptive_work(a, planes))
+    cdef int team = _elementwise_team(threads, planes, _adaptive_work(a, planes))
     with nogil:
         if team == 1:
             for p in range(planes):

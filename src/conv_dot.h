@@ -33,8 +33,6 @@ static Py_ssize_t S(dot_image_size)(const cconv_geom *g, Py_ssize_t m, int nr)
  * final lane sums stay cheap on small images, within a scratch budget; 0 if even one
  * image does not fit (then the packed-im2col GEMM is used). */
 #define CCONV_DOT_BUDGET 4194304
-/* grad_output bytes the dot driver keeps in L2 per block of output channels */
-#define CCONV_DOT_GY_BYTES 196608
 static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
 {
     const Py_ssize_t size = S(dot_image_size)(g, m, nr);
@@ -48,10 +46,11 @@ static Py_ssize_t S(dot_images)(const cconv_geom *g, Py_ssize_t m, int nr)
  * [o_lo, o_hi) of each group's m output channels:
  * gw(groups*m x K) += gy * im2col(x)^T, dot_images images at a time, tile by tile in a
  * fixed order.  Each gw element is summed alone, so cutting the rows between tasks gives
- * the same bits.  x, gy: whole batch; off: tap_offsets; mask: dot_mask, or NULL when x is
+ * the same bits (and so does the blocking: output channels in blocks of blk->dot_gy_bytes
+ * of grad_output).  x, gy: whole batch; off: tap_offsets; mask: dot_mask, or NULL when x is
  * finite (the mask-free kernel);
  * ws: dot_images * dot_image_size elements. */
-CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const T *gy,
                               const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                               Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
                               Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw,
@@ -93,7 +92,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
              * L2, so they are reused from there for every tap, instead of streaming the
              * images' padded copies again for each tile of mo channels.  Every gw element is
              * still one kernel call's sum: the result does not depend on the blocking. */
-            const Py_ssize_t rows = CCONV_DOT_GY_BYTES / ((Py_ssize_t)sizeof(T) * jp * nimg);
+            const Py_ssize_t rows = blk->dot_gy_bytes / ((Py_ssize_t)sizeof(T) * jp * nimg);
             const Py_ssize_t ob = cconv_max(1, rows / mo) * mo;
             for (Py_ssize_t o1 = o_lo; o1 < o_hi; o1 += ob)
                 for (Py_ssize_t k0 = 0; k0 < K; k0 += nk)
@@ -103,8 +102,8 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_images), _body)(const S(kernel_t) *kern, con
                             (int)cconv_min(nk, K - k0));
         }
 }
-CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo, Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
-    (kern, x, gy, g, groups, m, img0, img1, o_lo, o_hi, off, mask, gw, ws))
+CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo, Py_ssize_t o_hi, const Py_ssize_t *off, const TI *mask, T *gw, T *ws),
+    (kern, blk, x, gy, g, groups, m, img0, img1, o_lo, o_hi, off, mask, gw, ws))
 
 /* Weight gradient of a 1x1, stride-1, unpadded pass (g pointwise) by the dot kernel on the
  * arrays in place: a plane of x and of grad_output is already a grid row, so nothing is
@@ -113,14 +112,14 @@ CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const T *x, cons
  * grad_output rows stay in L2 while every tile of dot_nk input rows passes over them; the
  * last pixels of a run (fewer than a vector) are added by a scalar loop.  Every gw element
  * sums its chunks in the same order whatever the thread count. */
-CCONV_BODY void CCONV_CAT(S(conv_gw_pointwise), _body)(const S(kernel_t) *kern, const T *x,
+CCONV_BODY void CCONV_CAT(S(conv_gw_pointwise), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x,
                                  const T *gy, const cconv_geom *g, Py_ssize_t groups,
                                  Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw)
 {
     const Py_ssize_t C = g->channels, P = g->out_h * g->out_w;
     const Py_ssize_t lanes = 64 / (Py_ssize_t)sizeof(T);
     const int mo = kern->dot_mo, nk = kern->dot_nk;
-    Py_ssize_t chunk = CCONV_DOT_GY_BYTES / ((Py_ssize_t)sizeof(T) * (m + nk)) / lanes * lanes;
+    Py_ssize_t chunk = blk->dot_gy_bytes / ((Py_ssize_t)sizeof(T) * (m + nk)) / lanes * lanes;
     chunk = cconv_max(16 * lanes, cconv_min(chunk, 256 * lanes));
     Py_ssize_t off[16];   /* input-channel rows of one tile (dot_nk <= 16) */
     for (Py_ssize_t r = r0; r < r1;) {
@@ -152,5 +151,5 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_pointwise), _body)(const S(kernel_t) *kern, 
         r += pb - pa;
     }
 }
-CCONV_ISA_VARIANTS(S(conv_gw_pointwise), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw),
-    (kern, x, gy, g, groups, m, r0, r1, gw))
+CCONV_ISA_VARIANTS(S(conv_gw_pointwise), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw),
+    (kern, blk, x, gy, g, groups, m, r0, r1, gw))

@@ -149,7 +149,7 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
                   _padded_copy(job, r, d), _thread_ws(job, tid, T_B, d), p0, p1)
     elif job.kind == K_SPAN:
         # Each share is an equal, contiguous run of the GEMM panels of one group, in blocks
-        # of up to CCONV_NC columns (blocks of CCONV_NC for everyone left one thread a block
+        # of up to blk.nc columns (blocks of blk.nc for everyone left one thread a block
         # more than the other: pointwise at 2 threads, 3% idle).
         gidx = t // p.shares
         n_panels = (p.batch * P + p.nr - 1) // p.nr
@@ -158,15 +158,15 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
         while p0 < p1:
             _fwd_span(p, x + gidx * x_group, groups * x_group, apack + gidx * a_size,
                       b + gidx * m if b != NULL else NULL, out + gidx * m * P, O * P, p0,
-                      min(<Py_ssize_t>CCONV_NC, p1 - p0), _thread_ws(job, tid, T_A, d))
-            p0 = p0 + CCONV_NC
+                      min(p.blk.nc, p1 - p0), _thread_ws(job, tid, T_A, d))
+            p0 = p0 + p.blk.nc
     elif job.kind == K_BLOCK:
-        nblk = (P + CCONV_NC - 1) // CCONV_NC
+        nblk = (P + p.blk.nc - 1) // p.blk.nc
         r = t // nblk                          # image * groups + group
-        p0 = t % nblk * CCONV_NC
+        p0 = t % nblk * p.blk.nc
         _fwd_block(p, x + r * x_group, apack + r % groups * a_size,
                    b + r % groups * m if b != NULL else NULL, out + r * m * P,
-                   p0, min(<Py_ssize_t>CCONV_NC, P - p0), _thread_ws(job, tid, T_A, d))
+                   p0, min(p.blk.nc, P - p0), _thread_ws(job, tid, T_A, d))
     elif job.kind == K_GI_DIRECT:
         # here s is the conv2d geometry and x is grad_output: plane t of grad_input
         gidx = t % (groups * C) // C
@@ -185,11 +185,11 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
             _gi_block(p, x + r * m * P, apack + gidx * a_size, out + r * x_group,
                       _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
         elif floating is float:
-            conv_gi_images_f32(<const kernel_f32 *>p.kern, x + r * m * P, O * P, s, m,
+            conv_gi_images_f32(<const kernel_f32 *>p.kern, &p.blk, x + r * m * P, O * P, s, m,
                                apack + gidx * a_size, out + r * x_group, groups * x_group, nblk,
                                p.nc, _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
         else:
-            conv_gi_images_f64(<const kernel_f64 *>p.kern, x + r * m * P, O * P, s, m,
+            conv_gi_images_f64(<const kernel_f64 *>p.kern, &p.blk, x + r * m * P, O * P, s, m,
                                apack + gidx * a_size, out + r * x_group, groups * x_group, nblk,
                                p.nc, _thread_ws(job, tid, T_A, d), _thread_ws(job, tid, T_B, d))
     elif job.kind == K_GW_DIRECT:
@@ -243,11 +243,11 @@ cdef void _vol_task(const _Job *job, Py_ssize_t t, int tid, const floating *d) n
     if b != NULL:
         b = b + gidx * p.m
     if floating is float:
-        conv_fwd_vol_f32(<const kernel_f32 *>p.kern, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
+        conv_fwd_vol_f32(<const kernel_f32 *>p.kern, &p.blk, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
                          apack, off, b, y, _thread_ws(job, tid, T_A, d),
                          _thread_ws(job, tid, T_B, d))
     else:
-        conv_fwd_vol_f64(<const kernel_f64 *>p.kern, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
+        conv_fwd_vol_f64(<const kernel_f64 *>p.kern, &p.blk, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
                          apack, off, b, y, _thread_ws(job, tid, T_A, d),
                          _thread_ws(job, tid, T_B, d))
 
@@ -487,20 +487,20 @@ cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) no
     cdef floating *tws = _thread_ws(job, tid, T_A, d)
     if p.algo == A_WINOGRAD:      # writes (not accumulates) its partial
         if floating is float:
-            conv_wino_gw_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+            conv_wino_gw_f32(<const kernel_f32 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi,
                              p.nimg, p.nty, p.tpad, dst, tws)
         else:
-            conv_wino_gw_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+            conv_wino_gw_f64(<const kernel_f64 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi,
                              p.nimg, p.nty, p.tpad, dst, tws)
         return
     cdef const void *mask = NULL      # dot: no grid mask for a finite input
     if p.algo == A_DOT and p.pointwise:     # in place: no copies, no mask (no padding)
         memset(dst, 0, _reduce_size(p) * sizeof(floating))
         if floating is float:
-            conv_gw_pointwise_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+            conv_gw_pointwise_f32(<const kernel_f32 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi,
                                   dst)
         else:
-            conv_gw_pointwise_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+            conv_gw_pointwise_f64(<const kernel_f64 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi,
                                   dst)
     elif p.algo == A_DOT:
         for gi in range(p.groups):      # this block's rows of each group
@@ -508,20 +508,20 @@ cdef void _gw_part(const _Job *job, Py_ssize_t t, int tid, const floating *d) no
         if not p.dot_finite:
             mask = _region(job, R_MASK, d)
         if floating is float:
-            conv_gw_images_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+            conv_gw_images_f32(<const kernel_f32 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi,
                                o_lo, o_hi, <const Py_ssize_t *>_region(job, R_OFFSETS, d),
                                <const int *>mask, dst, tws)
         else:
-            conv_gw_images_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi,
+            conv_gw_images_f64(<const kernel_f64 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi,
                                o_lo, o_hi, <const Py_ssize_t *>_region(job, R_OFFSETS, d),
                                <const long long *>mask, dst, tws)
     else:
         memset(dst, 0, _reduce_size(p) * sizeof(floating))
         if floating is float:
-            conv_gw_range_f32(<const kernel_f32 *>p.kern, x, gy, s, p.groups, p.m, lo, hi, dst,
+            conv_gw_range_f32(<const kernel_f32 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi, dst,
                               tws, _thread_ws(job, tid, T_B, d), p.pointwise)
         else:
-            conv_gw_range_f64(<const kernel_f64 *>p.kern, x, gy, s, p.groups, p.m, lo, hi, dst,
+            conv_gw_range_f64(<const kernel_f64 *>p.kern, &p.blk, x, gy, s, p.groups, p.m, lo, hi, dst,
                               tws, _thread_ws(job, tid, T_B, d), p.pointwise)
 
 
@@ -539,19 +539,19 @@ cdef inline void _fwd_block(const ConvPlan *p, const floating *x, const floating
                             const floating *bias, floating *y, Py_ssize_t p0, Py_ssize_t nc,
                             floating *ws) noexcept nogil:
     if floating is float:
-        conv_fwd_block_f32(<const kernel_f32 *>p.kern, x, &p.g, p.m, apack, bias, y, p0, nc, ws)
+        conv_fwd_block_f32(<const kernel_f32 *>p.kern, &p.blk, x, &p.g, p.m, apack, bias, y, p0, nc, ws)
     else:
-        conv_fwd_block_f64(<const kernel_f64 *>p.kern, x, &p.g, p.m, apack, bias, y, p0, nc, ws)
+        conv_fwd_block_f64(<const kernel_f64 *>p.kern, &p.blk, x, &p.g, p.m, apack, bias, y, p0, nc, ws)
 
 
 cdef inline void _fwd_slice(const ConvPlan *p, const floating *x, const floating *apack,
                             const Py_ssize_t *off, const floating *bias, floating *y,
                             floating *xp, floating *ctmp) noexcept nogil:
     if floating is float:
-        conv_fwd_slice_f32(<const kernel_f32 *>p.kern, x, &p.g, p.m, apack, off, bias, y, xp,
+        conv_fwd_slice_f32(<const kernel_f32 *>p.kern, &p.blk, x, &p.g, p.m, apack, off, bias, y, xp,
                            ctmp)
     else:
-        conv_fwd_slice_f64(<const kernel_f64 *>p.kern, x, &p.g, p.m, apack, off, bias, y, xp,
+        conv_fwd_slice_f64(<const kernel_f64 *>p.kern, &p.blk, x, &p.g, p.m, apack, off, bias, y, xp,
                            ctmp)
 
 
@@ -581,10 +581,10 @@ cdef inline void _fwd_grid(const ConvPlan *p, const floating *apack, const Py_ss
                            const floating *bias, floating *y, const floating *xp,
                            floating *ctmp, Py_ssize_t j_lo, Py_ssize_t j_hi) noexcept nogil:
     if floating is float:
-        conv_fwd_grid_f32(<const kernel_f32 *>p.kern, &p.g, p.m, apack, off, bias, y, xp, ctmp,
+        conv_fwd_grid_f32(<const kernel_f32 *>p.kern, &p.blk, &p.g, p.m, apack, off, bias, y, xp, ctmp,
                           j_lo, j_hi)
     else:
-        conv_fwd_grid_f64(<const kernel_f64 *>p.kern, &p.g, p.m, apack, off, bias, y, xp, ctmp,
+        conv_fwd_grid_f64(<const kernel_f64 *>p.kern, &p.blk, &p.g, p.m, apack, off, bias, y, xp, ctmp,
                           j_lo, j_hi)
 
 
@@ -593,10 +593,10 @@ cdef inline void _fwd_span(const ConvPlan *p, const floating *x, Py_ssize_t x_im
                            Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc,
                            floating *ws) noexcept nogil:
     if floating is float:
-        conv_fwd_span_f32(<const kernel_f32 *>p.kern, x, x_img, &p.g, p.m, apack, bias, y,
+        conv_fwd_span_f32(<const kernel_f32 *>p.kern, &p.blk, x, x_img, &p.g, p.m, apack, bias, y,
                           y_img, j0, nc, ws, p.stream, p.pointwise)
     else:
-        conv_fwd_span_f64(<const kernel_f64 *>p.kern, x, x_img, &p.g, p.m, apack, bias, y,
+        conv_fwd_span_f64(<const kernel_f64 *>p.kern, &p.blk, x, x_img, &p.g, p.m, apack, bias, y,
                           y_img, j0, nc, ws, p.stream, p.pointwise)
 
 
@@ -625,9 +625,9 @@ cdef inline void _wino_rows(const ConvPlan *p, const floating *x, Py_ssize_t x_i
 cdef inline void _gi_block(const ConvPlan *p, const floating *gy, const floating *apack,
                            floating *gi, floating *wsb, floating *wsc) noexcept nogil:
     if floating is float:
-        conv_gi_block_f32(<const kernel_f32 *>p.kern, gy, &p.g, p.m, apack, gi, p.nc, wsb, wsc)
+        conv_gi_block_f32(<const kernel_f32 *>p.kern, &p.blk, gy, &p.g, p.m, apack, gi, p.nc, wsb, wsc)
     else:
-        conv_gi_block_f64(<const kernel_f64 *>p.kern, gy, &p.g, p.m, apack, gi, p.nc, wsb, wsc)
+        conv_gi_block_f64(<const kernel_f64 *>p.kern, &p.blk, gy, &p.g, p.m, apack, gi, p.nc, wsb, wsc)
 
 
 # ---- one driver per pass ------------------------------------------------------------------
@@ -690,7 +690,7 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
         elif p.span:
             _run(&job, K_SPAN, p.groups * p.shares, p.threads)
         else:
-            _run(&job, K_BLOCK, p.batch * p.groups * ((P + CCONV_NC - 1) // CCONV_NC),
+            _run(&job, K_BLOCK, p.batch * p.groups * ((P + p.blk.nc - 1) // p.blk.nc),
                  p.threads)
 
 

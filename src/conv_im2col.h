@@ -137,30 +137,31 @@ static void S(pack_b_im2col)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_
 
 /* Forward, implicit GEMM: output pixels [p0, p0+nc) of one image-group slice,
  * y(m x P) = W(m x K) * im2col(x)(K x P) (+ bias).  apack: the group's weights packed
- * by pack_a over the full K; ws: CCONV_KC * ceil(nc/nr)*nr elements.  Requires K >= 1. */
-CCONV_BODY void CCONV_CAT(S(conv_fwd_block), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+ * by pack_a over the full K; ws: blk->kc * ceil(nc/nr)*nr elements.  Requires K >= 1. */
+CCONV_BODY void CCONV_CAT(S(conv_fwd_block), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const T *bias, T *y,
                               Py_ssize_t p0, Py_ssize_t nc, T *ws)
 {
     const Py_ssize_t K = g->channels * g->kernel_h * g->kernel_w;
     const Py_ssize_t P = g->out_h * g->out_w;
     const int mr = kern->mr, nr = kern->nr;
-    for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
-        const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+    for (Py_ssize_t pc = 0; pc < K; pc += blk->kc) {
+        const Py_ssize_t kc = cconv_min(blk->kc, K - pc);
         S(pack_b_im2col)(x, g, pc, kc, p0, nc, nr, ws);
-        S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, ws, y + p0, P, pc > 0, bias);
+        S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, ws, y + p0, P, pc > 0, bias,
+                      blk->mc);
     }
 }
-CCONV_ISA_VARIANTS(S(conv_fwd_block), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias, T *y, Py_ssize_t p0, Py_ssize_t nc, T *ws),
-    (kern, x, g, m, apack, bias, y, p0, nc, ws))
+CCONV_ISA_VARIANTS(S(conv_fwd_block), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias, T *y, Py_ssize_t p0, Py_ssize_t nc, T *ws),
+    (kern, blk, x, g, m, apack, bias, y, p0, nc, ws))
 
 /* Forward, packed-im2col GEMM over columns [j0, j0 + nc) of the batch-flattened pixel
  * range (column j = image*P + pixel): blocks may span images, so small images (P not a
  * multiple of nr) do not leave a mostly empty panel per image.  x, y: the group's slice of
- * image 0 (image strides x_img, y_img).  ws: CCONV_KC*ncp + ncp + ceil(m/mr)*mr*ncp
+ * image 0 (image strides x_img, y_img).  ws: blk->kc*ncp + ncp + ceil(m/mr)*mr*ncp
  * elements, ncp = ceil(nc/nr)*nr.  stream: write y with non-temporal stores (see
  * cconv_copy_out).  Requires K >= 1. */
-CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, const T *x, Py_ssize_t x_img,
+CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, Py_ssize_t x_img,
                              const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias,
                              T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws,
                              int stream, int pointwise)
@@ -169,9 +170,9 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, cons
     const Py_ssize_t P = g->out_h * g->out_w;
     const int mr = kern->mr, nr = kern->nr;
     const Py_ssize_t ncp = (nc + nr - 1) / nr * nr;
-    T *bpk = ws, *row = bpk + CCONV_KC * ncp, *ct = row + ncp;
-    for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
-        const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+    T *bpk = ws, *row = bpk + blk->kc * ncp, *ct = row + ncp;
+    for (Py_ssize_t pc = 0; pc < K; pc += blk->kc) {
+        const Py_ssize_t kc = cconv_min(blk->kc, K - pc);
         if (pointwise) {
             /* im2col row k is input plane k: copy each panel's columns straight from x. */
             for (Py_ssize_t jp = 0; jp < ncp; jp += nr) {
@@ -190,7 +191,8 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, cons
                     for (Py_ssize_t kk = 0; kk < kc; kk++)
                         for (Py_ssize_t t = t0 - jp; t < nr; t++) d[kk * nr + t] = 0;
             }
-            S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, bpk, ct, ncp, pc > 0, bias);
+            S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, bpk, ct, ncp, pc > 0, bias,
+                          blk->mc);
             continue;
         }
         for (Py_ssize_t kk = 0; kk < kc; kk++) {
@@ -206,7 +208,8 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, cons
                 for (int t = 0; t < nr; t++) d[t] = row[jp + t];
             }
         }
-        S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, bpk, ct, ncp, pc > 0, bias);
+        S(gemm_macro)(kern, m, nc, kc, apack + pc * mr, K * mr, bpk, ct, ncp, pc > 0, bias,
+                          blk->mc);
     }
     for (Py_ssize_t j = 0; j < nc;) {
         const Py_ssize_t img = (j0 + j) / P, p = (j0 + j) % P;
@@ -218,14 +221,14 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_span), _body)(const S(kernel_t) *kern, cons
     }
     if (stream) cconv_stream_fence();
 }
-CCONV_ISA_VARIANTS(S(conv_fwd_span), (const S(kernel_t) *kern, const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias, T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws, int stream, int pointwise),
-    (kern, x, x_img, g, m, apack, bias, y, y_img, j0, nc, ws, stream, pointwise))
+CCONV_ISA_VARIANTS(S(conv_fwd_span), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, Py_ssize_t x_img, const cconv_geom *g, Py_ssize_t m, const T *apack, const T *bias, T *y, Py_ssize_t y_img, Py_ssize_t j0, Py_ssize_t nc, T *ws, int stream, int pointwise),
+    (kern, blk, x, x_img, g, m, apack, bias, y, y_img, j0, nc, ws, stream, pointwise))
 
 /* Weight gradient over the flattened (image, pixel) range [r0, r1) of the batch:
  * gw(m x K) += gy(m x P) * im2col(x)^T for each group, accumulated in a fixed order.
  * x, gy: whole batch; gw: groups*m x K (not cleared here).
- * wsa: ceil(m/mr)*mr*CCONV_KC; wsb: CCONV_KC*CCONV_NC elements. */
-/* The GEMM depth of images smaller than CCONV_KC pixels spans images: (image, pixel) rows
+ * wsa: ceil(m/mr)*mr*blk->kc; wsb: blk->kc*blk->nc elements. */
+/* The GEMM depth of images smaller than blk->kc pixels spans images: (image, pixel) rows
  * [r, r + pc) of group gi.  gy rows packed as A (m rows in mr strips, rows past m zero). */
 static void S(pack_gy_rows)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT gy, Py_ssize_t groups,
                             Py_ssize_t gi, Py_ssize_t m, Py_ssize_t P, Py_ssize_t r, Py_ssize_t pc,
@@ -256,7 +259,7 @@ static void S(im2col_rows)(const T *CCONV_RESTRICT x, const cconv_geom *g, Py_ss
     }
 }
 
-CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const T *gy,
                              const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                              Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb,
                                    int pointwise)
@@ -266,23 +269,25 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, cons
     const Py_ssize_t x_group = g->channels * g->in_h * g->in_w;
     const int mr = kern->mr, nr = kern->nr;
     Py_ssize_t r = r0;
-    /* Images of fewer than CCONV_KC pixels: depth chunks of CCONV_KC rows across images (one
-     * image at a time, a 1x1 output would make every GEMM a rank-1 update of all of gw). */
-    while (P < CCONV_KC && r < r1) {
-        const Py_ssize_t pc = cconv_min(CCONV_KC, r1 - r);
+    /* Images of fewer than kc pixels: depth chunks of kc rows across images (one image at a
+     * time, a 1x1 output would make every GEMM a rank-1 update of all of gw). */
+    const Py_ssize_t kcb = cconv_min(blk->kc, CCONV_KC_MAX), ncb = blk->nc;
+    while (P < kcb && r < r1) {
+        const Py_ssize_t pc = cconv_min(kcb, r1 - r);
         for (Py_ssize_t gi = 0; gi < groups; gi++) {
             S(pack_gy_rows)(wsa, gy, groups, gi, m, P, r, pc, mr);
-            for (Py_ssize_t k0 = 0; k0 < K; k0 += CCONV_NC) {
-                const Py_ssize_t kb = cconv_min(CCONV_NC, K - k0);
+            for (Py_ssize_t k0 = 0; k0 < K; k0 += ncb) {
+                const Py_ssize_t kb = cconv_min(ncb, K - k0);
                 const Py_ssize_t kbp = (kb + nr - 1) / nr * nr;
                 for (Py_ssize_t kj = 0; kj < kbp; kj++) {
-                    T row[CCONV_KC];
+                    T row[CCONV_KC_MAX];
                     T *col = wsb + (kj / nr) * pc * nr + kj % nr;
                     if (kj < kb)
                         S(im2col_rows)(x, g, groups, gi, k0 + kj, r, pc, row);
                     for (Py_ssize_t pp = 0; pp < pc; pp++) col[pp * nr] = kj < kb ? row[pp] : 0;
                 }
-                S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gw + gi * m * K + k0, K, 1, NULL);
+                S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gw + gi * m * K + k0, K, 1, NULL,
+                              blk->mc);
             }
         }
         r += pc;
@@ -293,19 +298,20 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, cons
             const T *xg = x + (img * groups + gi) * x_group;
             const T *gyg = gy + (img * groups + gi) * m * P;
             T *gwg = gw + gi * m * K;
-            for (Py_ssize_t p0 = pa; p0 < pb; p0 += CCONV_KC) {
-                const Py_ssize_t pc = cconv_min(CCONV_KC, pb - p0);
+            for (Py_ssize_t p0 = pa; p0 < pb; p0 += kcb) {
+                const Py_ssize_t pc = cconv_min(kcb, pb - p0);
                 S(pack_a_rows)(kern, wsa, gyg + p0, m, pc, P, mr);
-                for (Py_ssize_t k0 = 0; k0 < K; k0 += CCONV_NC) {
-                    const Py_ssize_t kb = cconv_min(CCONV_NC, K - k0);
+                for (Py_ssize_t k0 = 0; k0 < K; k0 += ncb) {
+                    const Py_ssize_t kb = cconv_min(ncb, K - k0);
                     const Py_ssize_t kbp = (kb + nr - 1) / nr * nr;
                     if (pointwise) {  /* im2col row k is input plane k: transpose-pack */
                         S(pack_a_rows)(kern, wsb, xg + k0 * P + p0, kb, pc, P, nr);
-                        S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gwg + k0, K, 1, NULL);
+                        S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gwg + k0, K, 1, NULL,
+                                      blk->mc);
                         continue;
                     }
                     for (Py_ssize_t kj = 0; kj < kb; kj++) {
-                        T row[CCONV_KC];
+                        T row[CCONV_KC_MAX];
                         T *col = wsb + (kj / nr) * pc * nr + kj % nr;
                         S(im2col_row_fast)(xg, g, k0 + kj, p0, pc, row);
                         for (Py_ssize_t pp = 0; pp < pc; pp++) col[pp * nr] = row[pp];
@@ -313,21 +319,22 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_range), _body)(const S(kernel_t) *kern, cons
                     for (Py_ssize_t kj = kb; kj < kbp; kj++)
                         for (Py_ssize_t pp = 0; pp < pc; pp++)
                             wsb[(kj / nr) * pc * nr + pp * nr + kj % nr] = 0;
-                    S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gwg + k0, K, 1, NULL);
+                    S(gemm_macro)(kern, m, kb, pc, wsa, pc * mr, wsb, gwg + k0, K, 1, NULL,
+                                  blk->mc);
                 }
             }
         }
         r += pb - pa;
     }
 }
-CCONV_ISA_VARIANTS(S(conv_gw_range), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb, int pointwise),
-    (kern, x, gy, g, groups, m, r0, r1, gw, wsa, wsb, pointwise))
+CCONV_ISA_VARIANTS(S(conv_gw_range), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw, T *wsa, T *wsb, int pointwise),
+    (kern, blk, x, gy, g, groups, m, r0, r1, gw, wsa, wsb, pointwise))
 
 /* Input gradient of one image-group slice by GEMM + col2im (any stride):
  * col(K x P) = W^T(K x m) * gy(m x P), scattered back into gi (which must be zeroed)
  * nc pixels at a time.  apack: W^T packed by pack_a (K rows, depth m);
- * wsb: CCONV_KC*ceil(nc/nr)*nr; wsc: K*nc elements. */
-CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, const T *gy, const cconv_geom *g,
+ * wsb: blk->kc*ceil(nc/nr)*nr; wsc: K*nc elements. */
+CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *gy, const cconv_geom *g,
                              Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max,
                              T *wsb, T *wsc)
 {
@@ -336,10 +343,11 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, cons
     const int mr = kern->mr, nr = kern->nr;
     for (Py_ssize_t p0 = 0; p0 < P; p0 += nc_max) {
         const Py_ssize_t nc = cconv_min(nc_max, P - p0);
-        for (Py_ssize_t o0 = 0; o0 < m; o0 += CCONV_KC) {
-            const Py_ssize_t kc = cconv_min(CCONV_KC, m - o0);
+        for (Py_ssize_t o0 = 0; o0 < m; o0 += blk->kc) {
+            const Py_ssize_t kc = cconv_min(blk->kc, m - o0);
             S(pack_b)(wsb, gy + o0 * P + p0, kc, nc, P, nr);
-            S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL);
+            S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL,
+                          blk->mc);
         }
         for (Py_ssize_t k = 0; k < K; k++)
             S(col2im_row)(gi, g, k, p0, nc, wsc + k * nc);
@@ -348,7 +356,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, cons
 /* conv_gi_block over nimg images of one group at once (gy and gi images gy_img and gi_img
  * elements apart): the GEMM's columns are (image, pixel) pairs, so images of a few pixels
  * still make a GEMM, not a matrix-vector product per image. */
-CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *gy,
                              Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m,
                              const T *apack, T *gi, Py_ssize_t gi_img, Py_ssize_t nimg,
                              Py_ssize_t nc_max, T *wsb, T *wsc)
@@ -358,8 +366,8 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, con
     const int mr = kern->mr, nr = kern->nr;
     for (Py_ssize_t j0 = 0; j0 < cols; j0 += nc_max) {
         const Py_ssize_t nc = cconv_min(nc_max, cols - j0);
-        for (Py_ssize_t o0 = 0; o0 < m; o0 += CCONV_KC) {
-            const Py_ssize_t kc = cconv_min(CCONV_KC, m - o0);
+        for (Py_ssize_t o0 = 0; o0 < m; o0 += blk->kc) {
+            const Py_ssize_t kc = cconv_min(blk->kc, m - o0);
             for (Py_ssize_t jb = 0; jb < nc; jb += nr) {   /* B panels, column by column */
                 T *panel = wsb + (jb / nr) * kc * nr;
                 for (Py_ssize_t j = 0; j < nr; j++) {
@@ -372,7 +380,8 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, con
                     for (Py_ssize_t kk = 0; kk < kc; kk++) panel[kk * nr + j] = src[kk * P];
                 }
             }
-            S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL);
+            S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL,
+                          blk->mc);
         }
         for (Py_ssize_t j = 0; j < nc;) {
             const Py_ssize_t col = j0 + j, pa = col % P, len = cconv_min(P - pa, nc - j);
@@ -382,7 +391,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, con
         }
     }
 }
-CCONV_ISA_VARIANTS(S(conv_gi_images), (const S(kernel_t) *kern, const T *gy, Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, T *wsb, T *wsc),
-    (kern, gy, gy_img, g, m, apack, gi, gi_img, nimg, nc_max, wsb, wsc))
-CCONV_ISA_VARIANTS(S(conv_gi_block), (const S(kernel_t) *kern, const T *gy, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max, T *wsb, T *wsc),
-    (kern, gy, g, m, apack, gi, nc_max, wsb, wsc))
+CCONV_ISA_VARIANTS(S(conv_gi_images), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *gy, Py_ssize_t gy_img, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, T *wsb, T *wsc),
+    (kern, blk, gy, gy_img, g, m, apack, gi, gi_img, nimg, nc_max, wsb, wsc))
+CCONV_ISA_VARIANTS(S(conv_gi_block), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *gy, const cconv_geom *g, Py_ssize_t m, const T *apack, T *gi, Py_ssize_t nc_max, T *wsb, T *wsc),
+    (kern, blk, gy, g, m, apack, gi, nc_max, wsb, wsc))

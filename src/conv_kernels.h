@@ -129,13 +129,20 @@ typedef struct {
     Py_ssize_t xi_stride, cb, cb_stride, c_stride, t_stride;
 } cconv_layout;
 
-/* Blocking (elements).  KC bounds the depth of one packed A strip / B panel so a
- * B panel (KC x NR) stays in L1 and the packed A block (O x KC) in L2. */
-#define CCONV_KC 256
-/* Rows per GEMM row block (A block CCONV_MC x KC stays in L2 while B panels stream). */
-#define CCONV_MC 96
-/* Columns (output pixels) per forward block: a B block is KC x CCONV_NC. */
-#define CCONV_NC 192
+/* GEMM cache blocking of one pass, chosen by the planner from the probed cache sizes, the
+ * float type and the micro-kernel (conv_plan.pxi, _blocking, says why each size):
+ * kc: depth of one packed A strip / B panel (the B panel kc x nr stays in L1);
+ * mc: rows per GEMM row block, rounded down to whole mr strips by the drivers (the A block
+ *     mc x kc stays in L2 while the B panels of a block stream through L1);
+ * nc: columns per B block (output pixels of a forward block, weight-gradient columns),
+ *     a multiple of nr;
+ * dot_gy_bytes: grad_output bytes the dot-kernel weight gradient keeps in L2 per block. */
+typedef struct {
+    Py_ssize_t kc, mc, nc, dot_gy_bytes;
+} cconv_blocking;
+
+/* Largest kc: the weight gradient keeps one im2col row of kc values on the stack. */
+#define CCONV_KC_MAX 1024
 
 /* Extra elements between the 16 Winograd planes (xi) of a transform buffer: the planes
  * are often a power of two bytes long (e.g. 128 channels x 64 tiles), and a transform

@@ -25,8 +25,9 @@ cdef extern from "conv_kernels.h" nogil:
         int dot_mo, dot_nk
         const char *isa
 
-    const Py_ssize_t CCONV_KC
-    const Py_ssize_t CCONV_NC
+    ctypedef struct cconv_blocking:
+        Py_ssize_t kc, mc, nc, dot_gy_bytes
+    const Py_ssize_t CCONV_KC_MAX
     const char *CCONV_COMPILER
     const int CCONV_OPENMP
 
@@ -39,29 +40,35 @@ cdef extern from "conv_kernels.h" nogil:
                     Py_ssize_t rs, Py_ssize_t cs, int mr)
     void pack_a_f64(double *dst, const double *src, Py_ssize_t m, Py_ssize_t k,
                     Py_ssize_t rs, Py_ssize_t cs, int mr)
-    void conv_fwd_block_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+    void conv_fwd_block_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                            const float *x, const cconv_geom *g,
                             Py_ssize_t m, const float *apack, const float *bias, float *y,
                             Py_ssize_t p0, Py_ssize_t nc, float *ws)
-    void conv_fwd_block_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+    void conv_fwd_block_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                            const double *x, const cconv_geom *g,
                             Py_ssize_t m, const double *apack, const double *bias, double *y,
                             Py_ssize_t p0, Py_ssize_t nc, double *ws)
     Py_ssize_t padded_size_f32(const cconv_geom *g, int nr)
     Py_ssize_t padded_size_f64(const cconv_geom *g, int nr)
     void tap_offsets_f32(const cconv_geom *g, Py_ssize_t *off)
-    void conv_fwd_slice_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+    void conv_fwd_slice_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                            const float *x, const cconv_geom *g,
                             Py_ssize_t m, const float *apack, const Py_ssize_t *off,
                             const float *bias, float *y, float *xp, float *ctmp)
-    void conv_fwd_slice_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+    void conv_fwd_slice_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                            const double *x, const cconv_geom *g,
                             Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                             const double *bias, double *y, double *xp, double *ctmp)
     void pad_phases_f32(const float *x, const cconv_geom *g, int nr, float *xp)
     void pad_phases_f64(const double *x, const cconv_geom *g, int nr, double *xp)
     Py_ssize_t grid_cols_f32(const cconv_geom *g)
-    void conv_fwd_grid_f32(const kernel_f32 *kern, const cconv_geom *g, Py_ssize_t m,
+    void conv_fwd_grid_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                           const cconv_geom *g, Py_ssize_t m,
                            const float *apack, const Py_ssize_t *off, const float *bias,
                            float *y, const float *xp, float *ctmp, Py_ssize_t j_lo,
                            Py_ssize_t j_hi)
-    void conv_fwd_grid_f64(const kernel_f64 *kern, const cconv_geom *g, Py_ssize_t m,
+    void conv_fwd_grid_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                           const cconv_geom *g, Py_ssize_t m,
                            const double *apack, const Py_ssize_t *off, const double *bias,
                            double *y, const double *xp, double *ctmp, Py_ssize_t j_lo,
                            Py_ssize_t j_hi)
@@ -73,21 +80,25 @@ cdef extern from "conv_kernels.h" nogil:
                                    int nr)
     void vol_tap_offsets_f32(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
                              Py_ssize_t *off)
-    void conv_fwd_vol_f32(const kernel_f32 *kern, const float *x, const cconv_geom *g,
+    void conv_fwd_vol_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                          const float *x, const cconv_geom *g,
                           const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd,
                           Py_ssize_t m, const float *apack, const Py_ssize_t *off,
                           const float *bias, float *y, float *xp, float *ctmp)
-    void conv_fwd_vol_f64(const kernel_f64 *kern, const double *x, const cconv_geom *g,
+    void conv_fwd_vol_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                          const double *x, const cconv_geom *g,
                           const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd,
                           Py_ssize_t m, const double *apack, const Py_ssize_t *off,
                           const double *bias, double *y, double *xp, double *ctmp)
     Py_ssize_t wino_gw_size_f32(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py_ssize_t tw,
                                 Py_ssize_t tpad, int mr, int nr)
-    void conv_wino_gw_f32(const kernel_f32 *kern, const float *x, const float *gy,
+    void conv_wino_gw_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                          const float *x, const float *gy,
                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                           Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
                           Py_ssize_t tpad, float *sacc, float *ws)
-    void conv_wino_gw_f64(const kernel_f64 *kern, const double *x, const double *gy,
+    void conv_wino_gw_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                          const double *x, const double *gy,
                           const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                           Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
                           Py_ssize_t tpad, double *sacc, double *ws)
@@ -121,53 +132,65 @@ cdef extern from "conv_kernels.h" nogil:
     Py_ssize_t dot_grid_f64(const cconv_geom *g)
     void dot_mask_f32(const cconv_geom *g, int *mask)
     void dot_mask_f64(const cconv_geom *g, long long *mask)
-    void conv_gw_images_f32(const kernel_f32 *kern, const float *x, const float *gy,
+    void conv_gw_images_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                            const float *x, const float *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                             Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
                             Py_ssize_t o_hi, const Py_ssize_t *off, const int *mask,
                             float *gw, float *ws)
-    void conv_gw_images_f64(const kernel_f64 *kern, const double *x, const double *gy,
+    void conv_gw_images_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                            const double *x, const double *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                             Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t o_lo,
                             Py_ssize_t o_hi, const Py_ssize_t *off, const long long *mask,
                             double *gw, double *ws)
-    void conv_gw_pointwise_f32(const kernel_f32 *kern, const float *x, const float *gy,
+    void conv_gw_pointwise_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                               const float *x, const float *gy,
                                const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                                Py_ssize_t r0, Py_ssize_t r1, float *gw)
-    void conv_gw_pointwise_f64(const kernel_f64 *kern, const double *x, const double *gy,
+    void conv_gw_pointwise_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                               const double *x, const double *gy,
                                const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                                Py_ssize_t r0, Py_ssize_t r1, double *gw)
     Py_ssize_t dot_image_size_f32(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f64(const cconv_geom *g, Py_ssize_t m, int nr)
-    void conv_fwd_span_f32(const kernel_f32 *kern, const float *x, Py_ssize_t x_img,
+    void conv_fwd_span_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                           const float *x, Py_ssize_t x_img,
                            const cconv_geom *g, Py_ssize_t m, const float *apack,
                            const float *bias, float *y, Py_ssize_t y_img, Py_ssize_t j0,
                            Py_ssize_t nc, float *ws, int stream, int pointwise)
-    void conv_fwd_span_f64(const kernel_f64 *kern, const double *x, Py_ssize_t x_img,
+    void conv_fwd_span_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                           const double *x, Py_ssize_t x_img,
                            const cconv_geom *g, Py_ssize_t m, const double *apack,
                            const double *bias, double *y, Py_ssize_t y_img, Py_ssize_t j0,
                            Py_ssize_t nc, double *ws, int stream, int pointwise)
-    void conv_gw_range_f32(const kernel_f32 *kern, const float *x, const float *gy,
+    void conv_gw_range_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                           const float *x, const float *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, float *gw, float *wsa, float *wsb,
                            int pointwise)
-    void conv_gw_range_f64(const kernel_f64 *kern, const double *x, const double *gy,
+    void conv_gw_range_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                           const double *x, const double *gy,
                            const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                            Py_ssize_t r0, Py_ssize_t r1, double *gw, double *wsa, double *wsb,
                            int pointwise)
-    void conv_gi_block_f32(const kernel_f32 *kern, const float *gy, const cconv_geom *g,
+    void conv_gi_block_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                           const float *gy, const cconv_geom *g,
                            Py_ssize_t m, const float *apack, float *gi, Py_ssize_t nc_max,
                            float *wsb, float *wsc)
-    void conv_gi_block_f64(const kernel_f64 *kern, const double *gy, const cconv_geom *g,
+    void conv_gi_block_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                           const double *gy, const cconv_geom *g,
                            Py_ssize_t m, const double *apack, double *gi, Py_ssize_t nc_max,
                            double *wsb, double *wsc)
-    void conv_gi_images_f32(const kernel_f32 *kern, const float *gy, Py_ssize_t gy_img,
+    void conv_gi_images_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                            const float *gy, Py_ssize_t gy_img,
                             const cconv_geom *g, Py_ssize_t m, const float *apack, float *gi,
                             Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, float *wsb,
                             float *wsc)
-    void conv_gi_images_f64(const kernel_f64 *kern, const double *gy, Py_ssize_t gy_img,
+    void conv_gi_images_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                            const double *gy, Py_ssize_t gy_img,
                             const cconv_geom *g, Py_ssize_t m, const double *apack, double *gi,
                             Py_ssize_t gi_img, Py_ssize_t nimg, Py_ssize_t nc_max, double *wsb,
                             double *wsc)

@@ -75,7 +75,7 @@ static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr
  * apack: the group's weights packed by pack_a over the full K; off: tap_offsets;
  * ctmp: ceil(m/mr)*mr * CCONV_NB_PANELS*nr elements.  Splitting a slice's grid between
  * tasks gives the same bits as one task: each column is computed alone. */
-CCONV_BODY void CCONV_CAT(S(conv_fwd_grid), _body)(const S(kernel_t) *kern, const cconv_geom *g,
+CCONV_BODY void CCONV_CAT(S(conv_fwd_grid), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const Py_ssize_t *off,
                               const T *bias, T *y, const T *xp, T *ctmp, Py_ssize_t j_lo,
                               Py_ssize_t j_hi)
@@ -84,15 +84,15 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_grid), _body)(const S(kernel_t) *kern, cons
     const Py_ssize_t Wo = g->out_w, P = g->out_h * g->out_w;
     const int mr = kern->mr, nr = kern->nr;
     const Py_ssize_t NB = CCONV_NB_PANELS * nr;
-    /* Row blocks of about CCONV_MC rows: the A block they cycle through (mc x kc) stays
+    /* Row blocks of about blk->mc rows: the A block they cycle through (mc x kc) stays
      * in L2 while the block's B columns are reread from L1 (m = 512: 512 KiB per kc). */
-    const Py_ssize_t mc = cconv_max(mr, CCONV_MC / mr * mr);
+    const Py_ssize_t mc = cconv_max(mr, blk->mc / mr * mr);
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
     for (Py_ssize_t j0 = j_lo; j0 < j_hi; j0 += NB) {
         const Py_ssize_t nb = cconv_min(NB, j_hi - j0);
-        for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
-            const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+        for (Py_ssize_t pc = 0; pc < K; pc += blk->kc) {
+            const Py_ssize_t kc = cconv_min(blk->kc, K - pc);
             for (Py_ssize_t ic = 0; ic < m; ic += mc) {
                 const Py_ssize_t iend = cconv_min(m, ic + mc);
                 for (Py_ssize_t jr = 0; jr < nb; jr += nr)
@@ -120,8 +120,8 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_grid), _body)(const S(kernel_t) *kern, cons
         }
     }
 }
-CCONV_ISA_VARIANTS(S(conv_fwd_grid), (const S(kernel_t) *kern, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, const T *xp, T *ctmp, Py_ssize_t j_lo, Py_ssize_t j_hi),
-    (kern, g, m, apack, off, bias, y, xp, ctmp, j_lo, j_hi))
+CCONV_ISA_VARIANTS(S(conv_fwd_grid), (const S(kernel_t) *kern, const cconv_blocking *blk, const cconv_geom *g, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, const T *xp, T *ctmp, Py_ssize_t j_lo, Py_ssize_t j_hi),
+    (kern, blk, g, m, apack, off, bias, y, xp, ctmp, j_lo, j_hi))
 
 /* Grid columns of slice geometry g (out_h rows of wph). */
 CCONV_MAYBE_UNUSED
@@ -134,12 +134,13 @@ static Py_ssize_t S(grid_cols)(const cconv_geom *g)
 
 /* Forward of one image-group slice: pad_phases into xp (padded_size elements), then
  * conv_fwd_grid over the whole grid. */
-static void S(conv_fwd_slice)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+static void S(conv_fwd_slice)(const S(kernel_t) *kern, const cconv_blocking *blk,
+                              const T *x, const cconv_geom *g,
                               Py_ssize_t m, const T *apack, const Py_ssize_t *off,
                               const T *bias, T *y, T *xp, T *ctmp)
 {
     S(pad_phases)(x, g, kern->nr, xp);
-    S(conv_fwd_grid)(kern, g, m, apack, off, bias, y, xp, ctmp, 0, S(grid_cols)(g));
+    S(conv_fwd_grid)(kern, blk, g, m, apack, off, bias, y, xp, ctmp, 0, S(grid_cols)(g));
 }
 
 /* ---- the same on a volume: depth taps are grid offsets too ------------------------
@@ -264,7 +265,7 @@ static void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g,
  * out_h x out_w, the slice's full output) = W * x (+ bias) by implicit GEMM, on the copy
  * laid out for chunks of nd >= nout depths (every chunk shares the offsets).  apack, off
  * (vol_tap_offsets for nd), xp (padded_vol_size for nd) and ctmp as in conv_fwd_slice. */
-CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const T *x, const cconv_geom *g,
+CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const cconv_geom *g,
                               const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout,
                               Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off,
                               const T *bias, T *y, T *xp, T *ctmp)
@@ -285,8 +286,8 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
     for (Py_ssize_t q = 0; q < runs; q++) {
         for (Py_ssize_t j0 = q * plane; j0 < q * plane + run; j0 += NB) {
             const Py_ssize_t nb = cconv_min(NB, q * plane + run - j0);
-            for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
-                const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+            for (Py_ssize_t pc = 0; pc < K; pc += blk->kc) {
+                const Py_ssize_t kc = cconv_min(blk->kc, K - pc);
                 for (Py_ssize_t jr = 0; jr < nb; jr += nr)
                     for (Py_ssize_t ir = 0; ir < m; ir += mr)
                         kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, xp + j0 + jr, off + pc,
@@ -312,5 +313,5 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
         }
     }
 }
-CCONV_ISA_VARIANTS(S(conv_fwd_vol), (const S(kernel_t) *kern, const T *x, const cconv_geom *g, const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
-    (kern, x, g, d, od0, nout, nd, m, apack, off, bias, y, xp, ctmp))
+CCONV_ISA_VARIANTS(S(conv_fwd_vol), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const cconv_geom *g, const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
+    (kern, blk, x, g, d, od0, nout, nd, m, apack, off, bias, y, xp, ctmp))

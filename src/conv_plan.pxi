@@ -56,17 +56,16 @@ DEF _DIRECT_MAX_MACS = 32768
 # Largest padded image slice (elements) the implicit-GEMM forward copies per thread.
 DEF _PADDED_MAX_ELEMS = 4194304
 # The padded grid reads a group's packed weights (round_up(m, mr) x K) again for every block
-# of CCONV_NB_PANELS * nr columns, packed im2col once per CCONV_NC columns.  Up to this many
-# bytes they stay in L2 (half of this machine's 512 KiB: B columns and the C block share it);
-# beyond, every block streams them from L3, a cost proportional to the multiply-adds that
-# _PADDED_RESTREAM weighs.  It shows where the grid is one output row (forcing each
+# of CCONV_NB_PANELS * nr columns, packed im2col once per blk.nc columns.  Up to
+# _padded_a_bytes() (half of L2: B columns and the C block share it; see blocking) they stay
+# in L2; beyond, every block streams them from L3, a cost proportional to the multiply-adds
+# that _PADDED_RESTREAM weighs.  It shows where the grid is one output row (forcing each
 # algorithm on 20 seeded random conv1d layers and the benchmark's): at stride > 1 (the
 # polyphase copy spreads each channel's taps over `stride` planes, more cache lines per B
 # panel) padded ran 1.1-1.4x slower than im2col at 192-512 output channels, and at stride 1
 # on two threads (both cores streaming the weights from the shared L3) 1.1-1.9x at 256-512;
 # at stride 1 on one thread, or 128 channels, there was no consistent winner.  2-d grids
 # were not measured: they keep the column-waste rule alone.
-DEF _PADDED_A_BYTES = 262144
 DEF _PADDED_RESTREAM = 0.1
 # Channels in lanes: at most this many output channels per group (128 lose ~10% to GEMM).
 DEF _LANES_MAX_CHANNELS = 64
@@ -141,9 +140,8 @@ DEF _ROWS_K_CHUNK = 128
 # Depthwise tasks take whole planes (grad_weight: whole channels) until a task has about this
 # many multiply-adds: a 2x2-output plane is ~100 of them, too little to hand out alone.
 DEF _DW_TASK_MACS = 65536
-# Volume (conv3d) tasks take whole output depth planes, about this many grid columns each
-# (a task re-pads the (kd - 1) halo planes it shares with its neighbours).
-DEF _VOL_TASK_COLS = 4096
+# Volume (conv3d) tasks take whole output depth planes, about _vol_task_cols() grid columns
+# each (see blocking; a task re-pads the (kd - 1) halo planes it shares with its neighbours).
 # Depthwise outputs of at most this many pixels per plane put channels in the vector lanes
 # (m == 1): a plane's own copies and loops would cost more than its arithmetic.
 DEF _DW_LANES_MAX_PIXELS = 64
@@ -206,9 +204,9 @@ REASONS = (
     "channels in the vector lanes" % _DW_LANES_MAX_PIXELS,
     "3-d: implicit GEMM over a padded copy of each volume (depth taps are grid offsets), no "
     "stacked copies of the input and no transposed output",
-    "one output row (strided, or on a team) and packed weights over %d KiB: the padded grid "
-    "would stream them from L3 for every block of columns, im2col panels reuse them longer"
-    % (_PADDED_A_BYTES // 1024),
+    "one output row (strided, or on a team) and packed weights over half of L2: the padded "
+    "grid would stream them from L3 for every block of columns, im2col panels reuse them "
+    "longer",
     "1x1 kernel with few channels: register-tiled dot kernel on the input and grad_output in "
     "place, where a GEMM would pad its tiles and transpose both operands into panels",
 )
@@ -247,6 +245,7 @@ cdef struct ConvPlan:
     int itemsize
     const void *kern          # GEMM micro-kernel (kernel_t_f32 / kernel_t_f64)
     int mr, nr
+    cconv_blocking blk        # GEMM cache blocking (_blocking)
     bint span                 # im2col forward: blocks span images
     Py_ssize_t shares         # ... in this many equal shares of the panels per group
     bint stream               # im2col forward: streaming stores
@@ -295,6 +294,48 @@ cdef int _read_forced_algo() except -2:
 
 
 _env_algo = _read_forced_algo()
+
+
+# ---- cache blocking ----------------------------------------------------------------------
+# Every cache-sized quantity of a plan, from the data cache sizes probed at import (isa.pxi;
+# CCONV_CACHE_BYTES overrides), in one place.  The GEMMs are blocked GotoBLAS-style: the
+# micro-kernel keeps an mr x nr tile of C in registers and streams an A strip (mr x kc) and a
+# B panel (kc x nr); gemm_macro runs every A strip of a row block against one B panel.
+#   kc: the B panel (kc x nr, reread for every A strip) fills half of L1d, the A strip and the
+#       C tile's lines the rest: kc = L1d / (2 nr itemsize), a multiple of 8 in
+#       [8, CCONV_KC_MAX].  The type enters through nr * itemsize (one vector per panel row:
+#       64 bytes on AVX2 for both types, so kc = 256 on a 32 KiB L1d).
+#   mc: the A block (mc x kc, rounded down to whole mr strips by the drivers) stays in L2
+#       while the B panels stream: 3/8 of L2 counted in float64 (mc = 96 at 512 KiB and
+#       kc = 256).  float32 blocks keep float64's shape (half the bytes): the constants
+#       these rules reproduce were tuned as one shape for both types.
+#   nc: a B block (kc x nc) of packed im2col panels, reread for every row block, takes 3/4 of
+#       L2 in float64 (192 columns), a multiple of nr.
+#   dot_gy_bytes: the dot-kernel weight gradient keeps this much grad_output in L2 while
+#       every tap of the padded images passes over it: 3/8 of L2.
+#   _padded_a_bytes(): packed weights up to half of L2 stay there for the padded grid.
+#   _vol_task_cols(): a volume task's grid columns, L2 / 128: the padded copy of those
+#       columns stays within L2 for up to 128 bytes of channels (32 float32 channels).
+# On the machine the planner was tuned on (32 KiB L1d, 512 KiB L2) these are the fitted
+# constants: kc 256, mc 96, nc 192, 192 KiB of grad_output, 256 KiB of weights, 4096 columns.
+
+cdef void _blocking(ConvPlan *p) noexcept nogil:
+    """p.blk from the cache sizes, the float type and the micro-kernel's nr."""
+    cdef long long l1 = cconv_cache_bytes[0], l2 = cconv_cache_bytes[1]
+    cdef Py_ssize_t kc = <Py_ssize_t>(l1 // (2 * p.nr * p.itemsize)) // 8 * 8
+    kc = max(<Py_ssize_t>8, min(kc, <Py_ssize_t>CCONV_KC_MAX))
+    p.blk.kc = kc
+    p.blk.mc = max(<Py_ssize_t>1, <Py_ssize_t>(3 * l2 // (8 * 8 * kc)))
+    p.blk.nc = max(<Py_ssize_t>p.nr, <Py_ssize_t>(3 * l2 // (4 * 8 * kc)) // p.nr * p.nr)
+    p.blk.dot_gy_bytes = <Py_ssize_t>(3 * l2 // 8)
+
+
+cdef inline Py_ssize_t _padded_a_bytes() noexcept nogil:
+    return <Py_ssize_t>(cconv_cache_bytes[1] // 2)
+
+
+cdef inline Py_ssize_t _vol_task_cols() noexcept nogil:
+    return max(<Py_ssize_t>1, <Py_ssize_t>(cconv_cache_bytes[1] // 128))
 
 
 # ---- small helpers ------------------------------------------------------------------------
@@ -626,7 +667,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
         im2col_cols = (_round_up(p.batch * s.out_h * s.out_w, p.nr) if _spans_images(p)
                        else p.batch * _round_up(s.out_h * s.out_w, p.nr))
         restream = (s.out_h == 1 and (s.stride_w > 1 or p.threads > 1)
-                    and _round_up(m, p.mr) * s.channels * khw * p.itemsize > _PADDED_A_BYTES)
+                    and _round_up(m, p.mr) * s.channels * khw * p.itemsize > _padded_a_bytes())
         if not gemm_pays or not (im2col_cols * (m + _IM2COL_PACK_FWD)
                                  < grid_cols * m * (1 + restream * _PADDED_RESTREAM)
                                  or khw == 1):
@@ -714,11 +755,11 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
         # runs while another waits for a core can take over some of its shares
         p.shares = min(<Py_ssize_t>_SHARES_PER_THREAD * p.threads if p.threads > 1 else 1,
                        (p.batch * P + p.nr - 1) // p.nr)
-        _book_thread(p, T_A, CCONV_KC * CCONV_NC + CCONV_NC + _round_up(m, p.mr) * CCONV_NC)
+        _book_thread(p, T_A, p.blk.kc * p.blk.nc + p.blk.nc + _round_up(m, p.mr) * p.blk.nc)
     else:
         p.threads = _team(p.threads, macs,
-                          p.batch * p.groups * ((P + CCONV_NC - 1) // CCONV_NC))
-        _book_thread(p, T_A, CCONV_KC * CCONV_NC)
+                          p.batch * p.groups * ((P + p.blk.nc - 1) // p.blk.nc))
+        _book_thread(p, T_A, p.blk.kc * p.blk.nc)
 
 
 # ---- few output pixels: the rows algorithm ------------------------------------------------
@@ -789,6 +830,7 @@ cdef void _plan_init(ConvPlan *p, int pass_, const cconv_geom *s, Py_ssize_t bat
     p.chunks = 1
     p.oblocks = 1
     _choose_kernel(p, m, False)
+    _blocking(p)
 
 
 cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
@@ -841,7 +883,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         p.nc = max(<Py_ssize_t>p.nr, min(cols, _round_up(p.nimg * P, p.nr)))
         p.threads = _team(p.threads, macs, (p.batch + p.nimg - 1) // p.nimg * p.groups)
         _book(p, R_WEIGHTS, p.groups * _round_up(K, p.mr) * m)
-        _book_thread(p, T_A, CCONV_KC * p.nc)
+        _book_thread(p, T_A, p.blk.kc * p.nc)
         _book_thread(p, T_B, K * p.nc)
     else:
         p.algo = A_DIRECT
@@ -958,8 +1000,8 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
             _book(p, R_MASK, _dot_grid(p))     # integers as wide as the float type
         _book_thread(p, T_A, _dot_scratch(p))
     else:
-        _book_thread(p, T_A, _round_up(m, p.mr) * CCONV_KC)
-        _book_thread(p, T_B, CCONV_KC * CCONV_NC)
+        _book_thread(p, T_A, _round_up(m, p.mr) * p.blk.kc)
+        _book_thread(p, T_B, p.blk.kc * p.blk.nc)
     _lay_out(p)
 
 
@@ -967,7 +1009,7 @@ cdef bint _pw_dot_pays(const ConvPlan *p) noexcept nogil:
     """Whether a 1x1 weight gradient is faster by the dot kernel in place than by the packed
     GEMM.  With few channels on either side the GEMM's tiles are mostly padding (C in nr-wide
     panels) and it transposes m + C values per pixel for few multiply-adds each: the dot
-    kernel wins at any size.  Images of at least CCONV_KC pixels make the GEMM pack each
+    kernel wins at any size.  Images of at least kc pixels make the GEMM pack each
     image's panels apart, which costs more than the dot kernel's reduction up to
     _PW_DOT_MAX_M output channels and _PW_DOT_MAX_MC channel pairs; smaller images share
     the GEMM's depth and the dot kernel's per-image overhead wins only with the fewest
@@ -977,7 +1019,7 @@ cdef bint _pw_dot_pays(const ConvPlan *p) noexcept nogil:
     cdef Py_ssize_t m = p.m, C = p.g.channels
     if min(m, C) <= _PW_DOT_FEW:
         return True
-    return (p.g.out_h * p.g.out_w >= CCONV_KC and m <= _PW_DOT_MAX_M
+    return (p.g.out_h * p.g.out_w >= p.blk.kc and m <= _PW_DOT_MAX_M
             and m * C <= _PW_DOT_MAX_MC)
 
 
@@ -1213,11 +1255,11 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     p.algo = A_VOLUME
     p.reason = W_VOLUME
     p.forced = 1 if _env_algo == A_VOLUME else 0
-    # whole output depth planes per task, ~_VOL_TASK_COLS grid columns (not the thread
+    # whole output depth planes per task, ~_vol_task_cols() grid columns (not the thread
     # count: the cut never changes a result anyway, each column is summed in one order)
     phase_dims_f32(&p.g, &hph, &wph)
     plane = hph * wph
-    nchunks = max(<Py_ssize_t>1, min(p.d.out_d, p.d.out_d * plane // _VOL_TASK_COLS))
+    nchunks = max(<Py_ssize_t>1, min(p.d.out_d, p.d.out_d * plane // _vol_task_cols()))
     p.dchunk = (p.d.out_d + nchunks - 1) // nchunks
     while p.dchunk > 1 and _vol_size(p, p.dchunk) > _PADDED_MAX_ELEMS:
         p.dchunk = (p.dchunk + 1) // 2

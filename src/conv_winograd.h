@@ -296,7 +296,8 @@ static Py_ssize_t S(wino_gw_size)(Py_ssize_t C, Py_ssize_t m, Py_ssize_t nty, Py
  * sacc[xi][group][c][o] (xi stride groups*C*m) = sum of V_xi Z_xi^T (no clearing needed), 16 GEMMs whose depth is the
  * block's tile count.  The transforms write V straight into GEMM A strips (channels) and
  * Z into B panels (output channels), so nothing is repacked.  x, gy: whole batch. */
-CCONV_BODY void CCONV_CAT(S(conv_wino_gw), _body)(const S(kernel_t) *kern, const T *x, const T *gy,
+CCONV_BODY void CCONV_CAT(S(conv_wino_gw), _body)(const S(kernel_t) *kern, const cconv_blocking *blk,
+                            const T *x, const T *gy,
                             const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m,
                             Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty,
                             Py_ssize_t tpad, T *sacc, T *ws)
@@ -330,12 +331,12 @@ CCONV_BODY void CCONV_CAT(S(conv_wino_gw), _body)(const S(kernel_t) *kern, const
                 for (int xi = 0; xi < 16; xi++)
                     S(gemm_macro)(kern, C, m, n, V + xi * LV.xi_stride, n * mr,
                                   Z + xi * LZ.xi_stride, sacc + xi * plane + gi * C * m, m,
-                                  accumulate, NULL);
+                                  accumulate, NULL, blk->mc);
             }
         }
 }
-CCONV_ISA_VARIANTS(S(conv_wino_gw), (const S(kernel_t) *kern, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty, Py_ssize_t tpad, T *sacc, T *ws),
-    (kern, x, gy, g, groups, m, img0, img1, nimg, nty, tpad, sacc, ws))
+CCONV_ISA_VARIANTS(S(conv_wino_gw), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const T *gy, const cconv_geom *g, Py_ssize_t groups, Py_ssize_t m, Py_ssize_t img0, Py_ssize_t img1, Py_ssize_t nimg, Py_ssize_t nty, Py_ssize_t tpad, T *sacc, T *ws),
+    (kern, blk, x, gy, g, groups, m, img0, img1, nimg, nty, tpad, sacc, ws))
 
 /* gw = G^T dU G for the input channels c of group gi, all m output channels at once
  * (dU[xi] = sacc[xi][gi][c][0:m], contiguous, so the transform vectorises over o). */

@@ -63,14 +63,15 @@ static void S(pack_b)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssi
 }
 
 /* C[0:m, 0:n] (+)= A * B for packed A strips (strip stride a_strip) and packed B panels
- * of depth kc.  jr outer: one B panel stays in L1 while the A strips stream from L2. */
+ * of depth kc.  jr outer: one B panel stays in L1 while the A strips stream from L2.
+ * rows: the plan's row block (blk->mc), rounded down to whole strips here. */
 static void S(gemm_macro)(const S(kernel_t) *kern, Py_ssize_t m, Py_ssize_t n, Py_ssize_t kc,
                           const T *a, Py_ssize_t a_strip, const T *b, T *c, Py_ssize_t ldc,
-                          int accumulate, const T *bias)
+                          int accumulate, const T *bias, Py_ssize_t rows)
 {
     const int mr = kern->mr, nr = kern->nr;
-    /* Row blocks of about CCONV_MC rows keep the A strips they cycle through in L2. */
-    const Py_ssize_t mc = cconv_max(mr, CCONV_MC / mr * mr);
+    /* Row blocks of about `rows` rows keep the A strips they cycle through in L2. */
+    const Py_ssize_t mc = cconv_max(mr, rows / mr * mr);
     for (Py_ssize_t ic = 0; ic < m; ic += mc) {
         const Py_ssize_t iend = cconv_min(m, ic + mc);
         for (Py_ssize_t jr = 0; jr < n; jr += nr) {

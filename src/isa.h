@@ -89,6 +89,119 @@ static int cconv_isa_select(const char *want)
 #define CCONV_ISA_VARIANTS_INT(name, params, args) \
     static int name params { return CCONV_ISA_CAT(name, _body) args; }
 #endif
+/* ---- cache sizes ---------------------------------------------------------------------
+ * The planner sizes its GEMM blocks from the data cache sizes (conv_plan.pxi, blocking),
+ * probed once at import like the ISA level: Linux from /sys (sysconf as a fallback: glibc's
+ * L3 figure can be the whole package's, e.g. 256 MiB on a 32 MiB EPYC slice), macOS from
+ * sysctl, Windows from GetLogicalProcessorInformation.  A level the system does not report
+ * keeps the default below (a common desktop core).  CCONV_CACHE_BYTES overrides (isa.pxi). */
+enum { CCONV_CACHE_L1D = 0, CCONV_CACHE_L2 = 1, CCONV_CACHE_L3 = 2 };
+static const long long cconv_cache_default[3] = {32768, 524288, 8388608};
+static long long cconv_cache_bytes[3] = {32768, 524288, 8388608};
+
+#if defined(__linux__)
+#include <stdio.h>
+#include <unistd.h>
+/* Size in bytes of /sys/.../cache/index<i> if it is a data or unified cache of `level`. */
+static long long cconv_sys_cache(int index, int level)
+{
+    char path[96], text[32];
+    long long value = 0;
+    int got_level = 0;
+    FILE *f;
+    snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%d/level", index);
+    if ((f = fopen(path, "r")) == NULL) return -1;               /* no such index: stop */
+    if (fscanf(f, "%d", &got_level) != 1) got_level = 0;
+    fclose(f);
+    if (got_level != level) return 0;
+    snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%d/type", index);
+    if ((f = fopen(path, "r")) == NULL) return 0;
+    if (fscanf(f, "%31s", text) != 1) text[0] = '\0';
+    fclose(f);
+    if (strcmp(text, "Data") != 0 && strcmp(text, "Unified") != 0) return 0;
+    snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+    if ((f = fopen(path, "r")) == NULL) return 0;
+    text[0] = '\0';                                              /* a unit may not follow */
+    if (fscanf(f, "%lld%31s", &value, text) < 1) value = 0;
+    else if (text[0] == 'K') value *= 1024;
+    else if (text[0] == 'M') value *= 1024 * 1024;
+    fclose(f);
+    return value;
+}
+#elif defined(__APPLE__)
+#include <sys/types.h>
+#include <sys/sysctl.h>
+#elif defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#include <stdlib.h>
+#endif
+
+/* Fill cconv_cache_bytes from the system; levels it does not report keep the defaults. */
+static void cconv_cache_probe(void)
+{
+    long long found[3] = {0, 0, 0};
+    int i;
+#if defined(__linux__)
+    for (int level = 1; level <= 3; level++)
+        for (int index = 0; index < 8; index++) {
+            const long long v = cconv_sys_cache(index, level);
+            if (v < 0) break;
+            if (v > 0) { found[level - 1] = v; break; }
+        }
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+    {
+        const int names[3] = {_SC_LEVEL1_DCACHE_SIZE, _SC_LEVEL2_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE};
+        for (i = 0; i < 3; i++)
+            if (found[i] <= 0) found[i] = (long long)sysconf(names[i]);
+    }
+#endif
+#elif defined(__APPLE__)
+    {
+        const char *names[3] = {"hw.l1dcachesize", "hw.l2cachesize", "hw.l3cachesize"};
+        for (i = 0; i < 3; i++) {            /* 64-bit values; accept 32-bit ones too */
+            unsigned char buf[8];
+            size_t len = sizeof(buf);
+            if (sysctlbyname(names[i], buf, &len, NULL, 0) != 0) continue;
+            if (len == 8) {
+                long long v;
+                memcpy(&v, buf, 8);
+                found[i] = v;
+            } else if (len == 4) {
+                int v;
+                memcpy(&v, buf, 4);
+                found[i] = v;
+            }
+        }
+    }
+#elif defined(_WIN32)
+    {
+        DWORD len = 0;
+        SYSTEM_LOGICAL_PROCESSOR_INFORMATION *info = NULL;
+        if (!GetLogicalProcessorInformation(NULL, &len)
+                && GetLastError() == ERROR_INSUFFICIENT_BUFFER
+                && (info = (SYSTEM_LOGICAL_PROCESSOR_INFORMATION *)malloc(len)) != NULL) {
+            if (GetLogicalProcessorInformation(info, &len)) {
+                const DWORD n = (DWORD)(len / sizeof(*info));
+                for (DWORD k = 0; k < n; k++) {
+                    const CACHE_DESCRIPTOR *c = &info[k].Cache;
+                    if (info[k].Relationship != RelationCache || c->Level < 1 || c->Level > 3
+                            || (c->Type != CacheData && c->Type != CacheUnified))
+                        continue;
+                    if (found[c->Level - 1] < (long long)c->Size)
+                        found[c->Level - 1] = (long long)c->Size;
+                }
+            }
+            free(info);
+        }
+    }
+#endif
+    for (i = 0; i < 3; i++)
+        cconv_cache_bytes[i] = found[i] > 0 ? found[i] : cconv_cache_default[i];
+}
+
 #define CCONV_ISA_CAT_(a, b) a##b
 #define CCONV_ISA_CAT(a, b) CCONV_ISA_CAT_(a, b)
 

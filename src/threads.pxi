@@ -14,3 +14,17 @@ cdef inline int _team_size(int threads, double work, double min_work,
     if threads < 2 or work < min_work or tasks < 2:
         return 1
     return <int>min(<Py_ssize_t>threads, tasks)
+
+
+# Element-wise passes (pooling: work = elements read plus window taps visited) give each thread
+# of a team at least this much work: with less, waking a thread costs more than it saves
+# (benchmarks/pool_threads.py measures where a second thread starts to pay).
+DEF _ELEMENTWISE_GRAIN = 262144
+
+
+cdef inline int _elementwise_team(int threads, Py_ssize_t tasks, Py_ssize_t work) noexcept nogil:
+    """Threads for an element-wise pass over `tasks` independent planes: at most one per
+    _ELEMENTWISE_GRAIN of work, then _team_size (one below the grain, never more than the
+    setting or the tasks)."""
+    return _team_size(<int>min(<Py_ssize_t>threads, work // _ELEMENTWISE_GRAIN), <double>work,
+                      _ELEMENTWISE_GRAIN, tasks)
