@@ -87,8 +87,10 @@ DEF _WINO_STRIPS_BYTES = 16777216
 DEF _WINO_TEAM_STRIPS = 8
 # Winograd tile block: about this many scratch elements per thread.
 DEF _WINO_BLOCK_ELEMS = 262144
-# Outputs of at least this many bytes (twice this machine's L2) are written with streaming
-# stores by the packed-im2col forward (pointwise forward 8.1 -> 7.75 ms).
+# Outputs of at least this many bytes (8x the 512 KiB L2 it was measured on: far past what
+# the caches keep until the next layer reads it) are written with streaming stores by the
+# packed-im2col forward (pointwise forward 8.1 -> 7.75 ms).  Not derived from the probed
+# caches: only this one size was measured.
 DEF _STREAM_MIN_BYTES = 4194304
 # Largest im2col block (elements) the col2im input gradient keeps per thread.
 DEF _COL_BLOCK_ELEMS = 65536
