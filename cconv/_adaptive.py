@@ -33,28 +33,6 @@ __all__ = [
 ]
 
 
-def _output_sizes(output_size, in_sizes):
-    """``output_size``: an int, or a tuple of ints and None (None keeps that input size)."""
-    dims = len(in_sizes)
-    if isinstance(output_size, (tuple, list)):
-        if len(output_size) == 1:
-            output_size = tuple(output_size) * dims
-        if len(output_size) != dims:
-            raise ValueError(f"output_size must be an int or a tuple of {dims} ints (or None), "
-                             f"got {len(output_size)} values: {output_size!r}")
-        sizes = tuple(n if o is None else _shapes._as_int(o, "output_size") for o, n in zip(output_size, in_sizes))
-    elif isinstance(output_size, np.ndarray):
-        raise TypeError(f"output_size must be an int or a tuple of {dims} ints, got an ndarray")
-    else:
-        sizes = (_shapes._as_int(output_size, "output_size"),) * dims
-    if min(sizes) < 1:
-        raise ValueError(f"output_size must be >= 1, got {sizes}")
-    if min(in_sizes) < 1:
-        raise ValueError(f"adaptive pooling needs non-empty spatial dims, got input sizes {tuple(in_sizes)}")
-    _shapes._check_element_count(sizes, "adaptive pooling output")
-    return sizes
-
-
 def _bins(size, out):
     i = np.arange(out)
     return i * size // out, -(-(i + 1) * size // out)
@@ -131,7 +109,7 @@ def _volume_sizes(sizes):
 
 def _adaptive_avg(input, output_size, dims, backend):
     x, unbatched = _prepare(input, dims)
-    out = _output_sizes(output_size, x.shape[2:])
+    out = _shapes.adaptive_output_size(output_size, x.shape[2:])
     impl = _backends.resolve(backend)
     if all(o == 1 for o in out):  # global average: one matrix-vector product (BLAS)
         volume = int(np.prod(x.shape[2:]))
@@ -154,7 +132,7 @@ def _adaptive_avg_backward(grad_output, input_shape, dims, backend):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
     shape = _shapes.input_shape(input_shape, gy.ndim, dims)
     gy, unbatched = _shapes.batched(gy, "grad_output", dims)
-    out = _output_sizes(gy.shape[2:], shape[2:])
+    out = _shapes.adaptive_output_size(gy.shape[2:], shape[2:])
     _shapes.check_output_shape(gy, shape[:2] + out, "grad_output")
     impl = _backends.resolve(backend)
     if all(o == 1 for o in out):  # global average: every input gets its plane's share
@@ -194,7 +172,7 @@ def _reduce_max(values, index, axis, out, volume_step):
 def _adaptive_max(input, output_size, return_indices, dims, backend):
     x, unbatched = _prepare(input, dims)
     return_indices = _shapes.check_bool(return_indices, "return_indices")
-    out = _output_sizes(output_size, x.shape[2:])
+    out = _shapes.adaptive_output_size(output_size, x.shape[2:])
     impl = _backends.resolve(backend)
     pool = plan_pool(x.shape[2:], out)
     if pool is not None:

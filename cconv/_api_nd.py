@@ -50,11 +50,6 @@ def _grad_batched(gy, unbatched, dims):
     return gy[np.newaxis] if unbatched and gy.ndim == dims + 1 else gy
 
 
-def _check_weight(w, dims, layout):
-    if w.ndim != dims + 2:
-        raise ValueError(f"weight must be {dims + 2}-d {layout}, got shape {w.shape}")
-
-
 _unbatch = _api._unbatch  # drop the batch axis that an unbatched input was given
 
 
@@ -69,22 +64,14 @@ def _recall(known, key, arrays, args, flags=()):
 
 
 _output_mask = _shapes.output_mask  # the 2-d ops' check of output_mask
+_conv1d_args = _shapes.conv1d_args
+_transpose1d_args = _shapes.conv_transpose1d_args
+_pool1d_args = _shapes.pool1d_args
 
 
 # --------------------------------------------------------------------------
 # 1-d: the 2-d ops with H = 1
 # --------------------------------------------------------------------------
-
-def _conv1d_args(x_shape, w_shape, stride, padding, dilation):
-    """The 2-d stride/padding/dilation of a conv1d (validated here, so errors speak of 1-d)."""
-    stride = _shapes.positive(stride, 1, "stride")
-    dilation = _shapes.positive(dilation, 1, "dilation")
-    pads = _shapes.conv_padding(padding, w_shape[2:], dilation, stride)
-    if w_shape[2] >= 1:
-        _shapes.check_conv_size(x_shape[2:], pads, w_shape[2:], dilation, stride)
-    pad2d = padding if isinstance(padding, str) else (0, pads[0][0])
-    return dict(stride=(1, stride[0]), padding=pad2d, dilation=(1, dilation[0]))
-
 
 _CONV1D = {}
 
@@ -109,7 +96,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             return y
     x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
     x, unbatched = _shapes.batched(x, "input", 1)
-    _check_weight(w, 1, "(out_channels, in_channels/groups, k)")
+    _shapes.check_weight_ndim(w, 1, "(out_channels, in_channels/groups, k)")
     args2d = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
     y = _unbatch(_api.conv2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)[:, :, 0],
                  unbatched)
@@ -130,7 +117,7 @@ def _backward_arrays_1d(grad_output, input, weight, output_mask, layout):
     gy, x, w = _shapes.as_float_arrays(grad_output=grad_output, input=input, weight=weight)
     x, unbatched = _shapes.batched(x, "input", 1)
     gy = _grad_batched(gy, unbatched, 1)
-    _check_weight(w, 1, layout)
+    _shapes.check_weight_ndim(w, 1, layout)
     _shapes.batched(gy, "grad_output", 1)
     return mask, gy, x, w, unbatched
 
@@ -157,35 +144,13 @@ def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     mask, gy, x, w, unbatched = _backward_arrays_1d(grad_output, input, weight, output_mask,
                                                     "(out_channels, in_channels/groups, k)")
     args2d = _conv1d_args(x.shape, w.shape, stride, padding, dilation)
-    _check_grad_length(gy, x.shape[0], w.shape[0], _conv_output_length(x.shape[2], w.shape[2], args2d))
+    _shapes.check_grad_length(gy, x.shape[0], w.shape[0], _shapes._conv1d_output_length(x.shape[2], w.shape[2], args2d))
     gx, gw, gb = _api.conv2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
                                       output_mask=mask, backend=backend, **args2d)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
     _api._remember_conv(_CONV1D_BACKWARD, _conv_backward_key, arrays, args, output_mask, lambda: _api._conv_call_of(
         _conv1d_geometry(x, w, groups, args2d), x.dtype, input.shape, weight.shape, grad_output.shape))
     return gx, None if gw is None else gw[:, :, 0], gb
-
-
-def _conv_output_length(length, kernel, args):
-    (_, s), (_, d) = args["stride"], args["dilation"]
-    if isinstance(args["padding"], str):
-        return length if args["padding"] == "same" else (length - d * (kernel - 1) - 1) // s + 1
-    return (length + 2 * args["padding"][1] - d * (kernel - 1) - 1) // s + 1
-
-
-def _check_grad_length(gy, n, channels, length):
-    """A 1-d backward's grad_output must be (N, channels, length): say so in 1-d terms."""
-    if gy.ndim == 3 and gy.shape != (n, channels, length):
-        raise ValueError(f"grad_output has shape {gy.shape}, expected {(n, channels, length)} for these arguments")
-
-
-def _transpose1d_args(stride, padding, output_padding, dilation):
-    if isinstance(padding, str):
-        raise ValueError(f"conv_transpose1d takes int padding, got {padding!r}")
-    return dict(stride=(1, _shapes.positive(stride, 1, "stride")[0]),
-                padding=(0, _shapes.non_negative(padding, 1, "padding")[0]),
-                output_padding=(0, _shapes.non_negative(output_padding, 1, "output_padding")[0]),
-                dilation=(1, _shapes.positive(dilation, 1, "dilation")[0]))
 
 
 _CONV_TRANSPOSE1D, _CONV_TRANSPOSE1D_BACKWARD, _CONV_TRANSPOSE3D, _CONV_TRANSPOSE3D_BACKWARD = {}, {}, {}, {}
@@ -216,7 +181,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     else:
         x, w, b = _shapes.as_float_arrays(input=input, weight=weight, bias=bias)
         x, unbatched = _shapes.batched(x, "input", 1)
-        _check_weight(w, 1, "(in_channels, out_channels/groups, k)")
+        _shapes.check_weight_ndim(w, 1, "(in_channels, out_channels/groups, k)")
         args2d = _transpose1d_args(stride, padding, output_padding, dilation)
     y = _api.conv_transpose2d(x[:, :, None], w[:, :, None], b, groups=groups, backend=backend, **args2d)
     if known is None:   # groups and bias are checked by conv_transpose2d
@@ -243,7 +208,7 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
                      and groups > 0)
         if groups_ok:
             length = (x.shape[2] - 1) * s - 2 * p + d * (w.shape[2] - 1) + op + 1
-            _check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
+            _shapes.check_grad_length(gy, x.shape[0], w.shape[1] * groups, length)
     gx, gw, gb = _api.conv_transpose2d_backward(gy[:, :, None], x[:, :, None], w[:, :, None], groups=groups,
                                                 output_mask=mask, backend=backend, **args2d)
     if known is None:   # the rest is checked by conv_transpose2d_backward
@@ -251,17 +216,6 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
                        output_mask)
     gx = None if gx is None else _unbatch(gx[:, :, 0], unbatched)
     return gx, None if gw is None else gw[:, :, 0], gb
-
-
-def _pool1d_args(kernel_size, stride, padding, dilation=1):
-    kernel = _shapes.positive(kernel_size, 1, "kernel_size")
-    stride = _shapes.pool_stride(stride, kernel, 1)
-    padding = _shapes.non_negative(padding, 1, "padding")
-    dilation = _shapes.positive(dilation, 1, "dilation")
-    if padding[0] > kernel[0] // 2:
-        raise ValueError(f"padding ({padding[0]}) must be at most half of kernel_size ({kernel[0]})")
-    return dict(kernel_size=(1, kernel[0]), stride=(1, stride[0]), padding=(0, padding[0]),
-                dilation=(1, dilation[0]))
 
 
 _MAX_POOL1D, _AVG_POOL1D, _MAX_POOL3D, _AVG_POOL3D = {}, {}, {}, {}
@@ -299,28 +253,18 @@ def _max_pool_flat_backward(grad_output, indices, input_shape, dims, backend):
     (gy,) = _shapes.as_float_arrays(grad_output=grad_output)
     shape = _shapes.input_shape(input_shape, gy.ndim, dims)
     gy, unbatched = _shapes.batched(gy, "grad_output", dims)
-    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
-        raise TypeError(f"indices must be an int64 ndarray (as the forward returned them), "
-                        f"got {getattr(indices, 'dtype', type(indices).__name__)}")
-    if unbatched and indices.ndim == dims + 1:
-        indices = indices[np.newaxis]
-    _shapes.check_output_shape(indices, gy.shape, "indices")
-    if gy.shape[:2] != shape[:2]:
-        raise ValueError(f"grad_output of shape {gy.shape} does not match input_shape {shape} in (N, C)")
+    indices = _shapes.check_pool_indices(indices, gy.shape, unbatched, shape, check_range=False)
+    _shapes.check_planes(gy.shape, shape)
     n, c = shape[:2]
     volume = int(np.prod(shape[2:]))
     grad = _api._max_unpool(
         _backends.resolve(backend), _shapes.contiguous(gy).reshape(n, c, 1, -1),
         _shapes.contiguous(indices).reshape(n, c, 1, -1), (n, c, 1, volume),
-        lambda: _check_flat_indices(indices, volume, shape))
+        lambda: _check_flat_indices(indices, shape))
     return _unbatch(grad.reshape(shape), unbatched)
 
 
-def _check_flat_indices(indices, volume, shape):
-    if indices.size and int(indices.view(np.uint64).max()) >= volume:
-        bad = indices.min() if indices.min() < 0 else indices.max()
-        raise ValueError(f"indices must lie in [0, {volume}) (flat positions in each {shape[2:]} input "
-                         f"of one (n, c)), found {bad}")
+_check_flat_indices = _shapes.check_index_range  # the range check (the compiled scatter does its own)
 
 
 def max_pool1d_backward(grad_output, indices, input_shape, *, backend=None):
@@ -458,26 +402,16 @@ class _Conv3dPlan:
 
 
 def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
-    if len(w_shape) != 5:
-        raise ValueError(f"weight must be 5-d (out_channels, in_channels/groups, kd, kh, kw), got shape {w_shape}")
-    stride = _shapes.positive(stride, 3, "stride")
-    dilation = _shapes.positive(dilation, 3, "dilation")
-    n, c, d, h, w = x_shape
-    o, cg, kd, kh, kw = w_shape
-    pads = _shapes.conv_padding(padding, (kd, kh, kw), dilation, stride)
-    # channels, groups and the (h, w) part are the 2-d conv's checks
-    pad_hw = padding if isinstance(padding, str) else (pads[1][0], pads[2][0])
-    g = _shapes.conv_geometry((n, c, h, w), (o, cg, kh, kw), stride[1:], pad_hw, dilation[1:], groups)
-    if kd < 1:
-        raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
-    (do,) = _shapes.check_conv_size((d,), pads[:1], (kd,), dilation[:1], stride[:1])
-    _shapes._check_element_count((n, o, do, g.out_h, g.out_w), "conv3d output")
+    g, stride, dilation, pads, do = _shapes.conv3d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    n, _, d, h, w = x_shape
+    o, _, kd, kh, kw = w_shape
     depth = _DepthMap(d, do, kd, stride[0], pads[0][0], dilation[0])
     if (kh, kw) == (1, 1) and stride[1:] == (1, 1) and pads[1:] == ((0, 0), (0, 0)):
         # Pointwise in (h, w): depth becomes the rows of a 2-d conv on a free view, no copies.
         args = dict(stride=(stride[0], 1), padding=padding if isinstance(padding, str) else (pads[0][0], 0),
                     dilation=(dilation[0], 1), groups=g.groups)
         return _Conv3dPlan(depth, args, (n, o, do, h, w), depth_as_rows=True)
+    pad_hw = padding if isinstance(padding, str) else (pads[1][0], pads[2][0])
     args = dict(stride=stride[1:], padding=pad_hw, dilation=dilation[1:], groups=g.groups)
     return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w), geometry=g)
 
@@ -584,31 +518,12 @@ class _Transpose3dPlan:
 
 
 def _transpose3d_plan(x_shape, w_shape, stride, padding, output_padding, groups, dilation):
-    if len(w_shape) != 5:
-        raise ValueError(f"weight must be 5-d (in_channels, out_channels/groups, kd, kh, kw), got shape {w_shape}")
-    if isinstance(padding, str):
-        raise ValueError(f"conv_transpose3d takes int or triple padding, got {padding!r}")
-    stride = _shapes.positive(stride, 3, "stride")
-    dilation = _shapes.positive(dilation, 3, "dilation")
-    padding = _shapes.non_negative(padding, 3, "padding")
-    output_padding = _shapes.non_negative(output_padding, 3, "output_padding")
-    n, c, d, h, w = x_shape
-    ci, cog, kd, kh, kw = w_shape
-    g, (_, c_out, ho, wo) = _shapes.conv_transpose_geometry(
-        (n, c, h, w), (ci, cog, kh, kw), stride[1:], padding[1:], output_padding[1:], dilation[1:], groups)
-    if kd < 1:
-        raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
-    if output_padding[0] >= stride[0] and output_padding[0] >= dilation[0]:
-        raise ValueError(f"output_padding (d={output_padding[0]}) must be smaller than either stride "
-                         f"({stride[0]}) or dilation ({dilation[0]})")
-    do = (d - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kd - 1) + output_padding[0] + 1
-    if do < 1:
-        raise ValueError(f"conv_transpose3d output depth would be {do}, which is < 1")
-    _shapes._check_element_count((n, c_out, do, ho, wo), "conv_transpose3d output")
-    depth = _DepthMap(do, d, kd, stride[0], padding[0], dilation[0])
+    g, out_shape, stride, padding, output_padding, dilation = _shapes.conv_transpose3d_geometry(
+        x_shape, w_shape, stride, padding, output_padding, groups, dilation)
+    depth = _DepthMap(out_shape[2], x_shape[2], w_shape[2], stride[0], padding[0], dilation[0])
     args = dict(stride=stride[1:], padding=padding[1:], output_padding=output_padding[1:],
                 groups=g.groups, dilation=dilation[1:])
-    return _Transpose3dPlan(depth, args, (n, c_out, do, ho, wo))
+    return _Transpose3dPlan(depth, args, out_shape)
 
 
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -679,23 +594,9 @@ class _Pool3dPlan:
 
 
 def _pool3d_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
-    kernel = _shapes.positive(kernel_size, 3, "kernel_size")
-    stride = _shapes.pool_stride(stride, kernel, 3)
-    padding = _shapes.non_negative(padding, 3, "padding")
-    dilation = _shapes.positive(dilation, 3, "dilation")
-    ceil_mode = _shapes.check_bool(ceil_mode, "ceil_mode")
-    n, c, d, h, w = x_shape
-    g = _shapes.pool_geometry((n, c * d, h, w), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode)
-    if padding[0] > kernel[0] // 2:
-        raise ValueError(f"padding (d={padding[0]}) must be at most half of kernel_size (d={kernel[0]})")
-    do = _shapes._pool_out_size(d, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
-    if do < 1:
-        raise ValueError(f"pooling output depth would be {do} for input depth {d}, kernel {kernel[0]}, "
-                         f"stride {stride[0]}, padding {padding[0]}, dilation {dilation[0]}: too small")
-    empty = _shapes._first_empty_window(d, do, kernel[0], stride[0], padding[0], dilation[0])
-    if empty is not None:
-        raise ValueError(f"pooling window {empty} along d covers no input slice (kernel {kernel[0]}, stride "
-                         f"{stride[0]}, padding {padding[0]}, dilation {dilation[0]}, input depth {d})")
+    g, kernel, stride, padding, dilation, ceil_mode, do = _shapes.pool3d_geometry(
+        x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    n, c, d = x_shape[:3]
     depth = _DepthMap(d, do, kernel[0], stride[0], padding[0], dilation[0])
     args = dict(kernel_size=kernel[1:], stride=stride[1:], padding=padding[1:], dilation=dilation[1:])
     return _Pool3dPlan(depth, args, ceil_mode, (n, c, do, g.out_h, g.out_w), g)
@@ -772,11 +673,7 @@ def _avg3d_divisor(plan, shape, include_pad, divisor_override, dtype):
 
 
 def _avg3d_plan(shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    include_pad = _shapes.check_bool(count_include_pad, "count_include_pad")
-    if divisor_override is not None:
-        divisor_override = _shapes._as_int(divisor_override, "divisor_override")
-        if divisor_override == 0:
-            raise ValueError("divisor_override must not be zero")
+    include_pad, divisor_override = _shapes.avg_pool_options(count_include_pad, divisor_override)
     plan = _pool3d_plan(shape, kernel_size, stride, padding, 1, ceil_mode)
     return plan, include_pad, divisor_override
 

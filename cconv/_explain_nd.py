@@ -95,12 +95,12 @@ def _explain_adaptive(op, dims, a, backend):
     if backward:
         gy = np.asarray(a["grad_output"])
         planes, in_sizes = _split(_batched_shape(a["input_shape"], dims))
-        out = _adaptive._output_sizes(gy.shape[-dims:], in_sizes)
+        out = _shapes.adaptive_output_size(gy.shape[-dims:], in_sizes)
         dtype, pass_name = _dtype(gy), "grad_input"
     else:
         x = np.asarray(a["input"])
         planes, in_sizes = _split(_batched_shape(x.shape, dims))
-        out = _adaptive._output_sizes(a["output_size"], in_sizes)
+        out = _shapes.adaptive_output_size(a["output_size"], in_sizes)
         dtype, pass_name = _dtype(x), "forward"
     if kind == "max" and backward:
         shape = _batched_shape(a["input_shape"], dims)

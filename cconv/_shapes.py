@@ -468,15 +468,15 @@ def check_planes(grad_shape, input_shape):
 
 
 def check_pool_indices(indices, output_shape, unbatched, input_shape, check_range=True):
-    """max_pool2d_backward: indices come from users, so check dtype, shape and range (the
+    """A max pool's backward: indices come from users, so check dtype, shape and range (the
     range unless ``check_range`` is false: a backend whose scatter checks it).
 
     Returns the indices with a batch axis when the call is unbatched.
     """
     if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
         dtype = getattr(indices, "dtype", type(indices).__name__)
-        raise TypeError(f"indices must be an int64 ndarray (as returned by max_pool2d), got {dtype}")
-    if unbatched and indices.ndim == 3:
+        raise TypeError(f"indices must be an int64 ndarray (as the forward returned them), got {dtype}")
+    if unbatched and indices.ndim == len(output_shape) - 1:
         indices = indices[np.newaxis]
     check_output_shape(indices, output_shape, "indices")
     if check_range:
@@ -484,20 +484,25 @@ def check_pool_indices(indices, output_shape, unbatched, input_shape, check_rang
     return indices
 
 
+_SPATIAL_NAME = {1: "row", 2: "plane", 3: "volume"}
+
+
 def check_index_range(indices, input_shape):
-    """int64 max-pool indices must be flat positions ``h*W + w`` in an (H, W) plane of ``input_shape``."""
-    height, width = input_shape[2], input_shape[3]
+    """int64 max-pool indices must be flat positions (``h*W + w`` in 2-d) in each (n, c)
+    row/plane/volume of ``input_shape``."""
+    spatial = tuple(input_shape[2:])
+    size = int(np.prod(spatial))
     if indices.size <= 32:  # a NumPy reduction costs microseconds of set-up; a short list is cheaper
         flat = indices.ravel().tolist()
         lo, hi = (min(flat), max(flat)) if flat else (0, -1)
-    elif int(indices.view(np.uint64).max()) < height * width:  # one pass: a negative index wraps past 2**63
+    elif int(indices.view(np.uint64).max()) < size:  # one pass: a negative index wraps past 2**63
         return
     else:
         lo, hi = int(indices.min()), int(indices.max())
-    if lo < 0 or hi >= height * width:
+    if lo < 0 or hi >= size:
         raise ValueError(
-            f"indices must lie in [0, {height * width}) (flat positions in each {height}x{width} "
-            f"input plane), found {lo if lo < 0 else hi}"
+            f"indices must lie in [0, {size}) (flat positions in each {'x'.join(map(str, spatial))} "
+            f"input {_SPATIAL_NAME.get(len(spatial), 'volume')}), found {lo if lo < 0 else hi}"
         )
 
 
@@ -520,13 +525,19 @@ def check_bias(bias, channels):
         raise ValueError(f"bias must have shape ({channels},) (one value per output channel), got {bias.shape}")
 
 
-def avg_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    """avg_pool2d's geometry and options: ``(PoolGeometry, count_include_pad, divisor_override)``."""
+def avg_pool_options(count_include_pad, divisor_override):
+    """An average pool's ``(count_include_pad, divisor_override)``: a bool and None or a nonzero int."""
     count_include_pad = check_bool(count_include_pad, "count_include_pad")
     if divisor_override is not None:
         divisor_override = _as_int(divisor_override, "divisor_override")
         if divisor_override == 0:
             raise ValueError("divisor_override must not be zero")
+    return count_include_pad, divisor_override
+
+
+def avg_pool_geometry(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """avg_pool2d's geometry and options: ``(PoolGeometry, count_include_pad, divisor_override)``."""
+    count_include_pad, divisor_override = avg_pool_options(count_include_pad, divisor_override)
     g = pool_geometry(x_shape, kernel_size, stride, padding, 1, ceil_mode)
     return g, count_include_pad, divisor_override
 
@@ -578,3 +589,159 @@ def check_labels(logits, labels):
 def check_sgd(lr, momentum, weight_decay):
     if lr <= 0 or momentum < 0 or weight_decay < 0:
         raise ValueError(f"need lr > 0, momentum >= 0, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")
+
+
+# --------------------------------------------------------------------------
+# 1-d and 3-d ops (cconv._api_nd runs them on the 2-d ones)
+# --------------------------------------------------------------------------
+
+def check_weight_ndim(w, dims, layout):
+    """A weight of a ``dims``-d op: ``dims + 2`` axes laid out as ``layout``."""
+    if w.ndim != dims + 2:
+        raise ValueError(f"weight must be {dims + 2}-d {layout}, got shape {w.shape}")
+
+
+def conv1d_args(x_shape, w_shape, stride, padding, dilation):
+    """The 2-d stride/padding/dilation of a conv1d (validated here, so errors speak of 1-d)."""
+    stride = positive(stride, 1, "stride")
+    dilation = positive(dilation, 1, "dilation")
+    pads = conv_padding(padding, w_shape[2:], dilation, stride)
+    if w_shape[2] >= 1:
+        check_conv_size(x_shape[2:], pads, w_shape[2:], dilation, stride)
+    pad2d = padding if isinstance(padding, str) else (0, pads[0][0])
+    return dict(stride=(1, stride[0]), padding=pad2d, dilation=(1, dilation[0]))
+
+
+def _conv1d_output_length(length, kernel, args):
+    """Output length of a conv1d from its validated 2-d arguments."""
+    (_, s), (_, d) = args["stride"], args["dilation"]
+    if isinstance(args["padding"], str):
+        return length if args["padding"] == "same" else (length - d * (kernel - 1) - 1) // s + 1
+    return (length + 2 * args["padding"][1] - d * (kernel - 1) - 1) // s + 1
+
+
+def check_grad_length(gy, n, channels, length):
+    """A 1-d backward's grad_output must be (N, channels, length): say so in 1-d terms."""
+    if gy.ndim == 3 and gy.shape != (n, channels, length):
+        raise ValueError(f"grad_output has shape {gy.shape}, expected {(n, channels, length)} for these arguments")
+
+
+def conv_transpose1d_args(stride, padding, output_padding, dilation):
+    """The 2-d stride/padding/output_padding/dilation of a conv_transpose1d, validated in 1-d terms."""
+    if isinstance(padding, str):
+        raise ValueError(f"conv_transpose1d takes int padding, got {padding!r}")
+    return dict(stride=(1, positive(stride, 1, "stride")[0]),
+                padding=(0, non_negative(padding, 1, "padding")[0]),
+                output_padding=(0, non_negative(output_padding, 1, "output_padding")[0]),
+                dilation=(1, positive(dilation, 1, "dilation")[0]))
+
+
+def pool1d_args(kernel_size, stride, padding, dilation=1):
+    """The 2-d kernel_size/stride/padding/dilation of a 1-d pool, validated in 1-d terms."""
+    kernel = positive(kernel_size, 1, "kernel_size")
+    stride = pool_stride(stride, kernel, 1)
+    padding = non_negative(padding, 1, "padding")
+    dilation = positive(dilation, 1, "dilation")
+    if padding[0] > kernel[0] // 2:
+        raise ValueError(f"padding ({padding[0]}) must be at most half of kernel_size ({kernel[0]})")
+    return dict(kernel_size=(1, kernel[0]), stride=(1, stride[0]), padding=(0, padding[0]),
+                dilation=(1, dilation[0]))
+
+
+def conv3d_geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    """Validate a conv3d call on (N, C, D, H, W) and (O, C/groups, kd, kh, kw).
+
+    Returns ``(g, stride, dilation, pads, out_d)``: ``g`` the :class:`ConvGeometry` of one
+    (h, w) slice (channels and groups are checked there), the per-dimension triples, and the
+    output depth."""
+    if len(w_shape) != 5:
+        raise ValueError(f"weight must be 5-d (out_channels, in_channels/groups, kd, kh, kw), got shape {w_shape}")
+    stride = positive(stride, 3, "stride")
+    dilation = positive(dilation, 3, "dilation")
+    n, c, d, h, w = x_shape
+    o, cg, kd, kh, kw = w_shape
+    pads = conv_padding(padding, (kd, kh, kw), dilation, stride)
+    pad_hw = padding if isinstance(padding, str) else (pads[1][0], pads[2][0])
+    g = conv_geometry((n, c, h, w), (o, cg, kh, kw), stride[1:], pad_hw, dilation[1:], groups)
+    if kd < 1:
+        raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
+    (out_d,) = check_conv_size((d,), pads[:1], (kd,), dilation[:1], stride[:1])
+    _check_element_count((n, o, out_d, g.out_h, g.out_w), "conv3d output")
+    return g, stride, dilation, pads, out_d
+
+
+def conv_transpose3d_geometry(x_shape, w_shape, stride, padding, output_padding, groups, dilation):
+    """Validate a conv_transpose3d call on (N, C_in, D, H, W) and (C_in, C_out/groups, kd, kh, kw).
+
+    Returns ``(g, output_shape, stride, padding, output_padding, dilation)``: ``g`` the
+    geometry of one (h, w) slice's transposed conv, the rest triples."""
+    if len(w_shape) != 5:
+        raise ValueError(f"weight must be 5-d (in_channels, out_channels/groups, kd, kh, kw), got shape {w_shape}")
+    if isinstance(padding, str):
+        raise ValueError(f"conv_transpose3d takes int or triple padding, got {padding!r}")
+    stride = positive(stride, 3, "stride")
+    dilation = positive(dilation, 3, "dilation")
+    padding = non_negative(padding, 3, "padding")
+    output_padding = non_negative(output_padding, 3, "output_padding")
+    n, c, d, h, w = x_shape
+    ci, cog, kd, kh, kw = w_shape
+    g, (_, c_out, ho, wo) = conv_transpose_geometry(
+        (n, c, h, w), (ci, cog, kh, kw), stride[1:], padding[1:], output_padding[1:], dilation[1:], groups)
+    if kd < 1:
+        raise ValueError(f"weight must have non-zero sizes, got shape {w_shape}")
+    if output_padding[0] >= stride[0] and output_padding[0] >= dilation[0]:
+        raise ValueError(f"output_padding (d={output_padding[0]}) must be smaller than either stride "
+                         f"({stride[0]}) or dilation ({dilation[0]})")
+    out_d = (d - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kd - 1) + output_padding[0] + 1
+    if out_d < 1:
+        raise ValueError(f"conv_transpose3d output depth would be {out_d}, which is < 1")
+    _check_element_count((n, c_out, out_d, ho, wo), "conv_transpose3d output")
+    return g, (n, c_out, out_d, ho, wo), stride, padding, output_padding, dilation
+
+
+def pool3d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate a 3-d pool on (N, C, D, H, W).
+
+    Returns ``(g, kernel, stride, padding, dilation, ceil_mode, out_d)``: ``g`` the
+    :class:`PoolGeometry` of the per-slice 2-d pool on the (N, C*D, H, W) view."""
+    kernel = positive(kernel_size, 3, "kernel_size")
+    stride = pool_stride(stride, kernel, 3)
+    padding = non_negative(padding, 3, "padding")
+    dilation = positive(dilation, 3, "dilation")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    n, c, d, h, w = x_shape
+    g = pool_geometry((n, c * d, h, w), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode)
+    if padding[0] > kernel[0] // 2:
+        raise ValueError(f"padding (d={padding[0]}) must be at most half of kernel_size (d={kernel[0]})")
+    out_d = _pool_out_size(d, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    if out_d < 1:
+        raise ValueError(f"pooling output depth would be {out_d} for input depth {d}, kernel {kernel[0]}, "
+                         f"stride {stride[0]}, padding {padding[0]}, dilation {dilation[0]}: too small")
+    empty = _first_empty_window(d, out_d, kernel[0], stride[0], padding[0], dilation[0])
+    if empty is not None:
+        raise ValueError(f"pooling window {empty} along d covers no input slice (kernel {kernel[0]}, stride "
+                         f"{stride[0]}, padding {padding[0]}, dilation {dilation[0]}, input depth {d})")
+    return g, kernel, stride, padding, dilation, ceil_mode, out_d
+
+
+def adaptive_output_size(output_size, in_sizes):
+    """An adaptive pool's ``output_size`` (an int, or a tuple of ints and None: None keeps that
+    input size) over the input sizes ``in_sizes``, as a tuple of ints."""
+    dims = len(in_sizes)
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) == 1:
+            output_size = tuple(output_size) * dims
+        if len(output_size) != dims:
+            raise ValueError(f"output_size must be an int or a tuple of {dims} ints (or None), "
+                             f"got {len(output_size)} values: {output_size!r}")
+        sizes = tuple(n if o is None else _as_int(o, "output_size") for o, n in zip(output_size, in_sizes))
+    elif isinstance(output_size, np.ndarray):
+        raise TypeError(f"output_size must be an int or a tuple of {dims} ints, got an ndarray")
+    else:
+        sizes = (_as_int(output_size, "output_size"),) * dims
+    if min(sizes) < 1:
+        raise ValueError(f"output_size must be >= 1, got {sizes}")
+    if min(in_sizes) < 1:
+        raise ValueError(f"adaptive pooling needs non-empty spatial dims, got input sizes {tuple(in_sizes)}")
+    _check_element_count(sizes, "adaptive pooling output")
+    return sizes
