@@ -261,6 +261,20 @@ static void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g,
     for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) tail[t] = 0;
 }
 
+/* Whether the volume forward of slice geometry g computes each output row as its own
+ * nr-wide panels written in place into the output, rather than nr-wide panels of the flat
+ * grid copied out through a C block: where output rows are a whole number of panels and the
+ * grid rows are longer (every strided layer with padding: a 16-wide output row has a 17-wide
+ * phase grid row).  It then computes fewer columns, and stores full vectors only.  Rows
+ * ending in a partial panel keep the grid: measured on 24 random volume layers, their
+ * in-place edge tiles (spilled and copied element by element) cost 1.1-1.8x. */
+static int S(vol_rows_in_place)(const cconv_geom *g, int nr)
+{
+    Py_ssize_t hph, wph;
+    S(phase_dims)(g, &hph, &wph);
+    return g->out_w % nr == 0 && wph > g->out_w;
+}
+
 /* Forward of output depths [od0, od0 + nout) of one volume-group slice: y (m x out_d x
  * out_h x out_w, the slice's full output) = W * x (+ bias) by implicit GEMM, on the copy
  * laid out for chunks of nd >= nout depths (every chunk shares the offsets).  apack, off
@@ -277,6 +291,28 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
     S(pad_vol_phases)(x, g, d, od0, nd, nr, xp);
+    /* Output rows of whole panels: each panel written by the micro-kernel straight into y
+     * (vol_rows_in_place). */
+    if (S(vol_rows_in_place)(g, nr)) {
+        const Py_ssize_t row_panels = Wo / nr, rows = nout * Ho;
+        for (Py_ssize_t q0 = 0; q0 < rows * row_panels; q0 += CCONV_NB_PANELS) {
+            const Py_ssize_t q1 = cconv_min(rows * row_panels, q0 + CCONV_NB_PANELS);
+            for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
+                const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+                for (Py_ssize_t q = q0; q < q1; q++) {
+                    const Py_ssize_t rr = q / row_panels, ow = q % row_panels * nr;
+                    const Py_ssize_t r = rr / Ho, oh = rr % Ho;
+                    const T *b = xp + (r * hph + oh) * wph + ow;
+                    T *yc = y + (od0 + r) * HWo + oh * Wo + ow;
+                    for (Py_ssize_t ir = 0; ir < m; ir += mr)
+                        kern->fn_ind(kc, apack + (ir / mr) * K * mr + pc * mr, b, off + pc,
+                                     yc + ir * P, P, (int)cconv_min(mr, m - ir), nr, pc > 0,
+                                     bias != NULL ? bias + ir : NULL);
+                }
+            }
+        }
+        return;
+    }
     /* The grid's columns as one run over the chunk's planes, or each plane's first Ho rows
      * alone when that computes fewer nr-wide panels: the hph - Ho extra rows a plane
      * carries (kh - 1 at stride 1: 20% of an 8x8 output plane's grid) are then skipped. */

@@ -269,3 +269,40 @@ def test_volume_stride2_rows_and_plane_runs(rng, dtype):
         y = cconv.conv3d(x, w, b, **args, backend="cython")
         assert _volume_runs(before) == {"forward": 1}, (x_shape, w_shape, args)
         assert_close(y, ref.conv(x, w, b, *geo), context=f"{x_shape} {w_shape} {args}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_output_rows_written_in_place(rng, dtype):
+    """Output rows of whole micro-kernel panels (16 or 32 columns: 16 floats or 8 doubles per
+    panel) with longer grid rows are computed row by row straight into the output: channel
+    counts that leave a partial A strip, a kernel depth over one GEMM depth block (K > 256),
+    several depth runs per volume and a team; rows that end in a partial panel, or whose grid
+    rows have no extra columns, keep the grid and its copy-out."""
+    cases = [((2, 10, 9, 11, 32), (7, 10, 3, 3, 3), dict(stride=2, padding=1), True),
+             ((1, 4, 23, 9, 64), (13, 4, 3, 2, 3), dict(stride=(1, 1, 2), padding=(1, 0, 1)), True),
+             ((1, 6, 5, 6, 18), (5, 6, 2, 3, 3), dict(stride=1, padding=(0, 1, 0)), True),
+             ((2, 4, 6, 9, 30), (6, 4, 3, 3, 3), dict(stride=2, padding=1), False),
+             ((1, 4, 5, 6, 32), (6, 4, 2, 2, 1), dict(stride=(1, 1, 2), padding=0), False)]
+    for x_shape, w_shape, args, in_place in cases:
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        stride = args["stride"] if isinstance(args["stride"], tuple) else (args["stride"],) * 3
+        pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
+        geo = (stride, tuple((p, p) for p in pad), (1, 1, 1), 1)
+        ctx = f"{x_shape} {w_shape} {args}"
+        saved = cconv.get_num_threads()
+        try:
+            for threads in (1, 2):
+                cconv.set_num_threads(threads)
+                plan = cconv.explain("conv3d", x, w, b, **args)["forward"]
+                assert plan["algorithm"] == "volume", ctx
+                assert plan["output_rows"] == ("whole panels, written in place" if in_place
+                                               else "grid panels, copied out"), ctx
+                before = _counts()
+                y = cconv.conv3d(x, w, b, **args, backend="cython")
+                assert _volume_runs(before) == {"forward": 1}, ctx
+                assert_close(y, ref.conv(x, w, b, *geo), context=ctx)
+        finally:
+            cconv.set_num_threads(saved)
+        tally("differential", "conv3d (volume, rows in place)" if in_place else "conv3d (volume)")

@@ -36,6 +36,7 @@ def test_every_nd_op_is_fuzzed_and_agrees(fuzz, monkeypatch):
     # the dead-tap and few-pixel families add 2-d convs on a schedule of their own
     assert set(fuzzer.calls) - {"conv2d", "conv2d_backward"} == set(ND_OPS)
     assert fuzzer.rejected > 0  # some drawn argument sets were invalid, and both sides said so
+    assert fuzzer.rows_in_place > 0  # conv3d forwards whose output rows the volume writes in place
 
 
 def test_a_wrong_nd_answer_is_found(fuzz, monkeypatch):

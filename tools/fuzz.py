@@ -72,6 +72,7 @@ class Fuzzer:
         self.pointwise_rng = np.random.default_rng([seed, 5])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
+        self.rows_in_place = 0                  # conv3d forwards planned with output rows written in place
         self.mismatches = []                    # descriptions
         self.draw = 0
 
@@ -412,13 +413,31 @@ class Fuzzer:
         groups = self._int(1, 2)
         c, o = (groups * 4, groups * 4) if wide else (groups * self._int(1, 2), groups * self._int(1, 2))
         kernel = tuple(self._int(1, 3) for _ in range(dims))
-        x = self._array(self._nd_shape(c, dims, 12 if dims == 1 else 5), dtype)
+        # volume conv3d with 16-wide output rows (a width-3 stride-2 kernel over 31-32 columns):
+        # rows of whole micro-kernel panels, which the volume forward writes in place
+        wide_rows = wide and self.rng.random() < 0.3
+        if wide_rows:
+            kernel = kernel[:2] + (3,)
+        shape = self._nd_shape(c, dims, 12 if dims == 1 else 5)
+        if wide_rows:
+            shape = shape[:-1] + (self._int(31, 32),)
+        x = self._array(shape, dtype)
         w = self._array((o, c // groups) + kernel, dtype)
         b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
         padding = (["same", "valid"][self._int(0, 1)] if self.rng.random() < 0.2
                    else self._nd_arg(0, 2, dims, hostile=(-1,)))
         geometry = dict(stride=self._nd_arg(1, 3, dims, hostile=(0,)), padding=padding,
                         dilation=self._nd_arg(1, 2, dims, hostile=(0,)), groups=groups)
+        if wide_rows:
+            geometry.update(stride=(self._int(1, 2), self._int(1, 2), 2), padding=(self._int(0, 1), 1, 1),
+                            dilation=(self._int(1, 2), 1, 1))
+            padding = geometry["padding"]
+            if self.backend == "cython" and min(shape) > 0:
+                try:
+                    plan = cconv.explain("conv3d", x, w, b, **geometry).get("forward", {})
+                except ValueError:  # a kernel larger than the padded input: the call is refused too
+                    plan = {}
+                self.rows_in_place += plan.get("output_rows", "").endswith("in place")
 
         def args():  # the reference's arguments (the backend under test accepted the public ones)
             stride, dilation = _per_dim(geometry["stride"], dims), _per_dim(geometry["dilation"], dims)
@@ -668,6 +687,7 @@ def main(argv=None):
     per_op = ", ".join(f"{op} {n}" for op, n in sorted(fuzzer.calls.items()))
     print(f"fuzz: {sum(fuzzer.calls.values())} calls on {args.backend} vs {REFERENCE} ({per_op}); "
           f"{fuzzer.rejected} argument sets rejected by both; {len(fuzzer.mismatches)} mismatches; "
+          f"{fuzzer.rows_in_place} conv3d forwards with output rows in place; "
           f"seed {args.seed}; {seconds:.1f} s")
     unused = _algorithm_line(args.backend) if args.backend == "cython" else []
     if unused:
