@@ -297,8 +297,8 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
         const Py_ssize_t row_panels = Wo / nr, rows = nout * Ho;
         for (Py_ssize_t q0 = 0; q0 < rows * row_panels; q0 += CCONV_NB_PANELS) {
             const Py_ssize_t q1 = cconv_min(rows * row_panels, q0 + CCONV_NB_PANELS);
-            for (Py_ssize_t pc = 0; pc < K; pc += CCONV_KC) {
-                const Py_ssize_t kc = cconv_min(CCONV_KC, K - pc);
+            for (Py_ssize_t pc = 0; pc < K; pc += blk->kc) {
+                const Py_ssize_t kc = cconv_min(blk->kc, K - pc);
                 for (Py_ssize_t q = q0; q < q1; q++) {
                     const Py_ssize_t rr = q / row_panels, ow = q % row_panels * nr;
                     const Py_ssize_t r = rr / Ho, oh = rr % Ho;

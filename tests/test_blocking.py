@@ -117,6 +117,9 @@ CASES = {
     "volume": [    # K = 162 > kc
         ("conv3d", (2, 6, 5, 6, 7), (8, 6, 3, 3, 3), {"padding": 1},
          ("forward", "grad_input"), ("kc",)),
+        # stride 2, 16-wide output rows: whole panels written in place (output_rows)
+        ("conv3d", (2, 6, 5, 32, 32), (8, 6, 3, 3, 3), {"stride": 2, "padding": 1},
+         ("forward",), ("kc",)),
     ],
 }
 
