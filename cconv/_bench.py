@@ -228,8 +228,8 @@ def add_arguments(parser):
                              "torch when installed. numpy is slow on the large shapes")
     parser.add_argument("--threads", type=_comma_list(convert=_positive_int), default=[1, 2], metavar="LIST",
                         help="thread counts to run, e.g. 1,2 (default); sets cconv's and torch's thread counts")
-    parser.add_argument("--dtype", type=_comma_list(["float32", "float64"]), default=["float32"], metavar="DTYPES",
-                        help="float32 (default), float64 or float32,float64")
+    parser.add_argument("--dtype", type=_comma_list(["float32", "float64"]), default=None, metavar="DTYPES",
+                        help="float32 (the default; with --torch-model: both), float64 or float32,float64")
     parser.add_argument("--repeat", type=_positive_int, metavar="R", help="timed samples per task (default 7; quick 3)")
     parser.add_argument("--min-time", type=_non_negative_float, metavar="SECONDS",
                         help="shortest sample: fast calls are looped to fill it (default 0.02; quick 0.005)")
@@ -295,7 +295,7 @@ def _settings(args):
         "ops": list(args.ops),
         "backends": list(dict.fromkeys(backends)),
         "threads": list(dict.fromkeys(args.threads)),
-        "dtypes": list(dict.fromkeys(args.dtype)),
+        "dtypes": list(dict.fromkeys(args.dtype or ["float32"])),
         "repeat": args.repeat or (3 if quick else 7),
         "min_time": args.min_time if args.min_time is not None else (0.005 if quick else 0.02),
         "warmup": args.warmup if args.warmup is not None else (0.01 if quick else 0.05),
@@ -1121,7 +1121,7 @@ def _run_sweep_or_networks(args):
     threads = list(dict.fromkeys(args.threads))
     common = {"json_path": args.json, "markdown_path": args.markdown, "plot_path": args.plot,
               "show_progress": not args.no_progress}
-    dtype = args.dtype[0] if len(args.dtype) == 1 else "float32"
+    dtype = args.dtype[0] if args.dtype and len(args.dtype) == 1 else "float32"
     if args.sweep:
         return _bench_sweep.run(args.sweep, args.seed, threads, args.repeat or 5,
                                 args.min_time if args.min_time is not None else 0.01,

@@ -164,7 +164,8 @@ def _settings(args):
         raise ValueError(f"--batch-size must be >= 1, got {batch}")
     return {"model": args.torch_model, "width": 8 if quick else 64, "steps": steps, "batch": batch,
             "threads": list(dict.fromkeys(args.threads)),
-            "dtypes": list(DTYPES), "lr": _LR, "momentum": _MOMENTUM, "untimed_steps": _UNTIMED}
+            "dtypes": list(dict.fromkeys(args.dtype)) if args.dtype else list(DTYPES),
+            "lr": _LR, "momentum": _MOMENTUM, "untimed_steps": _UNTIMED}
 
 
 def _row(dtype, threads, result):

@@ -355,6 +355,15 @@ def test_bench_command_quick_run(capsys):
     assert "narrowed to width 8" in out and "float32" in out and "float64" in out and "speedup" in out
 
 
+def test_bench_command_runs_only_the_dtype_asked_for(capsys):
+    from cconv._cli import main
+
+    assert main(["bench", "--torch-model", "resnet18", "--quick", "--threads", "1", "--steps", "3",
+                 "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "float64, 1 thread(s)" in out and "float32, 1 thread(s)" not in out
+
+
 def test_bench_command_without_torch_names_the_extra():
     code = ("import sys; sys.modules['torch'] = None\n"
             "from cconv._cli import main\n"
