@@ -43,10 +43,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# arguments
+# arguments (checked in cconv._shapes) and remembered calls
 # --------------------------------------------------------------------------
 
 def _grad_batched(gy, unbatched, dims):
+    """grad_output with the batch axis its unbatched input was given."""
     return gy[np.newaxis] if unbatched and gy.ndim == dims + 1 else gy
 
 
@@ -63,7 +64,8 @@ def _recall(known, key, arrays, args, flags=()):
     return value if _api._ready(*arrays) and _api._plain(*args) and _api._bools(*flags) else None
 
 
-_output_mask = _shapes.output_mask  # the 2-d ops' check of output_mask
+# the checks this module runs on a call it does not remember (module names, so tests can watch them)
+_output_mask = _shapes.output_mask
 _conv1d_args = _shapes.conv1d_args
 _transpose1d_args = _shapes.conv_transpose1d_args
 _pool1d_args = _shapes.pool1d_args
