@@ -66,6 +66,17 @@ def _ref_args(args, kernel):
     return args["stride"], pads, args["dilation"], args["groups"]
 
 
+def _operands(rng, x_shape, w_shape, args, dtype):
+    """Random x, w, b of these shapes and the reference's geometry for ``args`` (int or triple
+    stride and padding, no dilation or groups)."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    stride = args["stride"] if isinstance(args["stride"], tuple) else (args["stride"],) * 3
+    pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
+    return x, w, b, (stride, tuple((p, p) for p in pad), (1, 1, 1), 1)
+
+
 def _all_padding(x_shape, w_shape, args):
     """Whether every kernel tap of some dimension reads only zero padding (the planner folds: the
     conv2d's plan knows the output is the bias)."""
@@ -259,12 +270,7 @@ def test_volume_stride2_rows_and_plane_runs(rng, dtype):
         else:
             w_shape, args = (7, 5, 3, 3, 3), dict(stride=1, padding=1)
             x_shape = (1, 5, int(rng.integers(4, 9)), int(rng.integers(2, 9)), int(rng.integers(2, 9)))
-        x = rng.standard_normal(x_shape).astype(dtype)
-        w = rng.standard_normal(w_shape).astype(dtype)
-        b = rng.standard_normal(w_shape[0]).astype(dtype)
-        stride = args["stride"] if isinstance(args["stride"], tuple) else (args["stride"],) * 3
-        pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
-        geo = (stride, tuple((p, p) for p in pad), (1, 1, 1), 1)
+        x, w, b, geo = _operands(rng, x_shape, w_shape, args, dtype)
         before = _counts()
         y = cconv.conv3d(x, w, b, **args, backend="cython")
         assert _volume_runs(before) == {"forward": 1}, (x_shape, w_shape, args)
@@ -284,12 +290,7 @@ def test_volume_output_rows_written_in_place(rng, dtype):
              ((2, 4, 6, 9, 30), (6, 4, 3, 3, 3), dict(stride=2, padding=1), False),
              ((1, 4, 5, 6, 32), (6, 4, 2, 2, 1), dict(stride=(1, 1, 2), padding=0), False)]
     for x_shape, w_shape, args, in_place in cases:
-        x = rng.standard_normal(x_shape).astype(dtype)
-        w = rng.standard_normal(w_shape).astype(dtype)
-        b = rng.standard_normal(w_shape[0]).astype(dtype)
-        stride = args["stride"] if isinstance(args["stride"], tuple) else (args["stride"],) * 3
-        pad = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
-        geo = (stride, tuple((p, p) for p in pad), (1, 1, 1), 1)
+        x, w, b, geo = _operands(rng, x_shape, w_shape, args, dtype)
         ctx = f"{x_shape} {w_shape} {args}"
         saved = cconv.get_num_threads()
         try:
