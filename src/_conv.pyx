@@ -531,11 +531,7 @@ def explain_volume(w, g, tuple depth, int threads, bint forward):
         return {}
     info = _describe(&plan)
     info["depth_planes_per_task"] = int(plan.dchunk)
-    if plan.itemsize == 4:
-        in_place = vol_rows_in_place_f32(&plan.g, plan.nr)
-    else:
-        in_place = vol_rows_in_place_f64(&plan.g, plan.nr)
-    info["output_rows"] = ("whole panels, written in place" if in_place
+    info["output_rows"] = ("whole panels, written in place" if plan.vol_rows
                            else "grid panels, copied out")
     return {name: info}
 

@@ -2,12 +2,12 @@
  * Type-generic: included by conv_impl.h once per float type (T, TI, S(name)); no
  * include guard on purpose. */
 
-/* Grid length the dot kernel runs over: out_h*wph rounded up to the widest vector
- * (64 bytes), so every kernel's vector width divides it. */
+/* Grid length the dot kernel runs over: out_h*wph rounded up to whole CCONV_VECTOR_BYTES
+ * vectors, so every kernel's vector width divides it. */
 static Py_ssize_t S(dot_grid)(const cconv_geom *g)
 {
     Py_ssize_t hph, wph;
-    const Py_ssize_t lanes = 64 / (Py_ssize_t)sizeof(T);
+    const Py_ssize_t lanes = CCONV_VECTOR_BYTES / (Py_ssize_t)sizeof(T);
     S(phase_dims)(g, &hph, &wph);
     return (g->out_h * wph + lanes - 1) / lanes * lanes;
 }
@@ -108,7 +108,7 @@ CCONV_ISA_VARIANTS(S(conv_gw_images), (const S(kernel_t) *kern, const cconv_bloc
 /* Weight gradient of a 1x1, stride-1, unpadded pass (g pointwise) by the dot kernel on the
  * arrays in place: a plane of x and of grad_output is already a grid row, so nothing is
  * copied or packed.  gw(groups*m x C) += gy * x^T over the flattened (image, pixel) rows
- * [r0, r1): each image's run in chunks of whole 64-byte vectors, sized so the chunk's m
+ * [r0, r1): each image's run in chunks of whole CCONV_VECTOR_BYTES vectors, sized so the chunk's m
  * grad_output rows stay in L2 while every tile of dot_nk input rows passes over them; the
  * last pixels of a run (fewer than a vector) are added by a scalar loop.  Every gw element
  * sums its chunks in the same order whatever the thread count. */
@@ -117,7 +117,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gw_pointwise), _body)(const S(kernel_t) *kern, 
                                  Py_ssize_t m, Py_ssize_t r0, Py_ssize_t r1, T *gw)
 {
     const Py_ssize_t C = g->channels, P = g->out_h * g->out_w;
-    const Py_ssize_t lanes = 64 / (Py_ssize_t)sizeof(T);
+    const Py_ssize_t lanes = CCONV_VECTOR_BYTES / (Py_ssize_t)sizeof(T);
     const int mo = kern->dot_mo, nk = kern->dot_nk;
     Py_ssize_t chunk = blk->dot_gy_bytes / ((Py_ssize_t)sizeof(T) * (m + nk)) / lanes * lanes;
     chunk = cconv_max(16 * lanes, cconv_min(chunk, 256 * lanes));

@@ -243,12 +243,12 @@ cdef void _vol_task(const _Job *job, Py_ssize_t t, int tid, const floating *d) n
     if b != NULL:
         b = b + gidx * p.m
     if floating is float:
-        conv_fwd_vol_f32(<const kernel_f32 *>p.kern, &p.blk, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
-                         apack, off, b, y, _thread_ws(job, tid, T_A, d),
+        conv_fwd_vol_f32(<const kernel_f32 *>p.kern, &p.blk, p.vol_rows, x, &p.g, &p.d, od0, nout,
+                         p.dchunk, p.m, apack, off, b, y, _thread_ws(job, tid, T_A, d),
                          _thread_ws(job, tid, T_B, d))
     else:
-        conv_fwd_vol_f64(<const kernel_f64 *>p.kern, &p.blk, x, &p.g, &p.d, od0, nout, p.dchunk, p.m,
-                         apack, off, b, y, _thread_ws(job, tid, T_A, d),
+        conv_fwd_vol_f64(<const kernel_f64 *>p.kern, &p.blk, p.vol_rows, x, &p.g, &p.d, od0, nout,
+                         p.dchunk, p.m, apack, off, b, y, _thread_ws(job, tid, T_A, d),
                          _thread_ws(job, tid, T_B, d))
 
 

@@ -141,6 +141,10 @@ typedef struct {
     Py_ssize_t kc, mc, nc, dot_gy_bytes;
 } cconv_blocking;
 
+/* The widest vector any kernel uses (AVX-512), in bytes: every kernel's vector width divides
+ * it, so runs cut into whole multiples of it are whole vectors for every ISA. */
+#define CCONV_VECTOR_BYTES 64
+
 /* Largest kc: the weight gradient keeps one im2col row of kc values on the stack. */
 #define CCONV_KC_MAX 1024
 

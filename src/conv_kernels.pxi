@@ -28,6 +28,7 @@ cdef extern from "conv_kernels.h" nogil:
     ctypedef struct cconv_blocking:
         Py_ssize_t kc, mc, nc, dot_gy_bytes
     const Py_ssize_t CCONV_KC_MAX
+    const int CCONV_VECTOR_BYTES
     const char *CCONV_COMPILER
     const int CCONV_OPENMP
 
@@ -82,12 +83,12 @@ cdef extern from "conv_kernels.h" nogil:
                                    int nr)
     void vol_tap_offsets_f32(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
                              Py_ssize_t *off)
-    void conv_fwd_vol_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+    void conv_fwd_vol_f32(const kernel_f32 *kern, const cconv_blocking *blk, int rows_in_place,
                           const float *x, const cconv_geom *g,
                           const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd,
                           Py_ssize_t m, const float *apack, const Py_ssize_t *off,
                           const float *bias, float *y, float *xp, float *ctmp)
-    void conv_fwd_vol_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+    void conv_fwd_vol_f64(const kernel_f64 *kern, const cconv_blocking *blk, int rows_in_place,
                           const double *x, const cconv_geom *g,
                           const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd,
                           Py_ssize_t m, const double *apack, const Py_ssize_t *off,

@@ -261,7 +261,7 @@ static void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g,
     for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) tail[t] = 0;
 }
 
-/* Whether the volume forward of slice geometry g computes each output row as its own
+/* The planner's rule (plan_volume): whether the volume forward of slice geometry g computes each output row as its own
  * nr-wide panels written in place into the output, rather than nr-wide panels of the flat
  * grid copied out through a C block: where output rows are a whole number of panels and the
  * grid rows are longer (every strided layer with padding: a 16-wide output row has a 17-wide
@@ -278,8 +278,10 @@ static int S(vol_rows_in_place)(const cconv_geom *g, int nr)
 /* Forward of output depths [od0, od0 + nout) of one volume-group slice: y (m x out_d x
  * out_h x out_w, the slice's full output) = W * x (+ bias) by implicit GEMM, on the copy
  * laid out for chunks of nd >= nout depths (every chunk shares the offsets).  apack, off
- * (vol_tap_offsets for nd), xp (padded_vol_size for nd) and ctmp as in conv_fwd_slice. */
-CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const cconv_geom *g,
+ * (vol_tap_offsets for nd), xp (padded_vol_size for nd) and ctmp as in conv_fwd_slice;
+ * rows_in_place: the plan's vol_rows_in_place. */
+CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, int rows_in_place,
+                              const T *x, const cconv_geom *g,
                               const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout,
                               Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off,
                               const T *bias, T *y, T *xp, T *ctmp)
@@ -293,7 +295,7 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
     S(pad_vol_phases)(x, g, d, od0, nd, nr, xp);
     /* Output rows of whole panels: each panel written by the micro-kernel straight into y
      * (vol_rows_in_place). */
-    if (S(vol_rows_in_place)(g, nr)) {
+    if (rows_in_place) {
         const Py_ssize_t row_panels = Wo / nr, rows = nout * Ho;
         for (Py_ssize_t q0 = 0; q0 < rows * row_panels; q0 += CCONV_NB_PANELS) {
             const Py_ssize_t q1 = cconv_min(rows * row_panels, q0 + CCONV_NB_PANELS);
@@ -349,5 +351,5 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
         }
     }
 }
-CCONV_ISA_VARIANTS(S(conv_fwd_vol), (const S(kernel_t) *kern, const cconv_blocking *blk, const T *x, const cconv_geom *g, const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
-    (kern, blk, x, g, d, od0, nout, nd, m, apack, off, bias, y, xp, ctmp))
+CCONV_ISA_VARIANTS(S(conv_fwd_vol), (const S(kernel_t) *kern, const cconv_blocking *blk, int rows_in_place, const T *x, const cconv_geom *g, const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout, Py_ssize_t nd, Py_ssize_t m, const T *apack, const Py_ssize_t *off, const T *bias, T *y, T *xp, T *ctmp),
+    (kern, blk, rows_in_place, x, g, d, od0, nout, nd, m, apack, off, bias, y, xp, ctmp))

@@ -266,6 +266,7 @@ cdef struct ConvPlan:
     cconv_geom g              # slice geometry the driver runs (transposed for via_forward)
     cconv_depth d             # volume: its depth dimension (zeros for a 2-d plan)
     Py_ssize_t dchunk         # volume: output depth planes per task
+    bint vol_rows             # volume: output rows of whole panels written in place
     Py_ssize_t tap_d0, full_kd    # volume, trimmed: depth taps [tap_d0, +d.kernel_d) of full_kd
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
@@ -909,7 +910,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
     # The dot kernel in place sums each image's pixels in whole vectors; on images smaller
     # than a vector it would add one scalar product per image into the result, a long
     # sequential float sum: those take the dot kernel on grid copies (or the GEMM).
-    cdef bint in_place = pw and P * p.itemsize >= 64
+    cdef bint in_place = pw and P * p.itemsize >= CCONV_VECTOR_BYTES
     cdef bint dot_ok = _has_dot(p.itemsize) and (in_place or _dot_scratch(p) > 0)
     cdef int algo = -1
     if pad:
@@ -1263,6 +1264,8 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     plane = hph * wph
     nchunks = max(<Py_ssize_t>1, min(p.d.out_d, p.d.out_d * plane // _vol_task_cols()))
     p.dchunk = (p.d.out_d + nchunks - 1) // nchunks
+    p.vol_rows = (vol_rows_in_place_f32(&p.g, p.nr) if itemsize == 4
+                  else vol_rows_in_place_f64(&p.g, p.nr))
     while p.dchunk > 1 and _vol_size(p, p.dchunk) > _PADDED_MAX_ELEMS:
         p.dchunk = (p.dchunk + 1) // 2
     macs = <double>batch * groups * p.m * K * p.d.out_d * p.g.out_h * p.g.out_w
