@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sanitizer run: build cconv with CCONV_SANITIZE=1 (gcc -fsanitize=address,undefined) into a scratch
 # venv, then run the full test suite and the differential fuzz (tools/fuzz.py) with the ASan runtime
-# preloaded into Python. Fails on any AddressSanitizer/UBSan report, test failure or fuzz mismatch;
-# prints the figures (tests, calls fuzzed, reports found).
+# preloaded into Python, then a second fuzz stream on tiny caches (CCONV_CACHE_BYTES, so that the
+# planner's cache blocking splits even small GEMMs into many kc/mc/nc blocks and every multi-block
+# loop runs). Fails on any AddressSanitizer/UBSan report, test failure or fuzz mismatch; prints the
+# figures (tests, calls fuzzed, reports found).
 #
-#   bash tools/sanitizer.sh                        # full test suite + 10,000 fuzzed calls (seed 0)
+#   bash tools/sanitizer.sh                        # full test suite + 10,000 + 10,000 fuzzed calls
 #   bash tools/sanitizer.sh --calls 1000000 --seed 7  # bigger: ~3 s per 10,000 calls under ASan
 #   bash tools/sanitizer.sh --no-tests --calls 100000  # fuzz only
 #   PYTHON=python3.12 CC=gcc-13 bash tools/sanitizer.sh
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
     --calls) CALLS="$2"; shift 2 ;;
     --seed) SEED="$2"; shift 2 ;;
     --no-tests) RUN_TESTS=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "sanitizer.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -91,12 +93,19 @@ if [ "$RUN_TESTS" = 1 ]; then
 fi
 echo "sanitizer: fuzz, $CALLS calls, seed $SEED"
 sanitized "$PY" "$WORK/src/tools/fuzz.py" --calls "$CALLS" --seed "$SEED" || status=1
-fuzzed=$(sed -n 's/^fuzz: \([0-9]*\) calls.*/\1/p' "$LOG")
-# every convolution algorithm must have run under the sanitizers (fuzz.py fails otherwise)
-per_algorithm=$(grep -m1 "^calls per algorithm:" "$LOG" || echo "calls per algorithm: (missing)")
+# Tiny caches: 1 KiB L1d, 8 KiB L2, 64 KiB L3 give kc 8-16, mc 48, nc 96 (tests/test_blocking.py).
+# A fifth of the calls, but at least 10,000: fewer leave Winograd and the masked dot unreached.
+TINY_CALLS=$(( CALLS / 5 > 10000 ? CALLS / 5 : 10000 ))
+echo "sanitizer: fuzz on tiny caches, $TINY_CALLS calls, seed $((SEED + 1))"
+CCONV_CACHE_BYTES=1024,8192,65536 sanitized "$PY" "$WORK/src/tools/fuzz.py" \
+    --calls "$TINY_CALLS" --seed "$((SEED + 1))" || status=1
+fuzzed=$(( $(sed -n 's/^fuzz: \([0-9]*\) calls.*/\1/p' "$LOG" | paste -sd+ -) ))
+# every convolution algorithm must have run under the sanitizers, in each stream (fuzz.py fails
+# otherwise)
+per_algorithm=$(grep "^calls per algorithm:" "$LOG" || echo "calls per algorithm: (missing)")
 
 reports=$(grep -cE "ERROR: AddressSanitizer|runtime error:" "$LOG" || true)
 [ "$reports" = 0 ] || status=1
-echo "sanitizer: calls fuzzed: ${fuzzed:-0} (seed $SEED); sanitizer reports found: $reports"
-echo "sanitizer: $per_algorithm"
+echo "sanitizer: calls fuzzed: ${fuzzed:-0} (seeds $SEED, $((SEED + 1)) on tiny caches); sanitizer reports found: $reports"
+sed 's/^/sanitizer: /' <<<"$per_algorithm"
 exit "$status"
