@@ -106,6 +106,7 @@ cdef inline void *_ptr(_Scratch scratch):
 
 cdef Py_ssize_t _ran[N_ALGOS][4]     # passes executed, per algorithm and pass (for tests)
 cdef Py_ssize_t _dot_ran[3]          # dot weight gradients executed: [masked, finite, in place]
+cdef Py_ssize_t _pw_ran[2][2]        # 1x1 im2col forward / grad_input: [pass][packed, in place]
 
 
 cdef cconv_geom _slice_geom(g):
@@ -239,6 +240,8 @@ cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
                 _grad_input_rows(p, a, b, out, ws)
             elif not p.via_forward:
                 _grad_input_col2im(p, a, b, out, ws)
+            elif p.in_place:    # 1x1: _forward packs W^T straight from the weights
+                _forward(p, a, b, NULL, out, ws)
             else:
                 wt = &small_wt[0] if p.size[R_FLIPPED] == 0 else ws + p.off[R_FLIPPED]
                 _flip(p, b, wt)
@@ -337,6 +340,8 @@ cdef int _forward_run(const _Geom *c, const floating *x, const floating *w,
     plan = _select(P_FORWARD, &c.s, c.batch, c.groups, O // c.groups, threads, x, n_x, w, n_w,
                    bias, y, &done)
     _ran[plan.algo][P_FORWARD] += 1
+    if plan.algo == A_IM2COL and plan.pointwise:
+        _pw_ran[0][plan.in_place] += 1
     if plan.algo == A_EMPTY:   # the output is the bias
         for i in range(c.batch * O):
             for j in range(P):
@@ -423,6 +428,8 @@ cdef int _backward_run(const _Geom *c, const floating *gy, const floating *x,
         plan = _select(P_GRAD_INPUT, &c.s, c.batch, c.groups, m, threads, gy, n_gy, w, n_w,
                        <const floating *>NULL, gi if n_x else NULL, &done)
         _ran[plan.algo][P_GRAD_INPUT] += 1
+        if plan.algo == A_IM2COL and plan.pointwise:
+            _pw_ran[1][plan.in_place] += 1
         if plan.algo == A_EMPTY or n_x == 0:
             memset(gi, 0, n_x * sizeof(floating))
         elif not done:
@@ -686,6 +693,10 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:
         info["batch_parts"] = int(p.parts)
+    if p.algo == A_IM2COL and p.pointwise and p.pass_ != P_GRAD_WEIGHT:
+        info["variant"] = "in_place" if p.in_place else "packed"
+        if p.in_place:
+            info["weights"] = "read in place" if p.pw_unpacked else "packed"
     if p.algo == A_DOT:     # the input was checked: finite runs the kernel without the mask
         info["variant"] = "in_place" if p.pointwise else "finite" if p.dot_finite else "masked"
     return info
@@ -778,6 +789,13 @@ def dot_variant_counts():
     inf or NaN), "finite" (the mask-free kernel) and "in_place" (a 1x1 kernel: x and
     grad_output read where they are, no padded copies and no mask)."""
     return {"masked": int(_dot_ran[0]), "finite": int(_dot_ran[1]), "in_place": int(_dot_ran[2])}
+
+
+def pointwise_variant_counts():
+    """{(pass, variant): 1x1 im2col passes executed} since import, for the forward and the
+    input gradient: "packed" (panels copied from x) or "in_place" (x read as the panels)."""
+    return {(PASSES[q], v): int(_pw_ran[q][i]) for q in range(2)
+            for i, v in enumerate(("packed", "in_place"))}
 
 
 def build_info():

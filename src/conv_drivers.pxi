@@ -12,6 +12,7 @@ cdef enum:  # task kinds
     K_PAD
     K_PADDED_GRID
     K_SPAN
+    K_PW_IN_PLACE
     K_BLOCK
     K_GI_DIRECT
     K_GI_COL2IM
@@ -160,6 +161,8 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
                       b + gidx * m if b != NULL else NULL, out + gidx * m * P, O * P, p0,
                       min(p.blk.nc, p1 - p0), _thread_ws(job, tid, T_A, d))
             p0 = p0 + p.blk.nc
+    elif job.kind == K_PW_IN_PLACE:
+        _pw_task(p, x, w, apack, b, out, t, _thread_ws(job, tid, T_A, d))
     elif job.kind == K_BLOCK:
         nblk = (P + p.blk.nc - 1) // p.blk.nc
         r = t // nblk                          # image * groups + group
@@ -600,6 +603,40 @@ cdef inline void _fwd_span(const ConvPlan *p, const floating *x, Py_ssize_t x_im
                           y_img, j0, nc, ws, p.stream, p.pointwise)
 
 
+cdef void _pw_task(const ConvPlan *p, const floating *x, const floating *w,
+                   const floating *apack, const floating *b, floating *y, Py_ssize_t t,
+                   floating *ws) noexcept nogil:
+    """In-place 1x1 forward task t: slice r (image * groups + group), column block cb of
+    _pw_col_blocks (whole nr panels, split evenly), row part rp of rparts (whole mr strips).
+    With p.pw_unpacked the weights are read in place: w as given for a forward, or the
+    unflipped conv2d weights (W^T: row i is column i) for an input gradient."""
+    cdef Py_ssize_t P = p.g.out_h * p.g.out_w, m = p.m, K = p.g.channels
+    cdef Py_ssize_t cblocks = _pw_col_blocks(p), panels = (P + p.nr - 1) // p.nr
+    cdef Py_ssize_t strips = (m + p.mr - 1) // p.mr
+    cdef Py_ssize_t rp = t % p.rparts, cb = t // p.rparts % cblocks
+    cdef Py_ssize_t r = t // p.rparts // cblocks, gidx = r % p.groups
+    cdef Py_ssize_t j0 = cb * panels // cblocks * p.nr
+    cdef Py_ssize_t j1 = min(P, (cb + 1) * panels // cblocks * p.nr)
+    cdef Py_ssize_t r0 = rp * strips // p.rparts * p.mr
+    cdef Py_ssize_t r1 = min(m, (rp + 1) * strips // p.rparts * p.mr)
+    cdef const floating *ap = NULL
+    cdef Py_ssize_t ars = 1 if p.via_forward else K, acs = m if p.via_forward else 1
+    if j0 >= j1 or r0 >= r1:
+        return
+    if not p.pw_unpacked:
+        ap = apack + gidx * _round_up(m, p.mr) * K
+    if floating is float:
+        conv_fwd_pointwise_f32(<const kernel_f32 *>p.kern, &p.blk, x + r * K * P, &p.g, m,
+                               ap, w + gidx * m * K, ars, acs,
+                               b + gidx * m if b != NULL else NULL, y + r * m * P, r0, r1,
+                               j0, j1 - j0, ws)
+    else:
+        conv_fwd_pointwise_f64(<const kernel_f64 *>p.kern, &p.blk, x + r * K * P, &p.g, m,
+                               ap, w + gidx * m * K, ars, acs,
+                               b + gidx * m if b != NULL else NULL, y + r * m * P, r0, r1,
+                               j0, j1 - j0, ws)
+
+
 cdef inline void _wino_weights(const ConvPlan *p, const floating *w, Py_ssize_t o,
                                floating *upack) noexcept nogil:
     cdef Py_ssize_t upack_xi = p.groups * _round_up(p.m, p.mr) * p.g.channels
@@ -677,9 +714,13 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
             tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
             _run(&job, K_LANES, p.batch * p.groups, p.threads)
     else:
-        for gidx in range(p.groups):
-            _pack_a(p, _region(&job, R_WEIGHTS, x) + gidx * _round_up(m, p.mr) * K,
-                    w + gidx * m * K, m, K, K, 1)
+        for gidx in range(p.groups if not p.pw_unpacked else 0):
+            if p.via_forward and p.in_place:   # W^T of a 1x1, unflipped: row i is column i of w
+                _pack_a(p, _region(&job, R_WEIGHTS, x) + gidx * _round_up(m, p.mr) * K,
+                        w + gidx * m * K, m, K, 1, m)
+            else:
+                _pack_a(p, _region(&job, R_WEIGHTS, x) + gidx * _round_up(m, p.mr) * K,
+                        w + gidx * m * K, m, K, K, 1)
         if p.algo == A_PADDED:
             tap_offsets_f32(s, <Py_ssize_t *>_region(&job, R_OFFSETS, x))
             if p.chunks > 1:
@@ -687,6 +728,9 @@ cdef void _forward(const ConvPlan *p, const floating *x, const floating *w, cons
                 _run(&job, K_PADDED_GRID, p.batch * p.groups * p.chunks, p.threads)
             else:
                 _run(&job, K_PADDED, p.batch * p.groups, p.threads)
+        elif p.in_place:
+            _run(&job, K_PW_IN_PLACE, p.batch * p.groups * _pw_col_blocks(p) * p.rparts,
+                 p.threads)
         elif p.span:
             _run(&job, K_SPAN, p.groups * p.shares, p.threads)
         else:

@@ -4,6 +4,7 @@
  *   gemm_pack.h      packing and the GEMM macro-kernel
  *   conv_im2col.h    packed-im2col forward / weight gradient, col2im input gradient
  *   conv_padded.h    implicit GEMM on a padded image copy
+ *   conv_pointwise.h 1x1 forward GEMM reading the input in place
  *   conv_winograd.h  Winograd F(2x2, 3x3) forward and weight gradient
  *   conv_dot.h       dot-kernel weight gradient
  *   conv_rows.h      few output pixels: weights read in place (rows kernels)
@@ -14,6 +15,7 @@
 #include "gemm_pack.h"
 #include "conv_im2col.h"
 #include "conv_padded.h"
+#include "conv_pointwise.h"
 #include "conv_winograd.h"
 #include "conv_dot.h"
 #include "conv_rows.h"

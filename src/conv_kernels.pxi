@@ -159,6 +159,18 @@ cdef extern from "conv_kernels.h" nogil:
     Py_ssize_t dot_image_size_f64(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f32(const cconv_geom *g, Py_ssize_t m, int nr)
     Py_ssize_t dot_images_f64(const cconv_geom *g, Py_ssize_t m, int nr)
+    void conv_fwd_pointwise_f32(const kernel_f32 *kern, const cconv_blocking *blk,
+                                const float *x, const cconv_geom *g, Py_ssize_t m,
+                                const float *apack, const float *w, Py_ssize_t ars,
+                                Py_ssize_t acs, const float *bias, float *y,
+                                Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t j0, Py_ssize_t nc,
+                                float *ws)
+    void conv_fwd_pointwise_f64(const kernel_f64 *kern, const cconv_blocking *blk,
+                                const double *x, const cconv_geom *g, Py_ssize_t m,
+                                const double *apack, const double *w, Py_ssize_t ars,
+                                Py_ssize_t acs, const double *bias, double *y,
+                                Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t j0, Py_ssize_t nc,
+                                double *ws)
     void conv_fwd_span_f32(const kernel_f32 *kern, const cconv_blocking *blk,
                            const float *x, Py_ssize_t x_img,
                            const cconv_geom *g, Py_ssize_t m, const float *apack,

@@ -114,6 +114,15 @@ DEF _DOT_MIN_BLOCK = 32
 DEF _PW_DOT_FEW = 8
 DEF _PW_DOT_MAX_M = 128
 DEF _PW_DOT_MAX_MC = 2048
+# A 1x1 forward read in place (conv_pointwise.h) reads its weights in place too, unpacked,
+# when the batch has at most this many pixels: each weight then meets at most 64 panels,
+# and packing it (read, write, read back) costs more than the unpacked strips' six row
+# streams.  Measured on benchmarks/pointwise.py's 102 layers (1 thread, forcing each way):
+# batch 1 on 7x7 maps 1.6-1.8x faster unpacked, 14x14-28x28 1.03-1.4x; batch 8 on 14x14 and
+# 28x28 (1568-6272 pixels) mostly 0.6-1.0x, 56x56 at batch 1 mixed (0.8-1.15x).  The input
+# gradient's W^T would be read a column at a time (6 values per cache line): it loses
+# (0.5-1.0x) and always packs.
+DEF _PW_UNPACKED_MAX_COLS = 1024
 # Bias-gradient and partial-sum passes go parallel above this many elements.
 DEF _PARALLEL_MIN_ELEMS = 65536
 # The rows algorithm (few output pixels) against the GEMMs, in multiply-adds at GEMM speed
@@ -173,6 +182,7 @@ cdef enum:
     W_VOLUME
     W_IM2COL_WEIGHTS
     W_DOT_POINTWISE
+    W_IM2COL_IN_PLACE
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -211,6 +221,9 @@ REASONS = (
     "longer",
     "1x1 kernel with few channels: register-tiled dot kernel on the input and grad_output in "
     "place, where a GEMM would pad its tiles and transpose both operands into panels",
+    "1x1 kernel: the GEMM reads the input in place as its B panels and writes the output "
+    "in place, where packing panels and staging the output would cost about as much as the "
+    "multiply-adds on few channels or pixels",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -252,6 +265,9 @@ cdef struct ConvPlan:
     Py_ssize_t shares         # ... in this many equal shares of the panels per group
     bint stream               # im2col forward: streaming stores
     bint pointwise            # 1x1 stride 1 unpadded: im2col is the input itself
+    bint in_place             # ... forward read in place (conv_pointwise.h), not packed
+    Py_ssize_t rparts         # ... in this many row parts per column block (whole mr strips)
+    bint pw_unpacked          # ... and the weights read in place too (not packed)
     Py_ssize_t nimg, nty, tpad    # Winograd blocking (nimg: also col2im's images per task)
     Py_ssize_t nc             # col2im block columns
     Py_ssize_t parts          # weight gradient: batch parts (fixed order reduction)
@@ -646,6 +662,15 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     if macs < _DIRECT_MAX_MACS and direct_exact:
         p.reason = W_TINY
         return A_DIRECT
+    # A 1x1 whose input is read in place (conv_pointwise.h) packs nothing but (sometimes) the
+    # weights: forcing it against the planner's earlier picks on benchmarks/pointwise.py's
+    # layers (1 thread), it beat rows on 10 of 11 forwards (0.41-0.64x torch -> 0.60-1.05x) and
+    # 11 of 13 input gradients (0.25-0.72x -> 0.70-1.46x; the other two within 10%), the padded
+    # grid on both few-channel layers (m = 3: 0.63 -> 0.96x, 0.65 -> 0.70x).  Tiny passes keep
+    # the direct loops (one measured, in-place faster, is too few to move that threshold).
+    if _pw_in_place(p):
+        p.reason = W_IM2COL_IN_PLACE
+        return A_IM2COL
     if not p.via_forward and _rows_pays(p, P_FORWARD):
         p.reason = W_ROWS
         return A_ROWS
@@ -748,9 +773,12 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
             _book_thread(p, T_A, _padded_size(p))
         _book_thread(p, T_B, _round_up(m, p.mr) * CCONV_NB_PANELS * p.nr)
         return
-    # Packed im2col (blocks spanning images: _spans_images)
+    # Packed im2col (blocks spanning images: _spans_images), or a 1x1 read in place
     p.pointwise = _is_pointwise(s)
     p.span = _spans_images(p)
+    if _pw_in_place(p):
+        _plan_pw_in_place(p, macs)
+        return
     if p.span:
         p.stream = p.batch * p.groups * m * P * p.itemsize >= _STREAM_MIN_BYTES
         p.threads = _team(p.threads, macs, (p.batch * P + p.nr - 1) // p.nr)
@@ -763,6 +791,45 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
         p.threads = _team(p.threads, macs,
                           p.batch * p.groups * ((P + p.blk.nc - 1) // p.blk.nc))
         _book_thread(p, T_A, p.blk.kc * p.blk.nc)
+
+
+cdef inline bint _pw_in_place(const ConvPlan *p) noexcept nogil:
+    """Whether a 1x1 packed-im2col forward reads the input in place (conv_pointwise.h): its
+    panels cannot span images, so not when spanning would save padded columns at batch > 1
+    (_spans_images), and not on images of fewer than nr pixels (every panel would be the
+    packed short one)."""
+    return (_is_pointwise(&p.g) and not _spans_images(p)
+            and p.g.out_h * p.g.out_w >= p.nr)
+
+
+cdef void _plan_pw_in_place(ConvPlan *p, double macs) noexcept nogil:
+    """Tasks of an in-place 1x1 forward: per image-group slice, column blocks of about
+    blk.nc pixels; when those are fewer than _SHARES_PER_THREAD per thread (batch 1, small
+    maps), each block is also cut into row parts of whole mr strips."""
+    cdef Py_ssize_t P = p.g.out_h * p.g.out_w
+    cdef Py_ssize_t cblocks = _pw_col_blocks(p)
+    cdef Py_ssize_t tasks = p.batch * p.groups * cblocks
+    cdef Py_ssize_t want = _SHARES_PER_THREAD * p.threads if p.threads > 1 else 1
+    cdef Py_ssize_t strips = (p.m + p.mr - 1) // p.mr
+    p.in_place = True
+    p.reason = W_IM2COL_IN_PLACE
+    # Rows of x that do not start on a cache line make each panel row two lines: half the
+    # depth keeps a panel in half of L1, as a packed one is.
+    if P * p.itemsize % 64:
+        p.blk.kc = max(<Py_ssize_t>8, p.blk.kc // 2)
+    p.pw_unpacked = not p.via_forward and p.batch * P <= _PW_UNPACKED_MAX_COLS
+    if p.pw_unpacked:
+        p.size[R_WEIGHTS] = 0
+    p.rparts = max(<Py_ssize_t>1, min(strips, (want + tasks - 1) // tasks))
+    p.threads = _team(p.threads, macs, tasks * p.rparts)
+    _book_thread(p, T_A, min(p.blk.kc, <Py_ssize_t>CCONV_KC_MAX) * p.nr)
+
+
+cdef inline Py_ssize_t _pw_col_blocks(const ConvPlan *p) noexcept nogil:
+    """Column blocks per image of an in-place 1x1 forward: whole nr panels, about blk.nc
+    columns each."""
+    cdef Py_ssize_t panels = (p.g.out_h * p.g.out_w + p.nr - 1) // p.nr
+    return max(<Py_ssize_t>1, (panels * p.nr + p.blk.nc // 2) // p.blk.nc)
 
 
 # ---- few output pixels: the rows algorithm ------------------------------------------------
@@ -846,7 +913,8 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef bint forced_col2im = _forced_algo == A_COL2IM
     cdef bint forced_direct = _forced_algo == A_DIRECT
     if ((_forced_algo == A_ROWS and _rows_fit(p))
-            or (_forced_algo < 0 and _rows_pays(p, P_GRAD_INPUT))):
+            or (_forced_algo < 0 and _rows_pays(p, P_GRAD_INPUT)
+                and not (_pw_in_place(p) and (fin & F_OTHER)))):   # see _forward_choice
         p.forced = _forced_algo == A_ROWS
         p.algo = A_ROWS
         p.reason = W_ROWS
@@ -868,7 +936,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         # F_OTHER the (flipped) weights, as in a forward pass
         _plan_forward_shape(p, macs, fin)
         n_wt = p.groups * s.channels * m * s.kernel_h * s.kernel_w
-        if not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS):
+        if not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
             _book(p, R_FLIPPED, n_wt)
         _lay_out(p)
         return

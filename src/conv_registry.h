@@ -10,6 +10,9 @@ typedef void (*S(ukr_fn))(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_
                           int m, int n, int accumulate, const T *bias);
 typedef void (*S(ukr_ind_fn))(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
                               T *c, Py_ssize_t ldc, int m, int n, int accumulate, const T *bias);
+typedef void (*S(ukr_str_fn))(Py_ssize_t kc, const T *a, Py_ssize_t ars, Py_ssize_t acs,
+                              const T *b, Py_ssize_t ldb, T *c, Py_ssize_t ldc, int m, int n,
+                              int accumulate, const T *bias);
 
 typedef void (*S(dot_fn))(const T *gy, Py_ssize_t jp, Py_ssize_t ldy, const T *xp,
                           Py_ssize_t img_stride,
@@ -24,6 +27,7 @@ typedef struct {
     S(dot_fn) dot_finite;  /* the same without the grid mask: for a finite input only */
     int dot_mo, dot_nk;  /* its tile: output channels x kernel taps */
     const char *isa;
+    S(ukr_str_fn) fn_str;  /* A and B both unpacked, read with strides (1x1 in place) */
 } S(kernel_t);
 
 /* Portable C kernels (any compiler, any CPU): 4 x 8, auto-vectorised by -O3. */
@@ -61,6 +65,33 @@ static void S(ukr_generic)(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize
     S(generic_tile)(kc, a, b, NULL, c, ldc, m, n, accumulate, bias);
 }
 
+static void S(ukr_generic_str)(Py_ssize_t kc, const T *CCONV_RESTRICT a, Py_ssize_t ars,
+                               Py_ssize_t acs, const T *CCONV_RESTRICT b, Py_ssize_t ldb,
+                               T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n,
+                               int accumulate, const T *CCONV_RESTRICT bias)
+{
+    T acc[GENERIC_MR][GENERIC_NR];
+    int i, j;
+    for (i = 0; i < GENERIC_MR; i++) {
+        T init = (!accumulate && bias != NULL && i < m) ? bias[i] : (T)0;
+        for (j = 0; j < GENERIC_NR; j++) acc[i][j] = init;
+    }
+    for (Py_ssize_t k = 0; k < kc; k++) {
+        const T *brow = b + k * ldb;
+        for (i = 0; i < GENERIC_MR; i++) {
+            const T av = a[(i < m ? i : m - 1) * ars + k * acs];
+            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += av * brow[j];
+        }
+    }
+    for (i = 0; i < m; i++) {
+        T *row = c + i * ldc;
+        if (accumulate)
+            for (j = 0; j < n; j++) row[j] += acc[i][j];
+        else
+            for (j = 0; j < n; j++) row[j] = acc[i][j];
+    }
+}
+
 static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
                                T *c, Py_ssize_t ldc, int m, int n, int accumulate,
                                const T *bias)
@@ -79,6 +110,11 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #undef UKR_INDIRECT
 #define UKR_NAME S(ukr_avx2_ind)
 #define UKR_INDIRECT 1
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NAME S(ukr_avx2_str)
+#define UKR_INDIRECT 2
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
@@ -117,6 +153,11 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
+#define UKR_NAME S(ukr_avx512_str)
+#define UKR_INDIRECT 2
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
 #undef UKR_MR
 /* Taller A strips (8 x 32 floats: 16 + 3 of the 32 zmm), for row counts that 6 pads a lot. */
 #define UKR_MR 8
@@ -127,6 +168,11 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #undef UKR_INDIRECT
 #define UKR_NAME S(ukr_avx512_m8_ind)
 #define UKR_INDIRECT 1
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NAME S(ukr_avx512_m8_str)
+#define UKR_INDIRECT 2
 #include "gemm_ukr.h"
 #undef UKR_NAME
 #undef UKR_INDIRECT
@@ -154,15 +200,18 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #endif
 
 static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_generic),
-                                              S(ukr_generic_ind), NULL, NULL, 0, 0, "generic"};
+                                              S(ukr_generic_ind), NULL, NULL, 0, 0, "generic",
+                                              S(ukr_generic_str)};
 #if CCONV_X86_DISPATCH
 static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
-                                           S(ukr_avx2_ind), S(dot_avx2), S(dot_avx2_finite), 3, 4, "avx2+fma"};
+                                           S(ukr_avx2_ind), S(dot_avx2), S(dot_avx2_finite), 3, 4, "avx2+fma",
+                                           S(ukr_avx2_str)};
 static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
-                                             S(ukr_avx512_ind), S(dot_avx512), S(dot_avx512_finite), 4, 6, "avx512f"};
+                                             S(ukr_avx512_ind), S(dot_avx512), S(dot_avx512_finite), 4, 6, "avx512f",
+                                             S(ukr_avx512_str)};
 static const S(kernel_t) S(kernel_avx512_m8) = {8, 128 / (int)sizeof(T), S(ukr_avx512_m8),
                                                 S(ukr_avx512_m8_ind), S(dot_avx512), S(dot_avx512_finite), 4, 6,
-                                                "avx512f"};
+                                                "avx512f", S(ukr_avx512_m8_str)};
 #endif
 /* The micro-kernels of the level cconv_isa_level names (isa.h): the default one and, on
  * AVX-512, a variant with taller A strips (NULL elsewhere).  Which of the two a GEMM uses

@@ -6,6 +6,10 @@
  * straight from a padded image, so no im2col packing is needed).  The tile is UKR_MR x NR with
  * NR = two vectors, so MR*2 accumulators + 2 B vectors + 1 broadcast fit the
  * register file (6x2+3 = 15 of AVX2's 16 ymm; 12x2+3 = 27 of AVX-512's 32 zmm).
+ * UKR_INDIRECT 2: both operands unpacked, read where they are (a 1x1 GEMM on the weights
+ * and the input in place, conv_pointwise.h): A(i, k) = a[i*ars + k*acs], B row k is the NR
+ * contiguous values at b + k*ldb.  Rows past m re-read row m-1 (never outside A); their
+ * sums are dropped.
  *
  *   C[0:m, 0:n] = (accumulate ? C : bias[i] or 0) + A_strip(kc x MR)^T * B_panel(kc x NR)
  *
@@ -22,8 +26,13 @@ typedef T UKR_V __attribute__((vector_size(UKR_VBYTES)));
 typedef T UKR_VU __attribute__((vector_size(UKR_VBYTES), aligned(sizeof(T)), __may_alias__));
 
 UKR_TARGET
-static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RESTRICT b,
-#if UKR_INDIRECT
+static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a,
+#if UKR_INDIRECT == 2
+                     Py_ssize_t ars, Py_ssize_t acs, const T *CCONV_RESTRICT b, Py_ssize_t ldb,
+#else
+                     const T *CCONV_RESTRICT b,
+#endif
+#if UKR_INDIRECT == 1
                      const Py_ssize_t *CCONV_RESTRICT off,
 #endif
                      T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n, int accumulate,
@@ -48,6 +57,23 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RE
      * value is a scalar times a vector, which GCC emits as one broadcast load (a
      * `(UKR_V){0} + a[i]` splat costs an add and a register shuffle per row instead,
      * both on the FP ports the FMAs need). */
+#if UKR_INDIRECT == 2
+    const T *arow[UKR_MR];
+#pragma GCC unroll 16
+    for (i = 0; i < UKR_MR; i++) arow[i] = a + (i < m ? i : m - 1) * ars;
+#pragma GCC unroll 4
+    for (Py_ssize_t k = 0; k < kc; k++) {
+        const T *brow = b + k * ldb;
+        const UKR_V b0 = *(const UKR_VU *)brow;
+        const UKR_V b1 = *(const UKR_VU *)(brow + UKR_VL);
+#pragma GCC unroll 16
+        for (i = 0; i < UKR_MR; i++) {
+            const T av = arow[i][k * acs];
+            acc0[i] += av * b0;
+            acc1[i] += av * b1;
+        }
+    }
+#else
 #pragma GCC unroll 4
     for (Py_ssize_t k = 0; k < kc; k++) {
 #if UKR_INDIRECT
@@ -64,6 +90,7 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a, const T *CCONV_RE
             acc1[i] += ak[i] * b1;
         }
     }
+#endif
     if (m == UKR_MR && n == UKR_NR) {
 #pragma GCC unroll 16
         for (i = 0; i < UKR_MR; i++) {

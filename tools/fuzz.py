@@ -70,6 +70,8 @@ class Fuzzer:
         self.volume_rng = np.random.default_rng([seed, 4])
         # 1x1 layers with few channels on maps of many pixels (the dot kernel in place)
         self.pointwise_rng = np.random.default_rng([seed, 5])
+        # 1x1 layers with channels enough for the GEMM (the forward reading x in place)
+        self.pointwise_gemm_rng = np.random.default_rng([seed, 6])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.rows_in_place = 0                  # conv3d forwards planned with output rows written in place
@@ -293,6 +295,22 @@ class Fuzzer:
             x = self._array(self._input_shape(c, low=10, high=60), dtype)
             w = self._array((o, c // groups, 1, 1), dtype)
             y = self.run("conv2d", x, w, None, groups=groups)
+            if y is not None:
+                gy = self._array(y.shape, dtype)
+                self.run("conv2d_backward", gy, x, w, groups=groups, output_mask=self._mask())
+
+    def conv_pointwise_gemm(self, dtype):
+        """A 1x1 stride-1 layer with 4-60 channels per group on both sides, batch 1-3, on a
+        map of 4-24 pixels a side, some grouped: the forward and input gradient GEMM reading
+        its B operand in place (short last panels, row blocks).  Drawn from
+        pointwise_gemm_rng."""
+        with self._drawing_from(self.pointwise_gemm_rng):
+            groups = self._int(1, 2)
+            c, o = groups * self._int(4, 60), groups * self._int(4, 60)
+            x = self._array(self._input_shape(c, low=4, high=24), dtype)
+            w = self._array((o, c // groups, 1, 1), dtype)
+            b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+            y = self.run("conv2d", x, w, b, groups=groups)
             if y is not None:
                 gy = self._array(y.shape, dtype)
                 self.run("conv2d_backward", gy, x, w, groups=groups, output_mask=self._mask())
@@ -577,6 +595,8 @@ class Fuzzer:
                     self.conv_few_pixels(dtypes[self.draw // 40 % 2])
                 if self.draw % 200 == 0:
                     self.conv_pointwise(dtypes[self.draw // 200 % 2])
+                if self.draw % 100 == 50:
+                    self.conv_pointwise_gemm(dtypes[self.draw // 100 % 2])
         return self
 
 
@@ -712,8 +732,15 @@ def _algorithm_line(backend):
     if "dot" in runnable:   # the dot kernel's variants: with the grid mask, without, in place
         note = (f" (dot: {variants['finite']} finite, {variants['masked']} masked, "
                 f"{variants['in_place']} in place){note}")
+    pointwise = collections.Counter()
+    for (_, variant), n in _compiled._conv.pointwise_variant_counts().items():
+        pointwise[variant] += n
+    note = (f" (1x1 im2col forward/grad_input: {pointwise['packed']} packed, "
+            f"{pointwise['in_place']} in place){note}")
     print("calls per algorithm: " + " ".join(f"{a}={counts[a]}" for a in runnable) + note)
     unused = [a for a in runnable if counts[a] == 0]
+    if counts["im2col"] and not pointwise["in_place"]:
+        unused.append("im2col (1x1 in place)")
     if "dot" in runnable and counts["dot"]:
         unused += [f"dot ({v})" for v, n in variants.items() if n == 0]
     return unused
