@@ -191,11 +191,12 @@ static void S(vol_tap_offsets)(const cconv_geom *g, const cconv_depth *d, Py_ssi
 
 /* The sw column phases of one input row: row d + b*dstep gets row[b - pad + t*sw] for
  * t < wph (0 outside [0, W)).  Stride 2 splits the row in one pass that reads each input
- * value once (an even/odd split the compiler vectorises) instead of a strided gather per
- * phase, which cost a third of a stride-2 volume forward. */
-static inline void S(split_row)(T *CCONV_RESTRICT d, Py_ssize_t dstep,
-                                const T *CCONV_RESTRICT row, Py_ssize_t pad, Py_ssize_t wph,
-                                Py_ssize_t sw, Py_ssize_t W)
+ * value once (an even/odd split) instead of a strided gather per
+ * phase, which cost a third of a stride-2 volume forward.  Always inlined (as is
+ * pad_vol_phases): each ISA variant of conv_fwd_vol gets its own copy for its target. */
+CCONV_BODY void S(split_row)(T *CCONV_RESTRICT d, Py_ssize_t dstep,
+                             const T *CCONV_RESTRICT row, Py_ssize_t pad, Py_ssize_t wph,
+                             Py_ssize_t sw, Py_ssize_t W)
 {
     if (sw != 2) {
         for (Py_ssize_t b = 0; b < sw; b++)
@@ -216,7 +217,22 @@ static inline void S(split_row)(T *CCONV_RESTRICT d, Py_ssize_t dstep,
     }
     if (hi > lo) {
         const T *CCONV_RESTRICT src = row + 2 * lo - pad;
-        for (Py_ssize_t t = 0; t < hi - lo; t++) {
+        Py_ssize_t t = 0;
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+        /* four outputs per phase at a time: two unaligned 4-vectors split by two shuffles
+         * (gcc 12 leaves the scalar loop below unvectorised, even for AVX2) */
+        typedef T v4 __attribute__((vector_size(4 * sizeof(T))));
+        for (; t + 4 <= hi - lo; t += 4) {
+            v4 a, b, e, o;
+            memcpy(&a, src + 2 * t, sizeof a);
+            memcpy(&b, src + 2 * t + 4, sizeof b);
+            e = __builtin_shufflevector(a, b, 0, 2, 4, 6);
+            o = __builtin_shufflevector(a, b, 1, 3, 5, 7);
+            memcpy(d0 + lo + t, &e, sizeof e);
+            memcpy(d1 + lo + t, &o, sizeof o);
+        }
+#endif
+        for (; t < hi - lo; t++) {
             d0[lo + t] = src[2 * t];
             d1[lo + t] = src[2 * t + 1];
         }
@@ -230,9 +246,9 @@ static inline void S(split_row)(T *CCONV_RESTRICT d, Py_ssize_t dstep,
 
 /* Fill xp (padded_vol_size elements) for output depths [od0, od0 + nd) of slice x: row by
  * input row, each row split into its sw column phases at once (split_row). */
-static void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g,
-                              const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nd, int nr,
-                              T *CCONV_RESTRICT xp)
+CCONV_BODY void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g,
+                                  const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nd, int nr,
+                                  T *CCONV_RESTRICT xp)
 {
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);

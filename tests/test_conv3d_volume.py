@@ -307,3 +307,21 @@ def test_volume_output_rows_written_in_place(rng, dtype):
         finally:
             cconv.set_num_threads(saved)
         tally("differential", "conv3d (volume, rows in place)" if in_place else "conv3d (volume)")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_stride2_row_split_every_width(rng, dtype):
+    """The stride-2 row split copies four values per phase at a time, then one by one: every
+    input width from 3 to 20 (interior runs of 0-9 values: no, one and two vector steps with
+    every remainder), both column paddings' parities, on the volume."""
+    for width in range(3, 21):
+        for pad_w in (0, 1, 2):
+            x_shape, w_shape = (1, 4, 3, 4, width), (5, 4, 2, 3, 3)
+            args = dict(stride=(1, 1, 2), padding=(0, 1, pad_w))
+            if width + 2 * pad_w < 3:
+                continue
+            x, w, b, geo = _operands(rng, x_shape, w_shape, args, dtype)
+            before = _counts()
+            y = cconv.conv3d(x, w, b, **args, backend="cython")
+            assert _volume_runs(before) == {"forward": 1}, (width, pad_w)
+            assert_close(y, ref.conv(x, w, b, *geo), context=f"width {width} pad {pad_w}")
