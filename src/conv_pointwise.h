@@ -41,11 +41,11 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_pointwise), _body)(const S(kernel_t) *kern,
         const int acc = pc > 0;
         /* The short last panel, zero-padded to nr columns (as pack_b would). */
         if (jfull < jend) {
-            const Py_ssize_t w = jend - jfull;
+            const Py_ssize_t width = jend - jfull;
             for (Py_ssize_t kk = 0; kk < kc; kk++) {
                 T *d = ws + kk * nr;
                 Py_ssize_t t = 0;
-                for (; t < w; t++) d[t] = xk[kk * P + jfull + t];
+                for (; t < width; t++) d[t] = xk[kk * P + jfull + t];
                 for (; t < nr; t++) d[t] = 0;
             }
         }
