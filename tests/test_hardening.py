@@ -25,6 +25,7 @@ import importlib.util
 import os
 import pathlib
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,9 +199,10 @@ def test_many_calls_keep_memory_flat(name, op):
 # --------------------------------------------------------------------------
 
 _LONG_LOOP = """
-import sys, time
+import faulthandler, signal, sys, time
 import numpy as np
 import cconv
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks if we hang
 rng = np.random.default_rng(0)
 x = rng.standard_normal((16, 64, 64, 64), dtype=np.float32)
 w = rng.standard_normal((64, 64, 3, 3), dtype=np.float32)
@@ -210,6 +212,25 @@ print(time.perf_counter() - start, flush=True)
 while True:
     cconv.conv2d(x, w, padding=1, backend=sys.argv[1])
 """
+
+
+def _stacks_of_hung(proc):
+    """The Python stacks (faulthandler, on SIGUSR1) and, where gdb is installed, the native
+    stacks of every thread of a child that did not exit: what a hang report needs."""
+    report = []
+    if shutil.which("gdb"):
+        try:
+            report.append(subprocess.run(
+                ["gdb", "-p", str(proc.pid), "-batch", "-ex", "thread apply all bt 30"],
+                capture_output=True, text=True, timeout=60).stdout[-12000:])
+        except subprocess.TimeoutExpired:
+            report.append("(gdb did not answer within 60 s)")
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    proc.kill()
+    _, stderr = proc.communicate()
+    report.append(stderr.decode(errors="replace")[-8000:])
+    return "\n".join(report)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -225,7 +246,11 @@ def test_ctrl_c_stops_a_loop_of_long_calls(name, tmp_path):
         time.sleep(min(1.0, one_call / 2))  # now inside a call (the loop is nothing else)
         sent = time.perf_counter()
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=one_call + 30)
+        try:
+            _, stderr = proc.communicate(timeout=one_call + 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the child still runs {one_call + 30:.0f} s after Ctrl-C; its stacks:\n"
+                        + _stacks_of_hung(proc))
         waited = time.perf_counter() - sent
     finally:
         if proc.poll() is None:
