@@ -75,8 +75,6 @@ cdef extern from "conv_kernels.h" nogil:
                            Py_ssize_t j_hi)
     const int CCONV_NB_PANELS
     void phase_dims_f32(const cconv_geom *g, Py_ssize_t *hph, Py_ssize_t *wph)
-    int vol_rows_in_place_f32(const cconv_geom *g, int nr)
-    int vol_rows_in_place_f64(const cconv_geom *g, int nr)
     Py_ssize_t padded_vol_size_f32(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,
                                    int nr)
     Py_ssize_t padded_vol_size_f64(const cconv_geom *g, const cconv_depth *d, Py_ssize_t nd,

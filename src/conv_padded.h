@@ -277,25 +277,19 @@ CCONV_BODY void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g
     for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) tail[t] = 0;
 }
 
-/* The planner's rule (plan_volume): whether the volume forward of slice geometry g computes each output row as its own
- * nr-wide panels written in place into the output, rather than nr-wide panels of the flat
- * grid copied out through a C block: where output rows are a whole number of panels and the
- * grid rows are longer (every strided layer with padding: a 16-wide output row has a 17-wide
- * phase grid row).  It then computes fewer columns, and stores full vectors only.  Rows
- * ending in a partial panel keep the grid: measured on 24 random volume layers, their
- * in-place edge tiles (spilled and copied element by element) cost 1.1-1.8x. */
-static int S(vol_rows_in_place)(const cconv_geom *g, int nr)
+/* The output pixels of one row segment of a C block, out to y (len values; the compiler
+ * vectorises it: dst and src never overlap). */
+CCONV_BODY void S(vol_copy_row)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src,
+                                Py_ssize_t len)
 {
-    Py_ssize_t hph, wph;
-    S(phase_dims)(g, &hph, &wph);
-    return g->out_w % nr == 0 && wph > g->out_w;
+    for (Py_ssize_t t = 0; t < len; t++) dst[t] = src[t];
 }
 
 /* Forward of output depths [od0, od0 + nout) of one volume-group slice: y (m x out_d x
  * out_h x out_w, the slice's full output) = W * x (+ bias) by implicit GEMM, on the copy
  * laid out for chunks of nd >= nout depths (every chunk shares the offsets).  apack, off
  * (vol_tap_offsets for nd), xp (padded_vol_size for nd) and ctmp as in conv_fwd_slice;
- * rows_in_place: the plan's vol_rows_in_place. */
+ * rows_in_place: the plan's vol_rows (plan_volume's rule). */
 CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const cconv_blocking *blk, int rows_in_place,
                               const T *x, const cconv_geom *g,
                               const cconv_depth *d, Py_ssize_t od0, Py_ssize_t nout,
@@ -310,7 +304,7 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
     S(phase_dims)(g, &hph, &wph);
     S(pad_vol_phases)(x, g, d, od0, nd, nr, xp);
     /* Output rows of whole panels: each panel written by the micro-kernel straight into y
-     * (vol_rows_in_place). */
+     * (ctmp is not used: the plan books none). */
     if (rows_in_place) {
         const Py_ssize_t row_panels = Wo / nr, rows = nout * Ho;
         for (Py_ssize_t q0 = 0; q0 < rows * row_panels; q0 += CCONV_NB_PANELS) {
@@ -356,11 +350,10 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
                 const Py_ssize_t seg = cconv_min(wph - ow, j0 + nb - j);
                 if (oh < Ho && ow < Wo) {
                     const Py_ssize_t len = cconv_min(seg, Wo - ow);
-                    for (Py_ssize_t i = 0; i < m; i++) {
-                        const T *src = ctmp + i * NB + (j - j0);
-                        T *dst = y + i * P + (od0 + r) * HWo + oh * Wo + ow;
-                        for (Py_ssize_t t = 0; t < len; t++) dst[t] = src[t];
-                    }
+                    const T *src = ctmp + (j - j0);
+                    T *dst = y + (od0 + r) * HWo + oh * Wo + ow;
+                    for (Py_ssize_t i = 0; i < m; i++)
+                        S(vol_copy_row)(dst + i * P, src + i * NB, len);
                 }
                 j += seg;
             }

@@ -1332,8 +1332,15 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     plane = hph * wph
     nchunks = max(<Py_ssize_t>1, min(p.d.out_d, p.d.out_d * plane // _vol_task_cols()))
     p.dchunk = (p.d.out_d + nchunks - 1) // nchunks
-    p.vol_rows = (vol_rows_in_place_f32(&p.g, p.nr) if itemsize == 4
-                  else vol_rows_in_place_f64(&p.g, p.nr))
+    # Output rows of whole nr-wide panels, in a grid with longer rows (every strided layer
+    # with padding: a 16-wide output row has a 17-wide phase grid row), are computed row by
+    # row straight into y (conv_padded.h): fewer columns, full vector stores only.  Rows
+    # ending in a partial panel keep the grid: measured on 24 random volume layers, their
+    # in-place edge tiles (spilled and copied element by element) cost 1.1-1.8x; ending
+    # them instead in a full panel moved back over its neighbour (recomputing the shared
+    # columns) was no better either (video stem 2x3x16x56x56 -> 32, 28-wide rows: 1.0-1.3x
+    # the grid's time at 1 and 2 threads, 2026-12-02).
+    p.vol_rows = p.g.out_w % p.nr == 0 and wph > p.g.out_w
     while p.dchunk > 1 and _vol_size(p, p.dchunk) > _PADDED_MAX_ELEMS:
         p.dchunk = (p.dchunk + 1) // 2
     macs = <double>batch * groups * p.m * K * p.d.out_d * p.g.out_h * p.g.out_w
@@ -1343,6 +1350,7 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     if p.via_forward:
         _book(p, R_FLIPPED, groups * K * p.m)
     _book_thread(p, T_A, _vol_size(p, p.dchunk))
-    _book_thread(p, T_B, _round_up(p.m, p.mr) * CCONV_NB_PANELS * p.nr)
+    if not p.vol_rows:        # the C block the grid's panels are copied out of
+        _book_thread(p, T_B, _round_up(p.m, p.mr) * CCONV_NB_PANELS * p.nr)
     _lay_out(p)
     return True

@@ -325,3 +325,38 @@ def test_volume_stride2_row_split_every_width(rng, dtype):
             y = cconv.conv3d(x, w, b, **args, backend="cython")
             assert _volume_runs(before) == {"forward": 1}, (width, pad_w)
             assert_close(y, ref.conv(x, w, b, *geo), context=f"width {width} pad {pad_w}")
+
+
+def _padded_volume_elems(x_shape, w_shape, stride, padding, planes, nr):
+    """Elements of one task's padded polyphase copy (conv_padded.h's padded_vol_size)."""
+    elems = x_shape[1]
+    grid = []
+    for n, k, s, p in zip(x_shape[2:], w_shape[2:], stride, padding):
+        out = (n + 2 * p - k) // s + 1
+        grid.append(((min(planes, out) if not grid else out) - 1) * s + k)
+    for req, s in zip(grid, stride):
+        elems *= s * ((req + s - 1) // s)
+    wph = (grid[2] + stride[2] - 1) // stride[2]
+    return elems + wph + 2 * nr
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_books_its_c_block_only_for_the_grid(dtype):
+    """Each thread's workspace is the padded copy of its task's volume, plus the C block the
+    grid's panels are copied out of only where the output is copied out (rows written in
+    place use none); the explained sizes, for either layout, are exactly those."""
+    round16 = lambda v: (v + 15) // 16 * 16  # noqa: E731
+    cases = [((2, 16, 12, 14, 32), (12, 16, 3, 3, 3), (2, 2, 2), (1, 1, 1), True),
+             ((2, 3, 6, 20, 30), (32, 3, 3, 3, 3), (1, 2, 2), (1, 1, 1), False)]
+    for x_shape, w_shape, stride, padding, in_place in cases:
+        x = np.zeros(x_shape, dtype)
+        w = np.zeros(w_shape, dtype)
+        plan = cconv.explain("conv3d", x, w, stride=stride, padding=padding)["forward"]
+        assert plan["algorithm"] == "volume"
+        assert (plan["output_rows"] == "whole panels, written in place") == in_place
+        mr, nr = plan["tile"]
+        per_thread = round16(_padded_volume_elems(x_shape, w_shape, stride, padding,
+                                                  plan["depth_planes_per_task"], nr))
+        if not in_place:
+            per_thread += round16((w_shape[0] + mr - 1) // mr * mr * 4 * nr)
+        assert plan["workspace"]["per_thread"] == plan["threads"] * per_thread * x.itemsize, plan
