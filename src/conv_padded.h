@@ -19,29 +19,13 @@ static void S(phase_dims)(const cconv_geom *g, Py_ssize_t *hph, Py_ssize_t *wph)
     *wph = (wreq + g->stride_w - 1) / g->stride_w;
 }
 
-/* Elements from one channel's phase planes to the next channel's.  A B panel's rows are kernel taps
- * of up to kc / taps channels: at a stride that is a multiple of 4 KiB (a 4096-wide row,
- * 1x256x4096 k3) they all land in the same few L1 sets and are fetched from L2 again for
- * every A strip.  An odd number of 16-element blocks (a 64-byte line of float32) spreads
- * them over every set; the zeros in between are never read by a kept column.  The same for
- * both types: tap offsets are computed once for either. */
-static Py_ssize_t S(channel_stride)(const cconv_geom *g)
-{
-    Py_ssize_t hph, wph;
-    S(phase_dims)(g, &hph, &wph);
-    const Py_ssize_t planes = g->stride_h * g->stride_w * hph * wph;
-    if (planes < 256)   /* small planes: a panel's channels are a few lines apart anyway */
-        return planes;
-    return ((planes + 15) / 16 | 1) * 16;
-}
-
 /* Elements of the padded copy, including slack so the last NR-wide grid block of every
  * tap stays inside the buffer (those extra values only feed dropped columns). */
 static Py_ssize_t S(padded_size)(const cconv_geom *g, int nr)
 {
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
-    return g->channels * S(channel_stride)(g) + wph + 2 * nr;
+    return g->channels * g->stride_h * g->stride_w * hph * wph + wph + 2 * nr;
 }
 
 /* off[k] for every kernel tap k = (c*kh + p)*kw + q (K entries). */
@@ -51,13 +35,11 @@ static void S(tap_offsets)(const cconv_geom *g, Py_ssize_t *off)
     Py_ssize_t hph, wph, k = 0;
     S(phase_dims)(g, &hph, &wph);
     const Py_ssize_t sh = g->stride_h, sw = g->stride_w, plane = hph * wph;
-    const Py_ssize_t cs = S(channel_stride)(g);
     for (Py_ssize_t c = 0; c < g->channels; c++)
         for (Py_ssize_t p = 0; p < g->kernel_h; p++)
             for (Py_ssize_t q = 0; q < g->kernel_w; q++) {
                 const Py_ssize_t dy = p * g->dilation_h, dx = q * g->dilation_w;
-                off[k++] = c * cs + ((dy % sh) * sw + dx % sw) * plane + (dy / sh) * wph
-                           + dx / sw;
+                off[k++] = ((c * sh + dy % sh) * sw + dx % sw) * plane + (dy / sh) * wph + dx / sw;
             }
 }
 
@@ -68,7 +50,6 @@ static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
     const Py_ssize_t sh = g->stride_h, sw = g->stride_w, H = g->in_h, W = g->in_w;
-    const Py_ssize_t gap = S(channel_stride)(g) - sh * sw * hph * wph;
     T *d = xp;
     for (Py_ssize_t c = 0; c < g->channels; c++) {
         const T *plane = x + c * H * W;
@@ -82,8 +63,6 @@ static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr
                         S(copy_segment)(d, plane + ih * W, b - g->pad_left, wph, sw, W);
                     }
                 }
-        for (Py_ssize_t t = 0; t < gap; t++) d[t] = 0;   /* up to the next channel_stride */
-        d += gap;
     }
     for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) d[t] = 0;
 }
