@@ -45,8 +45,8 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_pointwise), _body)(const S(kernel_t) *kern,
             /* Panels that several strips reread are copied to ws first: in place, a panel's kc
              * rows are P elements apart, and at P a multiple of 1024 floats they all fall in
              * one L1 set (8 ways), so every strip would fetch them from L2 again (N1
-             * C64->178 64x64: 38x fewer L1 misses, 1.8x faster).  The copy (two vector loads and stores per
-             * row) is small next to the strips' 12 multiply-adds per row each. */
+             * C64->178 64x64: 38x fewer L1 misses, 1.8x faster).  The copy (two vector loads
+             * and stores per row) is small next to the strips' 12 multiply-adds per row each. */
             const int copy = iend - ic > mr;
             for (Py_ssize_t jr = j0; jr < jend; jr += nr) {
                 const int nn = (int)cconv_min(nr, jend - jr);
