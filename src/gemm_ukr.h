@@ -91,9 +91,10 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a,
         }
     }
 #endif
-    if (m == UKR_MR && n == UKR_NR) {
+    if (n == UKR_NR) {   /* full width: whole vector rows, only the m that exist */
 #pragma GCC unroll 16
         for (i = 0; i < UKR_MR; i++) {
+            if (i >= m) break;
             UKR_VU *row = (UKR_VU *)(c + i * ldc);
             if (accumulate) {
                 row[0] = row[0] + acc0[i];
@@ -105,7 +106,7 @@ static void UKR_NAME(Py_ssize_t kc, const T *CCONV_RESTRICT a,
         }
         return;
     }
-    /* Edge tile: spill and copy only the m x n part that exists. */
+    /* Narrow edge tile: spill and copy only the m x n part that exists. */
     T tile[UKR_MR * UKR_NR];
     for (i = 0; i < UKR_MR; i++) {
         *(UKR_VU *)(tile + i * UKR_NR) = acc0[i];
