@@ -160,6 +160,17 @@ def spy_on(monkeypatch, name):
     return calls
 
 
+def compiled_only(what):
+    """``pytestmark`` of a module that tests one compiled path the planner must choose by itself:
+    skipped without the compiled backend (``what``: the path, e.g. "the dot kernel") or when
+    CCONV_CONV_ALGO forces an algorithm."""
+    return [
+        pytest.mark.skipif("cython" not in BACKENDS_UNDER_TEST,
+                           reason=f"{what} is in the compiled backend only"),
+        pytest.mark.skipif(bool(os.environ.get("CCONV_CONV_ALGO")), reason="an algorithm is forced"),
+    ]
+
+
 def run_under_isa(module_file, isa, select, min_passed):
     """Run the test module ``module_file`` again in a subprocess with the kernels switched to
     ``isa`` (CCONV_KERNEL_ISA) and only the compiled backend under test, its tests filtered by

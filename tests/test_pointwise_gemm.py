@@ -11,20 +11,15 @@ The module runs again under each instruction set (CCONV_KERNEL_ISA, in a subproc
 """
 from __future__ import annotations
 
-import os
 import zlib
 
 import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, run_under_isa, tally
+from conftest import REFERENCE, assert_close, compiled_only, run_under_isa, tally
 
-COMPILED = "cython" in BACKENDS_UNDER_TEST
-pytestmark = [
-    pytest.mark.skipif(not COMPILED, reason="the in-place GEMM is in the compiled backend only"),
-    pytest.mark.skipif(bool(os.environ.get("CCONV_CONV_ALGO")), reason="an algorithm is forced"),
-]
+pytestmark = compiled_only("the in-place GEMM")
 GI = (True, False, False)
 
 
