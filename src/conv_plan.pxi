@@ -47,8 +47,14 @@ cdef enum:  # finiteness facts a plan may assume (bit set: the operand is finite
     F_ALL = 3
 
 # ---- thresholds (all of them; measured on the benchmark shapes, see build_info) -------------
-# Below this many multiply-adds a pass runs on one thread: waking a team costs more.
-DEF _PARALLEL_MIN_MACS = 200000
+# Each thread of a team gets at least this many multiply-adds: its share must outlast waking
+# it (_TEAM_WAKE_US, threads.pxi) at the 1-thread rate of small layers, _SMALL_MACS_PER_US:
+# the median over 123 batch-1 passes of 0.05-3 ms (1x1 and 3x3 kernels, maps 1x1-7x7, 64-1024
+# channels, every pass; benchmarks/small_teams.py, 2026-12-02) was 14,300 (rows 14,300,
+# im2col 19,100).  So 2 threads from 2 x 1.66M multiply-adds; the 200,000 before gave N1
+# C480->432 on a 1x1 map (207K) a team: forward 0.033 ms on 1 thread, 0.127 ms on 2.
+DEF _SMALL_MACS_PER_US = 14300
+DEF _PARALLEL_MIN_MACS = _TEAM_WAKE_US * _SMALL_MACS_PER_US
 # GEMM tiles are ~6 output channels tall; with fewer per group most of a tile is padding.
 DEF _GEMM_MIN_CHANNELS = 4
 # Passes below this many multiply-adds use direct loops (latency over throughput).
@@ -543,7 +549,8 @@ cdef void _lay_out(ConvPlan *p) noexcept nogil:
 
 
 cdef inline int _team(int threads, double macs, Py_ssize_t tasks) noexcept nogil:
-    return _team_size(threads, macs, _PARALLEL_MIN_MACS, tasks)
+    """Threads for a conv pass: at most one per _PARALLEL_MIN_MACS multiply-adds."""
+    return _grain_team(threads, macs, _PARALLEL_MIN_MACS, tasks)
 
 
 cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
@@ -1201,6 +1208,9 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     # Asked once, on the live taps: a 1x1 grad_input read as a forward of grad_output has the
     # same pixels, batch and panel width, so the same answer.
     p.pw_fits = pass_ <= P_GRAD_INPUT and _pw_in_place(p)
+    # The team this much work pays for, before a pass cuts its work into shares for a team
+    # (the passes' _team calls then cap it by their task counts).
+    p.threads = _team(p.threads, macs, p.threads)
     if pass_ != P_GRAD_BIAS and (batch == 0 or s.channels * s.kernel_h * s.kernel_w == 0
                                  or m == 0 or trim == 2):
         p.algo = A_EMPTY

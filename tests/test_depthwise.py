@@ -46,7 +46,7 @@ def _draw(rng, dtype, big=False, small=False):
     more = 6 if small else 30
     h = int(rng.integers(max(reach_h, 3 if small else 9), reach_h + more)) | 1     # odd sizes
     w = int(rng.integers(max(reach_w, 3 if small else 9), reach_w + more)) | 1
-    n = int(rng.integers(1, 4)) + (4 if big or small else 0)
+    n = int(rng.integers(1, 4)) + (16 if big else 4 if small else 0)   # big: > 2 x 1.66M multiply-adds
     x = rng.standard_normal((n, channels, h, w)).astype(dtype)
     wt = rng.standard_normal((channels * mult, 1, kh, kw)).astype(dtype)
     b = rng.standard_normal(channels * mult).astype(dtype)
