@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 
 from cconv import _shapes
 from cconv._bench_layers import ConvLayer
-from cconv._bench_sweep import measure, sample_layers
+from cconv._bench_sweep import _stats, measure, sample_layers
 
 SWEEP_LAYERS, SWEEP_SEED = 300, 0
 WHOLE_MAP = ConvLayer(batch=256, in_channels=832, out_channels=608, height=2, width=2, kernel=(2, 2),
@@ -48,10 +47,6 @@ def layers():
     return chosen + [WHOLE_MAP]
 
 
-def _geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
-
-
 def report(runs):
     """Markdown: per task, each run's cconv time and torch/cconv ratio; then geomeans."""
     labels = [r["meta"]["label"] for r in runs]
@@ -70,10 +65,10 @@ def report(runs):
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     lines.append("")
     for lab, run in zip(labels, runs):
-        ratios = sorted(x["ratio"] for x in run["records"] if x["describe"] != WHOLE_MAP.describe())
-        p5 = ratios[max(0, math.ceil(0.05 * len(ratios)) - 1)]
-        lines.append(f"- {lab}: {len(ratios)} sweep tasks, geomean ratio {_geomean(ratios):.2f}, "
-                     f"p5 {p5:.2f}, min {ratios[0]:.2f}, max {ratios[-1]:.2f}")
+        ratios = [x["ratio"] for x in run["records"] if x["describe"] != WHOLE_MAP.describe()]
+        st = _stats(ratios)
+        lines.append(f"- {lab}: {st['count']} sweep tasks, geomean ratio {st['geomean']:.2f}, "
+                     f"p5 {st['p5']:.2f}, min {st['min']:.2f}, max {max(ratios):.2f}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
@@ -151,10 +150,6 @@ class _Worker:
 
 # ---- driver -----------------------------------------------------------------------------------
 
-def _geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
-
-
 def run(args):
     cases = NAMED + spread(args.layers, args.seed)
     workers = {"before": _Worker(os.path.abspath(args.before), False), "after": _Worker(None, True)}
@@ -194,6 +189,7 @@ def run(args):
 
 
 def _report(rows, args, info, started, finished, named):
+    from cconv._bench_sweep import _geomean   # here: a "before" worker must import its own cconv first
     out = ["# Depthwise convolutions: before and after the depthwise kernels, against PyTorch", ""]
     out.append(f"Measured {started}-{finished} UTC on {platform.machine()} ({os.cpu_count()} cores, "
                f"cconv kernels: {info['cconv']}), torch {info.get('torch')}, float32. "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -25,7 +24,7 @@ import numpy as np
 import cconv
 from cconv._bench_layers import ConvLayer
 from cconv._bench_networks import NETWORKS
-from cconv._bench_sweep import measure
+from cconv._bench_sweep import _stats, measure
 
 _CHANNELS = [3, 8, 16, 17, 24, 32, 33, 48, 64, 96, 100, 128, 144, 160, 192, 256, 320, 384,
              512, 576, 960, 1024]
@@ -76,14 +75,6 @@ def _algorithms(layer):
     return out
 
 
-def _geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
-
-
-def _pct(values, q):
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def summary(run, worst=10):
     """Text: per thread count and pass, geomean, p5/p25/median, min, share >= 1; the worst tasks."""
     recs = run["records"]
@@ -99,9 +90,10 @@ def summary(run, worst=10):
                         and (subset == "all" or (r["kind"] == "random") == (subset == "random"))]
                 if not vals:
                     continue
-                lines.append(f"{t:>7} {name:<12} {subset:<8} {len(vals):>4} {_geomean(vals):8.2f} "
-                             f"{_pct(vals, 5):6.2f} {_pct(vals, 25):6.2f} {_pct(vals, 50):7.2f} "
-                             f"{min(vals):6.2f} {sum(v >= 1 for v in vals) / len(vals):6.0%}")
+                st = _stats(vals)
+                lines.append(f"{t:>7} {name:<12} {subset:<8} {len(vals):>4} {st['geomean']:8.2f} "
+                             f"{st['p5']:6.2f} {st['p25']:6.2f} {st['p50']:7.2f} "
+                             f"{st['min']:6.2f} {st['at_least_1']:6.0%}")
     lines += ["", f"worst {worst} tasks:"]
     for r in sorted(recs, key=lambda r: r["ratio"])[:worst]:
         lines.append(f"  {r['describe']:<34} {r['pass']:<12} t{r['threads']} {r['algorithm']:<18} "
@@ -127,12 +119,12 @@ def report(before_path, after_path, worst=15):
                          and (r["kind"] == "random") == (subset == "random")]
                 if not pairs:
                     continue
-                b, a = [p[0] for p in pairs], [p[1] for p in pairs]
-                lines.append(f"| {t} | {name} | {subset} | {len(a)} | {_geomean(b):.2f} | "
-                             f"{_geomean(a):.2f} | {_pct(b, 5):.2f} | {_pct(a, 5):.2f} | "
-                             f"{_pct(b, 25):.2f} | {_pct(a, 25):.2f} | {_pct(b, 50):.2f} | "
-                             f"{_pct(a, 50):.2f} | {min(b):.2f} | {min(a):.2f} | "
-                             f"{sum(v >= 1 for v in a) / len(a):.0%} |")
+                b, a = _stats([p[0] for p in pairs]), _stats([p[1] for p in pairs])
+                lines.append(f"| {t} | {name} | {subset} | {a['count']} | {b['geomean']:.2f} | "
+                             f"{a['geomean']:.2f} | {b['p5']:.2f} | {a['p5']:.2f} | "
+                             f"{b['p25']:.2f} | {a['p25']:.2f} | {b['p50']:.2f} | "
+                             f"{a['p50']:.2f} | {b['min']:.2f} | {a['min']:.2f} | "
+                             f"{a['at_least_1']:.0%} |")
     for label, run in (("before", runs[0]), ("after", runs[1])):
         lines += ["", f"Worst {worst} tasks {label} ({run['meta']['date']}):", "",
                   "| layer | pass | threads | algorithm | cconv ms | torch ms | ratio |",

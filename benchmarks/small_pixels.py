@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import sys
 import numpy as np
 
 from cconv._bench_layers import ConvLayer
-from cconv._bench_sweep import measure
+from cconv._bench_sweep import _geomean, measure
 
 NAMED = [
     ConvLayer(1, 1280, 1536, 1, 1, (1, 1), kind="head"),
@@ -104,10 +103,6 @@ def crossover():
                 cells.append(f"{gemm / rows:.2f}{'*' if chosen == 'rows' else ''}")
             print(f"| {c}->{o} | {name} | " + " | ".join(cells) + " |")
     print("\nGEMM time / rows time (above 1: rows faster); * the planner picks rows.")
-
-
-def _geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
 def report(before_path, after_path):

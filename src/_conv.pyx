@@ -821,7 +821,7 @@ def build_info():
                                    "cconv.explain() shows the choice)" % "|".join(ALGORITHMS[1:]),
         "threads_from": "1 in a forked child; else cconv.set_num_threads(n); else OpenMP's "
                         "setting (threadpoolctl's limit, $OMP_NUM_THREADS, the CPUs this process "
-                        "may use); passes under %d multiply-adds run on one thread"
+                        "may use), at most one thread per %d multiply-adds of a pass"
                         % _PARALLEL_MIN_MACS,
         "plan_cache": {"slots": _CACHE_SLOTS, "hits": int(_cache_hits),
                        "misses": int(_cache_misses)},

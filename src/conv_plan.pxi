@@ -47,8 +47,14 @@ cdef enum:  # finiteness facts a plan may assume (bit set: the operand is finite
     F_ALL = 3
 
 # ---- thresholds (all of them; measured on the benchmark shapes, see build_info) -------------
-# Below this many multiply-adds a pass runs on one thread: waking a team costs more.
-DEF _PARALLEL_MIN_MACS = 200000
+# Each thread of a team gets at least this many multiply-adds: its share must outlast waking
+# it (_TEAM_WAKE_US, threads.pxi) at the 1-thread rate of small layers, _SMALL_MACS_PER_US:
+# the median over 123 batch-1 passes of 0.05-3 ms (1x1 and 3x3 kernels, maps 1x1-7x7, 64-1024
+# channels, every pass; benchmarks/small_teams.py, 2026-12-02) was 14,300 (rows 14,300,
+# im2col 19,100).  So 2 threads from 2 x 1.66M multiply-adds; the 200,000 before gave N1
+# C480->432 on a 1x1 map (207K) a team: forward 0.033 ms on 1 thread, 0.127 ms on 2.
+DEF _SMALL_MACS_PER_US = 14300
+DEF _PARALLEL_MIN_MACS = _TEAM_WAKE_US * _SMALL_MACS_PER_US
 # GEMM tiles are ~6 output channels tall; with fewer per group most of a tile is padding.
 DEF _GEMM_MIN_CHANNELS = 4
 # Passes below this many multiply-adds use direct loops (latency over throughput).
@@ -266,6 +272,7 @@ cdef struct ConvPlan:
     bint stream               # im2col forward: streaming stores
     bint pointwise            # 1x1 stride 1 unpadded: im2col is the input itself
     bint in_place             # ... forward read in place (conv_pointwise.h), not packed
+    bint pw_fits              # a 1x1 that can be read in place (_pw_in_place, asked once)
     Py_ssize_t rparts         # ... in this many row parts per column block (whole mr strips)
     bint pw_unpacked          # ... and the weights read in place too (not packed)
     Py_ssize_t nimg, nty, tpad    # Winograd blocking (nimg: also col2im's images per task)
@@ -542,7 +549,8 @@ cdef void _lay_out(ConvPlan *p) noexcept nogil:
 
 
 cdef inline int _team(int threads, double macs, Py_ssize_t tasks) noexcept nogil:
-    return _team_size(threads, macs, _PARALLEL_MIN_MACS, tasks)
+    """Threads for a conv pass: at most one per _PARALLEL_MIN_MACS multiply-adds."""
+    return _grain_team(threads, macs, _PARALLEL_MIN_MACS, tasks)
 
 
 cdef void _wino_blocking(ConvPlan *p) noexcept nogil:
@@ -668,7 +676,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     # 11 of 13 input gradients (0.25-0.72x -> 0.70-1.46x; the other two within 10%), the padded
     # grid on both few-channel layers (m = 3: 0.63 -> 0.96x, 0.65 -> 0.70x).  Tiny passes keep
     # the direct loops (one measured, in-place faster, is too few to move that threshold).
-    if _pw_in_place(p):
+    if p.pw_fits:
         p.reason = W_IM2COL_IN_PLACE
         return A_IM2COL
     if not p.via_forward and _rows_pays(p, P_FORWARD):
@@ -776,7 +784,7 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     # Packed im2col (blocks spanning images: _spans_images), or a 1x1 read in place
     p.pointwise = _is_pointwise(s)
     p.span = _spans_images(p)
-    if _pw_in_place(p):
+    if p.pw_fits:
         _plan_pw_in_place(p, macs)
         return
     if p.span:
@@ -914,7 +922,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef bint forced_direct = _forced_algo == A_DIRECT
     if ((_forced_algo == A_ROWS and _rows_fit(p))
             or (_forced_algo < 0 and _rows_pays(p, P_GRAD_INPUT)
-                and not (_pw_in_place(p) and (fin & F_OTHER)))):   # see _forward_choice
+                and not (p.pw_fits and (fin & F_OTHER)))):   # see _forward_choice
         p.forced = _forced_algo == A_ROWS
         p.algo = A_ROWS
         p.reason = W_ROWS
@@ -1197,6 +1205,12 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
         trim = _trim_taps(p, fin)
     macs = <double>batch * groups * m * p.g.channels * p.g.kernel_h * p.g.kernel_w \
         * p.g.out_h * p.g.out_w
+    # Asked once, on the live taps: a 1x1 grad_input read as a forward of grad_output has the
+    # same pixels, batch and panel width, so the same answer.
+    p.pw_fits = pass_ <= P_GRAD_INPUT and _pw_in_place(p)
+    # The team this much work pays for, before a pass cuts its work into shares for a team
+    # (the passes' _team calls then cap it by their task counts).
+    p.threads = _team(p.threads, macs, p.threads)
     if pass_ != P_GRAD_BIAS and (batch == 0 or s.channels * s.kernel_h * s.kernel_w == 0
                                  or m == 0 or trim == 2):
         p.algo = A_EMPTY

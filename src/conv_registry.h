@@ -33,10 +33,17 @@ typedef struct {
 /* Portable C kernels (any compiler, any CPU): 4 x 8, auto-vectorised by -O3. */
 #define GENERIC_MR 4
 #define GENERIC_NR 8
-static inline void S(generic_tile)(Py_ssize_t kc, const T *CCONV_RESTRICT a,
-                                   const T *CCONV_RESTRICT b, const Py_ssize_t *off,
-                                   T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n,
-                                   int accumulate, const T *CCONV_RESTRICT bias)
+/* One tile of all three generic entries.  A element (i, k) is a[i * ars + k * acs] (packed
+ * strips: ars 1, acs GENERIC_MR), of which rows 0..arows-1 may be read: rows past them read
+ * row arows - 1 (an unpacked A has only m rows; a packed strip all GENERIC_MR, a constant
+ * that lets the compiler drop the clamp).  B row k starts at b + off[k] when off is given
+ * (implicit GEMM), else at b + k * ldb (packed panels: ldb GENERIC_NR).  Sums of rows past
+ * m are never stored. */
+static inline void S(generic_tile)(Py_ssize_t kc, const T *CCONV_RESTRICT a, Py_ssize_t ars,
+                                   Py_ssize_t acs, int arows, const T *CCONV_RESTRICT b,
+                                   Py_ssize_t ldb, const Py_ssize_t *off, T *CCONV_RESTRICT c,
+                                   Py_ssize_t ldc, int m, int n, int accumulate,
+                                   const T *CCONV_RESTRICT bias)
 {
     T acc[GENERIC_MR][GENERIC_NR];
     int i, j;
@@ -45,10 +52,12 @@ static inline void S(generic_tile)(Py_ssize_t kc, const T *CCONV_RESTRICT a,
         for (j = 0; j < GENERIC_NR; j++) acc[i][j] = init;
     }
     for (Py_ssize_t k = 0; k < kc; k++) {
-        const T *brow = off != NULL ? b + off[k] : b + k * GENERIC_NR;
-        for (i = 0; i < GENERIC_MR; i++)
-            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += a[i] * brow[j];
-        a += GENERIC_MR;
+        const T *brow = off != NULL ? b + off[k] : b + k * ldb;
+        for (i = 0; i < GENERIC_MR; i++) {
+            const T av = a[(i < arows ? i : arows - 1) * ars];
+            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += av * brow[j];
+        }
+        a += acs;
     }
     for (i = 0; i < m; i++) {
         T *row = c + i * ldc;
@@ -62,41 +71,23 @@ static inline void S(generic_tile)(Py_ssize_t kc, const T *CCONV_RESTRICT a,
 static void S(ukr_generic)(Py_ssize_t kc, const T *a, const T *b, T *c, Py_ssize_t ldc,
                            int m, int n, int accumulate, const T *bias)
 {
-    S(generic_tile)(kc, a, b, NULL, c, ldc, m, n, accumulate, bias);
+    S(generic_tile)(kc, a, 1, GENERIC_MR, GENERIC_MR, b, GENERIC_NR, NULL, c, ldc, m, n,
+                    accumulate, bias);
 }
 
-static void S(ukr_generic_str)(Py_ssize_t kc, const T *CCONV_RESTRICT a, Py_ssize_t ars,
-                               Py_ssize_t acs, const T *CCONV_RESTRICT b, Py_ssize_t ldb,
-                               T *CCONV_RESTRICT c, Py_ssize_t ldc, int m, int n,
-                               int accumulate, const T *CCONV_RESTRICT bias)
+static void S(ukr_generic_str)(Py_ssize_t kc, const T *a, Py_ssize_t ars, Py_ssize_t acs,
+                               const T *b, Py_ssize_t ldb, T *c, Py_ssize_t ldc, int m, int n,
+                               int accumulate, const T *bias)
 {
-    T acc[GENERIC_MR][GENERIC_NR];
-    int i, j;
-    for (i = 0; i < GENERIC_MR; i++) {
-        T init = (!accumulate && bias != NULL && i < m) ? bias[i] : (T)0;
-        for (j = 0; j < GENERIC_NR; j++) acc[i][j] = init;
-    }
-    for (Py_ssize_t k = 0; k < kc; k++) {
-        const T *brow = b + k * ldb;
-        for (i = 0; i < GENERIC_MR; i++) {
-            const T av = a[(i < m ? i : m - 1) * ars + k * acs];
-            for (j = 0; j < GENERIC_NR; j++) acc[i][j] += av * brow[j];
-        }
-    }
-    for (i = 0; i < m; i++) {
-        T *row = c + i * ldc;
-        if (accumulate)
-            for (j = 0; j < n; j++) row[j] += acc[i][j];
-        else
-            for (j = 0; j < n; j++) row[j] = acc[i][j];
-    }
+    S(generic_tile)(kc, a, ars, acs, m, b, ldb, NULL, c, ldc, m, n, accumulate, bias);
 }
 
 static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_ssize_t *off,
                                T *c, Py_ssize_t ldc, int m, int n, int accumulate,
                                const T *bias)
 {
-    S(generic_tile)(kc, a, b, off, c, ldc, m, n, accumulate, bias);
+    S(generic_tile)(kc, a, 1, GENERIC_MR, GENERIC_MR, b, 0, off, c, ldc, m, n, accumulate,
+                    bias);
 }
 
 #if CCONV_X86_DISPATCH

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import collections
 import os
+import re
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -155,6 +158,38 @@ def spy_on(monkeypatch, name):
 
     monkeypatch.setattr(cconv, name, spy)
     return calls
+
+
+def compiled_only(what):
+    """``pytestmark`` of a module that tests one compiled path the planner must choose by itself:
+    skipped without the compiled backend (``what``: the path, e.g. "the dot kernel") or when
+    CCONV_CONV_ALGO forces an algorithm."""
+    return [
+        pytest.mark.skipif("cython" not in BACKENDS_UNDER_TEST,
+                           reason=f"{what} is in the compiled backend only"),
+        pytest.mark.skipif(bool(os.environ.get("CCONV_CONV_ALGO")), reason="an algorithm is forced"),
+    ]
+
+
+def run_under_isa(module_file, isa, select, min_passed):
+    """Run the test module ``module_file`` again in a subprocess with the kernels switched to
+    ``isa`` (CCONV_KERNEL_ISA) and only the compiled backend under test, its tests filtered by
+    ``-k select``; assert that it passed with at least ``min_passed`` tests run (so a variant
+    whose tests were all deselected or skipped fails too).  Skips where the CPU does not run
+    ``isa``.  Returns the subprocess's stdout."""
+    if isa not in cconv.backend_info()["simd_supported"]:
+        pytest.skip(f"this CPU does not run {isa}")
+    env = dict(os.environ, CCONV_KERNEL_ISA=isa, CCONV_TEST_BACKENDS="cython")
+    env.pop("CCONV_CONV_ALGO", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         os.path.basename(module_file), "-k", select],
+        env=env, cwd=os.path.dirname(os.path.abspath(module_file)),
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed and int(passed.group(1)) >= min_passed, result.stdout[-2000:]
+    return result.stdout
 
 
 def address(array):

@@ -510,9 +510,9 @@ def test_bit_identical_for_any_thread_count(dtype):
         for op, args, kwargs in _thread_cases():
             args = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
                          for a in args)
-            if op in ("conv2d", "conv2d_backward"):   # a batch big enough for a team
-                batched = 2 if op == "conv2d_backward" else 1
-                args = tuple(np.concatenate([a] * 4) if i < batched else a for i, a in enumerate(args))
+            if op in ("conv2d", "conv2d_backward"):   # a batch big enough for a team (1.66M
+                batched = 2 if op == "conv2d_backward" else 1   # multiply-adds a thread)
+                args = tuple(np.concatenate([a] * 64) if i < batched else a for i, a in enumerate(args))
             results = []
             for n in (1, 2, 3):
                 cconv.set_num_threads(n)

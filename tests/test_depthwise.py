@@ -9,16 +9,12 @@ and 3 threads, and this module again under every instruction set the CPU runs.
 """
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical, tally
+from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical, run_under_isa, tally
 
 pytestmark = pytest.mark.skipif("cython" not in BACKENDS_UNDER_TEST,
                                 reason="the depthwise kernels exist in the compiled backend only")
@@ -50,7 +46,7 @@ def _draw(rng, dtype, big=False, small=False):
     more = 6 if small else 30
     h = int(rng.integers(max(reach_h, 3 if small else 9), reach_h + more)) | 1     # odd sizes
     w = int(rng.integers(max(reach_w, 3 if small else 9), reach_w + more)) | 1
-    n = int(rng.integers(1, 4)) + (4 if big or small else 0)
+    n = int(rng.integers(1, 4)) + (16 if big else 4 if small else 0)   # big: > 2 x 1.66M multiply-adds
     x = rng.standard_normal((n, channels, h, w)).astype(dtype)
     wt = rng.standard_normal((channels * mult, 1, kh, kw)).astype(dtype)
     b = rng.standard_normal(channels * mult).astype(dtype)
@@ -181,18 +177,7 @@ def test_bit_identical_for_any_thread_count(dtype):
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512f"])
 def test_instruction_set_variants(isa):
     """This module again, in a subprocess with the kernels switched to one instruction set."""
-    if isa not in cconv.backend_info()["simd_supported"]:
-        pytest.skip(f"this CPU does not run {isa}")
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, CCONV_KERNEL_ISA=isa, CCONV_TEST_BACKENDS="cython")
-    env.pop("CCONV_CONV_ALGO", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
-         "-k", "not variants and not torch"],
-        env=env, cwd=here, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:]
-    passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) >= 8, result.stdout[-2000:]
+    run_under_isa(__file__, isa, "not variants and not torch", min_passed=8)
     tally("depthwise (instruction sets)", isa)
 
 

@@ -9,17 +9,14 @@ Also: the half path of the ops converts with these functions.
 """
 from __future__ import annotations
 
-import os
 import platform
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS_UNDER_TEST, tally
+from conftest import BACKENDS_UNDER_TEST, run_under_isa, tally
 
 COMPILED = "cython" in BACKENDS_UNDER_TEST
 pytestmark = pytest.mark.skipif(not COMPILED, reason="the compiled conversions exist in the compiled backend only")
@@ -180,16 +177,8 @@ def test_ops_convert_with_the_compiled_functions(monkeypatch, rng):
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512f"])
 def test_instruction_set_variants(isa):
     """This module again, in a subprocess with the kernels switched to one instruction set."""
-    if isa not in cconv.backend_info()["simd_supported"]:
-        pytest.skip(f"this CPU does not run {isa}")
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, CCONV_KERNEL_ISA=isa, CCONV_TEST_BACKENDS="cython")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
-         "-k", "not variants"],
-        env=env, cwd=here, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:]
-    ran = re.search(r"cconv half conversions: \d+ cases \((\w+) 1\)", result.stdout)
-    assert ran, result.stdout[-2000:]
+    out = run_under_isa(__file__, isa, "not variants", min_passed=8)
+    ran = re.search(r"cconv half conversions: \d+ cases \((\w+) 1\)", out)
+    assert ran, out[-2000:]
     assert ran.group(1) == ("portable" if isa == "generic" else cconv.backend_info()["half_conversion"])
     tally("half conversions (instruction sets)", f"{isa}: {ran.group(1)}")

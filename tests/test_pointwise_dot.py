@@ -10,19 +10,14 @@ variant ran (the extension's counters, agreeing with explain); bit-identical on 
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical, tally
+from conftest import REFERENCE, assert_close, assert_identical, compiled_only, tally
 
-COMPILED = "cython" in BACKENDS_UNDER_TEST
-pytestmark = [
-    pytest.mark.skipif(not COMPILED, reason="the dot kernel is in the compiled backend only"),
-    pytest.mark.skipif(bool(os.environ.get("CCONV_CONV_ALGO")), reason="an algorithm is forced"),
-]
+pytestmark = compiled_only("the dot kernel")
 MASK = (False, True, False)
 
 

@@ -11,23 +11,15 @@ The module runs again under each instruction set (CCONV_KERNEL_ISA, in a subproc
 """
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 import zlib
 
 import numpy as np
 import pytest
 
 import cconv
-from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, tally
+from conftest import REFERENCE, assert_close, compiled_only, run_under_isa, tally
 
-COMPILED = "cython" in BACKENDS_UNDER_TEST
-pytestmark = [
-    pytest.mark.skipif(not COMPILED, reason="the in-place GEMM is in the compiled backend only"),
-    pytest.mark.skipif(bool(os.environ.get("CCONV_CONV_ALGO")), reason="an algorithm is forced"),
-]
+pytestmark = compiled_only("the in-place GEMM")
 GI = (True, False, False)
 
 
@@ -235,16 +227,5 @@ def test_explain_names_the_variant():
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512f"])
 def test_instruction_set_variants(isa):
     """This module again, in a subprocess with the kernels switched to one instruction set."""
-    if isa not in cconv.backend_info()["simd_supported"]:
-        pytest.skip(f"this CPU does not run {isa}")
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, CCONV_KERNEL_ISA=isa, CCONV_TEST_BACKENDS="cython")
-    env.pop("CCONV_CONV_ALGO", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.basename(__file__),
-         "-k", "not variants"],
-        env=env, cwd=here, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:]
-    passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) >= 20, result.stdout[-2000:]
+    run_under_isa(__file__, isa, "not variants", min_passed=20)
     tally("pointwise in-place GEMM (instruction sets)", isa)

@@ -200,3 +200,26 @@ def test_idle_threads_sleep_instead_of_spinning():
     assert ours < 0.003, f"the idle worker used {ours:.4f} s of CPU in 0.3 s"
     if spinning > 0.003:  # where libgomp's default spin is visible (not in every build: ASan's is not)
         assert ours < spinning / 3, f"idle worker: {ours:.4f} s of CPU, libgomp's default spin {spinning:.4f} s"
+
+
+def test_a_team_only_where_each_share_outlasts_waking_it():
+    """At 2 threads, tiny batch-1 layers plan one thread for every pass (waking the second
+    takes ~0.1 ms, longer than their whole work) and a large one plans two: matrix-vector
+    sized 1x1s on a 1x1 map (0.2M and 1M multiply-adds, both given a team before), against a
+    3x3 256->256 layer on a 14x14 map (116M)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    saved = cconv.get_num_threads()
+    try:
+        cconv.set_num_threads(2)
+        for (c, o, side, k), want in (((480, 432, 1, 1), 1), ((1024, 1024, 1, 1), 1),
+                                      ((256, 256, 14, 3), 2)):
+            x = rng.standard_normal((1, c, side, side)).astype(np.float32)
+            w = rng.standard_normal((o, c, k, k)).astype(np.float32)
+            gy = rng.standard_normal((1, o, side, side)).astype(np.float32)
+            plan = cconv.explain("conv2d", x, w, None, padding=k // 2)
+            plan.update(cconv.explain("conv2d_backward", gy, x, w, padding=k // 2))
+            threads = {name: plan[name]["threads"] for name in ("forward", "grad_input", "grad_weight")}
+            assert threads == dict.fromkeys(threads, want), (x.shape, w.shape, threads)
+    finally:
+        cconv.set_num_threads(saved)
