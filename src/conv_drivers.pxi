@@ -32,6 +32,9 @@ cdef enum:  # task kinds
     K_VOLUME
 
 DEF _REDUCE_CHUNK = 4096   # elements per task of a partial-sum reduction
+# Input channels per task of the Winograd weight-gradient output transform: 16 channels write
+# 576 contiguous bytes per output channel, so two threads share at most a line at a boundary.
+DEF _WINO_GW_CHANNELS = 16
 
 
 cdef struct _Job:
@@ -210,14 +213,18 @@ cdef void _task_typed(const floating *d, const _Job *job, Py_ssize_t t, int tid)
                 acc = acc + _partial(job, part, d)[i]
             dst[i] = acc
     elif job.kind == K_GW_WINO_OUT:
-        # gw = G^T dU G for one (group, input channel); the thread's tile block holds the
-        # 12 x m intermediate.
-        if floating is float:
-            wino_weights_grad_f32(_partial(job, 0, d), groups, m, C, t // C, t % C, out,
-                                  _thread_ws(job, tid, T_A, d))
-        else:
-            wino_weights_grad_f64(_partial(job, 0, d), groups, m, C, t // C, t % C, out,
-                                  _thread_ws(job, tid, T_A, d))
+        # gw = G^T dU G for one group's block of _WINO_GW_CHANNELS input channels; the thread's
+        # tile block holds the 12 x m intermediate.  One channel writes 9 values per output
+        # channel, next to its neighbour's: a block keeps two threads off each other's lines.
+        nblk = (C + _WINO_GW_CHANNELS - 1) // _WINO_GW_CHANNELS
+        gidx = t // nblk
+        for i in range(t % nblk * _WINO_GW_CHANNELS, min(C, (t % nblk + 1) * _WINO_GW_CHANNELS)):
+            if floating is float:
+                wino_weights_grad_f32(_partial(job, 0, d), groups, m, C, gidx, i, out,
+                                      _thread_ws(job, tid, T_A, d))
+            else:
+                wino_weights_grad_f64(_partial(job, 0, d), groups, m, C, gidx, i, out,
+                                      _thread_ws(job, tid, T_A, d))
     elif job.kind == K_GB:
         acc = 0
         for i in range(p.batch):
@@ -810,7 +817,8 @@ cdef void _grad_weight(const ConvPlan *p, const floating *x, const floating *gy,
         _run(&job, K_GW_REDUCE, (_reduce_size(p) + _REDUCE_CHUNK - 1) // _REDUCE_CHUNK,
              p.side_threads)
     if p.algo == A_WINOGRAD:
-        _run(&job, K_GW_WINO_OUT, p.groups * C, p.side_threads)
+        _run(&job, K_GW_WINO_OUT, p.groups * ((C + _WINO_GW_CHANNELS - 1) // _WINO_GW_CHANNELS),
+             p.side_threads)
 
 
 cdef void _grad_bias(const ConvPlan *p, const floating *gy, floating *gb) noexcept nogil:
