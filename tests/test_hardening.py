@@ -202,6 +202,9 @@ _LONG_LOOP = """
 import faulthandler, signal, sys, time
 import numpy as np
 import cconv
+# Ctrl-C as in a terminal: a runner started in the background (`cmd &` in a script, nohup, some
+# CI agents) hands its children SIGINT ignored, and Python then installs no handler at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks if we hang
 rng = np.random.default_rng(0)
 x = rng.standard_normal((16, 64, 64, 64), dtype=np.float32)
