@@ -171,6 +171,13 @@ def compiled_only(what):
     ]
 
 
+def gemm_tile(dtype):
+    """(mr, nr) of the GEMM micro-kernel the compiled backend runs for ``dtype`` on this CPU
+    (or under CCONV_KERNEL_ISA): tests that need whole or partial panels size their maps by it."""
+    mr, nr = cconv.backend_info()["gemm_tile"][np.dtype(dtype).name]
+    return mr, nr
+
+
 def run_under_isa(module_file, isa, select, min_passed):
     """Run the test module ``module_file`` again in a subprocess with the kernels switched to
     ``isa`` (CCONV_KERNEL_ISA) and only the compiled backend under test, its tests filtered by

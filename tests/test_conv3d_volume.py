@@ -15,7 +15,7 @@ import pytest
 import cconv
 from cconv import _api_nd
 from cconv import _reference_nd as ref
-from conftest import assert_close, assert_identical, tally
+from conftest import assert_close, assert_identical, gemm_tile, tally
 
 pytestmark = pytest.mark.skipif("cython" not in cconv.available_backends(),
                                 reason="the volume algorithm is in the compiled backend")
@@ -279,16 +279,17 @@ def test_volume_stride2_rows_and_plane_runs(rng, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_volume_output_rows_written_in_place(rng, dtype):
-    """Output rows of whole micro-kernel panels (16 or 32 columns: 16 floats or 8 doubles per
-    panel) with longer grid rows are computed row by row straight into the output: channel
-    counts that leave a partial A strip, a kernel depth over one GEMM depth block (K > 256),
-    several depth runs per volume and a team; rows that end in a partial panel, or whose grid
-    rows have no extra columns, keep the grid and its copy-out."""
-    cases = [((2, 10, 9, 11, 32), (7, 10, 3, 3, 3), dict(stride=2, padding=1), True),
-             ((1, 4, 23, 9, 64), (13, 4, 3, 2, 3), dict(stride=(1, 1, 2), padding=(1, 0, 1)), True),
-             ((1, 6, 5, 6, 18), (5, 6, 2, 3, 3), dict(stride=1, padding=(0, 1, 0)), True),
-             ((2, 4, 6, 9, 30), (6, 4, 3, 3, 3), dict(stride=2, padding=1), False),
-             ((1, 4, 5, 6, 32), (6, 4, 2, 2, 1), dict(stride=(1, 1, 2), padding=0), False)]
+    """Output rows of whole micro-kernel panels (nr columns of this CPU's tile) with longer
+    grid rows are computed row by row straight into the output: channel counts that leave a
+    partial A strip, a kernel depth over one GEMM depth block (K > 256), several depth runs
+    per volume and a team; rows that end in a partial panel, or whose grid rows have no extra
+    columns, keep the grid and its copy-out."""
+    nr = gemm_tile(dtype)[1]
+    cases = [((2, 10, 9, 11, 2 * nr), (7, 10, 3, 3, 3), dict(stride=2, padding=1), True),
+             ((1, 4, 23, 9, 4 * nr), (13, 4, 3, 2, 3), dict(stride=(1, 1, 2), padding=(1, 0, 1)), True),
+             ((1, 6, 5, 6, nr + 2), (5, 6, 2, 3, 3), dict(stride=1, padding=(0, 1, 0)), True),
+             ((2, 4, 6, 9, 2 * nr - 2), (6, 4, 3, 3, 3), dict(stride=2, padding=1), False),
+             ((1, 4, 5, 6, 2 * nr), (6, 4, 2, 2, 1), dict(stride=(1, 1, 2), padding=0), False)]
     for x_shape, w_shape, args, in_place in cases:
         x, w, b, geo = _operands(rng, x_shape, w_shape, args, dtype)
         ctx = f"{x_shape} {w_shape} {args}"
@@ -346,8 +347,9 @@ def test_volume_books_its_c_block_only_for_the_grid(dtype):
     grid's panels are copied out of only where the output is copied out (rows written in
     place use none); the explained sizes, for either layout, are exactly those."""
     round16 = lambda v: (v + 15) // 16 * 16  # noqa: E731
-    cases = [((2, 16, 12, 14, 32), (12, 16, 3, 3, 3), (2, 2, 2), (1, 1, 1), True),
-             ((2, 3, 6, 20, 30), (32, 3, 3, 3, 3), (1, 2, 2), (1, 1, 1), False)]
+    nr = gemm_tile(dtype)[1]   # output rows of nr columns are whole panels, of nr - 1 not
+    cases = [((2, 16, 12, 14, 2 * nr), (12, 16, 3, 3, 3), (2, 2, 2), (1, 1, 1), True),
+             ((2, 3, 6, 20, 2 * nr - 2), (32, 3, 3, 3, 3), (1, 2, 2), (1, 1, 1), False)]
     for x_shape, w_shape, stride, padding, in_place in cases:
         x = np.zeros(x_shape, dtype)
         w = np.zeros(w_shape, dtype)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import cconv
-from conftest import REFERENCE, assert_close, compiled_only, run_under_isa, tally
+from conftest import REFERENCE, assert_close, compiled_only, gemm_tile, run_under_isa, tally
 
 pytestmark = compiled_only("the in-place GEMM")
 GI = (True, False, False)
@@ -126,11 +126,16 @@ def test_random_layers(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("size", [(4, 4), (1, 17), (7, 7), (5, 13), (8, 8), (14, 14), (3, 67), (56, 56)])
+@pytest.mark.parametrize("size", ["whole panels", "whole panels and one", (7, 7), (5, 13), (8, 8),
+                                  (14, 14), (3, 67), (56, 56)])
 def test_panel_edges(size, dtype, rng):
-    """Maps whose pixel count is one panel, a few panels and a short last one (the packed
-    edge), on output channel counts that are no multiple of the tile height."""
-    h, w_ = size
+    """Maps whose pixel count is whole panels (one of nr columns, this CPU's tile width, or two
+    where nr < 16: the layers below need 16 pixels to reach the GEMM), a few panels and a
+    short last one (the packed edge), on output channel counts that are no multiple of the
+    tile height."""
+    nr = gemm_tile(dtype)[1]
+    whole = -(-16 // nr) * nr
+    h, w_ = {"whole panels": (1, whole), "whole panels and one": (1, whole + 1)}.get(size, size)
     for c, o in [(300, 7), (100, 33), (3, 700), (21, 200)]:   # >= 32768 multiply-adds
         x = rng.standard_normal((1, c, h, w_)).astype(dtype)
         w = rng.standard_normal((o, c, 1, 1)).astype(dtype)

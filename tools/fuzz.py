@@ -75,6 +75,10 @@ class Fuzzer:
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.rows_in_place = 0                  # conv3d forwards planned with output rows written in place
+        # the GEMM tile's width per dtype (the compiled backend's, on this CPU): output rows of
+        # that many columns are whole panels
+        self.tile_width = ({name: nr for name, (_, nr) in cconv.backend_info()["gemm_tile"].items()}
+                           if backend == "cython" else {"float32": 16, "float64": 16})
         self.mismatches = []                    # descriptions
         self.draw = 0
 
@@ -431,14 +435,16 @@ class Fuzzer:
         groups = self._int(1, 2)
         c, o = (groups * 4, groups * 4) if wide else (groups * self._int(1, 2), groups * self._int(1, 2))
         kernel = tuple(self._int(1, 3) for _ in range(dims))
-        # volume conv3d with 16-wide output rows (a width-3 stride-2 kernel over 31-32 columns):
-        # rows of whole micro-kernel panels, which the volume forward writes in place
+        # volume conv3d with nr-wide output rows (a width-3 stride-2 kernel over 2nr-1 or 2nr
+        # columns, nr the tile width of this CPU): rows of whole micro-kernel panels, which
+        # the volume forward writes in place
         wide_rows = wide and self.rng.random() < 0.3
         if wide_rows:
             kernel = kernel[:2] + (3,)
         shape = self._nd_shape(c, dims, 12 if dims == 1 else 5)
         if wide_rows:
-            shape = shape[:-1] + (self._int(31, 32),)
+            nr = self.tile_width[np.dtype(dtype).name]
+            shape = shape[:-1] + (self._int(2 * nr - 1, 2 * nr),)
         x = self._array(shape, dtype)
         w = self._array((o, c // groups) + kernel, dtype)
         b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
