@@ -76,13 +76,15 @@ DEF _PADDED_RESTREAM = 0.1
 # Channels in lanes: at most this many output channels per group (128 lose ~10% to GEMM).
 DEF _LANES_MAX_CHANNELS = 64
 # ... except on a one-row grid (conv1d's H = 1): there the padded grid and im2col waste no
-# columns that lanes would save, and what is left is the inner loop: per tap, lanes loads one
+# columns that lanes would save, and what is left is the inner loop.  Per tap, lanes loads one
 # aligned 16-channel weight vector and broadcasts 16 single input values (4-byte loads that
-# never split a cache line) for 16 FMAs; the padded grid's indirect B rows are 64-byte loads at
-# every tap offset of the grid, 15 of 16 of them misaligned (two cache lines each), and im2col
-# writes and re-reads K values per pixel.  Measured by timing every algorithm (autotune) on the
-# conv1d forwards with 65-512 output channels of benchmarks/nd_sweep.py and of
-# `--random 60 --seed 2/3` (25 layers x 1 and 2 threads, AVX-512 VM, 2026-12-02): lanes
+# never split a cache line) for 16 FMAs; the padded grid's indirect B rows are 64-byte vector
+# loads at every tap offset of the grid, 15 of 16 of them misaligned (two cache lines each:
+# the likely cost, not measured by itself), and im2col writes and re-reads K values per pixel
+# (callgrind: all three are kernel-bound, no overhead outside the kernels).  Measured by timing
+# every algorithm (autotune) on the conv1d forwards with 65-512 output channels of
+# benchmarks/nd_sweep.py and of `--random 60 --seed 2/3` (25 layers x 1 and 2 threads,
+# AVX-512 VM, 2026-12-02; benchmarks/results-nd.md): lanes
 # beat the planner's pick on 47 of 50 (padded/lanes 1.03-2.4x, median ~1.25; im2col/lanes
 # 1.15-2.4x), up to 512 channels.  Its tasks are whole slices (an image and group): a single
 # slice cannot be split, and on 2 threads it lost (batch 1: 0.50-0.80x), so it needs two or
