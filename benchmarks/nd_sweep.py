@@ -5,6 +5,7 @@ against PyTorch's CPU ops, in one run, at 1 and 2 threads.
     python benchmarks/nd_sweep.py                          # everything, markdown to stdout
     python benchmarks/nd_sweep.py --only conv1d --quick    # one group, short timings
     python benchmarks/nd_sweep.py --markdown benchmarks/results-nd.md
+    python benchmarks/nd_sweep.py --random 40 --seed 1     # 40 seeded random conv1d layers
 
 Each case is timed paired: cconv and torch alternate in rounds, every round timing each side
 over at least ``--min-time`` seconds; the reported ratio (torch time / cconv time, > 1 means
@@ -30,6 +31,7 @@ except ImportError:  # a source checkout: the package next to this directory (bu
     import cconv
 
 import torch
+from cconv import _bench_sweep
 
 F = torch.nn.functional
 aten = torch.ops.aten
@@ -88,6 +90,35 @@ def _t(a):
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
+def random_conv1d(count, seed):
+    """``count`` conv1d cases in CONV1D's form, drawn reproducibly from ``seed``: batch 1-64,
+    channels 1-512 (odd counts too), length 256-16000, kernel 1-11, stride 1-4, dilation 1-8,
+    groups 1, 2-16 or depthwise; the batch is halved until the forward fits the sweep's caps."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        ci, co = (int(round(math.exp(rng.uniform(0, math.log(512))))) for _ in range(2))
+        length = int(round(math.exp(rng.uniform(math.log(256), math.log(16000)))))
+        k, s = int(rng.integers(1, 12)), int(rng.integers(1, 5))
+        d = 1 if k == 1 or rng.random() < 0.6 else int(rng.integers(2, 9))
+        g, r = 1, rng.random()
+        if r < 0.15:
+            g, co = ci, ci * int(rng.choice([1, 1, 2]))
+        elif r < 0.3:
+            g = int(rng.choice([2, 4, 8, 16]))
+            ci, co = max(g, ci // g * g), max(g, co // g * g)
+        p = int(rng.integers(0, d * (k - 1) // 2 + 1))
+        out = (length + 2 * p - d * (k - 1) - 1) // s + 1
+        if out < 1:
+            continue
+        n = int(rng.choice([1, 2, 4, 8, 16, 32, 64]))
+        while n > 1 and (n * co * out * (ci // g) * k > _bench_sweep.MAX_MACS
+                         or n * max(ci * length, co * out) > _bench_sweep.MAX_ELEMENTS // 4):
+            n //= 2
+        cases.append((f"random {len(cases)}", n, ci, co, length, k, s, d, g, p))
+    return cases
+
+
 def _conv_tasks(dims, case, rng):
     if dims == 1:
         name, n, ci, co, length, k, s, d, g, p = case
@@ -95,7 +126,7 @@ def _conv_tasks(dims, case, rng):
         w = rng.standard_normal((co, ci // g, k), dtype=np.float32) * 0.1
         args = dict(stride=s, padding=p, dilation=d, groups=g)
         targs = ([s], [p], [d], False, [0], g)
-        label = f"{name}: {n}x{ci}x{length} -> {co}, k{k} s{s} d{d} g{g}"
+        label = f"{name}: {n}x{ci}x{length} -> {co}, k{k} s{s} d{d} g{g} p{p}"
     else:
         name, n, ci, co, size, k, s, p = case
         x = rng.standard_normal((n, ci) + size, dtype=np.float32)
@@ -200,10 +231,6 @@ def _half_tasks(rng):
     return tasks
 
 
-def _geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
@@ -211,11 +238,13 @@ def main(argv=None):
     parser.add_argument("--min-time", type=float, default=0.05)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.01 s")
     parser.add_argument("--only", choices=["conv1d", "conv3d", "pool", "half"], action="append")
+    parser.add_argument("--random", type=int, metavar="N", help="time N random conv1d layers instead")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random's layers")
     parser.add_argument("--markdown", help="also write the tables to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.min_time = 3, 0.01
-    groups = args.only or ["conv1d", "conv3d", "pool", "half"]
+    groups = ["random"] if args.random else args.only or ["conv1d", "conv3d", "pool", "half"]
     rng = np.random.default_rng(0)
     lines = [f"cconv {cconv.__version__} vs torch {torch.__version__}; backend {cconv.get_backend()}; "
              f"{args.rounds} paired rounds of >= {args.min_time} s per case; ratio = torch time / cconv time "
@@ -224,8 +253,9 @@ def main(argv=None):
         cconv.set_num_threads(threads)
         torch.set_num_threads(threads)
         for group in groups:
-            if group == "conv1d":
-                tasks = [_conv_tasks(1, c, rng) for c in CONV1D]
+            if group in ("conv1d", "random"):
+                cases = CONV1D if group == "conv1d" else random_conv1d(args.random, args.seed)
+                tasks = [_conv_tasks(1, c, rng) for c in cases]
             elif group == "conv3d":
                 tasks = [_conv_tasks(3, c, rng) for c in CONV3D]
             elif group == "pool":
@@ -246,7 +276,9 @@ def main(argv=None):
                     ratios.append(med)
                     lines.append(f"| {label} | {kind} | {ours_ms:.3f} | {med:.2f} | {lo:.2f}-{hi:.2f} |")
                     print(lines[-1], flush=True)
-            lines += ["", f"geomean {_geomean(ratios):.2f}, min {min(ratios):.2f}", ""]
+            st = _bench_sweep._stats(ratios)
+            lines += ["", f"geomean {st['geomean']:.2f}, p5 {st['p5']:.2f}, median {st['p50']:.2f}, "
+                          f"min {st['min']:.2f}", ""]
             print(lines[-2], flush=True)
     text = "\n".join(lines)
     print(text)

@@ -75,6 +75,23 @@ DEF _PADDED_MAX_ELEMS = 4194304
 DEF _PADDED_RESTREAM = 0.1
 # Channels in lanes: at most this many output channels per group (128 lose ~10% to GEMM).
 DEF _LANES_MAX_CHANNELS = 64
+# ... except on a one-row grid (conv1d's H = 1): there the padded grid and im2col waste no
+# columns that lanes would save, and what is left is the inner loop.  Per tap, lanes loads one
+# aligned 16-channel weight vector and broadcasts 16 single input values (4-byte loads that
+# never split a cache line) for 16 FMAs; the padded grid's indirect B rows are 64-byte vector
+# loads at every tap offset of the grid, 15 of 16 of them misaligned (two cache lines each:
+# the likely cost, not measured by itself), and im2col writes and re-reads K values per pixel
+# (callgrind: all three are kernel-bound, no overhead outside the kernels).  Measured by timing
+# every algorithm (autotune) on the conv1d forwards with 65-512 output channels of
+# benchmarks/nd_sweep.py and of `--random 60 --seed 2/3` (25 layers x 1 and 2 threads,
+# AVX-512 VM, 2026-12-02; benchmarks/results-nd.md): lanes
+# beat the planner's pick on 47 of 50 (padded/lanes 1.03-2.4x, median ~1.25; im2col/lanes
+# 1.15-2.4x), up to 512 channels.  Its tasks are whole slices (an image and group): a single
+# slice cannot be split, and on 2 threads it lost (batch 1: 0.50-0.80x), so it needs two or
+# more (not a test of the thread count: the algorithm, and so the bits, stay the same on any
+# team; more than 2 threads over 2-3 slices is unmeasured).  It lost on one 0.2 ms layer of 5
+# channels at stride 4, dilation 8 (im2col 0.66x).  Forward passes only: the stride-1 input
+# gradient that runs as a forward was mixed (0.45-1.29x), and keeps the 64-channel cut.
 # Winograd: enough channels for the transforms to pay off; weight gradient on wide layers.
 DEF _WINO_MIN_CHANNELS = 16
 DEF _WINO_GW_MIN_MC = 16384
@@ -189,6 +206,7 @@ cdef enum:
     W_IM2COL_WEIGHTS
     W_DOT_POINTWISE
     W_IM2COL_IN_PLACE
+    W_LANES_ROW
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -230,6 +248,8 @@ REASONS = (
     "1x1 kernel: the GEMM reads the input in place as its B panels and writes the output "
     "in place, where packing panels and staging the output would cost about as much as the "
     "multiply-adds on few channels or pixels",
+    "float32 on AVX-512, one output row (conv1d) filling the 16-lane blocks, >= 2 slices: no "
+    "grid columns to waste, aligned weight vectors and broadcast inputs",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -693,6 +713,11 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     if (_lanes_fit(p) and khw > 1 and m <= _LANES_MAX_CHANNELS
             and 4 * m >= 3 * _round_up(m, 16)):
         p.reason = W_LANES
+        return A_LANES
+    if (s.out_h == 1 and not p.via_forward and _lanes_fit(p) and khw > 1
+            and 4 * m >= 3 * _round_up(m, 16)
+            and p.batch * p.groups >= 2):
+        p.reason = W_LANES_ROW
         return A_LANES
     if _padded_size(p) <= _PADDED_MAX_ELEMS:
         # Columns each computes per output channel: the padded grid has extra columns per

@@ -585,8 +585,8 @@ def test_one_long_row_splits_between_threads(dtype):
     (explain says so, and shows the shared copies), match the reference and give the same
     bits as 1 and 3 threads."""
     rng = np.random.default_rng(11)
-    # 20 input channels: too few to fill the vector lanes of the stride-1 input gradient (a
-    # forward onto 20 channels), which therefore runs the padded grid on every ISA
+    # 20 input channels: the stride-1 input gradient's 20 output channels fill too little of a
+    # 16-lane pair for channels in lanes (AVX-512), so it runs the padded grid on every ISA
     x = rng.standard_normal((1, 20, 900)).astype(dtype)
     w = rng.standard_normal((70, 20, 3)).astype(dtype)
     b = rng.standard_normal(70).astype(dtype)
@@ -624,37 +624,86 @@ def test_one_long_row_splits_between_threads(dtype):
 
 
 @pytest.mark.parametrize("stride, large, want", [
-    (2, True, ("im2col", "im2col")),   # one strided row, packed weights of the L2's size
-    (2, False, ("grid", "grid")),      # the same row with weights that stay in L2
-    (1, True, ("grid", "im2col")),     # stride 1: only a team streams the weights twice over
+    (2, True, ("im2col", "im2col")),   # one strided row, packed weights 1.5x the L2 share
+    (2, False, ("padded", "padded")),  # the same row with 64 channels' weights, which stay in L2
+    (1, True, ("padded", "im2col")),   # stride 1: only a team streams the weights twice over
 ])
 def test_row_with_large_weights_plans_im2col(stride, large, want):
     """A conv1d forward (its grid one output row) runs packed im2col once its packed weights
-    exceed the L2 share (half this CPU's L2) when it is strided or runs on a team (the padded
-    grid would stream them from L3 for every block of columns); explain says so with its own
-    reason, the counters confirm the path, and the result matches the reference with and
-    without bias on 1 and 2 threads.  Otherwise a grid algorithm runs (padded, or channels in
-    lanes where the CPU's vectors fit them)."""
-    # weights of 64 x 4 floats per output channel: the L2's size, or a sixteenth of it
-    out_channels = cconv.backend_info()["cache_bytes"]["l2"] // (64 * 4 * 4) // (1 if large else 16)
+    exceed the L2 share when it is strided or runs on a team (the padded grid would stream
+    them from L3 for every block of columns); explain says so with its own reason, the
+    counters confirm the path, and the result matches the reference with and without bias
+    on 1 and 2 threads.  float64 (channels in lanes, a float32 kernel, does not apply), with
+    the channel count scaled to the probed L2 (half of it is the share)."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 64, 301)).astype(np.float32)
-    w = rng.standard_normal((out_channels, 64, 4)).astype(np.float32)
-    b = rng.standard_normal(out_channels).astype(np.float32)
+    dtype = np.float64
+    share = cconv.backend_info()["cache_bytes"]["l2"] // 2
+    out_channels = 3 * share // 2 // (64 * 4 * 8) if large else 64
+    x = rng.standard_normal((2, 64, 301)).astype(dtype)
+    w = rng.standard_normal((out_channels, 64, 4)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype)
     saved = cconv.get_num_threads()
     try:
         for n in (1, 2):
             cconv.set_num_threads(n)
             for bias in (None, b):
                 plan = cconv.explain("conv1d", x, w, bias, stride=stride, padding=1)["forward"]
-                if want[n - 1] == "im2col":
-                    assert plan["algorithm"] == "im2col" and "L3" in plan["reason"], plan
-                else:
-                    assert plan["algorithm"] in ("padded", "lanes") and "L3" not in plan["reason"], plan
+                assert plan["algorithm"] == want[n - 1], plan
+                assert ("L3" in plan["reason"]) == (want[n - 1] == "im2col"), plan
                 before = _counts()
                 y = cconv.conv1d(x, w, bias, stride=stride, padding=1, backend="cython")
-                assert _ran_since(before)["forward"] == plan["algorithm"]
+                assert _ran_since(before)["forward"] == want[n - 1]
                 ref = cconv.conv1d(x, w, bias, stride=stride, padding=1, backend=REFERENCE)
                 assert_close(y, ref, context=f"conv1d stride {stride} {out_channels} channels")
+    finally:
+        cconv.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, dilation, groups, out_channels", [
+    (2, 1, 1, 237),   # strided, channel blocks with a partly empty last one (237 = 14 x 16 + 13)
+    (1, 3, 1, 128),   # dilated stride 1, two full 64-channel spans
+    (4, 1, 2, 2 * 75),  # grouped, stride 4
+])
+def test_row_channels_in_lanes(dtype, stride, dilation, groups, out_channels):
+    """A conv1d forward (one output row) with more than 64 output channels per group filling
+    the 16-lane blocks runs channels in lanes on AVX-512 float32 when it has >= 2 slices
+    (explain says so with the one-row reason; the counters confirm the path); float64, a
+    batch of one and the input gradient keep the GEMMs.  Every pass matches the reference,
+    with and without bias, and gives the same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(17)
+    c = 6 * groups
+    w = rng.standard_normal((out_channels, c // groups, 5)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype)
+    args = dict(stride=stride, padding=2, dilation=dilation, groups=groups)
+    lanes = bool(_info()["channels_in_lanes"]) and dtype is np.float32
+    saved = cconv.get_num_threads()
+    try:
+        for batch in (2, 1):
+            x = rng.standard_normal((batch, c, 1203)).astype(dtype)
+            want = "lanes" if lanes and batch * groups >= 2 else None
+            results = []
+            for n in (1, 2):
+                cconv.set_num_threads(n)
+                for bias in (None, b):
+                    plan = cconv.explain("conv1d", x, w, bias, **args)["forward"]
+                    if want:
+                        assert plan["algorithm"] == "lanes" and "one output row" in plan["reason"], plan
+                    else:
+                        assert plan["algorithm"] != "lanes", plan
+                    before = _counts()
+                    y = cconv.conv1d(x, w, bias, backend="cython", **args)
+                    assert (_ran_since(before)["forward"] == "lanes") == bool(want)
+                    ref = cconv.conv1d(x, w, bias, backend=REFERENCE, **args)
+                    assert_close(y, ref, context=f"conv1d {out_channels} channels, batch {batch}")
+                    results.append(y)
+                gy = rng.standard_normal(y.shape).astype(dtype)
+                bwd = cconv.explain("conv1d_backward", gy, x, w, **args)
+                assert "one output row" not in bwd["grad_input"]["reason"]
+                grads = cconv.conv1d_backward(gy, x, w, backend="cython", **args)
+                for got, exp in zip(grads, cconv.conv1d_backward(gy, x, w, backend=REFERENCE, **args)):
+                    assert_close(got, exp, context=f"conv1d backward {out_channels} channels")
+            for a, other in zip(results[:2], results[2:]):
+                assert_identical(other, a, context="conv1d in lanes on 1 and 2 threads")
     finally:
         cconv.set_num_threads(saved)

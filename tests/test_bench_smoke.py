@@ -102,3 +102,23 @@ def test_bad_custom_shape_is_an_argparse_error(shape):
     with pytest.raises(SystemExit) as exc:
         _run("--shape", shape)
     assert exc.value.code == 2
+
+
+def test_nd_sweep_random_conv1d_layers_are_seeded_and_valid():
+    """benchmarks/nd_sweep.py --random N --seed S: the same N layers for a seed, each within the
+    drawn ranges, with a valid output length and its forward within the sweep's work cap."""
+    import importlib.util
+    import os
+    pytest.importorskip("torch")
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "nd_sweep.py")
+    spec = importlib.util.spec_from_file_location("nd_sweep", path)
+    nd_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nd_sweep)
+    cases = nd_sweep.random_conv1d(40, 1)
+    assert cases == nd_sweep.random_conv1d(40, 1) and cases != nd_sweep.random_conv1d(40, 2)
+    assert any(g == ci > 1 for _, _, ci, _, _, _, _, _, g, _ in cases)   # depthwise drawn
+    for _, n, ci, co, length, k, s, d, g, p in cases:
+        assert 1 <= n <= 64 and 1 <= ci and 1 <= co and ci % g == 0 and co % g == 0
+        assert 256 <= length <= 16000 and 1 <= k <= 11 and 1 <= s <= 4 and 1 <= d <= 8
+        out = (length + 2 * p - d * (k - 1) - 1) // s + 1
+        assert out >= 1 and n * co * out * (ci // g) * k <= 1e9

@@ -72,6 +72,8 @@ class Fuzzer:
         self.pointwise_rng = np.random.default_rng([seed, 5])
         # 1x1 layers with channels enough for the GEMM (the forward reading x in place)
         self.pointwise_gemm_rng = np.random.default_rng([seed, 6])
+        # conv1d with 65-150 output channels per group (channels in lanes on one output row)
+        self.row_lanes_rng = np.random.default_rng([seed, 7])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.rows_in_place = 0                  # conv3d forwards planned with output rows written in place
@@ -318,6 +320,34 @@ class Fuzzer:
             if y is not None:
                 gy = self._array(y.shape, dtype)
                 self.run("conv2d_backward", gy, x, w, groups=groups, output_mask=self._mask())
+
+    def conv1d_row_lanes(self, dtype):
+        """A conv1d layer with 65-150 output channels per group, 2-8 input channels, batch 2-3,
+        rows of 40-200, kernel 2-5, stride 1-4, dilation 1-3: a forward of one output row with
+        lanes-filling channels on >= 2 slices (on AVX-512 float32 the planner runs channels in
+        lanes there), and its gradients.  Drawn from row_lanes_rng."""
+        with self._drawing_from(self.row_lanes_rng):
+            groups = self._int(1, 2)
+            c, o, k = groups * self._int(2, 8), groups * self._int(65, 150), self._int(2, 5)
+            geometry = dict(stride=self._int(1, 4), padding=self._int(0, 2), dilation=self._int(1, 3),
+                            groups=groups)
+            span = geometry["dilation"] * (k - 1) + 1
+            x = self._array((self._int(2, 3), c, self._int(max(40, span), 200)), dtype)
+            w = self._array((o, c // groups, k), dtype)
+            b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+
+            def args():
+                stride, dilation = (geometry["stride"],), (geometry["dilation"],)
+                return stride, ((geometry["padding"],) * 2,), dilation, groups
+
+            y = self.run_nd("conv1d", lambda cv: _reference(_nd.conv, 1, cv(x), cv(w), cv(b), *args()),
+                            x, w, b, **geometry)
+            if y is not None:
+                gy, mask = self._array(y.shape, dtype), self._mask()
+                self.run_nd("conv1d_backward",
+                            lambda cv: _masked(_reference(_nd.conv_backward, 1, cv(gy), cv(x), cv(w), *args(),
+                                                          batched=2, batched_results=1), mask),
+                            gy, x, w, **geometry, output_mask=mask)
 
     def conv_few_pixels(self, dtype):
         """Output maps of 1x1-3x3 at batch 1-3 with 24-90 channels per group: the rows
@@ -603,6 +633,8 @@ class Fuzzer:
                     self.conv_pointwise(dtypes[self.draw // 200 % 2])
                 if self.draw % 100 == 50:
                     self.conv_pointwise_gemm(dtypes[self.draw // 100 % 2])
+                if self.draw % 50 == 25:
+                    self.conv1d_row_lanes(dtypes[self.draw // 50 % 2])
         return self
 
 
