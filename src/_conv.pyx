@@ -107,6 +107,7 @@ cdef inline void *_ptr(_Scratch scratch):
 cdef Py_ssize_t _ran[N_ALGOS][4]     # passes executed, per algorithm and pass (for tests)
 cdef Py_ssize_t _dot_ran[3]          # dot weight gradients executed: [masked, finite, in place]
 cdef Py_ssize_t _pw_ran[2][2]        # 1x1 im2col forward / grad_input: [pass][packed, in place]
+cdef Py_ssize_t _vol_ran[2]          # volume passes executed: [default tile, 4 x 3-vector tile]
 
 
 cdef cconv_geom _slice_geom(g):
@@ -501,6 +502,7 @@ def conv3d(x, w, b, g, tuple depth, int threads):
         return None
     y = np.empty((g.batch, g.out_channels, depth[5], g.out_h, g.out_w), dtype=x.dtype)
     _ran[A_VOLUME][P_FORWARD] += 1
+    _vol_ran[plan.vol_wide] += 1
     if x.itemsize == 4:
         _execute[float](&plan, <float *><uintptr_t>x.ctypes.data, <float *><uintptr_t>w.ctypes.data,
                         <float *><uintptr_t>b.ctypes.data if b is not None else NULL,
@@ -520,6 +522,7 @@ def conv3d_grad_input(gy, w, g, tuple depth, int threads):
         return None
     gi = np.empty((g.batch, g.in_channels, depth[0], g.in_h, g.in_w), dtype=gy.dtype)
     _ran[A_VOLUME][P_GRAD_INPUT] += 1
+    _vol_ran[plan.vol_wide] += 1
     if gy.itemsize == 4:
         _execute[float](&plan, <float *><uintptr_t>gy.ctypes.data, <float *><uintptr_t>w.ctypes.data,
                         NULL, <float *><uintptr_t>gi.ctypes.data)
@@ -796,6 +799,12 @@ def pointwise_variant_counts():
     input gradient: "packed" (panels copied from x) or "in_place" (x read as the panels)."""
     return {(PASSES[q], v): int(_pw_ran[q][i]) for q in range(2)
             for i, v in enumerate(("packed", "in_place"))}
+
+
+def volume_tile_counts():
+    """{tile: volume passes executed} since import: "default" (the ISA's GEMM tile) or
+    "wide" (AVX2's 4 x 3-vector tile, the planner's _choose_vol_kernel)."""
+    return {"default": int(_vol_ran[0]), "wide": int(_vol_ran[1])}
 
 
 def build_info():

@@ -99,6 +99,15 @@ static inline void cconv_stream_fence(void)
 #endif
 }
 
+/* Makes the compiler forget what it knows of v (no instruction is emitted): a loop whose
+ * counter passes through it is not recognised as a memcpy/memset idiom and replaced by a
+ * library call (which costs more than the copy for short rows). */
+#if defined(__GNUC__)
+#define CCONV_OPAQUE(v) __asm__("" : "+r"(v))
+#else
+#define CCONV_OPAQUE(v) ((void)0)
+#endif
+
 static inline Py_ssize_t cconv_min(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
 static inline Py_ssize_t cconv_max(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
 

@@ -310,6 +310,7 @@ cdef struct ConvPlan:
     cconv_depth d             # volume: its depth dimension (zeros for a 2-d plan)
     Py_ssize_t dchunk         # volume: output depth planes per task
     bint vol_rows             # volume: output rows of whole panels written in place
+    bint vol_wide             # volume: runs the 4 x 3-vector tile (_choose_vol_kernel)
     Py_ssize_t tap_d0, full_kd    # volume, trimmed: depth taps [tap_d0, +d.kernel_d) of full_kd
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
     Py_ssize_t off[N_REGIONS]
@@ -1283,6 +1284,57 @@ cdef inline Py_ssize_t _vol_size(const ConvPlan *p, Py_ssize_t nd) noexcept nogi
     return padded_vol_size_f64(&p.g, &p.d, nd, p.nr)
 
 
+cdef double _vol_slots(const ConvPlan *p, int mr, int nr, Py_ssize_t hph,
+                       Py_ssize_t wph) noexcept nogil:
+    """Multiply-add slots (rows x columns of whole mr x nr tiles, per input tap) that
+    conv_fwd_vol computes for one chunk of p.dchunk output depths with an mr x nr tile: the
+    A rows rounded up to whole strips, times the grid columns its panels cover (whole rows
+    in place, or the grid's runs rounded up to whole panels, as the driver cuts them)."""
+    cdef Py_ssize_t Ho = p.g.out_h, Wo = p.g.out_w, nout = p.dchunk
+    cdef Py_ssize_t plane = hph * wph, live = Ho * wph, J, cols
+    if Wo % nr == 0 and wph > Wo:
+        cols = nout * Ho * Wo
+    else:
+        J = (nout - 1) * plane + live
+        cols = min(nout * ((live + nr - 1) // nr), (J + nr - 1) // nr) * nr
+    return <double>_round_up(p.m, mr) * cols
+
+
+cdef void _choose_vol_kernel(ConvPlan *p, Py_ssize_t hph, Py_ssize_t wph) noexcept nogil:
+    """The volume forward's micro-kernel: the 4 x 3-vector tile (AVX2: 4 x 24 floats) where
+    it computes fewer multiply-add slots (_vol_slots: rows padded to whole strips, columns to
+    whole panels) than the default 6 x 2-vector one, else the default.  Per slot the two cost
+    the same: each k step is 12 vector FMAs, and the 4x3 tile loads 4 broadcasts + 3 B vectors
+    + 1 offset against 6 + 2 + 1 (a load per FMA fewer), with 12 accumulators stored either
+    way.  Rows the default tile writes in place stay with it (the in-place rows were measured
+    faster than the grid and its copy-out: see vol_rows).  Measured (callgrind, 1 thread,
+    float32, AVX2): the video stem 2x3x16x56x56 -> 32 (32 rows of 4-row strips, not 36)
+    micro-kernel 19.7M -> 16.8M instructions per call; timings in benchmarks/results-nd.md.
+    2-d plans never take it: their kernels' instruction counts are unchanged."""
+    cdef const void *wide
+    cdef int wmr, wnr
+    if p.itemsize == 4:
+        wide = cconv_kernel_wide_f32()
+        if wide == NULL:
+            return
+        wmr = cconv_kernel_wide_f32().mr
+        wnr = cconv_kernel_wide_f32().nr
+    else:
+        wide = cconv_kernel_wide_f64()
+        if wide == NULL:
+            return
+        wmr = cconv_kernel_wide_f64().mr
+        wnr = cconv_kernel_wide_f64().nr
+    if p.g.out_w % p.nr == 0 and wph > p.g.out_w and p.g.out_w % wnr != 0:
+        return                # keep the rows written in place (no C block, no copy-out)
+    if _vol_slots(p, wmr, wnr, hph, wph) < _vol_slots(p, p.mr, p.nr, hph, wph):
+        p.kern = wide
+        p.mr = wmr
+        p.nr = wnr
+        p.vol_wide = True
+        _blocking(p)
+
+
 cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_depth *d,
                       Py_ssize_t batch, Py_ssize_t groups, Py_ssize_t m, int itemsize,
                       int threads, int fin) noexcept:
@@ -1379,6 +1431,7 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     # them instead in a full panel moved back over its neighbour (recomputing the shared
     # columns) was no better either (video stem 2x3x16x56x56 -> 32, 28-wide rows: 1.0-1.3x
     # the grid's time at 1 and 2 threads, 2026-12-02).
+    _choose_vol_kernel(p, hph, wph)
     p.vol_rows = p.g.out_w % p.nr == 0 and wph > p.g.out_w
     while p.dchunk > 1 and _vol_size(p, p.dchunk) > _PADDED_MAX_ELEMS:
         p.dchunk = (p.dchunk + 1) // 2

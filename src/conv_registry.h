@@ -127,6 +127,28 @@ static void S(ukr_generic_ind)(Py_ssize_t kc, const T *a, const T *b, const Py_s
 #undef DOT_VBYTES
 #undef DOT_MO
 #undef DOT_NK
+#undef UKR_MR
+/* Wider B panels (4 x 3 vectors: 12 accumulators + 3 B vectors + 1 broadcast, all 16 ymm),
+ * for A operands of a multiple of 4 rows that the 6-row strips pad (32 rows: 36). */
+#define UKR_MR 4
+#define UKR_NV 3
+#define UKR_NAME S(ukr_avx2_w3)
+#define UKR_INDIRECT 0
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NV 3
+#define UKR_NAME S(ukr_avx2_w3_ind)
+#define UKR_INDIRECT 1
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
+#define UKR_NV 3
+#define UKR_NAME S(ukr_avx2_w3_str)
+#define UKR_INDIRECT 2
+#include "gemm_ukr.h"
+#undef UKR_NAME
+#undef UKR_INDIRECT
 #undef UKR_TARGET
 #undef UKR_VBYTES
 #undef UKR_MR
@@ -197,6 +219,9 @@ static const S(kernel_t) S(kernel_generic) = {GENERIC_MR, GENERIC_NR, S(ukr_gene
 static const S(kernel_t) S(kernel_avx2) = {6, 64 / (int)sizeof(T), S(ukr_avx2),
                                            S(ukr_avx2_ind), S(dot_avx2), S(dot_avx2_finite), 3, 4, "avx2+fma",
                                            S(ukr_avx2_str)};
+static const S(kernel_t) S(kernel_avx2_w3) = {4, 96 / (int)sizeof(T), S(ukr_avx2_w3),
+                                              S(ukr_avx2_w3_ind), S(dot_avx2), S(dot_avx2_finite), 3, 4,
+                                              "avx2+fma", S(ukr_avx2_w3_str)};
 static const S(kernel_t) S(kernel_avx512) = {6, 128 / (int)sizeof(T), S(ukr_avx512),
                                              S(ukr_avx512_ind), S(dot_avx512), S(dot_avx512_finite), 4, 6, "avx512f",
                                              S(ukr_avx512_str)};
@@ -205,7 +230,8 @@ static const S(kernel_t) S(kernel_avx512_m8) = {8, 128 / (int)sizeof(T), S(ukr_a
                                                 "avx512f", S(ukr_avx512_m8_str)};
 #endif
 /* The micro-kernels of the level cconv_isa_level names (isa.h): the default one and, on
- * AVX-512, a variant with taller A strips (NULL elsewhere).  Which of the two a GEMM uses
+ * AVX-512, a variant with taller A strips (NULL elsewhere); on AVX2 a 4 x 3-vector tile
+ * (cconv_kernel_wide).  Which of the two a GEMM uses
  * is the planner's choice (src/conv_plan.pxi); packing and micro-kernel calls of one GEMM
  * must all use the same kernel. */
 static const S(kernel_t) *S(cconv_kernel)(void)
@@ -221,6 +247,17 @@ static const S(kernel_t) *S(cconv_kernel_tall)(void)
 {
 #if CCONV_X86_DISPATCH
     if (cconv_isa_level == CCONV_ISA_AVX512F) return &S(kernel_avx512_m8);
+#endif
+    return NULL;
+}
+
+/* The 4-row, 3-vector tile of the level cconv_isa_level names: AVX2 only (NULL elsewhere;
+ * AVX-512's 8-row strips already cover multiples of 8 rows).  Only the planner's volume
+ * forward chooses it (conv_plan.pxi, _choose_vol_kernel). */
+static const S(kernel_t) *S(cconv_kernel_wide)(void)
+{
+#if CCONV_X86_DISPATCH
+    if (cconv_isa_level == CCONV_ISA_AVX2) return &S(kernel_avx2_w3);
 #endif
     return NULL;
 }

@@ -15,7 +15,7 @@ import pytest
 import cconv
 from cconv import _api_nd
 from cconv import _reference_nd as ref
-from conftest import assert_close, assert_identical, gemm_tile, tally
+from conftest import assert_close, assert_identical, gemm_tile, run_under_isa, tally
 
 pytestmark = pytest.mark.skipif("cython" not in cconv.available_backends(),
                                 reason="the volume algorithm is in the compiled backend")
@@ -362,3 +362,107 @@ def test_volume_books_its_c_block_only_for_the_grid(dtype):
         if not in_place:
             per_thread += round16((w_shape[0] + mr - 1) // mr * mr * 4 * nr)
         assert plan["workspace"]["per_thread"] == plan["threads"] * per_thread * x.itemsize, plan
+
+
+def _tile_runs(before):
+    from cconv import _compiled
+    now = _compiled._conv.volume_tile_counts()
+    return {k: now[k] - before[k] for k in now}
+
+
+def info_simd():
+    return cconv.backend_info()["simd"]
+
+
+def _tiles_of(dtype):
+    """(default tile, the 4 x 3-vector tile or None) of the kernels in force."""
+    info = cconv.backend_info()
+    default = tuple(info["gemm_tile"][np.dtype(dtype).name])
+    if info["simd"] != "avx2":
+        return default, None
+    return default, (4, 3 * 32 // np.dtype(dtype).itemsize)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_wide_tile_chosen_where_it_pads_fewer_rows(rng, dtype):
+    """On AVX2 the volume forward (and the stride-1 input gradient, a forward in disguise)
+    runs the 4 x 3-vector tile where its strips and panels compute fewer multiply-add slots
+    than the 6 x 2-vector tile's (32 output channels: 32 rows, not 36), never at the price of
+    rows written in place; elsewhere (other ISAs, 12 or 6 channels) the default tile.  explain
+    names the tile that ran, the counters prove it, the results match the reference."""
+    from cconv import _compiled
+    default, wide = _tiles_of(dtype)
+    cases = [  # x, w, stride, padding, whether the wide tile pays
+        ((2, 3, 6, 20, 30), (32, 3, 3, 3, 3), (1, 2, 2), 1, True),   # the video stem, smaller
+        ((1, 5, 5, 9, 13), (16, 5, 3, 3, 3), 1, 1, True),
+        ((1, 4, 4, 7, 11), (12, 4, 3, 3, 3), 1, 1, False),           # 12 rows either way
+        ((1, 4, 4, 7, 11), (6, 4, 2, 2, 2), 1, 0, False),            # 6 rows: 8 in 4-row strips
+        ((1, 4, 5, 9, 32), (8, 4, 3, 3, 3), 2, 1, False),            # 16-wide rows in place
+    ]
+    for x_shape, w_shape, stride, padding, pays in cases:
+        args = dict(stride=stride, padding=padding)
+        x, w, b, geo = _operands(rng, x_shape, w_shape, args, dtype)
+        plan = cconv.explain("conv3d", x, w, b, **args)["forward"]
+        ctx = f"{x_shape} {w_shape} {args} {plan}"
+        assert plan["algorithm"] == "volume", ctx
+        want_wide = pays and wide is not None
+        if want_wide:
+            assert plan["tile"] == wide, ctx
+        elif info_simd() in ("generic", "avx2"):    # AVX-512 may take its 8-row strips
+            assert plan["tile"] == default, ctx
+        before = _compiled._conv.volume_tile_counts()
+        y = cconv.conv3d(x, w, b, **args, backend="cython")
+        assert _tile_runs(before) == {"default": int(not want_wide), "wide": int(want_wide)}, ctx
+        assert_close(y, ref.conv(x, w, b, *geo), context=ctx)
+        tally("differential", "conv3d (volume, 4x3-vector tile)" if want_wide else "conv3d (volume)")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_volume_wide_tile_random_geometries(rng, dtype):
+    """Random volume layers of 4-40 output channels (partial 4- and 6-row strips, partial
+    panels, several depth runs, strides, dilation, groups, 1 and 2 threads), forward and
+    stride-1 input gradient, against the reference; on AVX2 both tiles must have run."""
+    from cconv import _compiled
+    default, wide = _tiles_of(dtype)
+    before = _compiled._conv.volume_tile_counts()
+    saved = cconv.get_num_threads()
+    try:
+        for i in range(24):
+            cconv.set_num_threads(1 + i % 2)
+            groups = int(rng.choice([1, 1, 2]))
+            c_in = groups * int(rng.choice([4, 5, 8, 12]))
+            c_out = groups * int(rng.choice([4, 7, 8, 12, 16, 20, 32, 40]))
+            kernel = tuple(int(k) for k in rng.integers(1, 4, size=3))
+            stride = tuple(int(s) for s in rng.integers(1, 3, size=3)) if i % 3 == 0 else (1, 1, 1)
+            dilation = (1, 1, int(rng.integers(1, 3)))
+            size = tuple(int(d * (k - 1) + 1 + rng.integers(0, 12)) for k, d in zip(kernel, dilation))
+            args = dict(stride=stride, padding=tuple(int(rng.integers(0, 2)) for _ in range(3)),
+                        dilation=dilation, groups=groups)
+            x_shape, w_shape = (int(rng.integers(1, 3)), c_in) + size, (c_out, c_in // groups) + kernel
+            x = rng.standard_normal(x_shape).astype(dtype)
+            w = rng.standard_normal(w_shape).astype(dtype)
+            b = rng.standard_normal(c_out).astype(dtype)
+            geo = _ref_args(args, kernel)
+            ctx = f"{x_shape} {w_shape} {args}"
+            plan = cconv.explain("conv3d", x, w, b, **args)["forward"]
+            if plan["algorithm"] == "volume" and info_simd() in ("generic", "avx2"):
+                assert plan["tile"] in (default, wide), ctx
+            y = cconv.conv3d(x, w, b, **args, backend="cython")
+            assert_close(y, ref.conv(x, w, b, *geo), context=ctx)
+            gy = rng.standard_normal(y.shape).astype(dtype)
+            gi = cconv.conv3d_backward(gy, x, w, **args, output_mask=(True, False, False),
+                                       backend="cython")[0]
+            assert_close(gi, ref.conv_backward(gy, x, w, *geo)[0], context=f"grad_input {ctx}")
+    finally:
+        cconv.set_num_threads(saved)
+    runs = _tile_runs(before)
+    assert runs["default"] > 0, runs
+    assert (runs["wide"] > 0) == (wide is not None), runs
+    tally("differential", "conv3d (volume, random tiles)", 24)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_volume_wide_tile_isa_variants(isa):
+    """The tile tests again under each CCONV_KERNEL_ISA this CPU runs: AVX2 runs the 4 x
+    3-vector tile, generic only its own 4 x 8 tile."""
+    run_under_isa(__file__, isa, "wide_tile and not variants", min_passed=4)

@@ -775,8 +775,15 @@ def _algorithm_line(backend):
         pointwise[variant] += n
     note = (f" (1x1 im2col forward/grad_input: {pointwise['packed']} packed, "
             f"{pointwise['in_place']} in place){note}")
+    tiles = _compiled._conv.volume_tile_counts()
+    wide_tile = info["simd"] == "avx2"      # the volume's 4 x 3-vector tile exists on AVX2 only
+    if "volume" in runnable:
+        note = (f" (volume: {tiles['default']} default tile"
+                + (f", {tiles['wide']} 4x3-vector tile" if wide_tile else "") + f"){note}")
     print("calls per algorithm: " + " ".join(f"{a}={counts[a]}" for a in runnable) + note)
     unused = [a for a in runnable if counts[a] == 0]
+    if wide_tile and counts["volume"] and not tiles["wide"]:
+        unused.append("volume (4x3-vector tile)")
     if counts["im2col"] and not pointwise["in_place"]:
         unused.append("im2col (1x1 in place)")
     if "dot" in runnable and counts["dot"]:
