@@ -24,6 +24,7 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uintptr_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
 import threading
@@ -215,10 +216,199 @@ cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t pla
                    src + (a * kh + i) * kw, kw * sizeof(floating))
 
 
+# ---- bands: rectangles of equal live taps, each an unpadded im2col sub-pass ----------------
+
+cdef void _copy_block(const floating *src, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
+                      Py_ssize_t r0, Py_ssize_t rn, Py_ssize_t c0, Py_ssize_t cn,
+                      floating *dst) noexcept nogil:
+    """dst (planes, rn, cn) = src (planes, h, w)[:, r0:r0+rn, c0:c0+cn] (element loops:
+    rows of a few taps would spend more in memcpy's calls than in the copying)."""
+    cdef Py_ssize_t a, i, j
+    cdef floating *d
+    cdef const floating *q
+    if rn == h and cn == w:
+        memcpy(dst, src, planes * h * w * sizeof(floating))
+        return
+    if cn == w:               # whole rows: one run per plane
+        for a in range(planes):
+            d = dst + a * rn * w
+            q = src + (a * h + r0) * w
+            for j in range(rn * w):
+                d[j] = q[j]
+        return
+    for a in range(planes):
+        for i in range(rn):
+            d = dst + (a * rn + i) * cn
+            q = src + (a * h + r0 + i) * w + c0
+            for j in range(cn):
+                d[j] = q[j]
+
+
+cdef void _paste_block(const floating *src, Py_ssize_t planes, Py_ssize_t rn, Py_ssize_t cn,
+                       floating *dst, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r0, Py_ssize_t c0,
+                       bint add) noexcept nogil:
+    """dst (planes, h, w)[:, r0:r0+rn, c0:c0+cn] = (or +=) src (planes, rn, cn)."""
+    cdef Py_ssize_t a, i, j
+    cdef floating *d
+    cdef const floating *q
+    for a in range(planes):
+        for i in range(rn):
+            d = dst + (a * h + r0 + i) * w + c0
+            q = src + (a * rn + i) * cn
+            if add:
+                for j in range(cn):
+                    d[j] += q[j]
+            else:
+                for j in range(cn):
+                    d[j] = q[j]
+
+
+cdef Py_ssize_t _bands_of(Py_ssize_t size, Py_ssize_t out, Py_ssize_t k, Py_ssize_t stride,
+                          Py_ssize_t dilation, Py_ssize_t pad, bint split,
+                          Py_ssize_t *b) noexcept nogil:
+    """The bands of one dimension (cconv_bands), or one band of the whole dimension (taps
+    [0, k), its padding kept) when not split."""
+    cdef double sums[3]
+    if split:
+        return cconv_bands(size, out, k, stride, dilation, pad, b, sums)
+    b[0] = 0
+    b[1] = out
+    b[2] = 0
+    b[3] = k
+    return 1
+
+
+cdef int _bands_pass(int pass_, const cconv_geom *g, Py_ssize_t batch, Py_ssize_t groups,
+                     Py_ssize_t m, const floating *a, const floating *b, const floating *bias,
+                     floating *out, int threads, bint split_h, bint split_w) except -1:
+    """A forward-shaped pass (x = a, w = b into y = out, + bias) or a weight gradient (x = a,
+    grad_output = b into grad_weight = out) of full geometry g, rectangle by rectangle
+    (cconv_bands): each rectangle's input region (and grad_output block) is copied, its
+    sub-pass planned with im2col forced (an unpadded pass: no finiteness to check, and the
+    same algorithm on any thread count, so the same bits) and run on `threads`, its result
+    pasted (forward) or added (weight gradient, in a fixed rectangle order).  Outputs no
+    rectangle covers read only padding: the bias, or no contribution."""
+    cdef Py_ssize_t C = g.channels, O = groups * m, Cin = groups * C
+    cdef Py_ssize_t KH = g.kernel_h, KW = g.kernel_w, H = g.in_h, W = g.in_w
+    cdef Py_ssize_t OH = g.out_h, OW = g.out_w, nw_full = O * C * KH * KW
+    cdef Py_ssize_t nh, nw, i, j, r0, rn, c0, cn, oh, ow, kh, kw, k, q
+    cdef Py_ssize_t *bh = <Py_ssize_t *>malloc(4 * (2 * KH + 2) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *bw = <Py_ssize_t *>malloc(4 * (2 * KW + 2) * sizeof(Py_ssize_t))
+    cdef floating *xs = <floating *>malloc(max(batch * Cin * H * W, 1) * sizeof(floating))
+    cdef floating *ws = <floating *>malloc(max(nw_full, 1) * sizeof(floating))
+    cdef floating *ys = <floating *>malloc(max(batch * O * OH * OW, 1) * sizeof(floating))
+    cdef cconv_geom s2
+    cdef ConvPlan sub
+    try:
+        if bh == NULL or bw == NULL or xs == NULL or ws == NULL or ys == NULL:
+            raise MemoryError()
+        nh = _bands_of(H, OH, KH, g.stride_h, g.dilation_h, g.pad_top, split_h, bh)
+        nw = _bands_of(W, OW, KW, g.stride_w, g.dilation_w, g.pad_left, split_w, bw)
+        if pass_ == P_GRAD_WEIGHT:
+            memset(out, 0, nw_full * sizeof(floating))
+        else:
+            for k in range(batch * O):
+                for q in range(OH * OW):
+                    out[k * OH * OW + q] = bias[k % O] if bias != NULL else 0
+        s2 = g[0]
+        for i in range(nh):
+            oh = bh[4 * i + 1] - bh[4 * i]
+            kh = bh[4 * i + 3] - bh[4 * i + 2]
+            r0 = bh[4 * i] * g.stride_h - g.pad_top + bh[4 * i + 2] * g.dilation_h
+            rn = (oh - 1) * g.stride_h + (kh - 1) * g.dilation_h + 1
+            s2.pad_top = 0
+            if not split_h:       # the whole dimension, padded as the pass is
+                r0 = 0
+                rn = H
+                s2.pad_top = g.pad_top
+            for j in range(nw):
+                ow = bw[4 * j + 1] - bw[4 * j]
+                kw = bw[4 * j + 3] - bw[4 * j + 2]
+                c0 = bw[4 * j] * g.stride_w - g.pad_left + bw[4 * j + 2] * g.dilation_w
+                cn = (ow - 1) * g.stride_w + (kw - 1) * g.dilation_w + 1
+                s2.pad_left = 0
+                if not split_w:
+                    c0 = 0
+                    cn = W
+                    s2.pad_left = g.pad_left
+                s2.in_h = rn
+                s2.in_w = cn
+                s2.kernel_h = kh
+                s2.kernel_w = kw
+                s2.out_h = oh
+                s2.out_w = ow
+                with nogil:
+                    _copy_block(a, batch * Cin, H, W, r0, rn, c0, cn, xs)
+                if pass_ == P_GRAD_WEIGHT:
+                    with nogil:
+                        _copy_block(b, batch * O, OH, OW, bh[4 * i], oh, bw[4 * j], ow, ys)
+                    sub = _plan(P_GRAD_WEIGHT, &s2, batch, groups, m, sizeof(floating), threads,
+                                xs, batch * Cin * rn * cn, ys, batch * O * oh * ow, A_IM2COL)
+                    _execute(&sub, xs, ys, <const floating *>NULL, ws)
+                    with nogil:
+                        _paste_block(ws, O * C, kh, kw, out, KH, KW, bh[4 * i + 2],
+                                     bw[4 * j + 2], True)
+                else:
+                    with nogil:
+                        _copy_block(b, O * C, KH, KW, bh[4 * i + 2], kh, bw[4 * j + 2], kw, ws)
+                    sub = _plan(P_FORWARD, &s2, batch, groups, m, sizeof(floating), threads,
+                                xs, batch * Cin * rn * cn, ws, O * C * kh * kw, A_IM2COL)
+                    _execute(&sub, xs, ws, bias, ys)
+                    with nogil:
+                        _paste_block(ys, batch * O, oh, ow, out, OH, OW, bh[4 * i], bw[4 * j],
+                                     False)
+    finally:
+        free(bh)
+        free(bw)
+        free(xs)
+        free(ws)
+        free(ys)
+    return 0
+
+
+cdef int _bands_run(const ConvPlan *p, const floating *a, const floating *b,
+                    const floating *bias, floating *out) except -1:
+    """Run a bands plan (operands as _execute's) on its full (uncropped) kernel; a stride-1
+    input gradient as the forward of grad_output with the flipped, transposed kernel."""
+    cdef cconv_geom g = p.g
+    cdef Py_ssize_t khw, C, mo, gi, c, o, r
+    cdef floating *wt
+    if p.trimmed:
+        g.pad_top += p.tap_h0 * g.dilation_h
+        g.pad_left += p.tap_w0 * g.dilation_w
+        g.kernel_h = p.full_kh
+        g.kernel_w = p.full_kw
+    if p.pass_ != P_GRAD_INPUT:
+        return _bands_pass(p.pass_, &g, p.batch, p.groups, p.m, a, b, bias, out,
+                           p.sub_threads, p.split_h, p.split_w)
+    # via_forward: g is the transposed geometry, p.m the conv's input channels per group
+    khw = g.kernel_h * g.kernel_w
+    C = p.m
+    mo = g.channels
+    wt = <floating *>malloc(max(p.groups * C * mo * khw, 1) * sizeof(floating))
+    if wt == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for gi in range(p.groups):
+                for c in range(C):
+                    for o in range(mo):
+                        for r in range(khw):
+                            wt[((gi * C + c) * mo + o) * khw + khw - 1 - r] = \
+                                b[((gi * mo + o) * C + c) * khw + r]
+        _bands_pass(P_FORWARD, &g, p.batch, p.groups, p.m, a, wt, <const floating *>NULL,
+                    out, p.sub_threads, p.split_h, p.split_w)
+    finally:
+        free(wt)
+    return 0
+
+
 cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
                   const floating *bias, floating *out) except -1:
     """Run pass p (anything but A_EMPTY) into out; a, b: its operands in the planner's order
     (forward: x, w; grad_input: grad_output, w; grad_weight: x, grad_output)."""
+    if p.algo == A_BANDS:
+        return _bands_run(p, a, b, bias, out)
     cdef _Scratch scratch = _scratch_for(p)
     cdef floating *ws = <floating *>_ptr(scratch)
     cdef floating small_wt[_SMALL_WEIGHTS]
@@ -692,6 +882,10 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
     blocking = _blocking_used(p)
     if blocking:
         info["blocking"] = blocking
+    if p.algo == A_BANDS:     # rectangles of the output, each an unpadded im2col sub-pass
+        info["pieces"] = int(p.pieces)
+        info["split"] = ("rows x cols" if p.split_h and p.split_w
+                         else "rows" if p.split_h else "cols")
     if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
         info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:

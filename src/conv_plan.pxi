@@ -28,10 +28,12 @@ cdef enum:
     A_ROWS = 9        # few output pixels: weight rows read in place (conv_rows.h)
     A_DEPTHWISE = 10  # one input and 1-2 output channels per group: vector loops per plane
     A_VOLUME = 11     # conv3d: implicit GEMM on a zero-padded (polyphase) copy of each volume
-    N_ALGOS = 12
+    A_BANDS = 12      # output cut into bands of rows x columns with the same live taps: an
+    #                   unpadded im2col sub-pass on each (no multiply-add meets the padding)
+    N_ALGOS = 13
 
 ALGORITHMS = ("empty", "direct", "padded", "im2col", "lanes", "winograd", "dot", "col2im", "sum",
-              "rows", "depthwise", "volume")
+              "rows", "depthwise", "volume", "bands")
 
 cdef enum:  # passes
     P_FORWARD = 0
@@ -207,6 +209,7 @@ cdef enum:
     W_DOT_POINTWISE
     W_IM2COL_IN_PLACE
     W_LANES_ROW
+    W_BANDS
 
 REASONS = (
     "no work: an empty batch or no input channels; the output is the bias or zeros",
@@ -250,6 +253,9 @@ REASONS = (
     "multiply-adds on few channels or pixels",
     "float32 on AVX-512, one output row (conv1d) filling the 16-lane blocks, >= 2 slices: no "
     "grid columns to waste, aligned weight vectors and broadcast inputs",
+    "most multiply-adds would read zero padding (dilation or padding against a small map): "
+    "the output in rectangles of equal live taps, each an unpadded im2col pass on its live "
+    "taps, costs less than the padded pass with the copies and per-piece overhead",
 )
 
 # ---- workspace regions --------------------------------------------------------------------
@@ -313,6 +319,9 @@ cdef struct ConvPlan:
     bint vol_wide             # volume: runs the 4 x 3-vector tile (_choose_vol_kernel)
     Py_ssize_t tap_d0, full_kd    # volume, trimmed: depth taps [tap_d0, +d.kernel_d) of full_kd
     Py_ssize_t batch, groups, m   # m: output channels per group of that geometry
+    Py_ssize_t pieces         # bands: rectangles with live taps (sub-passes run)
+    int sub_threads           # bands: the thread count the sub-passes are planned with
+    bint split_h, split_w     # bands: rows / columns cut into bands (else whole, padded)
     Py_ssize_t off[N_REGIONS]
     Py_ssize_t size[N_REGIONS]
     Py_ssize_t t_off[N_TREGIONS]
@@ -486,6 +495,148 @@ cdef int _trim_taps(ConvPlan *p, int fin) noexcept nogil:
     s.kernel_w = w1 - w0 + 1
     _book(p, R_CROPPED, p.groups * p.m * s.channels * s.kernel_h * s.kernel_w)
     return 1
+
+
+# ---- bands: the output in rectangles of equal live taps ------------------------------------
+# Tap t of output o reads row o*stride + t*dilation - pad: the taps that read a real row form
+# a contiguous range [t0, t1) that moves monotonically with o, so the outputs of one
+# dimension fall into at most 2k-1 bands of equal ranges, and rows and columns are
+# independent.  On a rectangle (row band x column band) the pass is an ordinary unpadded
+# convolution of a cropped input region with the cropped kernel [t0h, t1h) x [t0w, t1w):
+# summed over the rectangles that is exactly the multiply-adds that read real input.  Each
+# rectangle costs a copy of its input region and output (or grad_output) block and a
+# sub-pass's fixed overhead (planning, scratch, a team's wake-up, packing its weights).
+DEF _BANDS_MAX_KERNEL = 64
+# Fixed cost of one rectangle's sub-pass besides its weights, in multiply-adds at GEMM speed:
+# the sub-plan lookup, the scratch and a team's wake-up, a few us (not fitted).
+DEF _BANDS_PIECE = 143000.0
+# Bands must save this fraction of the padded pass's modelled cost: the model does not see
+# the sub-passes' smaller GEMMs (partial tiles on thin bands).
+DEF _BANDS_MARGIN = 0.8
+# Copying one element of a rectangle's input region or output block (whole rows, memcpy),
+# in multiply-adds at GEMM speed: a quarter of packing an im2col element (_IM2COL_PACK_FWD).
+DEF _BANDS_COPY = 8.0
+# Copying (element loops) and packing one weight element of a rectangle's taps: ~1.3 ns
+# each, measured (perf) on N1 C80->144 14x21 dilation 12 at ~50 multiply-adds per ns.
+DEF _BANDS_WEIGHT = 64.0
+
+
+cdef Py_ssize_t cconv_bands(Py_ssize_t size, Py_ssize_t out, Py_ssize_t kernel,
+                            Py_ssize_t stride, Py_ssize_t dilation, Py_ssize_t pad,
+                            Py_ssize_t *b, double *sums) noexcept nogil:
+    """The bands of one dimension with at least one live tap, into b[4 i ..]: outputs
+    [o0, o1) and taps [t0, t1); returns how many (at most 2 kernel).  sums[0]: live
+    (output, tap) pairs; sums[1]: input rows the bands' regions span; sums[2]: outputs with
+    a live tap.  b must hold 4 * (2 kernel + 2) entries."""
+    cdef Py_ssize_t o, base, t0, t1, n = 0, cur0 = -1, cur1 = -1
+    sums[0] = sums[1] = sums[2] = 0
+    for o in range(out):
+        base = o * stride - pad
+        t0 = 0 if base >= 0 else (-base + dilation - 1) // dilation
+        t1 = 0 if base >= size else min(kernel, (size - 1 - base) // dilation + 1)
+        if t1 <= t0:
+            cur0 = cur1 = -1          # a position with no live tap ends the band
+            continue
+        sums[0] += t1 - t0
+        sums[2] += 1
+        if t0 != cur0 or t1 != cur1:
+            b[4 * n] = o
+            b[4 * n + 2] = t0
+            b[4 * n + 3] = t1
+            n += 1
+            cur0 = t0
+            cur1 = t1
+        b[4 * n - 3] = o + 1
+    for o in range(n):
+        sums[1] += ((b[4 * o + 1] - 1 - b[4 * o]) * stride
+                    + (b[4 * o + 3] - 1 - b[4 * o + 2]) * dilation + 1)
+    return n
+
+
+cdef Py_ssize_t _bands_list(const cconv_geom *s, bint rows, bint split,
+                            Py_ssize_t *b) noexcept nogil:
+    """One dimension's bands (cconv_bands) when split, else one band: the whole dimension
+    (outputs [0, out), taps [0, k), its padding kept); b as cconv_bands's."""
+    cdef double sums[3]
+    cdef Py_ssize_t out = s.out_h if rows else s.out_w, k = s.kernel_h if rows else s.kernel_w
+    if not split:
+        b[0] = 0
+        b[1] = out
+        b[2] = 0
+        b[3] = k
+        return 1
+    return cconv_bands(s.in_h if rows else s.in_w, out, k, s.stride_h if rows else s.stride_w,
+                       s.dilation_h if rows else s.dilation_w,
+                       s.pad_top if rows else s.pad_left, b, sums)
+
+
+cdef inline Py_ssize_t _band_span(const cconv_geom *s, bint rows, bint split,
+                                  const Py_ssize_t *b) noexcept nogil:
+    """Input rows (columns) a band's region copies."""
+    if not split:
+        return s.in_h if rows else s.in_w
+    return ((b[1] - 1 - b[0]) * (s.stride_h if rows else s.stride_w)
+            + (b[3] - 1 - b[2]) * (s.dilation_h if rows else s.dilation_w) + 1)
+
+
+cdef int _bands_cost(ConvPlan *p, double pack, double full_per_col) noexcept nogil:
+    """Chooses how bands cut p.g (forward-shaped: also a stride-1 grad_input on its
+    transposed geometry; or a weight gradient): rows, columns or both into bands (a
+    dimension not cut keeps its padding), into p.split_h, p.split_w, p.pieces.  Returns 0:
+    bands do not apply (no multiply-add reads the padding, a kernel over _BANDS_MAX_KERNEL
+    taps); 1: apply but cost more than the padded pass; 2: apply and pay.  Cost in
+    multiply-adds at GEMM speed, per rectangle: its GEMM over its live taps and its columns
+    rounded up to whole nr panels (a rectangle of 2 pixels computes a whole panel), (m +
+    pack) per tap and column (pack: the im2col packing spread over m rows; full_per_col
+    for the padded pass, its algorithm's rate); copying its input region and output block
+    (_BANDS_COPY per element); copying and packing its weights (_BANDS_WEIGHT per
+    element); _BANDS_PIECE.  The padded pass runs every tap on every column, packs the
+    weights once."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t bh[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef Py_ssize_t bw[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef double C = s.channels, m = p.m, G = p.groups, N = p.batch
+    cdef double cost, best = -1, full, taps, cols
+    cdef double live_all = 0
+    cdef Py_ssize_t nh, nw, i, j
+    cdef int sh, sw
+    p.pieces = 0
+    if s.kernel_h > _BANDS_MAX_KERNEL or s.kernel_w > _BANDS_MAX_KERNEL or not _reads_padding(s):
+        return 0
+    full = (G * C * s.kernel_h * s.kernel_w * full_per_col
+            * _round_up(p.batch * s.out_h * s.out_w, p.nr)
+            + G * m * C * s.kernel_h * s.kernel_w * _BANDS_WEIGHT)
+    for sh in range(2):
+        for sw in range(2):
+            if not (sh or sw):
+                continue
+            nh = _bands_list(s, True, sh, bh)
+            nw = _bands_list(s, False, sw, bw)
+            if nh * nw == 0:
+                continue
+            cost = nh * nw * _BANDS_PIECE
+            live_all = 0
+            for i in range(nh):
+                for j in range(nw):
+                    taps = <double>(bh[4 * i + 3] - bh[4 * i + 2]) * (bw[4 * j + 3] - bw[4 * j + 2])
+                    cols = _round_up(p.batch * (bh[4 * i + 1] - bh[4 * i])
+                                     * (bw[4 * j + 1] - bw[4 * j]), p.nr)
+                    live_all += taps * (bh[4 * i + 1] - bh[4 * i]) * (bw[4 * j + 1] - bw[4 * j])
+                    cost += (G * C * taps * cols * (m + pack)
+                             + G * m * C * taps * _BANDS_WEIGHT
+                             + _BANDS_COPY * N * G * (C * _band_span(s, True, sh, bh + 4 * i)
+                                                      * _band_span(s, False, sw, bw + 4 * j)
+                                                      + m * cols / N))
+            if live_all >= <double>s.kernel_h * s.kernel_w * s.out_h * s.out_w:
+                continue      # nothing skipped
+            if best < 0 or cost < best:
+                best = cost
+                p.split_h = sh
+                p.split_w = sw
+                p.pieces = nh * nw
+    if best < 0:
+        return 0
+    return 2 if best < _BANDS_MARGIN * full else 1
 
 
 cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
@@ -687,6 +838,9 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
                 return A_WINOGRAD
         if _forced_algo == A_ROWS and not p.via_forward and _rows_fit(p):
             return A_ROWS
+        if (_forced_algo == A_BANDS and (fin & F_OTHER)
+                and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD)):
+            return A_BANDS
         p.forced = -1
     if macs < _DIRECT_MAX_MACS and direct_exact:
         p.reason = W_TINY
@@ -703,6 +857,13 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     if not p.via_forward and _rows_pays(p, P_FORWARD):
         p.reason = W_ROWS
         return A_ROWS
+    # Not few pixels (rows above streams the weights once): skipping the padding's
+    # multiply-adds, only with finite weights (PyTorch's 0 * inf = NaN on the padding) and
+    # channels enough for the sub-passes' GEMMs.
+    if (pad and (fin & F_OTHER) and gemm_pays
+            and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD) == 2):
+        p.reason = W_BANDS
+        return A_BANDS
     if _wino_pays(p):
         p.needs |= F_DATA | F_OTHER
         if fin == F_ALL:
@@ -771,6 +932,9 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef Py_ssize_t P = s.out_h * s.out_w, tasks
     _choose_kernel(p, m, False)
     p.algo = _forward_choice(p, macs, fin)
+    if p.algo == A_BANDS:       # the sub-passes plan their own teams
+        p.sub_threads = p.threads
+        return
     if p.algo == A_DIRECT:
         p.threads = _team(p.threads, macs, p.batch * p.groups * m)
         return
@@ -970,7 +1134,9 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         # F_OTHER the (flipped) weights, as in a forward pass
         _plan_forward_shape(p, macs, fin)
         n_wt = p.groups * s.channels * m * s.kernel_h * s.kernel_w
-        if not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
+        if p.algo == A_BANDS:       # flips the full kernel into its own buffer
+            pass
+        elif not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
             _book(p, R_FLIPPED, n_wt)
         _lay_out(p)
         return
@@ -1031,6 +1197,9 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
                 algo = A_WINOGRAD
         elif _forced_algo == A_ROWS and _rows_fit(p):
             algo = A_ROWS
+        elif (_forced_algo == A_BANDS and (fin & F_OTHER)
+              and _bands_cost(p, _IM2COL_PACK_GW, m + _IM2COL_PACK_GW)):
+            algo = A_BANDS
         if algo < 0:
             p.forced = -1
     if algo < 0:
@@ -1040,6 +1209,13 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
         elif _rows_pays(p, P_GRAD_WEIGHT):
             algo = A_ROWS
             p.reason = W_ROWS
+        elif (pad and (fin & F_OTHER) and gemm_pays
+              and _bands_cost(p, _IM2COL_PACK_GW,
+                              min(m + _IM2COL_PACK_GW,
+                                  <double>_dot_grid(p) * m / P if dot_ok and not in_place
+                                  else m + _IM2COL_PACK_GW)) == 2):
+            algo = A_BANDS        # the dot kernel's rate: m per grid column
+            p.reason = W_BANDS
         elif dot_ok and in_place and (not gemm_pays or _pw_dot_pays(p)):
             algo = A_DOT
             p.reason = W_DOT_POINTWISE
@@ -1065,6 +1241,10 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
                 algo = A_WINOGRAD
                 p.reason = W_GW_WINOGRAD
     p.algo = algo
+    if algo == A_BANDS:
+        p.sub_threads = p.threads
+        _lay_out(p)
+        return
     if algo == A_DIRECT:
         p.threads = _team(p.threads, macs, p.groups * m)
         _lay_out(p)

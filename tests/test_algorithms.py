@@ -93,6 +93,9 @@ def _draw(rng, algo, dtype):
     elif rng.random() < 0.6:        # stride 1 lets grad_input run as a forward pass
         stride = (1, 1)
     padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+    if algo == "bands":             # dilation and padding that make taps read the padding
+        dilation = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        padding = tuple(int(rng.integers(1, d * (k - 1) + 2)) for d, k in zip(dilation, (kh, kw)))
     h = int(rng.integers(max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]), 14))
     w = int(rng.integers(max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]), 14))
     n = int(rng.integers(1, 4))
@@ -212,6 +215,13 @@ def _natural_cases():
                       (arr(2, 8, 12, 12), arr(2, 8, 12, 12), arr(8, 8, 3, 3)), dict(padding=1)))
         cases.append(("dot", "grad_weight", "conv2d_backward",     # 1x1, few channels: in place
                       (arr(1, 16, 30, 41), arr(1, 4, 30, 41), arr(16, 4, 1, 1)), {}))
+    # dilation 6 on 9x9 maps: 31% of the multiply-adds read real input
+    cases += [("bands", "forward", "conv2d", (arr(8, 32, 9, 9), arr(48, 32, 3, 3)),
+               dict(padding=6, dilation=6)),
+              ("bands", "grad_input", "conv2d_backward",
+               (arr(8, 48, 9, 9), arr(8, 32, 9, 9), arr(48, 32, 3, 3)), dict(padding=6, dilation=6)),
+              ("bands", "grad_weight", "conv2d_backward",
+               (arr(8, 48, 9, 9), arr(8, 32, 9, 9), arr(48, 32, 3, 3)), dict(padding=6, dilation=6))]
     if _info()["channels_in_lanes"]:
         cases.append(("lanes", "forward", "conv2d", (arr(2, 6, 12, 12), arr(16, 6, 5, 5)), {}))
     return cases
@@ -426,6 +436,7 @@ APPLIES = {  # passes each algorithm applies to, on the random geometries of _dr
     "sum": ["grad_bias"],
     "rows": ["forward", "grad_input", "grad_weight"],
     "depthwise": ["forward", "grad_input", "grad_weight"],
+    "bands": ["forward", "grad_input", "grad_weight"],
 }
 
 
@@ -491,6 +502,8 @@ def _thread_cases():
               ("conv_transpose2d_backward", (rng.standard_normal((4, 5, 35, 31)), x,
                                              rng.standard_normal((6, 5, 3, 3))), dict(stride=2)),
               ("conv2d", (rng.standard_normal((1, 640, 1, 1)), rng.standard_normal((768, 640, 1, 1))), {}),
+              ("conv2d_backward", (rng.standard_normal((2, 24, 9, 11)), rng.standard_normal((2, 16, 9, 11)),
+                                   rng.standard_normal((24, 16, 3, 3))), dict(padding=(6, 8), dilation=(6, 8))),
               ("conv2d_backward", (rng.standard_normal((1, 384, 2, 2)), rng.standard_normal((1, 320, 3, 3)),
                                    rng.standard_normal((384, 320, 2, 2))), {}),
               ("max_pool2d", (x, 3), dict(stride=2, padding=1, return_indices=True)),

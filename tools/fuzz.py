@@ -74,6 +74,8 @@ class Fuzzer:
         self.pointwise_gemm_rng = np.random.default_rng([seed, 6])
         # conv1d with 65-150 output channels per group (channels in lanes on one output row)
         self.row_lanes_rng = np.random.default_rng([seed, 7])
+        # dilated layers on small maps with channels enough for the bands algorithm
+        self.dilated_rng = np.random.default_rng([seed, 8])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.rows_in_place = 0                  # conv3d forwards planned with output rows written in place
@@ -289,6 +291,34 @@ class Fuzzer:
             # cancelling values can differ from the reference's by more than 1e-5 relative
             need_input, need_weight, _ = self._mask()
             self.run("conv2d_backward", gy, x, w, **geometry, output_mask=(need_input, need_weight, False))
+
+    def conv_dilated(self, dtype):
+        """A dilated layer (dilation 2-9, padding up to the kernel's extent, 'same' with even
+        kernels now and then) on a map of 4-15 pixels a side with 12-40 channels, batch 1-6:
+        most taps of most pixels read the padding (the bands algorithm, when the planner
+        finds it pays).  Drawn from dilated_rng."""
+        with self._drawing_from(self.dilated_rng):
+            groups = self._int(1, 2)
+            c, o = groups * self._int(12, 32), groups * self._int(12, 40)
+            kh, kw = self._int(2, 5), self._int(2, 5)
+            dh, dw = self._int(2, 9), self._int(2, 9)
+            x = self._array((self._int(1, 6), c, self._int(4, 15), self._int(4, 15)), dtype)
+            w = self._array((o, c // groups, kh, kw), dtype)
+            b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+            if self.rng.random() < 0.2:
+                geometry = dict(stride=1, padding="same")
+            else:
+                geometry = dict(stride=(1, 1) if self.rng.random() < 0.5 else self._pair(1, 2),
+                                padding=(self._int(dh * (kh - 1) // 2, dh * (kh - 1)),
+                                         self._int(dw * (kw - 1) // 2, dw * (kw - 1))))
+            geometry.update(dilation=(dh, dw), groups=groups)
+            y = self.run("conv2d", x, w, b, **geometry)
+            if y is not None:
+                gy = self._array(y.shape, dtype)
+                need_input, need_weight, _ = self._mask()
+                self.run("conv2d_backward", gy, x, w, **geometry,
+                         output_mask=(need_input, need_weight, False))
+
     def conv_pointwise(self, dtype):
         """A 1x1 stride-1 layer with 1-8 channels on one side, 1-40 on the other, on a map of
         10-60 pixels a side, some grouped: the weight gradient's dot kernel in place (vector
@@ -635,6 +665,8 @@ class Fuzzer:
                     self.conv_pointwise_gemm(dtypes[self.draw // 100 % 2])
                 if self.draw % 50 == 25:
                     self.conv1d_row_lanes(dtypes[self.draw // 50 % 2])
+                if self.draw % 100 == 25:
+                    self.conv_dilated(dtypes[self.draw // 100 % 2])
         return self
 
 

@@ -1,0 +1,178 @@
+"""The bands algorithm: dilated (or heavily padded) convolutions on small maps, cut into
+rectangles of output pixels that share their live kernel taps.
+
+With dilation comparable to the map, most taps of most output pixels read zero padding.  The
+planner cuts each dimension's outputs into bands of equal live-tap ranges and runs every
+rectangle as an unpadded im2col sub-pass on its taps.  Here, on random dilated geometries
+(odd sizes, kh != kw, stride 1-2, groups, asymmetric 'same' padding), both dtypes: explain
+proves the bands path ran (and the pass counters agree), forward, grad_input, grad_weight and
+grad_bias match the NumPy reference; a brute-force count of live multiply-adds checks the
+rectangles; 1, 2 and 3 threads give the same bits; non-finite weights (forward, grad_input)
+or grad_output (grad_weight) keep a path that multiplies the padding, as PyTorch does.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cconv
+from cconv import _shapes
+from conftest import BACKENDS_UNDER_TEST, REFERENCE, assert_close, assert_identical, tally
+
+pytestmark = pytest.mark.skipif("cython" not in BACKENDS_UNDER_TEST,
+                                reason="plans exist in the compiled backend only")
+
+
+def _counts():
+    from cconv import _compiled
+    return _compiled._conv.algorithm_counts()
+
+
+def _ran(before):
+    after = _counts()
+    return {pass_: algo for (algo, pass_), n in after.items() if n > before.get((algo, pass_), 0)}
+
+
+def _live_pairs(size, out, kernel, stride, dilation, pad):
+    """Brute force: (live (output, tap) pairs, bands with live taps) of one dimension."""
+    ranges = []
+    for o in range(out):
+        taps = [t for t in range(kernel) if 0 <= o * stride - pad + t * dilation < size]
+        ranges.append((taps[0], taps[-1] + 1) if taps else None)
+    bands = sum(1 for i, r in enumerate(ranges) if r is not None and (i == 0 or ranges[i - 1] != r))
+    return sum(r[1] - r[0] for r in ranges if r), bands
+
+
+def _draw(rng, dtype):
+    """A dilated conv2d on a small map, with enough work that the planner takes bands."""
+    while True:
+        groups = int(rng.choice([1, 1, 2]))
+        cin = groups * int(rng.integers(12, 33))
+        cout = groups * int(rng.integers(12, 41))
+        kh, kw = int(rng.choice([2, 3, 3, 4, 5])), int(rng.choice([2, 3, 3, 4]))
+        h, w = int(rng.integers(5, 16)), int(rng.integers(5, 16))
+        if rng.random() < 0.25:                       # asymmetric: even kernels, odd dilation
+            dilation = (int(rng.choice([3, 5, 7])), int(rng.choice([3, 5, 7])))
+            stride, padding = (1, 1), "same"
+        else:
+            dilation = (int(rng.integers(3, 10)), int(rng.integers(3, 10)))
+            stride = (1, 1) if rng.random() < 0.5 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            padding = tuple(int(rng.integers(d * (k - 1) // 2, d * (k - 1) + 1))
+                            for d, k in zip(dilation, (kh, kw)))
+        n = int(rng.integers(4, 9))
+        try:
+            g = _shapes.conv_geometry((n, cin, h, w), (cout, cin // groups, kh, kw), stride, padding,
+                                      dilation, groups)
+        except ValueError:
+            continue
+        x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+        wt = (rng.standard_normal((cout, cin // groups, kh, kw)) * 0.1).astype(dtype)
+        b = rng.standard_normal(cout).astype(dtype)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        if cconv.explain("conv2d", x, wt, b, **kwargs)["forward"]["algorithm"] == "bands":
+            return x, wt, b, kwargs, g
+
+
+def _expected_pieces(g, split):
+    """Rectangles of a bands plan that cuts ``split`` ("rows", "cols" or "rows x cols")."""
+    _, nh = _live_pairs(g.in_h, g.out_h, g.kernel_h, g.stride_h, g.dilation_h, g.pad_top)
+    _, nw = _live_pairs(g.in_w, g.out_w, g.kernel_w, g.stride_w, g.dilation_w, g.pad_left)
+    return (nh if "rows" in split else 1) * (nw if "cols" in split else 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_dilated_geometries(dtype):
+    rng = np.random.default_rng(7 if dtype is np.float32 else 8)
+    hits = {"forward": 0, "grad_input": 0, "grad_weight": 0}
+    for _ in range(16):
+        x, w, b, kwargs, g = _draw(rng, dtype)
+        context = f"{dtype.__name__} x{x.shape} w{w.shape} {kwargs}"
+        plan = cconv.explain("conv2d", x, w, b, **kwargs)["forward"]
+        assert plan["algorithm"] == "bands", (plan, context)
+        assert plan["pieces"] == _expected_pieces(g, plan["split"]), (plan, context)
+        assert "zero padding" in plan["reason"]
+        before = _counts()
+        y = cconv.conv2d(x, w, b, **kwargs, backend="cython")
+        assert _ran(before) == {"forward": "bands"}, context
+        assert_close(y, cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE), context="forward " + context)
+        hits["forward"] += 1
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs)
+        before = _counts()
+        got = cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython")
+        assert _ran(before) == {k: v["algorithm"] for k, v in plan.items()}, (plan, context)
+        for name in ("grad_input", "grad_weight"):
+            if plan[name]["algorithm"] == "bands":
+                hits[name] += 1
+        ref = cconv.conv2d_backward(gy, x, w, **kwargs, backend=REFERENCE)
+        for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, ref):
+            assert_close(a, e, context=f"{name} {context}")
+    # grad_input runs as bands only at stride 1 (a forward of grad_output); most draws are
+    assert hits["forward"] == 16 and hits["grad_input"] >= 1 and hits["grad_weight"] >= 3, hits
+    tally("bands (random dilated geometries)", dtype.__name__, sum(hits.values()))
+
+
+def test_live_work_only():
+    """ASPP-like: the rectangles' live pairs are the brute-force count, far below the full."""
+    g = _shapes.conv_geometry((1, 8, 33, 33), (8, 8, 3, 3), (1, 1), 18, (18, 18), 1)
+    live, bands = _live_pairs(g.in_h, g.out_h, 3, 1, 18, 18)
+    assert bands == 3 and live == 15 + 33 + 15   # outer taps live on 15 of 33 rows
+    assert (live / (3 * 33)) ** 2 < 0.41
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bit_identical_on_1_2_3_threads(dtype):
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((64, 24, 13, 11)).astype(dtype)
+    w = (rng.standard_normal((40, 12, 3, 2)) * 0.1).astype(dtype)
+    gy_shape = cconv.conv2d(x, w, padding=(8, 6), dilation=(8, 7), groups=2).shape
+    gy = rng.standard_normal(gy_shape).astype(dtype)
+    kwargs = dict(padding=(8, 6), dilation=(8, 7), groups=2)
+    saved = cconv.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            cconv.set_num_threads(n)
+            plan = {**cconv.explain("conv2d", x, w, **kwargs),
+                    **cconv.explain("conv2d_backward", gy, x, w, **kwargs)}
+            assert all(plan[p]["algorithm"] == "bands" for p in ("forward", "grad_input", "grad_weight")), plan
+            if n == 2:
+                assert plan["forward"]["threads"] == 2, plan
+            results.append((cconv.conv2d(x, w, **kwargs, backend="cython"),)
+                           + cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython"))
+        for other in results[1:]:
+            for a, e in zip(results[0], other):
+                assert_identical(e, a, context="bands threads")
+    finally:
+        cconv.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["w", "gy", "x"])
+def test_nonfinite_operands(dtype, where):
+    """Non-finite weights: forward and grad_input multiply the padding (0 * inf = NaN); a
+    non-finite grad_output: grad_weight does; a non-finite input changes nothing (bands
+    never multiply padding by anything but finite weights)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 32, 9, 9)).astype(dtype)
+    w = rng.standard_normal((48, 32, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((8, 48, 9, 9)).astype(dtype)
+    kwargs = dict(padding=6, dilation=6)
+    if where == "w":
+        w[3, 4, 0, 0] = np.inf
+    elif where == "gy":
+        gy[2, 5, 4, 4] = np.nan
+    else:
+        x[1, 2, 3, 3] = -np.inf
+    fwd = cconv.explain("conv2d", x, w, **kwargs)["forward"]["algorithm"]
+    plan = cconv.explain("conv2d_backward", gy, x, w, **kwargs)
+    assert (fwd == "bands") == (where != "w")
+    assert (plan["grad_input"]["algorithm"] == "bands") == (where != "w")
+    assert (plan["grad_weight"]["algorithm"] == "bands") == (where != "gy")
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_close(cconv.conv2d(x, w, **kwargs, backend="cython"),
+                     cconv.conv2d(x, w, **kwargs, backend=REFERENCE), context=f"forward {where}")
+        got = cconv.conv2d_backward(gy, x, w, **kwargs, backend="cython")
+        ref = cconv.conv2d_backward(gy, x, w, **kwargs, backend=REFERENCE)
+    for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, ref):
+        assert_close(a, e, context=f"{name} {where}")
