@@ -314,23 +314,16 @@ cdef int _bands_pass(int pass_, const cconv_geom *g, Py_ssize_t batch, Py_ssize_
         for i in range(nh):
             oh = bh[4 * i + 1] - bh[4 * i]
             kh = bh[4 * i + 3] - bh[4 * i + 2]
-            r0 = bh[4 * i] * g.stride_h - g.pad_top + bh[4 * i + 2] * g.dilation_h
-            rn = (oh - 1) * g.stride_h + (kh - 1) * g.dilation_h + 1
-            s2.pad_top = 0
-            if not split_h:       # the whole dimension, padded as the pass is
-                r0 = 0
-                rn = H
-                s2.pad_top = g.pad_top
+            # a dimension not cut is the whole of it, padded as the pass is
+            r0 = _band_start(g, True, split_h, bh + 4 * i)
+            rn = _band_span(g, True, split_h, bh + 4 * i)
+            s2.pad_top = 0 if split_h else g.pad_top
             for j in range(nw):
                 ow = bw[4 * j + 1] - bw[4 * j]
                 kw = bw[4 * j + 3] - bw[4 * j + 2]
-                c0 = bw[4 * j] * g.stride_w - g.pad_left + bw[4 * j + 2] * g.dilation_w
-                cn = (ow - 1) * g.stride_w + (kw - 1) * g.dilation_w + 1
-                s2.pad_left = 0
-                if not split_w:
-                    c0 = 0
-                    cn = W
-                    s2.pad_left = g.pad_left
+                c0 = _band_start(g, False, split_w, bw + 4 * j)
+                cn = _band_span(g, False, split_w, bw + 4 * j)
+                s2.pad_left = 0 if split_w else g.pad_left
                 s2.in_h = rn
                 s2.in_w = cn
                 s2.kernel_h = kh

@@ -570,6 +570,17 @@ cdef Py_ssize_t _bands_list(const cconv_geom *s, bint rows, bint split,
                        s.pad_top if rows else s.pad_left, b, sums)
 
 
+cdef inline Py_ssize_t _band_start(const cconv_geom *s, bint rows, bint split,
+                                   const Py_ssize_t *b) noexcept nogil:
+    """First input row (column) of a band's region: its first output's first live tap, or 0
+    for a dimension not cut (the whole of it, padding kept)."""
+    if not split:
+        return 0
+    if rows:
+        return b[0] * s.stride_h - s.pad_top + b[2] * s.dilation_h
+    return b[0] * s.stride_w - s.pad_left + b[2] * s.dilation_w
+
+
 cdef inline Py_ssize_t _band_span(const cconv_geom *s, bint rows, bint split,
                                   const Py_ssize_t *b) noexcept nogil:
     """Input rows (columns) a band's region copies."""
