@@ -1,7 +1,8 @@
 """Thread policy under load: cconv calls on 1 and 2 threads while another process keeps a core busy.
 
-Each thread count runs in a fresh process (optionally with extra environment, e.g. a libgomp
-wait policy, which libgomp reads when it loads) next to one competing busy process. Every call is
+Each thread count runs in fresh processes, 1 and 2 threads in turn for a few rounds (optionally
+with extra environment, e.g. a libgomp wait policy, which libgomp reads when it loads), next to
+one competing busy process. Every call is
 timed individually; the report gives per call and thread count the median and the 90th
 percentile, and checks the target: on 2 threads the median is no worse than on 1 thread and the
 p90 within 1.5x of the median.
@@ -86,6 +87,9 @@ def _stats(times):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200, help="timed calls per case (default 200)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternate 1- and 2-thread processes this many times, calls split "
+                             "between them (default 4)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the timed processes (repeatable)")
     parser.add_argument("--no-load", action="store_true", help="no competing process (for comparison)")
@@ -96,16 +100,23 @@ def main(argv=None):
         return _worker(args.worker)
     env_extra = dict(item.split("=", 1) for item in args.env)
     busy = None if args.no_load else _busy()
+    raw = {1: {}, 2: {}}
     try:
         time.sleep(0.5)
-        raw = {t: _run(t, args.calls, env_extra) for t in (1, 2)}
+        # Fresh processes on 1 and 2 threads in turn, so that both see the same drift in load.
+        per_round = max(1, args.calls // args.rounds)
+        for _ in range(args.rounds):
+            for t in (1, 2):
+                for name, times in _run(t, per_round, env_extra).items():
+                    raw[t].setdefault(name, []).extend(times)
     finally:
         if busy is not None:
             busy.kill()
             busy.wait()
     load = "no competing process" if args.no_load else "one competing busy process"
     extra = " ".join(args.env) or "default wait policy"
-    print(f"# cconv under load: {load}; {extra}; {args.calls} calls per case; float32; times in ms\n")
+    print(f"# cconv under load: {load}; {extra}; {args.calls} calls per case in {args.rounds} "
+          f"alternating rounds; float32; times in ms\n")
     print("| call | 1 thread median | 1 thread p90 | 2 threads median | 2 threads p90 | p90/median (2) | target met |")
     print("|---|---:|---:|---:|---:|---:|:-:|")
     rows = []

@@ -94,4 +94,6 @@ def build_info():
     info["pool_simd"] = _pool.pool_isa
     info["pool_algorithms"] = list(_pool.POOL_ALGORITHMS)
     info["half_conversion"] = _conv.half_variant()
+    one, team = (a + b for a, b in zip(_conv.team_runs(), _pool.team_runs()))
+    info["adaptive_threads"].update(calls_on_one_thread=one, calls_on_the_team=team)
     return info

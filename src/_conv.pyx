@@ -396,10 +396,46 @@ cdef int _bands_run(const ConvPlan *p, const floating *a, const floating *b,
     return 0
 
 
+cdef void _plan_key(const ConvPlan *p, Py_ssize_t *key) noexcept nogil:
+    """The timed team choice's key (threads.pxi) of a plan: what sets its time."""
+    cdef const cconv_geom *g = &p.g
+    cdef Py_ssize_t fields[_TEAM_KEY]
+    fields[:] = [p.pass_ | (p.algo << 4) | (p.itemsize << 12) | (p.via_forward << 20),
+                 p.threads | (p.side_threads << 16), p.batch, p.groups, p.m,
+                 g.channels, g.in_h, g.in_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
+                 g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_h, g.out_w,
+                 p.d.in_d, p.d.kernel_d, p.d.stride_d, p.d.pad_front, p.d.dilation_d, p.d.out_d]
+    memcpy(key, fields, sizeof(fields))
+
+
 cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
                   const floating *bias, floating *out) except -1:
     """Run pass p (anything but A_EMPTY) into out; a, b: its operands in the planner's order
-    (forward: x, w; grad_input: grad_output, w; grad_weight: x, grad_output)."""
+    (forward: x, w; grad_input: grad_output, w; grad_weight: x, grad_output), on the plan's
+    team or on one thread, whichever the timed team choice (threads.pxi) finds faster."""
+    cdef Py_ssize_t key[_TEAM_KEY]
+    cdef TeamStats *st = NULL
+    cdef ConvPlan one
+    cdef int team = max(p.threads, p.side_threads), ran
+    cdef double t0
+    if p.algo == A_BANDS or team < 2 or not _adaptive_teams:
+        return _execute_plan(p, a, b, bias, out)
+    _plan_key(p, key)
+    st = _team_slot(key)
+    ran = _team_now(st, team)
+    if ran == 1:
+        one = p[0]
+        one.threads = one.side_threads = 1
+        p = &one
+    t0 = cconv_now()
+    _execute_plan(p, a, b, bias, out)
+    _team_learn(st, ran, cconv_now() - t0)
+    return 0
+
+
+cdef int _execute_plan(const ConvPlan *p, const floating *a, const floating *b,
+                       const floating *bias, floating *out) except -1:
+    """_execute on the plan's own team."""
     if p.algo == A_BANDS:
         return _bands_run(p, a, b, bias, out)
     cdef _Scratch scratch = _scratch_for(p)
@@ -1019,6 +1055,11 @@ def build_info():
                         "setting (threadpoolctl's limit, $OMP_NUM_THREADS, the CPUs this process "
                         "may use), at most one thread per %d multiply-adds of a pass"
                         % _PARALLEL_MIN_MACS,
+        "adaptive_threads": {"enabled": bool(_adaptive_teams),
+                             "calls_on_one_thread": int(_team_runs[0]),
+                             "calls_on_the_team": int(_team_runs[1]),
+                             "override": "CCONV_ADAPTIVE_THREADS=0|1 (default 1: each planned team "
+                                         "is timed against one thread and the faster runs)"},
         "plan_cache": {"slots": _CACHE_SLOTS, "hits": int(_cache_hits),
                        "misses": int(_cache_misses)},
         "autotune": autotune_info(),

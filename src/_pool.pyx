@@ -26,12 +26,28 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
 include "isa.pxi"
 include "threads.pxi"
+
+
+cdef TeamStats *_pool_stats(int op, int itemsize, Py_ssize_t planes, Py_ssize_t work,
+                            Py_ssize_t in_size, Py_ssize_t out_size, int team) noexcept nogil:
+    """The timed team choice's record (threads.pxi) of a pool call: keyed by the op and what
+    sets its time; NULL for a team of one."""
+    cdef Py_ssize_t key[_TEAM_KEY]
+    memset(key, 0, sizeof(key))
+    key[0] = op
+    key[1] = itemsize
+    key[2] = planes
+    key[3] = work
+    key[4] = in_size
+    key[5] = out_size
+    key[6] = team
+    return _team_stats_for(key, team)
 
 
 cdef extern from "pool_kernels.h" nogil:
@@ -294,12 +310,17 @@ cdef inline Py_ssize_t _max_work(const PoolShape* s) noexcept nogil:
 cdef void _max_pool(const floating* xp, floating* op, int64_t* ip, const PoolShape* s,
                     int threads) noexcept:
     cdef int t, team = _elementwise_team(threads, s.planes, _max_work(s))
+    cdef TeamStats *st = _pool_stats(0, sizeof(floating), s.planes, _max_work(s),
+                                     s.in_d * s.in_h * s.in_w, s.out_d * s.out_h * s.out_w, team)
+    cdef double t0 = cconv_now()
+    team = _team_now(st, team)
     with nogil:
         if team == 1:
             _max_pool_planes(xp, op, ip, s, 0, s.planes)
         else:
             for t in prange(team, num_threads=team, schedule="static"):
                 _max_pool_planes(xp, op, ip, s, _split(s.planes, t, team), _split(s.planes, t + 1, team))
+    _team_learn(st, team, cconv_now() - t0)
 
 
 cdef _run_max_pool(x, out, indices, const PoolShape* s, int threads):
@@ -378,9 +399,13 @@ cdef Py_ssize_t _max_pool_backward(const floating[:, :, :, ::1] gy,
     cdef Py_ssize_t planes = gy.shape[0] * gy.shape[1], bad = 0
     cdef Py_ssize_t out_size = gy.shape[2] * gy.shape[3], in_size = grad.shape[2] * grad.shape[3]
     cdef int t, team = _elementwise_team(threads, planes, planes * (in_size + out_size))
+    cdef TeamStats *st = _pool_stats(1, sizeof(floating), planes, planes * (in_size + out_size),
+                                     in_size, out_size, team)
     cdef const floating* gp = &gy[0, 0, 0, 0]
     cdef const int64_t* ip = &indices[0, 0, 0, 0]
     cdef floating* rp = &grad[0, 0, 0, 0]
+    cdef double t0 = cconv_now()
+    team = _team_now(st, team)
     with nogil:
         if team == 1:
             bad = _max_unpool_planes(gp, ip, rp, out_size, in_size, 0, planes)
@@ -388,6 +413,7 @@ cdef Py_ssize_t _max_pool_backward(const floating[:, :, :, ::1] gy,
             for t in prange(team, num_threads=team, schedule="static"):
                 bad += _max_unpool_planes(gp, ip, rp, out_size, in_size, _split(planes, t, team),
                                           _split(planes, t + 1, team))
+    _team_learn(st, team, cconv_now() - t0)
     return bad
 
 
@@ -518,8 +544,13 @@ cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, 
     cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
     cdef int team = _elementwise_team(threads, s.planes,
                                       s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
+    cdef TeamStats *st = _pool_stats(2, sizeof(floating), s.planes,
+                                     s.planes * (in_size + out_size * s.kernel_h * s.kernel_w),
+                                     in_size, out_size, team)
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
+    cdef double t0 = cconv_now()
+    team = _team_now(st, team)
     with nogil:
         if team == 1:
             for p in range(s.planes):
@@ -529,6 +560,7 @@ cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, 
             for p in prange(s.planes, num_threads=team, schedule="static"):
                 _avg_pool_plane(xp + p * in_size, op + p * out_size, s, count_include_pad,
                                 divisor_override)
+    _team_learn(st, team, cconv_now() - t0)
 
 
 def avg_pool2d(x, g, count_include_pad, divisor_override, int threads):
@@ -616,8 +648,13 @@ cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, 
     cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
     cdef int team = _elementwise_team(threads, s.planes,
                                       s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
+    cdef TeamStats *st = _pool_stats(3, sizeof(floating), s.planes,
+                                     s.planes * (in_size + out_size * s.kernel_h * s.kernel_w),
+                                     in_size, out_size, team)
     cdef const floating* gp = &gy[0, 0, 0, 0]
     cdef floating* rp = &grad[0, 0, 0, 0]
+    cdef double t0 = cconv_now()
+    team = _team_now(st, team)
     with nogil:
         if team == 1:
             for p in range(s.planes):
@@ -627,6 +664,7 @@ cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, 
             for p in prange(s.planes, num_threads=team, schedule="static"):
                 _avg_unpool_plane(gp + p * out_size, rp + p * in_size, s, count_include_pad,
                                   divisor_override)
+    _team_learn(st, team, cconv_now() - t0)
 
 
 def avg_pool2d_backward(gy, g, count_include_pad, divisor_override, int threads):
@@ -778,6 +816,10 @@ cdef void _adaptive(AdaptiveKind kind, const floating* src, floating* dst, int64
     cdef Py_ssize_t src_size = out_size if kind == ADAPTIVE_AVG_BACKWARD else in_size
     cdef Py_ssize_t dst_size = in_size if kind == ADAPTIVE_AVG_BACKWARD else out_size
     cdef int team = _elementwise_team(threads, planes, _adaptive_work(a, planes))
+    cdef TeamStats *st = _pool_stats(4 + <int>kind, sizeof(floating), planes,
+                                     _adaptive_work(a, planes), src_size, dst_size, team)
+    cdef double t0 = cconv_now()
+    team = _team_now(st, team)
     with nogil:
         if team == 1:
             for p in range(planes):
@@ -787,6 +829,7 @@ cdef void _adaptive(AdaptiveKind kind, const floating* src, floating* dst, int64
             for p in prange(planes, num_threads=team, schedule="static"):
                 _adaptive_volume(kind, src + p * src_size, dst + p * dst_size,
                                  index + p * out_size if index != NULL else NULL, a)
+    _team_learn(st, team, cconv_now() - t0)
 
 
 cdef _run_adaptive(AdaptiveKind kind, src, dst, indices, shape, out, int threads):

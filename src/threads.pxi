@@ -44,3 +44,155 @@ cdef inline int _elementwise_team(int threads, Py_ssize_t tasks, Py_ssize_t work
     """Threads for an element-wise pass over `tasks` independent planes: at most one per
     _ELEMENTWISE_GRAIN of work (_grain_team)."""
     return _grain_team(threads, <double>work, _ELEMENTWISE_GRAIN, tasks)
+
+
+# ---- teams chosen by measurement ----------------------------------------------------------
+# The rules above assume the machine's other cores are free.  On a laptop, a CI runner or a
+# shared server they often are not: with one other busy process on a 2-core machine, a team
+# of two gets about 1.2 cores (the scheduler shares the busy core) and pays a wake-up and a
+# join, so small and medium calls run slower on two threads than on one.  Since no result
+# depends on the thread count, the team a plan asks for can be checked against one thread
+# as the calls come: each keyed call (a pass's plan, a pool's geometry) keeps the recent
+# time of both, runs the faster, and measures the other now and then, often when the two
+# are close or the team's time rises, rarely when the team is clearly ahead.
+# CCONV_ADAPTIVE_THREADS=0 turns this off (the plan's team always runs).
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static double cconv_now(void) { return omp_get_wtime(); }
+    #else
+    static double cconv_now(void) { return 0.0; }
+    #endif
+    """
+    double cconv_now() nogil
+
+DEF _TEAM_SLOTS = 256
+DEF _TEAM_KEY = 24
+DEF _TEAM_CLOSE = 0.8        # team below this fraction of one thread's time: clearly ahead
+DEF _TEAM_PROBE_CLOSE = 16   # calls between measurements of the other size when close
+DEF _TEAM_PROBE_AHEAD = 256  # ... and when the team is clearly ahead
+
+
+cdef struct TeamStats:
+    Py_ssize_t key[_TEAM_KEY]
+    double t_team             # recent seconds per call on the plan's team (0: not measured)
+    double t_one              # recent seconds per call on one thread (0: not measured)
+    int since                 # calls since the size not in use was last measured
+    int last                  # what the previous call ran: 0 nothing yet, 1 one thread, 2 the team
+    int probe                 # 0, or the size (1, 2) being measured until one warm call is timed
+
+
+cdef TeamStats _team_stats[_TEAM_SLOTS]
+cdef bint _adaptive_teams = True
+cdef Py_ssize_t _team_runs[2]   # calls run on [one thread, the plan's team] by the choice below
+
+
+cdef TeamStats *_team_slot(const Py_ssize_t *key) noexcept nogil:
+    """The stats of `key` (_TEAM_KEY values; a different key in its slot is replaced)."""
+    cdef size_t h = 0
+    cdef int i
+    for i in range(_TEAM_KEY):
+        h = (h ^ <size_t>key[i]) * <size_t>1000003
+    cdef TeamStats *st = &_team_stats[(h ^ (h >> 17)) % _TEAM_SLOTS]
+    if memcmp(st.key, key, sizeof(st.key)) != 0:
+        memset(st, 0, sizeof(TeamStats))
+        memcpy(st.key, key, sizeof(st.key))
+    return st
+
+
+cdef int _team_now(TeamStats *st, int team) noexcept nogil:
+    """Threads for this call of a keyed call whose plan asks for `team`: the team until it
+    has been timed, then one thread until it has, then the faster of the two, the other
+    measured again every _TEAM_PROBE_* calls."""
+    cdef int size
+    if team < 2 or st == NULL:
+        return team
+    if st.t_team == 0:
+        size = 2
+    elif st.t_one == 0:
+        size = 1
+    elif st.probe:
+        size = st.probe
+    else:
+        size = 1 if st.t_one < st.t_team else 2
+        st.since = st.since + 1 if size == st.last else 0   # a switch starts the count again
+        if st.since >= (_TEAM_PROBE_AHEAD if st.t_team < _TEAM_CLOSE * st.t_one else _TEAM_PROBE_CLOSE):
+            st.since = 0
+            size = st.probe = 3 - size
+    return 1 if size == 1 else team
+
+
+cdef inline double _blend(double recent, double secs, double weight) noexcept nogil:
+    """`recent` moved by `weight` toward `secs`, a sample counted as at most twice `recent`
+    (a call that lost its core for a time slice must not decide alone)."""
+    return secs if recent == 0 else recent + weight * (min(secs, 2 * recent) - recent)
+
+
+cdef void _team_learn(TeamStats *st, int ran, double secs) noexcept nogil:
+    """Record that a call of `st` took `secs` on `ran` threads (>= 2: the plan's team).  A
+    call right after the other size ran is not counted: the data sat in the other threads'
+    caches.  The size in use moves a quarter of the way per call, a probe half of the way."""
+    cdef int size = 2 if ran >= 2 else 1
+    if st == NULL:
+        return
+    _team_runs[size - 1] += 1
+    if st.last != size or secs <= 0:
+        st.last = size
+        return
+    if size == 2:
+        st.t_team = _blend(st.t_team, secs, 0.5 if st.probe else 0.25)
+    else:
+        st.t_one = _blend(st.t_one, secs, 0.5 if st.probe else 0.25)
+    st.probe = 0
+
+
+cdef bint _adaptive_from_env() except -1:
+    """$CCONV_ADAPTIVE_THREADS: 1 (the default: teams checked against one thread) or 0."""
+    import os
+    raw = os.environ.get("CCONV_ADAPTIVE_THREADS", "")
+    value = raw.strip().lower()
+    if value in ("", "1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"CCONV_ADAPTIVE_THREADS={raw!r} is not understood; accepted: 1 (the default: "
+                     f"a plan's team is checked against one thread by timing) or 0 (always the team)")
+
+
+_adaptive_teams = _adaptive_from_env()
+
+
+def set_adaptive_threads(bint on):
+    """Check each plan's team against one thread by timing (True, the default) or not; the
+    recorded times are forgotten either way."""
+    global _adaptive_teams
+    _adaptive_teams = on
+    memset(_team_stats, 0, sizeof(_team_stats))
+
+
+def team_runs():
+    """(calls run on one thread, calls run on the plan's team) by the timed choice, since
+    import (for tests: which way it went)."""
+    return int(_team_runs[0]), int(_team_runs[1])
+
+
+cdef inline TeamStats *_team_stats_for(const Py_ssize_t *key, int team) noexcept nogil:
+    """The stats slot of a keyed call, or NULL when there is nothing to choose (a team of
+    one) or the choice is off."""
+    return _team_slot(key) if team >= 2 and _adaptive_teams else NULL
+
+
+def team_choice_trace(int team, times):
+    """The sizes (1 or `team`) the timed team choice runs for a sequence of calls of one key
+    whose call i would take times[i] = (seconds on one thread, seconds on the team): its
+    decisions on made-up times, for tests."""
+    cdef TeamStats st
+    memset(&st, 0, sizeof(TeamStats))
+    ran = []
+    for one, on_team in times:
+        size = _team_now(&st, team)
+        _team_learn(&st, size, one if size == 1 else on_team)
+        ran.append(size)
+    return ran

@@ -223,3 +223,68 @@ def test_a_team_only_where_each_share_outlasts_waking_it():
             assert threads == dict.fromkeys(threads, want), (x.shape, w.shape, threads)
     finally:
         cconv.set_num_threads(saved)
+
+
+def _modules():
+    from cconv import _backends
+    return _backends._compiled._conv, _backends._compiled._pool
+
+
+def test_timed_team_choice_keeps_the_faster_size():
+    """The choice on made-up times: the team is timed first (its first call is a warm-up),
+    then one thread; the faster runs from then on and the other is measured again (two calls:
+    the first is a warm-up after the switch) every 16 calls when the two are close and every
+    256 when the team is clearly ahead; when a busy core slows the team down, one thread
+    takes over within a few calls, and the team comes back when the core is free again."""
+    for module in _modules():
+        trace = module.team_choice_trace
+        ahead = trace(2, [(1.0, 0.5)] * 600)           # a free second core: the team
+        assert ahead[:4] == [2, 2, 1, 1] and ahead[4:20] == [2] * 16
+        assert ahead.count(1) == 2 + 2 * 2, "the team clearly ahead: one probe per 256 calls"
+        behind = trace(2, [(1.0, 1.3)] * 200)          # the team loses (a busy core, a tiny call)
+        assert behind[4:19] == [1] * 15 and behind[19:21] == [2, 2] and behind.count(2) <= 2 + 2 * 200 // 16
+        loaded = trace(2, [(1.0, 0.5)] * 100 + [(1.0, 1.4)] * 100 + [(1.0, 0.5)] * 100)
+        assert loaded[110:200].count(2) <= 2 * 90 // 16 + 2, "load came: one thread within a few calls"
+        assert loaded[230:300] == [2] * 70, "load went: the team again at the next probe"
+        assert trace(1, [(1.0, 0.5)] * 10) == [1] * 10, "a team of one has nothing to choose"
+
+
+def test_timed_team_choice_runs_both_sizes_with_identical_results():
+    """Through the op: repeated 2-thread calls run both sizes (the counters prove which ran)
+    and every result is bit-identical; switched off, the choice stays out of the calls (the
+    plan's team runs: explain's count)."""
+    import numpy as np
+    conv, pool = _modules()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 32, 28, 28), dtype=np.float32)
+    w = rng.standard_normal((32, 32, 3, 3), dtype=np.float32)
+    xp = rng.standard_normal((16, 64, 32, 32), dtype=np.float32)   # a team's worth of pooling
+    saved = cconv.get_num_threads()
+    try:
+        cconv.set_num_threads(1)
+        y1 = cconv.conv2d(x, w, padding=1)
+        p1 = cconv.max_pool2d(xp, 2)
+        cconv.set_num_threads(2)
+        assert cconv.explain("conv2d", x, w, None, padding=1)["forward"]["threads"] == 2
+        assert cconv.explain("max_pool2d", xp, 2)["forward"]["threads"] == 2
+        for module, call, want in ((conv, lambda: cconv.conv2d(x, w, padding=1), y1),
+                                   (pool, lambda: cconv.max_pool2d(xp, 2), p1)):
+            for on, sizes in ((True, (1, 1)), (False, (0, 0))):
+                module.set_adaptive_threads(on)
+                before = module.team_runs()
+                for _ in range(24):
+                    np.testing.assert_array_equal(call(), want)
+                after = module.team_runs()
+                ran = tuple(int(a > b) for a, b in zip(after, before))
+                assert ran == sizes, (module.__name__, on, before, after)
+    finally:
+        conv.set_adaptive_threads(True)
+        pool.set_adaptive_threads(True)
+        cconv.set_num_threads(saved)
+
+
+def test_adaptive_threads_variable_is_checked():
+    result = subprocess.run([sys.executable, "-c", "import cconv, sys; sys.exit(cconv.get_backend() != 'cython')"],
+                            env={**os.environ, "CCONV_ADAPTIVE_THREADS": "sometimes", "CCONV_REQUIRE_COMPILED": "1"},
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "CCONV_ADAPTIVE_THREADS='sometimes'" in result.stderr
