@@ -5,6 +5,7 @@
 # when the pass is too small to pay for waking a team or has a single task; a team of one
 # runs its loop without entering an OpenMP parallel region at all (a forked child whose
 # parent used OpenMP must not enter one: libgomp's thread pool did not survive the fork).
+# At run time a planned team is checked against one thread by timing (the end of this file).
 
 
 cdef inline int _team_size(int threads, double work, double min_work,
