@@ -193,27 +193,41 @@ cdef void _crop_weights(const ConvPlan *p, const floating *w, Py_ssize_t planes,
     """dst (planes, kh, kw) = the live taps of w (planes, full_kh, full_kw) of a trimmed plan
     (p.g.kernel_h x p.g.kernel_w from tap_h0, tap_w0); a volume plan's planes have depth taps
     too: (planes, kd, kh, kw) from (planes, full_kd, full_kh, full_kw), from tap_d0."""
-    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i, t
-    cdef Py_ssize_t kd = p.d.kernel_d if p.algo == A_VOLUME else 1
-    cdef Py_ssize_t full_kd = p.full_kd if p.algo == A_VOLUME else 1
+    # Everything in locals: extensions build with -fno-strict-aliasing, so with the plan's
+    # fields in the loops every store to dst reloaded them (68 instructions a value, more
+    # than the pass itself on small maps; a memcpy call per row of 1-3 taps was as slow).
+    cdef bint vol = p.algo == A_VOLUME
+    cdef Py_ssize_t kd = p.d.kernel_d if vol else 1, kh = p.g.kernel_h, kw = p.g.kernel_w
+    cdef Py_ssize_t fkh = p.full_kh, fkw = p.full_kw
+    cdef Py_ssize_t full = (p.full_kd if vol else 1) * fkh * fkw, live = kd * kh * kw
+    cdef const floating *src = w + ((p.tap_d0 if vol else 0) * fkh + p.tap_h0) * fkw + p.tap_w0
+    cdef Py_ssize_t a, t, i, j
+    if kd * kh == 1:        # one row of taps per plane (a 1 x kw crop): the common case
+        for _ in range(planes):
+            for j in range(kw):
+                dst[j] = src[j]
+            dst += kw
+            src += full
+        return
     for a in range(planes):
         for t in range(kd):
             for i in range(kh):
-                memcpy(dst + ((a * kd + t) * kh + i) * kw,
-                       w + ((a * full_kd + p.tap_d0 + t) * p.full_kh + p.tap_h0 + i) * p.full_kw
-                       + p.tap_w0, kw * sizeof(floating))
+                for j in range(kw):
+                    dst[a * live + (t * kh + i) * kw + j] = src[a * full + (t * fkh + i) * fkw + j]
 
 
 cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t planes,
                           floating *gw) noexcept nogil:
     """gw (planes, full_kh, full_kw) = src (planes, kh, kw) at the live taps, 0 at the dead
-    ones (whose gradient sums grad_output times zero padding only)."""
-    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, a, i
-    memset(gw, 0, planes * p.full_kh * p.full_kw * sizeof(floating))
+    ones (whose gradient sums grad_output times zero padding only).  Locals: see above."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w, fkh = p.full_kh, fkw = p.full_kw
+    cdef Py_ssize_t full = fkh * fkw, live = kh * kw, a, i, j
+    cdef floating *dst = gw + p.tap_h0 * fkw + p.tap_w0
+    memset(gw, 0, planes * full * sizeof(floating))
     for a in range(planes):
         for i in range(kh):
-            memcpy(gw + (a * p.full_kh + p.tap_h0 + i) * p.full_kw + p.tap_w0,
-                   src + (a * kh + i) * kw, kw * sizeof(floating))
+            for j in range(kw):
+                dst[a * full + i * fkw + j] = src[a * live + i * kw + j]
 
 
 # ---- bands: rectangles of equal live taps, each an unpadded im2col sub-pass ----------------

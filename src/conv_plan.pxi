@@ -61,6 +61,17 @@ DEF _PARALLEL_MIN_MACS = _TEAM_WAKE_US * _SMALL_MACS_PER_US
 DEF _GEMM_MIN_CHANNELS = 4
 # Passes below this many multiply-adds use direct loops (latency over throughput).
 DEF _DIRECT_MAX_MACS = 32768
+# Dead kernel taps (reading only zero padding) are cropped off a pass when that saves at
+# least this many multiply-adds per (output, input) channel plane of the weights: the crop
+# is a strided copy of each plane (and a weight gradient's uncrop, a clear of the full
+# array), worth about this many multiply-adds.  Measured (2026-12-02, AVX-512 VM, 1 thread):
+# 40 random small-map layers (batch 1-8, maps 1x1-3x3, kernels 1-7, 64-1024 channels), each
+# pass cropped and not, paired: cropping won where it saved >= ~100 multiply-adds a plane
+# (1.1-3.8x) and mostly lost below ~50 (0.3-0.9x; the machine was noisy: single cases
+# flipped between runs); callgrind on N1 C512->512 1x1 k3x3: 140M instructions cropped
+# against 30M computing the 8 dead taps' zeros.
+DEF _TRIM_PLANE_MACS = 64
+TRIM_PLANE_MACS = _TRIM_PLANE_MACS      # for tests
 # Largest padded image slice (elements) the implicit-GEMM forward copies per thread.
 DEF _PADDED_MAX_ELEMS = 4194304
 # The padded grid reads a group's packed weights (round_up(m, mr) x K) again for every block
@@ -464,14 +475,16 @@ cdef void _live_taps(Py_ssize_t size, Py_ssize_t out, Py_ssize_t kernel, Py_ssiz
         lo[0] = min(lo[0], pad // dilation)
 
 
-cdef int _trim_taps(ConvPlan *p, int fin) noexcept nogil:
+cdef int _trim_taps(ConvPlan *p, int fin, double uses) noexcept nogil:
     """Crops p.g to the live kernel taps of each dimension (padding reduced by the dropped
     leading taps, output size unchanged) and books the cropped weights (forward, input
     gradient) or weight gradient.  Returns 0: nothing dropped; 1: cropped; 2: no live tap.
     A dead tap multiplies only zero padding, which PyTorch computes (0 * inf = NaN): it is
     dropped from a forward pass only if the weights are finite, from a weight gradient only
     if grad_output is (the other slice is never read).  The input gradient never adds a
-    dead tap's products to a real pixel: no condition."""
+    dead tap's products to a real pixel: no condition.  uses: how many times the pass uses
+    each weight (output pixels over the batch); below _TRIM_PLANE_MACS saved multiply-adds
+    per plane the dead taps are computed instead (0)."""
     cdef cconv_geom *s = &p.g
     cdef Py_ssize_t h0, h1, w0, w1
     _live_taps(s.in_h, s.out_h, s.kernel_h, s.stride_h, s.dilation_h, s.pad_top, &h0, &h1)
@@ -484,6 +497,11 @@ cdef int _trim_taps(ConvPlan *p, int fin) noexcept nogil:
             return 0
     if h1 < h0 or w1 < w0:
         return 2
+    # Cropping costs a strided copy of every plane's weights (and the weight gradient an
+    # uncrop and a clear of the full array) and saves `uses` multiply-adds per dead tap and
+    # plane: on small maps at small batch that trade loses.
+    if uses * (s.kernel_h * s.kernel_w - (h1 - h0 + 1) * (w1 - w0 + 1)) < _TRIM_PLANE_MACS:
+        return 0
     p.trimmed = True
     p.tap_h0 = h0
     p.tap_w0 = w0
@@ -1422,7 +1440,7 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     p = &slot.plan
     _plan_init(p, pass_, s, batch, groups, m, itemsize, threads)
     if pass_ != P_GRAD_BIAS and batch and s.channels * s.kernel_h * s.kernel_w and m:
-        trim = _trim_taps(p, fin)
+        trim = _trim_taps(p, fin, <double>batch * s.out_h * s.out_w)
     macs = <double>batch * groups * m * p.g.channels * p.g.kernel_h * p.g.kernel_w \
         * p.g.out_h * p.g.out_w
     # Asked once, on the live taps: a 1x1 grad_input read as a forward of grad_output has the
@@ -1558,7 +1576,7 @@ cdef bint plan_volume(ConvPlan *p, int pass_, const cconv_geom *s, const cconv_d
     fold.channels = s.channels * d.kernel_d
     # Taps that read only zero padding are cropped in (h, w) as the conv2d's planner does
     # (_trim_taps, on p.g), and in depth likewise: the pass runs on the live sub-kernel.
-    trim = _trim_taps(p, fin) if batch and K and m else 0
+    trim = _trim_taps(p, fin, <double>batch * d.out_d * s.out_h * s.out_w) if batch and K and m else 0
     _live_taps(d.in_d, d.out_d, d.kernel_d, d.stride_d, d.dilation_d, d.pad_front, &d0, &d1)
     p.d = d[0]
     if trim == 2 or d1 < d0:

@@ -1,7 +1,9 @@
 """Kernel taps that only ever read the zero padding are dropped by the compiled planner.
 
 On small maps with large kernels or padding (a 7x1 kernel with padding 3 on a 1x1 map: only
-the centre tap reads the input) the planner runs each pass on the cropped kernel.  Here, on
+the centre tap reads the input) the planner runs each pass on the cropped kernel, where that
+saves enough multiply-adds per weight plane to pay for the crop (the batches below are sized
+so that it does; ``test_crop_only_where_it_pays`` checks the other side).  Here, on
 random such geometries (odd sizes, kh != kw, stride, dilation, groups, depthwise, 'same'
 padding with even kernels, transposed convolutions, conv1d and conv3d), both dtypes and every
 pass: ``explain`` names the live taps (the proof that the crop ran, checked against a brute
@@ -45,6 +47,16 @@ def _expected_taps(g):
     return {"rows": rows, "cols": cols, "kernel": (g.kernel_h, g.kernel_w)}
 
 
+def _crop_pays(g):
+    """The batch of geometry g raised so that cropping pays for every pass: each weight used at
+    least TRIM_PLANE_MACS times over the output pixels (and the input pixels: the input
+    gradient run as a forward) saves that many multiply-adds per dead tap."""
+    from cconv import _backends
+    need = _backends._compiled._conv.TRIM_PLANE_MACS
+    pixels = min(g.out_h * g.out_w, g.in_h * g.in_w)
+    return max(g.batch, -(-need // pixels))
+
+
 def _channels(rng):
     if rng.random() < 0.25:                       # depthwise, channel multiplier 1 or 2
         c = int(rng.integers(1, 7))
@@ -73,6 +85,9 @@ def _draw_conv(rng, dtype):
         except ValueError:
             continue
         if _expected_taps(g) is not None:
+            n = _crop_pays(g)
+            g = _shapes.conv_geometry((n, cin, h, w), (cout, cin // groups, kh, kw), stride, padding,
+                                      dilation, groups)
             break
     x = rng.standard_normal((n, cin, h, w)).astype(dtype)
     wt = rng.standard_normal((cout, cin // groups, kh, kw)).astype(dtype)
@@ -217,6 +232,9 @@ def test_conv_transpose2d_dead_taps(dtype):
         expected = _expected_taps(g)
         if expected is None or expected == "none":
             continue
+        n = _crop_pays(g)
+        g, out_shape = _shapes.conv_transpose_geometry((n, cin, h, w), (cin, cout // groups, kh, kw),
+                                                       stride, padding, (0, 0), dilation, groups)
         done += 1
         x = rng.standard_normal((n, cin, h, w)).astype(dtype)
         wt = rng.standard_normal((cin, cout // groups, kh, kw)).astype(dtype)
@@ -242,7 +260,7 @@ def test_conv1d_conv3d_ride_on_the_crop(dtype):
     volume algorithm, its weight gradient on a conv2d over stacked depth slices) crops its
     forward and input gradient in depth too."""
     rng = np.random.default_rng(13)
-    x1, w1 = rng.standard_normal((4, 6, 1)).astype(dtype), rng.standard_normal((5, 6, 7)).astype(dtype)
+    x1, w1 = rng.standard_normal((16, 6, 1)).astype(dtype), rng.standard_normal((5, 6, 7)).astype(dtype)
     x3, w3 = (rng.standard_normal((2, 3, 4, 1, 2)).astype(dtype),
               rng.standard_normal((4, 3, 3, 5, 5)).astype(dtype))
     taps3 = {"rows": (2, 2), "cols": (1, 3), "kernel": (5, 5)}
@@ -283,14 +301,40 @@ def test_sweep_like_layers(dtype):
     rng = np.random.default_rng(17)
     algorithms = set()
     for x_shape, w_shape, kwargs in LAYERS:
+        geometry = (w_shape, kwargs.get("stride", 1), kwargs["padding"], 1, kwargs.get("groups", 1))
+        x_shape = (_crop_pays(_shapes.conv_geometry(x_shape, *geometry)),) + x_shape[1:]
+        g = _shapes.conv_geometry(x_shape, *geometry)
         x = rng.standard_normal(x_shape).astype(dtype)
         w = rng.standard_normal(w_shape).astype(dtype)
         b = rng.standard_normal(w_shape[0]).astype(dtype)
-        g = _shapes.conv_geometry(x_shape, w_shape, kwargs.get("stride", 1), kwargs["padding"], 1,
-                                  kwargs.get("groups", 1))
         gy = rng.standard_normal(g.output_shape).astype(dtype)
         _run_conv(x, w, b, kwargs, g, gy, f"x{x_shape} w{w_shape} {kwargs}")
         plans = {**cconv.explain("conv2d", x, w, b, **kwargs),
                  **cconv.explain("conv2d_backward", gy, x, w, **kwargs)}
         algorithms |= {e["algorithm"] for e in plans.values()}
     assert algorithms - {"direct", "sum"}, algorithms
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_crop_only_where_it_pays(dtype):
+    """A 3x3 kernel with padding 1 on a 1x1 map has one live tap of 9: at batch 1 each weight is
+    used once, cropping would save 8 multiply-adds per plane and costs a copy of every plane,
+    so the dead taps are computed (their zeros) and nothing is cropped; at a batch large enough
+    to save TRIM_PLANE_MACS per plane every pass runs cropped.  Both match the reference."""
+    from cconv import _backends
+    need = _backends._compiled._conv.TRIM_PLANE_MACS
+    rng = np.random.default_rng(17)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(dtype)
+    for n, cropped in ((1, False), (-(-need // 8), True)):
+        x = rng.standard_normal((n, 5, 1, 1)).astype(dtype)
+        gy = rng.standard_normal((n, 6, 1, 1)).astype(dtype)
+        g = _shapes.conv_geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1)
+        plans = cconv.explain("conv2d", x, w, None, padding=1)
+        plans.update(cconv.explain("conv2d_backward", gy, x, w, padding=1))
+        taps = [plans[name].get("taps") for name in ("forward", "grad_input", "grad_weight")]
+        assert taps == [_expected_taps(g) if cropped else None] * 3, (n, plans)
+        assert_close(cconv.conv2d(x, w, padding=1), cconv.conv2d(x, w, padding=1, backend=REFERENCE))
+        got = cconv.conv2d_backward(gy, x, w, padding=1)
+        ref = cconv.conv2d_backward(gy, x, w, padding=1, backend=REFERENCE)
+        for a, e in zip(got, ref):
+            assert_close(a, e, context=f"batch {n}")
