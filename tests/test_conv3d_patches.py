@@ -190,3 +190,35 @@ def test_folded_strided_grad_input_matches_reference(rng):
         assert_close(gx, ref.conv_backward(gy, x, w, (2, 2, 2), ((1, 1),) * 3, (1, 1, 1), 1)[0])
         assert_close(gx, cconv.conv3d_backward(gy, x, w, stride=2, padding=1, output_mask=(True, False, False),
                                                backend="numpy")[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stride2_col2im_pairs_match_reference(rng, dtype):
+    """The col2im input gradient of stride-2 width-undilated kernels adds neighbour taps in
+    pairs (interleaved columns): every edge of the pair's column range against the NumPy
+    backend, padding and widths of both parities included."""
+    hits = 0
+    for _ in range(40):
+        groups = int(rng.choice([1, 2]))
+        c, o = groups * int(rng.integers(1, 5)), groups * int(rng.integers(8, 24))
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(2, 6))
+        pad = (int(rng.integers(0, 2)), int(rng.integers(0, kw)))
+        h, w_ = int(rng.integers(kh + 4, 16)), int(rng.integers(max(1, kw - 2 * pad[1]), 40))
+        x = rng.standard_normal((int(rng.integers(1, 3)), c, h, w_)).astype(dtype)
+        w = rng.standard_normal((o, c // groups, kh, kw)).astype(dtype)
+        args = dict(stride=(int(rng.integers(1, 3)), 2), padding=pad, dilation=(int(rng.integers(1, 3)), 1),
+                    groups=groups)
+        try:
+            y = cconv.conv2d(x, w, **args, backend="numpy")
+        except ValueError:
+            continue
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        plan = cconv.explain("conv2d_backward", gy, x, w, **args, output_mask=(True, False, False), backend="cython")
+        if plan["grad_input"]["algorithm"] != "col2im":    # the planner's rows, for few pixels
+            continue
+        hits += 1
+        got = cconv.conv2d_backward(gy, x, w, **args, output_mask=(True, False, False), backend="cython")[0]
+        want = cconv.conv2d_backward(gy, x, w, **args, output_mask=(True, False, False), backend="numpy")[0]
+        assert_close(got, want, context=f"{x.shape} {w.shape} {args}")
+        tally("differential", "conv2d col2im stride 2 (tap pairs)")
+    assert hits >= 10
