@@ -6,6 +6,7 @@ against PyTorch's CPU ops, in one run, at 1 and 2 threads.
     python benchmarks/nd_sweep.py --only conv1d --quick    # one group, short timings
     python benchmarks/nd_sweep.py --markdown benchmarks/results-nd.md
     python benchmarks/nd_sweep.py --random 40 --seed 1     # 40 seeded random conv1d layers
+    python benchmarks/nd_sweep.py --random 30 --dims 3     # 30 seeded random conv3d layers
 
 Each case is timed paired: cconv and torch alternate in rounds, every round timing each side
 over at least ``--min-time`` seconds; the reported ratio (torch time / cconv time, > 1 means
@@ -116,6 +117,41 @@ def random_conv1d(count, seed):
                          or n * max(ci * length, co * out) > _bench_sweep.MAX_ELEMENTS // 4):
             n //= 2
         cases.append((f"random {len(cases)}", n, ci, co, length, k, s, d, g, p))
+    return cases
+
+
+def random_conv3d(count, seed):
+    """``count`` conv3d cases in CONV3D's form, drawn reproducibly from ``seed``: batch 1-8,
+    channels 1-256, depth 2-32 and height/width 4-64, kernel 1-3 per dimension (one layer in
+    five 1x3x3 or 3x1x1, one in five kernel == stride without padding, as in patch embeddings
+    and 2x2x2 downsampling), stride 1-2, padding 0 to kernel // 2; the batch is halved until
+    the forward fits the sweep's caps."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        ci, co = (int(round(math.exp(rng.uniform(0, math.log(256))))) for _ in range(2))
+        size = (int(rng.integers(2, 33)),) + tuple(int(rng.integers(4, 65)) for _ in range(2))
+        r = rng.random()
+        if r < 0.2:
+            k = ((1, 3, 3), (3, 1, 1))[int(rng.integers(0, 2))]
+        else:
+            k = tuple(int(rng.integers(1, 4)) for _ in range(3))
+        if r > 0.8:
+            s, p = k, (0, 0, 0)
+        else:
+            s = tuple(int(rng.integers(1, 3)) for _ in range(3))
+            p = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
+        out = [(n + 2 * pp - kk) // ss + 1 for n, pp, kk, ss in zip(size, p, k, s)]
+        if min(out) < 1 or k == (1, 1, 1):
+            continue
+        n = int(rng.choice([1, 2, 4, 8]))
+        macs = co * math.prod(out) * ci * math.prod(k)
+        while n > 1 and (n * macs > _bench_sweep.MAX_MACS
+                         or n * max(ci * math.prod(size), co * math.prod(out)) > _bench_sweep.MAX_ELEMENTS // 4):
+            n //= 2
+        if macs > _bench_sweep.MAX_MACS:
+            continue
+        cases.append((f"random {len(cases)}", n, ci, co, size, k, s, p))
     return cases
 
 
@@ -239,6 +275,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.01 s")
     parser.add_argument("--only", choices=["conv1d", "conv3d", "pool", "half"], action="append")
     parser.add_argument("--random", type=int, metavar="N", help="time N random conv1d layers instead")
+    parser.add_argument("--dims", type=int, choices=[1, 3], default=1, help="--random's layers: conv1d or conv3d")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random's layers")
     parser.add_argument("--markdown", help="also write the tables to this file")
     args = parser.parse_args(argv)
@@ -253,7 +290,9 @@ def main(argv=None):
         cconv.set_num_threads(threads)
         torch.set_num_threads(threads)
         for group in groups:
-            if group in ("conv1d", "random"):
+            if group == "random" and args.dims == 3:
+                tasks = [_conv_tasks(3, c, rng) for c in random_conv3d(args.random, args.seed)]
+            elif group in ("conv1d", "random"):
                 cases = CONV1D if group == "conv1d" else random_conv1d(args.random, args.seed)
                 tasks = [_conv_tasks(1, c, rng) for c in cases]
             elif group == "conv3d":

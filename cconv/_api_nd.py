@@ -351,6 +351,17 @@ def _gather_depth(x, m, groups):
     return s.reshape(n * m.out, groups * m.taps * cg, h, w)
 
 
+def _depth_scatter(backend, dtype):
+    """The backend whose compiled loop scatters a folded conv3d's input gradient back into
+    its depth slices, each written once (on the op's threads), in the same order and so with
+    the same bits as :func:`_scatter_depth` (zeros, then strided adds per tap, in NumPy; the
+    NumPy backend keeps that); None: that NumPy loop."""
+    if dtype not in (np.float32, np.float64):
+        return None
+    impl = _api._resolve(backend)
+    return impl if hasattr(impl, "conv3d_depth_scatter") else None
+
+
 def _scatter_depth(z, m, n, c, groups):
     """The adjoint of :func:`_gather_depth`: (N*out, groups*taps*C/groups, H, W) -> (N, C, D, H, W)."""
     h, w = z.shape[2:]
@@ -395,6 +406,7 @@ class _Conv3dPlan:
     output_shape: tuple
     depth_as_rows: bool = False  # a (kd, 1, 1) kernel: one conv2d on the (N, C, D, H*W) view instead
     geometry: object = None      # the (h, w) conv2d geometry of one depth slice (volume algorithm)
+    patches: tuple = None        # kernel == stride, no padding: the kernel, its patches disjoint
 
     @property
     def volume(self):
@@ -415,7 +427,36 @@ def _conv3d_plan(x_shape, w_shape, stride, padding, dilation, groups):
         return _Conv3dPlan(depth, args, (n, o, do, h, w), depth_as_rows=True)
     pad_hw = padding if isinstance(padding, str) else (pads[1][0], pads[2][0])
     args = dict(stride=stride[1:], padding=pad_hw, dilation=dilation[1:], groups=g.groups)
-    return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w), geometry=g)
+    kernel = (kd, kh, kw)
+    disjoint = (tuple(stride) == kernel and all(p == (0, 0) for p in pads)
+                and all(k == 1 or dl == 1 for k, dl in zip(kernel, dilation)))
+    return _Conv3dPlan(depth, args, (n, o, do, g.out_h, g.out_w), geometry=g,
+                       patches=kernel if disjoint else None)
+
+
+def _patches(plan, backend, dtype):
+    """The backend that lowers ``plan``'s conv3d to a 1x1 conv2d on its non-overlapping
+    patches (kernel == stride, no padding): x's patches gathered into the channels,
+    (N, C*kd*kh*kw, Do, Ho*Wo), with the weight's free view (O, C/groups*kd*kh*kw, 1, 1); None
+    where the plan's patches overlap or the backend has no patch copies (the NumPy backend
+    keeps the depth fold, an independent reference).  The backward passes take it: the 1x1
+    conv2d's GEMMs read every patch once, where the fold stacks the depth taps and its
+    strided conv2d scatters the input gradient through col2im (measured on random
+    kernel == stride layers, benchmarks/results-nd.md); the forward stays on the volume
+    algorithm, whose polyphase copy is these patches already."""
+    if plan.patches is None or dtype not in (np.float32, np.float64):
+        return None
+    impl = _api._resolve(backend)
+    return impl if hasattr(impl, "conv3d_patches") else None
+
+
+def _patches_call(plan, x_shape, w_shape):
+    """(input shape, weight shape, arguments) of the 1x1 conv2d that :func:`_patches` lowers to."""
+    n, c = x_shape[:2]
+    taps = int(np.prod(plan.patches))
+    _, _, do, ho, wo = plan.output_shape
+    return ((n, c * taps, do, ho * wo), (w_shape[0], w_shape[1] * taps, 1, 1),
+            dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=plan.conv2d["groups"]))
 
 
 def _volume(plan, backend):
@@ -491,6 +532,19 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         return (gx[0] if unbatched and gx is not None else gx), gw, gb
     groups = plan.conv2d["groups"]
     n, c = x.shape[:2]
+    impl = _patches(plan, backend, x.dtype)
+    if impl is not None:
+        xs_shape, ws_shape, args2d = _patches_call(plan, x.shape, w.shape)
+        if need_weight:
+            xs = impl.conv3d_patches(_shapes.contiguous(x), x.shape, plan.patches, False)
+        else:  # only its shape matters; zeros are allocated lazily
+            xs = np.zeros(xs_shape, x.dtype)
+        gy2 = _shapes.contiguous(gy).reshape(xs_shape[:1] + plan.output_shape[1:3] + xs_shape[3:])
+        gxs, gws, gb = _api.conv2d_backward(gy2, xs, _shapes.contiguous(w).reshape(ws_shape), output_mask=mask,
+                                            backend=backend, **args2d)
+        gx = impl.conv3d_patches(_shapes.contiguous(gxs), x.shape, plan.patches, True) if need_input else None
+        gw = gws.reshape(w.shape) if need_weight else None
+        return (gx[0] if unbatched and gx is not None else gx), gw, gb if need_bias else None
     gx = None
     impl = _volume(plan, backend) if need_input else None
     if impl is not None:
@@ -507,7 +561,9 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gxs, gws, gb = _api.conv2d_backward(_slices_to_batch(gy), xs, _fold_weight(w), output_mask=mask,
                                         backend=backend, **plan.conv2d)
     if need_input:
-        gx = _scatter_depth(gxs, plan.depth, n, c, groups)
+        fold = _depth_scatter(backend, gxs.dtype)
+        gx = (fold.conv3d_depth_scatter(_shapes.contiguous(gxs), x.shape, plan.volume, groups)
+              if fold is not None else _scatter_depth(gxs, plan.depth, n, c, groups))
     gw = _unfold_weight(gws, w.shape[2]) if need_weight else None
     return (gx[0] if unbatched and gx is not None else gx), gw, gb if need_bias else None
 
@@ -751,8 +807,11 @@ def plan_2d(op, input_shape, *args, **kwargs):
 
     ``op`` is a public op name (``'conv3d'``, ``'max_pool1d_backward'``, ...); ``input_shape``
     the forward input's (batched) shape; then the op's own arguments after its arrays, with
-    ``weight_shape`` first for convolutions: ``plan_2d('conv3d', x.shape, w.shape, stride=2)``.
+    ``weight_shape`` first for convolutions: ``plan_2d('conv3d', x.shape, w.shape, stride=2)``;
+    ``backend`` and ``dtype`` (keywords) as the call's, where they change the calls (a conv3d's
+    backward on non-overlapping patches: :func:`_patches`).
     """
+    backend, dtype = kwargs.pop("backend", None), np.dtype(kwargs.pop("dtype", np.float32))
     base = op.removesuffix("_backward")
     backward = base != op
     suffix = "_backward" if backward else ""
@@ -785,6 +844,8 @@ def plan_2d(op, input_shape, *args, **kwargs):
                             params.get("padding", 0), params.get("dilation", 1), params.get("groups", 1))
         if plan.depth_as_rows:
             return [(name, (n, c, d, h * w), tuple(weight_shape[:3]) + (1,), plan.conv2d)]
+        if backward and _patches(plan, backend, dtype) is not None:
+            return [(name, *_patches_call(plan, tuple(input_shape), tuple(weight_shape)))]
         return [(name, (n * plan.depth.out, c * kd, h, w), w2d, plan.conv2d)]
     kind = "max" if base.startswith("max") else "avg"
     names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode") if kind == "max" else \

@@ -38,6 +38,18 @@ def conv3d_grad_input(gy, w, g, depth):
     return _conv.conv3d_grad_input(gy, w, g, depth, get_num_threads())
 
 
+def conv3d_patches(a, shape, kernel, scatter):
+    """conv3d's non-overlapping patches (kernel == stride): gather x into the channels of a
+    1x1 conv2d, or scatter that conv2d's grad_input back (see _conv.conv3d_patches)."""
+    return _conv.conv3d_patches(a, shape, kernel, scatter, get_num_threads())
+
+
+def conv3d_depth_scatter(z, shape, depth, groups):
+    """The folded conv3d's input gradient scattered back into its depth slices (see
+    _conv.conv3d_depth_scatter)."""
+    return _conv.conv3d_depth_scatter(z, shape, depth, groups, get_num_threads())
+
+
 def explain_volume(w, g, depth, forward):
     """explain's entries of the conv3d passes the volume algorithm runs ({} where it folds)."""
     return _conv.explain_volume(w, g, depth, get_num_threads(), forward)

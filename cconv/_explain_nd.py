@@ -89,6 +89,13 @@ def _volume_entries(op, shape, w, dtype, a, backend):
     return entries
 
 
+def _patches(shape, w, a, backend, dtype):
+    """Whether a conv3d_backward runs on its kernel == stride patches (cconv._api_nd._patches)."""
+    plan = _api_nd._conv3d_plan(shape, tuple(w.shape), a.get("stride", 1), a.get("padding", 0),
+                                a.get("dilation", 1), a.get("groups", 1))
+    return _api_nd._patches(plan, backend, np.dtype(dtype)) is not None
+
+
 def _explain_adaptive(op, dims, a, backend):
     backward = op.endswith("_backward")
     kind = "max" if "max" in op else "avg"
@@ -154,8 +161,14 @@ def explain(op, *args, **kwargs):
         gy = a.pop("grad_output", None)
         extra = {"output_mask": a.pop("output_mask")} if backward else {}
         a.pop("bias", None)
-        calls = _api_nd.plan_2d(op, _batched_shape(x.shape, dims), tuple(w.shape), **a)
+        calls = _api_nd.plan_2d(op, _batched_shape(x.shape, dims), tuple(w.shape), **a, backend=backend,
+                                dtype=_dtype(x, w))
         entries = _via_2d(op, calls, _dtype(x, w), None if gy is None else np.shape(gy), extra, backend)
+        if base == "conv3d" and backward and _patches(_batched_shape(x.shape, dims), w, a, backend, _dtype(x, w)):
+            for entry in entries.values():   # the 1x1 conv2d of the patches (_api_nd._patches)
+                entry["runs_as"] += " (1x1 on the non-overlapping kernel == stride patches)"
+                entry["reason"] = entry["reason"].replace(": ", " (1x1 on the non-overlapping kernel == stride "
+                                                                "patches): ", 1)
         if base == "conv3d" and (not backward or _api_nd._output_mask(extra["output_mask"])[0]):
             entries.update(_volume_entries(op, _batched_shape(x.shape, dims), w, _dtype(x, w), a, backend))
         return entries

@@ -780,6 +780,130 @@ def explain_volume(w, g, tuple depth, int threads, bint forward):
 
 
 # --------------------------------------------------------------------------
+# conv3d with kernel == stride and no padding: non-overlapping patches
+# --------------------------------------------------------------------------
+
+cdef void _patch_plane(floating *big, floating *small, Py_ssize_t H, Py_ssize_t W,
+                       Py_ssize_t kd, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t Do,
+                       Py_ssize_t Ho, Py_ssize_t Wo, bint scatter) noexcept nogil:
+    """One (D, H, W) plane `big` and its kd*kh*kw patch planes `small` (tap-major, each
+    (Do, Ho, Wo)): small[(a, b, q), i, j, t] = big[i*kd + a, j*kh + b, t*kw + q], copied
+    small <- big (gather) or big <- small (scatter); nothing else of big is touched."""
+    cdef Py_ssize_t P = Do * Ho * Wo, a, b, q, i, j, t
+    cdef floating *row
+    cdef floating *col
+    for a in range(kd):
+        for i in range(Do):
+            for b in range(kh):
+                for j in range(Ho):
+                    row = big + ((i * kd + a) * H + j * kh + b) * W
+                    for q in range(kw):
+                        col = small + ((a * kh + b) * kw + q) * P + (i * Ho + j) * Wo
+                        if scatter:
+                            for t in range(Wo):
+                                row[t * kw + q] = col[t]
+                        else:
+                            for t in range(Wo):
+                                col[t] = row[t * kw + q]
+
+
+cdef void _patch_planes(floating *big, floating *small, Py_ssize_t planes, Py_ssize_t D,
+                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t kd, Py_ssize_t kh, Py_ssize_t kw,
+                        bint scatter, int threads) noexcept nogil:
+    cdef Py_ssize_t Do = D // kd, Ho = H // kh, Wo = W // kw, r
+    cdef Py_ssize_t taps = kd * kh * kw, P = Do * Ho * Wo
+    cdef bint covered = Do * kd == D and Ho * kh == H and Wo * kw == W
+    for r in prange(planes, nogil=True, schedule="static", num_threads=threads):
+        if scatter and not covered:   # input elements no patch reads get a zero gradient
+            memset(big + r * D * H * W, 0, D * H * W * sizeof(floating))
+        _patch_plane(big + r * D * H * W, small + r * taps * P, H, W, kd, kh, kw, Do, Ho, Wo,
+                     scatter)
+
+
+def conv3d_patches(a, tuple shape, tuple kernel, bint scatter, int threads):
+    """The non-overlapping patches of a conv3d whose kernel equals its stride (no padding,
+    no dilation): gather: a = x (N, C, D, H, W) -> (N, C*kd*kh*kw, Do, Ho*Wo), each channel's
+    taps (kd, kh, kw) in the weight's order, so the conv3d is a 1x1 conv2d of these with
+    w (O, C/groups*kd*kh*kw, 1, 1); scatter: a = that 1x1 conv2d's grad_input ->
+    grad_input (N, C, D, H, W) of `shape` (zeros where no patch reads: the edge remainders).
+    a: C-contiguous float32/float64; shape: x's shape."""
+    cdef Py_ssize_t n, c, D, H, W, kd, kh, kw
+    n, c, D, H, W = shape
+    kd, kh, kw = kernel
+    cdef Py_ssize_t Do = D // kd, Ho = H // kh, Wo = W // kw
+    # memory-bound copies: a second thread only for copies of a few L2s or more
+    cdef int team = threads if n * c * D * H * W * a.itemsize >= 4 * 1048576 else 1
+    if scatter:
+        big = np.empty((n, c, D, H, W), dtype=a.dtype)
+        small = a
+    else:
+        big = a
+        small = np.empty((n, c * kd * kh * kw, Do, Ho * Wo), dtype=a.dtype)
+    if a.itemsize == 4:
+        _patch_planes[float](<float *><uintptr_t>big.ctypes.data,
+                             <float *><uintptr_t>small.ctypes.data, n * c, D, H, W, kd, kh, kw,
+                             scatter, team)
+    else:
+        _patch_planes[double](<double *><uintptr_t>big.ctypes.data,
+                              <double *><uintptr_t>small.ctypes.data, n * c, D, H, W, kd, kh, kw,
+                              scatter, team)
+    return big if scatter else small
+
+
+# --------------------------------------------------------------------------
+# conv3d folded into a conv2d: its input gradient's scatter back into the depth slices
+# --------------------------------------------------------------------------
+
+cdef void _depth_scatter(const floating *z, floating *b, Py_ssize_t rows, Py_ssize_t hw,
+                         Py_ssize_t size, Py_ssize_t out, Py_ssize_t groups, Py_ssize_t taps,
+                         Py_ssize_t cg, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t dil,
+                         int threads) noexcept nogil:
+    """The adjoint of the depth fold: b (n, groups, cg, size, hw) row (.., g, c, i) = 0 plus
+    the rows of z (n, out, groups, taps, cg, hw) that read slice i, added in tap order (the
+    NumPy fold's own order, so the same bits)."""
+    cdef Py_ssize_t r, c, t, gi, nn, i, q, j, k
+    cdef floating *dst
+    cdef const floating *src
+    for r in prange(rows, nogil=True, schedule="static", num_threads=threads):
+        i = r % size
+        c = r // size % cg
+        gi = r // (size * cg) % groups
+        nn = r // (size * cg * groups)
+        dst = b + r * hw
+        memset(dst, 0, hw * sizeof(floating))
+        for t in range(taps):
+            q = i + pad - t * dil
+            if q < 0 or q % stride != 0 or q // stride >= out:
+                continue
+            j = q // stride
+            src = z + ((((nn * out + j) * groups + gi) * taps + t) * cg + c) * hw
+            for k in range(hw):
+                dst[k] = dst[k] + src[k]
+
+
+def conv3d_depth_scatter(z, tuple shape, tuple depth, Py_ssize_t groups, int threads):
+    """The adjoint of a conv3d's depth fold (cconv._api_nd._scatter_depth): the folded
+    conv2d's grad_input z (N*Do, groups*kd*C/groups, H, W) -> grad_input (N, C, D, H, W) of
+    `shape`, each input slice written once (zeros plus its taps' rows, in tap order).
+    depth: (D, kd, stride, pad_front, dilation, Do); z: C-contiguous float32/float64."""
+    cdef Py_ssize_t n, c, D, H, W, kd, st, pad, dil, Do
+    n, c, D, H, W = shape
+    D, kd, st, pad, dil, Do = depth
+    cdef Py_ssize_t cg = c // groups, hw = H * W, rows = n * c * D
+    # memory-bound: a second thread only for copies of a few L2s or more
+    cdef int team = threads if rows * hw * z.itemsize >= 4 * 1048576 else 1
+    gx = np.empty((n, c, D, H, W), dtype=z.dtype)
+    if z.itemsize == 4:
+        _depth_scatter[float](<float *><uintptr_t>z.ctypes.data, <float *><uintptr_t>gx.ctypes.data,
+                              rows, hw, D, Do, groups, kd, cg, st, pad, dil, team)
+    else:
+        _depth_scatter[double](<double *><uintptr_t>z.ctypes.data,
+                               <double *><uintptr_t>gx.ctypes.data,
+                               rows, hw, D, Do, groups, kd, cg, st, pad, dil, team)
+    return gx
+
+
+# --------------------------------------------------------------------------
 # remembered calls: a validated call's geometry kept in C
 # --------------------------------------------------------------------------
 

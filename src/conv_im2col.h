@@ -35,6 +35,70 @@ static void S(col2im_row)(T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k
     }
 }
 
+/* col2im_row for taps k = (c, p, q) and k + 1 = (c, p, q + 1) of a stride-2, width-undilated
+ * kernel: their columns interleave (q: iw0 + 2t, q + 1: iw0 + 2t + 1), so one pass adds both
+ * rows into a contiguous span (vectorisable as interleaved stores) instead of two strided
+ * scatters.  The two taps never touch the same element, so every element still receives its
+ * taps in k order: the same sums as two col2im_row calls. */
+static void S(col2im_row_pair)(T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t k, Py_ssize_t p0,
+                               Py_ssize_t n, const T *CCONV_RESTRICT col0, const T *CCONV_RESTRICT col1)
+{
+    const Py_ssize_t khw = g->kernel_h * g->kernel_w;
+    const Py_ssize_t c = k / khw, p = (k % khw) / g->kernel_w, q = k % g->kernel_w;
+    const Py_ssize_t H = g->in_h, W = g->in_w;
+    T *plane = x + c * H * W;
+    const Py_ssize_t row_off = p * g->dilation_h - g->pad_top;
+    const Py_ssize_t col_off = q - g->pad_left;
+    Py_ssize_t oh = p0 / g->out_w, ow = p0 % g->out_w, j = 0;
+    while (j < n) {
+        const Py_ssize_t seg = cconv_min(g->out_w - ow, n - j);
+        const Py_ssize_t ih = oh * g->stride_h + row_off;
+        if (ih >= 0 && ih < H) {
+            T *CCONV_RESTRICT row = plane + ih * W;
+            const T *CCONV_RESTRICT a = col0 + j;
+            const T *CCONV_RESTRICT b = col1 + j;
+            const Py_ssize_t iw0 = ow * 2 + col_off;
+            /* both columns inside [0, W) for t in [lo, hi); the edges tested per column */
+            Py_ssize_t lo = iw0 >= 0 ? 0 : (1 - iw0) / 2;
+            Py_ssize_t hi = W - 2 - iw0 >= 0 ? (W - 2 - iw0) / 2 + 1 : 0;
+            Py_ssize_t t;
+            lo = cconv_min(lo, seg);
+            hi = cconv_max(lo, cconv_min(hi, seg));
+            for (t = 0; t < lo; t++) {
+                if ((size_t)(iw0 + 2 * t) < (size_t)W) row[iw0 + 2 * t] += a[t];
+                if ((size_t)(iw0 + 2 * t + 1) < (size_t)W) row[iw0 + 2 * t + 1] += b[t];
+            }
+            for (t = lo; t < hi; t++) {
+                row[iw0 + 2 * t] += a[t];
+                row[iw0 + 2 * t + 1] += b[t];
+            }
+            for (t = hi; t < seg; t++) {
+                if ((size_t)(iw0 + 2 * t) < (size_t)W) row[iw0 + 2 * t] += a[t];
+                if ((size_t)(iw0 + 2 * t + 1) < (size_t)W) row[iw0 + 2 * t + 1] += b[t];
+            }
+        }
+        j += seg;
+        ow = 0;
+        oh++;
+    }
+}
+
+/* col2im_row over taps [0, K) of pixels [p0, p0 + n) (row k at col + k*ldc), in k order,
+ * stride-2 width-undilated neighbour taps in pairs (col2im_row_pair). */
+static void S(col2im_rows)(T *CCONV_RESTRICT x, const cconv_geom *g, Py_ssize_t K, Py_ssize_t p0,
+                           Py_ssize_t n, const T *CCONV_RESTRICT col, Py_ssize_t ldc)
+{
+    const int pairs = g->stride_w == 2 && g->dilation_w == 1 && g->kernel_w >= 2;
+    for (Py_ssize_t k = 0; k < K; k++) {
+        if (pairs && k % g->kernel_w + 1 < g->kernel_w) {
+            S(col2im_row_pair)(x, g, k, p0, n, col + k * ldc, col + (k + 1) * ldc);
+            k++;
+        } else {
+            S(col2im_row)(x, g, k, p0, n, col + k * ldc);
+        }
+    }
+}
+
 /* d[t] = row[iw0 + t*sw] for t in [0, len), 0 where the column falls outside [0, W):
  * zero prefix, plain (vectorisable for sw == 1) copy, zero suffix. */
 static inline void S(copy_segment)(T *CCONV_RESTRICT d, const T *CCONV_RESTRICT row,
@@ -349,8 +413,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_block), _body)(const S(kernel_t) *kern, cons
             S(gemm_macro)(kern, K, nc, kc, apack + o0 * mr, m * mr, wsb, wsc, nc, o0 > 0, NULL,
                           blk->mc);
         }
-        for (Py_ssize_t k = 0; k < K; k++)
-            S(col2im_row)(gi, g, k, p0, nc, wsc + k * nc);
+        S(col2im_rows)(gi, g, K, p0, nc, wsc, nc);
     }
 }
 /* conv_gi_block over nimg images of one group at once (gy and gi images gy_img and gi_img
@@ -385,8 +448,7 @@ CCONV_BODY void CCONV_CAT(S(conv_gi_images), _body)(const S(kernel_t) *kern, con
         }
         for (Py_ssize_t j = 0; j < nc;) {
             const Py_ssize_t col = j0 + j, pa = col % P, len = cconv_min(P - pa, nc - j);
-            for (Py_ssize_t k = 0; k < K; k++)
-                S(col2im_row)(gi + (col / P) * gi_img, g, k, pa, len, wsc + k * nc + j);
+            S(col2im_rows)(gi + (col / P) * gi_img, g, K, pa, len, wsc + j, nc);
             j += len;
         }
     }

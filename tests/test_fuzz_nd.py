@@ -37,6 +37,7 @@ def test_every_nd_op_is_fuzzed_and_agrees(fuzz, monkeypatch):
     assert set(fuzzer.calls) - {"conv2d", "conv2d_backward"} == set(ND_OPS)
     assert fuzzer.rejected > 0  # some drawn argument sets were invalid, and both sides said so
     assert fuzzer.rows_in_place > 0  # conv3d forwards whose output rows the volume writes in place
+    assert fuzzer.patch_backwards > 0  # conv3d backwards on kernel == stride patches (a 1x1 conv2d)
 
 
 def test_a_wrong_nd_answer_is_found(fuzz, monkeypatch):

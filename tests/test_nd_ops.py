@@ -533,6 +533,9 @@ def test_plan_2d_names_the_calls_made(monkeypatch, rng):
         ("conv3d", (x3, w3[:, :, :, :1, :1], None, 2, 1, 1, 2), (w3[:, :, :, :1, :1].shape, 2, 1, 1, 2)),
         ("conv3d", (x3, w3[:, :, :, :1, :1], None, 1, (1, 0, 0), 1, 2), (w3[:, :, :, :1, :1].shape, 1, (1, 0, 0), 1, 2)),
         ("conv3d_backward", (np.ones((2, 6, 5, 6, 7)), x3, w3, 1, "same", 1, 2), (w3.shape, 1, "same", 1, 2)),
+        # kernel == stride, no padding: the compiled backend's 1x1 conv2d on the patches
+        ("conv3d_backward", (np.ones((2, 6, 2, 3, 2)), x3, w3[:, :, :2, :2, :3], (2, 2, 3), 0, 1, 2),
+         (w3[:, :, :2, :2, :3].shape, (2, 2, 3), 0, 1, 2)),
         ("conv_transpose3d", (x3, t3, None, 2, 1, 1, 1, (1, 2, 1)), (t3.shape, 2, 1, 1, 1, (1, 2, 1))),
         ("conv1d", (x1, w1, None, 2, 1, 2), (w1.shape, 2, 1, 2)),
         ("max_pool3d", (x3, (3, 2, 2), 2, 1, 1, True), ((3, 2, 2), 2, 1, 1, True)),

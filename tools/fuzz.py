@@ -76,9 +76,12 @@ class Fuzzer:
         self.row_lanes_rng = np.random.default_rng([seed, 7])
         # dilated layers on small maps with channels enough for the bands algorithm
         self.dilated_rng = np.random.default_rng([seed, 8])
+        # conv3d with kernel == stride and no padding (the backward on its non-overlapping patches)
+        self.patches_rng = np.random.default_rng([seed, 9])
         self.calls = collections.Counter()      # op -> calls that reached the backend under test
         self.rejected = 0                       # argument sets both backends refused
         self.rows_in_place = 0                  # conv3d forwards planned with output rows written in place
+        self.patch_backwards = 0                # conv3d backwards planned on kernel == stride patches
         # the GEMM tile's width per dtype (the compiled backend's, on this CPU): output rows of
         # that many columns are whole panels
         self.tile_width = ({name: nr for name, (_, nr) in cconv.backend_info()["gemm_tile"].items()}
@@ -487,10 +490,15 @@ class Fuzzer:
             return (channels,) + spatial
         return (0 if self.rng.random() < 0.03 else self._int(1, 3), channels) + spatial
 
-    def conv_nd(self, dtype, wide=False):
-        if not wide and self.volume_rng.random() < 0.1:
+    def conv_nd(self, dtype, wide=False, patches=False):
+        if not wide and not patches and self.volume_rng.random() < 0.1:
             with self._drawing_from(self.volume_rng):
                 self.conv_nd(dtype, wide=True)
+        if not wide and not patches and self.patches_rng.random() < 0.1:
+            with self._drawing_from(self.patches_rng):
+                self.conv_nd(dtype, patches=True)
+        if patches:
+            return self.conv_patches(dtype)
         dims = 3 if wide else (1, 3)[self._int(0, 1)]
         groups = self._int(1, 2)
         c, o = (groups * 4, groups * 4) if wide else (groups * self._int(1, 2), groups * self._int(1, 2))
@@ -532,6 +540,33 @@ class Fuzzer:
             gy, mask = self._array(y.shape, dtype), self._mask()
             self.run_nd(f"conv{dims}d_backward",
                         lambda c: _masked(_reference(_nd.conv_backward, dims, c(gy), c(x), c(w), *args(), batched=2,
+                                                      batched_results=1), mask),
+                        gy, x, w, **geometry, output_mask=mask)
+
+    def conv_patches(self, dtype):
+        """conv3d with kernel == stride and no padding: the backward runs on the non-overlapping
+        patches (a 1x1 conv2d), edge remainders and all."""
+        groups = self._int(1, 2)
+        c, o = groups * self._int(1, 3), groups * self._int(1, 3)
+        kernel = tuple(self._int(1, 3) for _ in range(3))
+        shape = self._nd_shape(c, 3, 7)
+        x = self._array(shape, dtype)
+        w = self._array((o, c // groups) + kernel, dtype)
+        b = self._array((o,), dtype) if self.rng.random() < 0.5 else None
+        geometry = dict(stride=kernel, padding="valid" if self.rng.random() < 0.2 else 0,
+                        dilation=tuple(1 if k > 1 else self._int(1, 2) for k in kernel), groups=groups)
+
+        def args():
+            return kernel, _conv_pads(0, kernel, geometry["dilation"], 3), geometry["dilation"], groups
+
+        y = self.run_nd("conv3d", lambda c: _reference(_nd.conv, 3, c(x), c(w), c(b), *args()), x, w, b, **geometry)
+        if y is not None:
+            gy, mask = self._array(y.shape, dtype), self._mask()
+            if self.backend == "cython":
+                plan = cconv.explain("conv3d_backward", gy, x, w, **geometry, output_mask=mask)
+                self.patch_backwards += any("patches" in e.get("runs_as", "") for e in plan.values())
+            self.run_nd("conv3d_backward",
+                        lambda c: _masked(_reference(_nd.conv_backward, 3, c(gy), c(x), c(w), *args(), batched=2,
                                                       batched_results=1), mask),
                         gy, x, w, **geometry, output_mask=mask)
 
@@ -778,6 +813,7 @@ def main(argv=None):
     print(f"fuzz: {sum(fuzzer.calls.values())} calls on {args.backend} vs {REFERENCE} ({per_op}); "
           f"{fuzzer.rejected} argument sets rejected by both; {len(fuzzer.mismatches)} mismatches; "
           f"{fuzzer.rows_in_place} conv3d forwards with output rows in place; "
+          f"{fuzzer.patch_backwards} conv3d backwards on kernel == stride patches; "
           f"seed {args.seed}; {seconds:.1f} s")
     unused = _algorithm_line(args.backend) if args.backend == "cython" else []
     if unused:
