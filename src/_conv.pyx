@@ -367,8 +367,15 @@ cdef int _bands_run(const ConvPlan *p, const floating *a, const floating *b,
     cdef Py_ssize_t khw, C, mo, gi, c, o, r
     cdef floating *wt
     if p.trimmed:
-        g.pad_top += p.tap_h0 * g.dilation_h
-        g.pad_left += p.tap_w0 * g.dilation_w
+        # The taps dropped before the live ones lower the padding of the pass; on the
+        # transposed geometry (via_forward) the flipped kernel puts the taps dropped after
+        # the live ones (full - tap0 - live of them) first.
+        if p.via_forward:
+            g.pad_top += (p.full_kh - p.tap_h0 - g.kernel_h) * g.dilation_h
+            g.pad_left += (p.full_kw - p.tap_w0 - g.kernel_w) * g.dilation_w
+        else:
+            g.pad_top += p.tap_h0 * g.dilation_h
+            g.pad_left += p.tap_w0 * g.dilation_w
         g.kernel_h = p.full_kh
         g.kernel_w = p.full_kw
     if p.pass_ != P_GRAD_INPUT:

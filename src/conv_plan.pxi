@@ -849,7 +849,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
                 return A_WINOGRAD
         if _forced_algo == A_ROWS and not p.via_forward and _rows_fit(p):
             return A_ROWS
-        if (_forced_algo == A_BANDS and (fin & F_OTHER) and not p.via_forward
+        if (_forced_algo == A_BANDS and (fin & F_OTHER)
                 and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD)):
             return A_BANDS
         p.forced = -1
@@ -870,11 +870,9 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
         return A_ROWS
     # Not few pixels (rows above streams the weights once): skipping the padding's
     # multiply-adds, only with finite weights (PyTorch's 0 * inf = NaN on the padding) and
-    # channels enough for the sub-passes' GEMMs.  Not for the input gradient run as a forward
-    # (via_forward): the fuzzer found geometries where that gives wrong results (31 of 394
-    # forced random dilated layers, e.g. x 9x4, k 4x3, padding (5, 3), dilation 4, the
-    # columns split); forwards (267 of 267 forced) and weight gradients match.
-    if (pad and (fin & F_OTHER) and gemm_pays and not p.via_forward
+    # channels enough for the sub-passes' GEMMs.  Also the stride-1 input gradient run as a
+    # forward (via_forward) of the transposed geometry with the flipped kernel.
+    if (pad and (fin & F_OTHER) and gemm_pays
             and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD) == 2):
         p.reason = W_BANDS
         return A_BANDS
