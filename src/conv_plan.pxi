@@ -266,10 +266,14 @@ cdef enum:  # shared regions, booked once per call
     R_MASK = 3        # dot kernel: which grid columns are real output pixels
     R_PARTIALS = 4    # weight gradient: partial sums of batch parts 1.. (part 0: the output)
     R_CROPPED = 5     # trimmed taps: the cropped weights, or the cropped weight gradient
+    #                   (bands: one rectangle's block of either, its largest)
     R_COLUMNS = 6     # rows: im2col columns with pixels as rows, and a copy of grad_output
     R_PADDED = 7      # padded forward cut into grid chunks: every slice's padded copy
-    R_THREADS = 8     # per-thread blocks, t_stride elements each
-    N_REGIONS = 9
+    R_BAND_INPUTS = 8     # bands: a rectangle's input region (its largest)
+    R_BAND_OUTPUTS = 9    # bands: a rectangle's output (or grad_output) block
+    R_SUB_PASS = 10       # bands: the rectangles' im2col sub-passes' own workspace
+    R_THREADS = 11    # per-thread blocks, t_stride elements each
+    N_REGIONS = 12
 
 cdef enum:  # regions inside each thread's block
     T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
@@ -278,7 +282,7 @@ cdef enum:  # regions inside each thread's block
 
 REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
                 "partial_sums", "cropped_weights", "pixel_columns", "padded_images",
-                "per_thread")
+                "band_inputs", "band_outputs", "sub_pass", "per_thread")
 
 cdef struct ConvPlan:
     int pass_                 # P_*
@@ -650,6 +654,59 @@ cdef int _bands_cost(ConvPlan *p, double pack, double full_per_col) noexcept nog
     return 2 if best < _BANDS_MARGIN * full else 1
 
 
+cdef inline void _band_geom(const cconv_geom *s, bint split_h, bint split_w,
+                            const Py_ssize_t *bh, const Py_ssize_t *bw,
+                            cconv_geom *s2) noexcept nogil:
+    """s2: the unpadded (in a dimension not cut: padded as s) sub-pass of the rectangle of
+    row band bh and column band bw (4 entries each, as cconv_bands's) of pass s: its input
+    region's size, the band's live taps, its outputs."""
+    s2[0] = s[0]
+    s2.in_h = _band_span(s, True, split_h, bh)
+    s2.in_w = _band_span(s, False, split_w, bw)
+    s2.pad_top = 0 if split_h else s.pad_top
+    s2.pad_left = 0 if split_w else s.pad_left
+    s2.kernel_h = bh[3] - bh[2]
+    s2.kernel_w = bw[3] - bw[2]
+    s2.out_h = bh[1] - bh[0]
+    s2.out_w = bw[1] - bw[0]
+
+
+cdef void _plan_bands(ConvPlan *p) noexcept nogil:
+    """Books a bands plan's buffers (p.g, p.split_h, p.split_w chosen by _bands_cost): the
+    largest rectangle's input region, output (or grad_output) block and weight (or weight
+    gradient) block, and the largest workspace of the rectangles' sub-passes: each is the
+    plan that its driver asks for, im2col forced on p.sub_threads (planned here without the
+    cache, which may hold the plan being made).  A stride-1 input gradient also books the
+    flipped kernel (_plan_grad_input)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t bh[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef Py_ssize_t bw[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef Py_ssize_t nh, nw, i, j, xs = 0, ys = 0, ws = 0, sub_ws = 0
+    cdef Py_ssize_t O = p.groups * p.m, Cin = p.groups * s.channels
+    cdef int saved = _forced_algo
+    cdef cconv_geom s2
+    cdef ConvPlan sub
+    global _forced_algo
+    p.sub_threads = p.threads
+    nh = _bands_list(s, True, p.split_h, bh)
+    nw = _bands_list(s, False, p.split_w, bw)
+    for i in range(nh):
+        for j in range(nw):
+            _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+            xs = max(xs, p.batch * Cin * s2.in_h * s2.in_w)
+            ys = max(ys, p.batch * O * s2.out_h * s2.out_w)
+            ws = max(ws, O * s2.channels * s2.kernel_h * s2.kernel_w)
+            _forced_algo = A_IM2COL
+            _plan_pass(&sub, P_GRAD_WEIGHT if p.pass_ == P_GRAD_WEIGHT else P_FORWARD, &s2,
+                       p.batch, p.groups, p.m, p.itemsize, p.sub_threads, F_ALL)
+            _forced_algo = saved
+            sub_ws = max(sub_ws, sub.ws_elems)
+    _book(p, R_BAND_INPUTS, xs)
+    _book(p, R_BAND_OUTPUTS, ys)
+    _book(p, R_CROPPED, ws)
+    _book(p, R_SUB_PASS, sub_ws)
+
+
 cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
     return (s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1 and s.stride_w == 1
             and s.dilation_h == 1 and s.dilation_w == 1)
@@ -945,7 +1002,7 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     _choose_kernel(p, m, False)
     p.algo = _forward_choice(p, macs, fin)
     if p.algo == A_BANDS:       # the sub-passes plan their own teams
-        p.sub_threads = p.threads
+        _plan_bands(p)
         return
     if p.algo == A_DIRECT:
         p.threads = _team(p.threads, macs, p.batch * p.groups * m)
@@ -1146,9 +1203,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         # F_OTHER the (flipped) weights, as in a forward pass
         _plan_forward_shape(p, macs, fin)
         n_wt = p.groups * s.channels * m * s.kernel_h * s.kernel_w
-        if p.algo == A_BANDS:       # flips the full kernel into its own buffer
-            pass
-        elif not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
+        if not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
             _book(p, R_FLIPPED, n_wt)
         _lay_out(p)
         return
@@ -1254,7 +1309,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
                 p.reason = W_GW_WINOGRAD
     p.algo = algo
     if algo == A_BANDS:
-        p.sub_threads = p.threads
+        _plan_bands(p)
         _lay_out(p)
         return
     if algo == A_DIRECT:
@@ -1403,8 +1458,6 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     cdef int i
     cdef _CacheSlot *slot
     cdef ConvPlan *p
-    cdef double macs
-    cdef int trim = 0
     global _forced_algo
     _forced_algo = want if want >= 0 else _env_algo
     _make_key(key, pass_, s, batch, groups, m, itemsize, threads, fin, _forced_algo)
@@ -1418,6 +1471,18 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     global _cache_misses
     _cache_misses += 1
     p = &slot.plan
+    _plan_pass(p, pass_, s, batch, groups, m, itemsize, threads, fin)
+    memcpy(slot.key, key, sizeof(key))
+    slot.used = True
+    return p
+
+
+cdef void _plan_pass(ConvPlan *p, int pass_, const cconv_geom *s, Py_ssize_t batch,
+                     Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads,
+                     int fin) noexcept nogil:
+    """plan_conv's plan, made into p (uncached), forcing _forced_algo where it applies."""
+    cdef double macs
+    cdef int trim = 0
     _plan_init(p, pass_, s, batch, groups, m, itemsize, threads)
     if pass_ != P_GRAD_BIAS and batch and s.channels * s.kernel_h * s.kernel_w and m:
         trim = _trim_taps(p, fin)
@@ -1446,9 +1511,6 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
         _plan_grad_weight(p, macs, fin)
     else:
         _plan_grad_bias(p)
-    memcpy(slot.key, key, sizeof(key))
-    slot.used = True
-    return p
 
 
 cdef int applicable_algos(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,

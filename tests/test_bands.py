@@ -262,3 +262,84 @@ def test_input_gradient_bands_random(dtype):
         uneven += _uneven(g)
     assert uneven >= 6, uneven
     tally("bands (random input gradients)", dtype.__name__, done)
+
+
+def _band_list(size, out, kernel, stride, dilation, pad):
+    """Brute force: [o0, o1, t0, t1] of each band of one dimension (outputs with the same
+    live taps)."""
+    bands, prev = [], None
+    for o in range(out):
+        taps = [t for t in range(kernel) if 0 <= o * stride - pad + t * dilation < size]
+        live = (taps[0], taps[-1] + 1) if taps else None
+        if live is not None and live == prev:
+            bands[-1][1] = o + 1
+        elif live is not None:
+            bands.append([o, o + 1, *live])
+        prev = live
+    return bands
+
+
+def _rectangles(g, plan):
+    """(input rows, input columns, output rows, output columns, tap rows, tap columns) of each
+    rectangle of a bands plan: a dimension not cut is one band, the whole input and output
+    on the plan's (cropped) taps."""
+    dims = []
+    for cut, size, out, k, stride, d, pad, name in (
+            ("rows" in plan["split"], g.in_h, g.out_h, g.kernel_h, g.stride_h, g.dilation_h,
+             g.pad_top, "rows"),
+            ("cols" in plan["split"], g.in_w, g.out_w, g.kernel_w, g.stride_w, g.dilation_w,
+             g.pad_left, "cols")):
+        if cut:
+            dims.append([((o1 - 1 - o0) * stride + (t1 - 1 - t0) * d + 1, o1 - o0, t1 - t0)
+                         for o0, o1, t0, t1 in _band_list(size, out, k, stride, d, pad)])
+        else:
+            live = plan["taps"][name] if "taps" in plan else (0, k - 1)
+            dims.append([(size, out, live[1] - live[0] + 1)])
+    return [(a[0], b[0], a[1], b[1], a[2], b[2]) for a in dims[0] for b in dims[1]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_workspace_covers_the_rectangles(dtype):
+    """A bands plan books its buffers in its workspace (explain's regions, summing to
+    workspace_bytes): the largest rectangle's input region, its output or grad_output block,
+    its block of weights or weight gradient, the sub-passes' workspace and (input gradient)
+    the flipped kernel; the driver allocates nothing else."""
+    rng = np.random.default_rng(41)
+    size = np.dtype(dtype).itemsize
+
+    def booked(elems):
+        return -(-elems // 16) * 16 * size
+
+    hits = {"forward": 0, "grad_input": 0, "grad_weight": 0}
+    for _ in range(8):
+        x, w, b, kwargs, g = _draw(rng, dtype)
+        gy = np.zeros(cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE).shape, dtype)
+        plans = {**cconv.explain("conv2d", x, w, b, **kwargs),
+                 **cconv.explain("conv2d_backward", gy, x, w, **kwargs)}
+        n, cin, cout = x.shape[0], x.shape[1], w.shape[0]
+        for name in ("forward", "grad_weight"):
+            plan = plans[name]
+            if plan["algorithm"] != "bands":
+                continue
+            rects = _rectangles(g, plan)
+            assert len(rects) == plan["pieces"], plan
+            ws = plan["workspace"]
+            assert set(ws) == {"band_inputs", "band_outputs", "cropped_weights", "sub_pass"}, plan
+            assert ws["band_inputs"] == booked(max(n * cin * r[0] * r[1] for r in rects)), plan
+            assert ws["band_outputs"] == booked(max(n * cout * r[2] * r[3] for r in rects)), plan
+            assert ws["cropped_weights"] == booked(max(cout * w.shape[1] * r[4] * r[5]
+                                                       for r in rects)), plan
+            assert plan["workspace_bytes"] == sum(ws.values()), plan
+            hits[name] += 1
+        plan = plans["grad_input"]
+        if plan["algorithm"] == "bands":
+            ws = plan["workspace"]
+            assert set(ws) == {"band_inputs", "band_outputs", "cropped_weights", "sub_pass",
+                               "flipped_weights"}, plan
+            taps = (plan["taps"]["rows"][1] - plan["taps"]["rows"][0] + 1) * (
+                plan["taps"]["cols"][1] - plan["taps"]["cols"][0] + 1) if "taps" in plan \
+                else w.shape[2] * w.shape[3]
+            assert ws["flipped_weights"] == booked(cout * w.shape[1] * taps), plan
+            assert plan["workspace_bytes"] == sum(ws.values()), plan
+            hits["grad_input"] += 1
+    assert hits["forward"] == 8 and hits["grad_input"] >= 2 and hits["grad_weight"] >= 2, hits
