@@ -262,6 +262,43 @@ cdef void _paste_block(const floating *src, Py_ssize_t planes, Py_ssize_t rn, Py
                     d[j] = q[j]
 
 
+cdef void _band_task(const ConvPlan *p, const _BandTask *task, int tid,
+                     const Py_ssize_t *bh, const Py_ssize_t *bw, const floating *a,
+                     const floating *b, const floating *bias, floating *out, floating *ws,
+                     Py_ssize_t wkh, Py_ssize_t wkw, Py_ssize_t wh0,
+                     Py_ssize_t ww0) noexcept nogil:
+    """One rectangle of a forward-shaped pass run side by side (_bands_pass), on thread
+    tid's T_A block: its output block pasted into out."""
+    cdef const cconv_geom *g = &p.g
+    cdef Py_ssize_t C = g.channels, O = p.groups * p.m, Cin = p.groups * C
+    cdef floating *blk = ws + p.off[R_THREADS] + tid * p.t_stride + p.t_off[T_A]
+    cdef floating *xs = blk + p.band_t[0]
+    cdef floating *ys = blk + p.band_t[1]
+    cdef floating *wb = blk + p.band_t[2]
+    cdef const Py_ssize_t *hb = bh + 4 * task.i
+    cdef const Py_ssize_t *wbd = bw + 4 * task.j
+    cdef cconv_geom s2
+    _band_geom(g, p.split_h, p.split_w, hb, wbd, &s2)
+    _copy_block(a, p.batch * Cin, g.in_h, g.in_w, _band_start(g, True, p.split_h, hb), s2.in_h,
+                _band_start(g, False, p.split_w, wbd), s2.in_w, xs)
+    _copy_block(b, O * C, wkh, wkw, wh0 + hb[2], s2.kernel_h, ww0 + wbd[2], s2.kernel_w, wb)
+    _run_plan(&task.sub, xs, wb, bias, ys, blk + p.band_t[3])
+    _paste_block(ys, p.batch * O, s2.out_h, s2.out_w, out, g.out_h, g.out_w, hb[0], wbd[0],
+                 False)
+
+
+cdef void _bands_side(const ConvPlan *p, const _BandTask *tasks, Py_ssize_t n,
+                      const Py_ssize_t *bh, const Py_ssize_t *bw, const floating *a,
+                      const floating *b, const floating *bias, floating *out, floating *ws,
+                      Py_ssize_t wkh, Py_ssize_t wkw, Py_ssize_t wh0,
+                      Py_ssize_t ww0) noexcept nogil:
+    """The n rectangles run side by side, largest first, each on the thread that comes free
+    (which one never changes a result)."""
+    cdef Py_ssize_t t
+    for t in prange(n, num_threads=<int>min(<Py_ssize_t>p.threads, n), schedule='dynamic'):
+        _band_task(p, tasks + t, threadid(), bh, bw, a, b, bias, out, ws, wkh, wkw, wh0, ww0)
+
+
 cdef int _bands_pass(const ConvPlan *p, int pass_, const floating *a, const floating *b,
                      const floating *bias, floating *out, floating *ws, Py_ssize_t wkh,
                      Py_ssize_t wkw, Py_ssize_t wh0, Py_ssize_t ww0) except -1:
@@ -271,22 +308,26 @@ cdef int _bands_pass(const ConvPlan *p, int pass_, const floating *a, const floa
     rectangle's input region (and grad_output block, or weight block) is copied into the
     plan's workspace ws (regions booked by _plan_bands), its sub-pass planned with im2col
     forced (an unpadded pass, the same algorithm on any thread count, so the same bits) and
-    run on p.sub_threads in the sub_pass region, its result pasted (forward) or added (weight
-    gradient, in a fixed rectangle order).  The weights (or weight gradient) have wkh x wkw
-    taps, p.g's tap 0 at (wh0, ww0).  Outputs no rectangle covers read only padding: the
-    bias, or no contribution."""
+    run, its result pasted (forward) or added (weight gradient, in the rectangles' order).
+    On a team the small rectangles of a forward (_band_side) run first, side by side on one
+    thread each, then the others one after another on p.sub_threads.  The weights (or
+    weight gradient) have wkh x wkw taps, p.g's tap 0 at (wh0, ww0).  Outputs no rectangle
+    covers read only padding: the bias, or no contribution."""
     cdef const cconv_geom *g = &p.g
     cdef Py_ssize_t C = g.channels, O = p.groups * p.m, Cin = p.groups * C, batch = p.batch
     cdef Py_ssize_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w
-    cdef Py_ssize_t nh, nw, i, j, r0, c0, k, q
+    cdef Py_ssize_t nh, nw, i, j, r0, c0, k, q, nside = 0
     cdef Py_ssize_t bh[4 * (2 * _BANDS_MAX_KERNEL + 2)]
     cdef Py_ssize_t bw[4 * (2 * _BANDS_MAX_KERNEL + 2)]
     cdef floating *xs = ws + p.off[R_BAND_INPUTS]
     cdef floating *ys = ws + p.off[R_BAND_OUTPUTS]
     cdef floating *wb = ws + p.off[R_CROPPED]
     cdef floating *sub_ws = ws + p.off[R_SUB_PASS]
+    cdef _BandTask *tasks = <_BandTask *>(ws + p.off[R_BAND_TASKS])
+    cdef _BandTask swap
     cdef ConvPlan sub
     cdef cconv_geom s2
+    cdef double total = 0, macs
     nh = _bands_list(g, True, p.split_h, bh)
     nw = _bands_list(g, False, p.split_w, bw)
     with nogil:
@@ -296,11 +337,44 @@ cdef int _bands_pass(const ConvPlan *p, int pass_, const floating *a, const floa
             for k in range(batch * O):
                 for q in range(OH * OW):
                     out[k * OH * OW + q] = bias[k % O] if bias != NULL else 0
+    if p.side:
+        for i in range(nh):
+            for j in range(nw):
+                _band_geom(g, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+                total += _band_macs(p, &s2)
+        for i in range(nh):
+            for j in range(nw):
+                _band_geom(g, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+                macs = _band_macs(p, &s2)
+                if not _band_side(p, macs, total):
+                    continue
+                if nside == p.side:
+                    raise RuntimeError("bands: more rectangles side by side than planned")
+                tasks[nside].sub = plan_conv(pass_, &s2, batch, p.groups, p.m,
+                                             sizeof(floating), 1, F_ALL, A_IM2COL)[0]
+                if tasks[nside].sub.ws_elems > p.t_size[T_A] - p.band_t[3]:
+                    raise RuntimeError("bands: a sub-pass needs more workspace than booked")
+                tasks[nside].i = i
+                tasks[nside].j = j
+                tasks[nside].macs = macs
+                nside += 1
+                k = nside - 1          # largest first (insertion, stable)
+                while k > 0 and tasks[k - 1].macs < tasks[k].macs:
+                    swap = tasks[k - 1]
+                    tasks[k - 1] = tasks[k]
+                    tasks[k] = swap
+                    k -= 1
+        if nside != p.side:
+            raise RuntimeError("bands: fewer rectangles side by side than planned")
+        with nogil:
+            _bands_side(p, tasks, nside, bh, bw, a, b, bias, out, ws, wkh, wkw, wh0, ww0)
     for i in range(nh):
         r0 = _band_start(g, True, p.split_h, bh + 4 * i)
         for j in range(nw):
             c0 = _band_start(g, False, p.split_w, bw + 4 * j)
             _band_geom(g, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+            if p.side and _band_side(p, _band_macs(p, &s2), total):
+                continue                          # ran side by side
             # the parent plan assumed its weights (grad_output) finite, so are their blocks
             sub = plan_conv(pass_, &s2, batch, p.groups, p.m, sizeof(floating), p.sub_threads,
                             F_ALL, A_IM2COL)[0]
@@ -311,17 +385,13 @@ cdef int _bands_pass(const ConvPlan *p, int pass_, const floating *a, const floa
                 if pass_ == P_GRAD_WEIGHT:
                     _copy_block(b, batch * O, OH, OW, bh[4 * i], s2.out_h, bw[4 * j], s2.out_w,
                                 ys)
+                    _run_plan(&sub, xs, ys, <const floating *>NULL, wb, sub_ws)
+                    _paste_block(wb, O * C, s2.kernel_h, s2.kernel_w, out, wkh, wkw,
+                                 wh0 + bh[4 * i + 2], ww0 + bw[4 * j + 2], True)
                 else:
                     _copy_block(b, O * C, wkh, wkw, wh0 + bh[4 * i + 2], s2.kernel_h,
                                 ww0 + bw[4 * j + 2], s2.kernel_w, wb)
-            if pass_ == P_GRAD_WEIGHT:
-                _run_plan(&sub, xs, ys, <const floating *>NULL, wb, sub_ws)
-                with nogil:
-                    _paste_block(wb, O * C, s2.kernel_h, s2.kernel_w, out, wkh, wkw,
-                                 wh0 + bh[4 * i + 2], ww0 + bw[4 * j + 2], True)
-            else:
-                _run_plan(&sub, xs, wb, bias, ys, sub_ws)
-                with nogil:
+                    _run_plan(&sub, xs, wb, bias, ys, sub_ws)
                     _paste_block(ys, batch * O, s2.out_h, s2.out_w, out, OH, OW, bh[4 * i],
                                  bw[4 * j], False)
     return 0
@@ -358,36 +428,34 @@ cdef int _bands_run(const ConvPlan *p, const floating *a, const floating *b,
             scratch.release()
 
 
-cdef int _run_plan(const ConvPlan *p, const floating *a, const floating *b,
-                   const floating *bias, floating *out, floating *ws) except -1:
+cdef void _run_plan(const ConvPlan *p, const floating *a, const floating *b,
+                    const floating *bias, floating *out, floating *ws) noexcept nogil:
     """Run pass p (anything but A_EMPTY and A_BANDS) into out in workspace ws (p.ws_elems
     elements, 64-byte aligned); operands as _execute's."""
     cdef floating small_wt[_SMALL_WEIGHTS]
     cdef floating *wt
     cdef floating *cropped = ws + p.off[R_CROPPED] if p.trimmed else NULL
     cdef Py_ssize_t planes = p.groups * p.m * p.g.channels    # out x in-per-group channels
-    with nogil:
-        if p.trimmed and p.pass_ != P_GRAD_WEIGHT:    # run on the live taps' weights
-            _crop_weights(p, b, planes, cropped)
-            b = cropped
-        if p.pass_ == P_FORWARD:
-            _forward(p, a, b, bias, out, ws)
-        elif p.pass_ == P_GRAD_WEIGHT and p.trimmed:
-            _grad_weight(p, a, b, cropped, ws)
-            _uncrop_weights(p, cropped, planes, out)
-        elif p.pass_ == P_GRAD_WEIGHT:
-            _grad_weight(p, a, b, out, ws)
-        elif p.algo == A_ROWS:
-            _grad_input_rows(p, a, b, out, ws)
-        elif not p.via_forward:
-            _grad_input_col2im(p, a, b, out, ws)
-        elif p.in_place:    # 1x1: _forward packs W^T straight from the weights
-            _forward(p, a, b, NULL, out, ws)
-        else:
-            wt = &small_wt[0] if p.size[R_FLIPPED] == 0 else ws + p.off[R_FLIPPED]
-            _flip(p, b, wt)
-            _forward(p, a, wt, NULL, out, ws)
-    return 0
+    if p.trimmed and p.pass_ != P_GRAD_WEIGHT:    # run on the live taps' weights
+        _crop_weights(p, b, planes, cropped)
+        b = cropped
+    if p.pass_ == P_FORWARD:
+        _forward(p, a, b, bias, out, ws)
+    elif p.pass_ == P_GRAD_WEIGHT and p.trimmed:
+        _grad_weight(p, a, b, cropped, ws)
+        _uncrop_weights(p, cropped, planes, out)
+    elif p.pass_ == P_GRAD_WEIGHT:
+        _grad_weight(p, a, b, out, ws)
+    elif p.algo == A_ROWS:
+        _grad_input_rows(p, a, b, out, ws)
+    elif not p.via_forward:
+        _grad_input_col2im(p, a, b, out, ws)
+    elif p.in_place:    # 1x1: _forward packs W^T straight from the weights
+        _forward(p, a, b, NULL, out, ws)
+    else:
+        wt = &small_wt[0] if p.size[R_FLIPPED] == 0 else ws + p.off[R_FLIPPED]
+        _flip(p, b, wt)
+        _forward(p, a, wt, NULL, out, ws)
 
 
 cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
@@ -397,8 +465,10 @@ cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
     if p.algo == A_BANDS:
         return _bands_run(p, a, b, bias, out)
     cdef _Scratch scratch = _scratch_for(p)
+    cdef floating *ws = <floating *>_ptr(scratch)
     try:
-        _run_plan(p, a, b, bias, out, <floating *>_ptr(scratch))
+        with nogil:
+            _run_plan(p, a, b, bias, out, ws)
     finally:
         if scratch is not None:
             scratch.release()
@@ -848,6 +918,7 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["pieces"] = int(p.pieces)
         info["split"] = ("rows x cols" if p.split_h and p.split_w
                          else "rows" if p.split_h else "cols")
+        info["side_by_side"] = int(p.side)   # rectangles run one per thread
     if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
         info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:

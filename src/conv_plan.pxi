@@ -272,17 +272,19 @@ cdef enum:  # shared regions, booked once per call
     R_BAND_INPUTS = 8     # bands: a rectangle's input region (its largest)
     R_BAND_OUTPUTS = 9    # bands: a rectangle's output (or grad_output) block
     R_SUB_PASS = 10       # bands: the rectangles' im2col sub-passes' own workspace
-    R_THREADS = 11    # per-thread blocks, t_stride elements each
-    N_REGIONS = 12
+    R_BAND_TASKS = 11     # bands: the rectangles run side by side (_BandTask each)
+    R_THREADS = 12    # per-thread blocks, t_stride elements each
+    N_REGIONS = 13
 
 cdef enum:  # regions inside each thread's block
     T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
+    #                   (bands: a side-by-side rectangle's copies and sub-pass workspace)
     T_B = 1           # C tile, B panel or col block
     N_TREGIONS = 2
 
 REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
                 "partial_sums", "cropped_weights", "pixel_columns", "padded_images",
-                "band_inputs", "band_outputs", "sub_pass", "per_thread")
+                "band_inputs", "band_outputs", "sub_pass", "band_tasks", "per_thread")
 
 cdef struct ConvPlan:
     int pass_                 # P_*
@@ -326,6 +328,9 @@ cdef struct ConvPlan:
     Py_ssize_t pieces         # bands: rectangles with live taps (sub-passes run)
     int sub_threads           # bands: the thread count the sub-passes are planned with
     bint split_h, split_w     # bands: rows / columns cut into bands (else whole, padded)
+    Py_ssize_t side           # bands: rectangles run side by side, one thread each
+    Py_ssize_t band_t[4]      # ... their input region, output, weight block, sub-pass
+    #                           workspace: offsets in the thread's T_A block
     Py_ssize_t off[N_REGIONS]
     Py_ssize_t size[N_REGIONS]
     Py_ssize_t t_off[N_TREGIONS]
@@ -671,40 +676,102 @@ cdef inline void _band_geom(const cconv_geom *s, bint split_h, bint split_w,
     s2.out_w = bw[1] - bw[0]
 
 
+cdef struct _BandTask:
+    ConvPlan sub              # its sub-pass, on one thread
+    Py_ssize_t i, j           # row band, column band
+    double macs
+
+
+cdef inline double _band_macs(const ConvPlan *p, const cconv_geom *s2) noexcept nogil:
+    return (<double>p.batch * p.groups * p.m * s2.channels * s2.kernel_h * s2.kernel_w
+            * s2.out_h * s2.out_w)
+
+
+cdef inline bint _band_side(const ConvPlan *p, double macs, double total) noexcept nogil:
+    """Whether a rectangle of `macs` multiply-adds (of `total` in the pass) runs side by side
+    with others, each on one thread, rather than on the whole team: in a forward-shaped pass
+    on a team, when it is no more than an equal share of the team's work (a larger one would
+    hold up the others).  Measured at 2 threads on benchmarks/dilated_pairs.py's layers
+    (results-dilated.md): forwards 0.59-0.90x the time, input gradients mostly faster
+    (0.72-1.14x); weight gradients 1.03-1.24x slower on 7 of 8 (their 3 rectangles, one
+    about half the work, their blocks kept apart and added in order): they stay on the team."""
+    return p.threads > 1 and p.pass_ != P_GRAD_WEIGHT and macs * p.threads <= total
+
+
 cdef void _plan_bands(ConvPlan *p) noexcept nogil:
-    """Books a bands plan's buffers (p.g, p.split_h, p.split_w chosen by _bands_cost): the
-    largest rectangle's input region, output (or grad_output) block and weight (or weight
-    gradient) block, and the largest workspace of the rectangles' sub-passes: each is the
-    plan that its driver asks for, im2col forced on p.sub_threads (planned here without the
-    cache, which may hold the plan being made).  A stride-1 input gradient also books the
-    flipped kernel (_plan_grad_input)."""
+    """Books a bands plan's buffers (p.g, p.split_h, p.split_w chosen by _bands_cost).  On a
+    team the rectangles of a forward-shaped pass of at most an equal share of the work
+    (_band_side) run side by side, one thread each (if there are two or more): each thread's
+    T_A block holds the largest of their input regions, output blocks, weight blocks and
+    their sub-passes' workspaces on one thread; band_tasks their plans.  The others run one
+    after another on the team: the largest of their input regions, output (or grad_output)
+    blocks, weight (or weight gradient) blocks and sub-pass workspaces.  Each sub-pass is
+    the plan its driver asks for, im2col forced (planned here without the cache, which may
+    hold the plan being made).  A stride-1 input gradient also books the flipped kernel
+    (_plan_grad_input)."""
     cdef const cconv_geom *s = &p.g
     cdef Py_ssize_t bh[4 * (2 * _BANDS_MAX_KERNEL + 2)]
     cdef Py_ssize_t bw[4 * (2 * _BANDS_MAX_KERNEL + 2)]
-    cdef Py_ssize_t nh, nw, i, j, xs = 0, ys = 0, ws = 0, sub_ws = 0
+    cdef Py_ssize_t nh, nw, i, j, k
+    cdef Py_ssize_t big[4]
+    cdef Py_ssize_t side[4]
+    cdef Py_ssize_t *at
     cdef Py_ssize_t O = p.groups * p.m, Cin = p.groups * s.channels
     cdef int saved = _forced_algo
+    cdef int pass_ = P_GRAD_WEIGHT if p.pass_ == P_GRAD_WEIGHT else P_FORWARD
+    cdef double total = 0, macs
+    cdef bint on_side
     cdef cconv_geom s2
     cdef ConvPlan sub
     global _forced_algo
     p.sub_threads = p.threads
+    p.side = 0
     nh = _bands_list(s, True, p.split_h, bh)
     nw = _bands_list(s, False, p.split_w, bw)
+    for k in range(4):
+        big[k] = side[k] = 0
     for i in range(nh):
         for j in range(nw):
             _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
-            xs = max(xs, p.batch * Cin * s2.in_h * s2.in_w)
-            ys = max(ys, p.batch * O * s2.out_h * s2.out_w)
-            ws = max(ws, O * s2.channels * s2.kernel_h * s2.kernel_w)
+            total += _band_macs(p, &s2)
+    for i in range(nh):
+        for j in range(nw):
+            _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+            on_side = _band_side(p, _band_macs(p, &s2), total)
+            at = &side[0] if on_side else &big[0]
+            at[0] = max(at[0], p.batch * Cin * s2.in_h * s2.in_w)
+            at[1] = max(at[1], p.batch * O * s2.out_h * s2.out_w)
+            at[2] = max(at[2], O * s2.channels * s2.kernel_h * s2.kernel_w)
             _forced_algo = A_IM2COL
-            _plan_pass(&sub, P_GRAD_WEIGHT if p.pass_ == P_GRAD_WEIGHT else P_FORWARD, &s2,
-                       p.batch, p.groups, p.m, p.itemsize, p.sub_threads, F_ALL)
+            _plan_pass(&sub, pass_, &s2, p.batch, p.groups, p.m, p.itemsize,
+                       1 if on_side else p.sub_threads, F_ALL)
             _forced_algo = saved
-            sub_ws = max(sub_ws, sub.ws_elems)
-    _book(p, R_BAND_INPUTS, xs)
-    _book(p, R_BAND_OUTPUTS, ys)
-    _book(p, R_CROPPED, ws)
-    _book(p, R_SUB_PASS, sub_ws)
+            at[3] = max(at[3], sub.ws_elems)
+            p.side += on_side
+    if p.side < 2:            # one rectangle side by side is one on a team of one: recount
+        p.side = 0
+        for k in range(4):
+            big[k] = max(big[k], side[k])
+        if side[3]:           # its sub-pass on the team
+            for i in range(nh):
+                for j in range(nw):
+                    _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+                    _forced_algo = A_IM2COL
+                    _plan_pass(&sub, pass_, &s2, p.batch, p.groups, p.m, p.itemsize,
+                               p.sub_threads, F_ALL)
+                    _forced_algo = saved
+                    big[3] = max(big[3], sub.ws_elems)
+    _book(p, R_BAND_INPUTS, big[0])
+    _book(p, R_BAND_OUTPUTS, big[1])
+    _book(p, R_CROPPED, big[2])
+    _book(p, R_SUB_PASS, big[3])
+    if p.side:
+        _book(p, R_BAND_TASKS, p.side * ((sizeof(_BandTask) + p.itemsize - 1) // p.itemsize))
+        k = 0
+        for i in range(4):
+            p.band_t[i] = k
+            k += _round_up(side[i], 16)
+        _book_thread(p, T_A, k)
 
 
 cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:

@@ -298,48 +298,79 @@ def _rectangles(g, plan):
     return [(a[0], b[0], a[1], b[1], a[2], b[2]) for a in dims[0] for b in dims[1]]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_workspace_covers_the_rectangles(dtype):
-    """A bands plan books its buffers in its workspace (explain's regions, summing to
-    workspace_bytes): the largest rectangle's input region, its output or grad_output block,
-    its block of weights or weight gradient, the sub-passes' workspace and (input gradient)
-    the flipped kernel; the driver allocates nothing else."""
-    rng = np.random.default_rng(41)
-    size = np.dtype(dtype).itemsize
+def _check_workspace(plan, g, x, w, pass_):
+    """explain's regions of a forward or weight-gradient bands plan against its rectangles:
+    on a team a forward's rectangles of at most an equal share of the multiply-adds run side
+    by side (if two or more), each thread's block (per_thread) holding their copies and
+    sub-pass, their plans in band_tasks; the largest of the others' copies and sub-pass
+    workspace in the shared regions."""
+    size, n, cin, cout = x.itemsize, x.shape[0], x.shape[1], w.shape[0]
 
     def booked(elems):
-        return -(-elems // 16) * 16 * size
+        return -(-elems // 16) * 16
 
-    hits = {"forward": 0, "grad_input": 0, "grad_weight": 0}
-    for _ in range(8):
-        x, w, b, kwargs, g = _draw(rng, dtype)
-        gy = np.zeros(cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE).shape, dtype)
-        plans = {**cconv.explain("conv2d", x, w, b, **kwargs),
-                 **cconv.explain("conv2d_backward", gy, x, w, **kwargs)}
-        n, cin, cout = x.shape[0], x.shape[1], w.shape[0]
-        for name in ("forward", "grad_weight"):
-            plan = plans[name]
-            if plan["algorithm"] != "bands":
-                continue
-            rects = _rectangles(g, plan)
-            assert len(rects) == plan["pieces"], plan
-            ws = plan["workspace"]
-            assert set(ws) == {"band_inputs", "band_outputs", "cropped_weights", "sub_pass"}, plan
-            assert ws["band_inputs"] == booked(max(n * cin * r[0] * r[1] for r in rects)), plan
-            assert ws["band_outputs"] == booked(max(n * cout * r[2] * r[3] for r in rects)), plan
-            assert ws["cropped_weights"] == booked(max(cout * w.shape[1] * r[4] * r[5]
-                                                       for r in rects)), plan
-            assert plan["workspace_bytes"] == sum(ws.values()), plan
-            hits[name] += 1
-        plan = plans["grad_input"]
-        if plan["algorithm"] == "bands":
-            ws = plan["workspace"]
-            assert set(ws) == {"band_inputs", "band_outputs", "cropped_weights", "sub_pass",
-                               "flipped_weights"}, plan
-            taps = (plan["taps"]["rows"][1] - plan["taps"]["rows"][0] + 1) * (
-                plan["taps"]["cols"][1] - plan["taps"]["cols"][0] + 1) if "taps" in plan \
-                else w.shape[2] * w.shape[3]
-            assert ws["flipped_weights"] == booked(cout * w.shape[1] * taps), plan
-            assert plan["workspace_bytes"] == sum(ws.values()), plan
-            hits["grad_input"] += 1
+    rects = _rectangles(g, plan)
+    assert len(rects) == plan["pieces"], plan
+    macs = [n * cout * w.shape[1] * r[2] * r[3] * r[4] * r[5] for r in rects]
+    side = [plan["threads"] > 1 and pass_ == "forward" and m * plan["threads"] <= sum(macs)
+            for m in macs]
+    if sum(side) < 2:
+        side = [False] * len(rects)
+    assert plan["side_by_side"] == sum(side), plan
+    ws = plan["workspace"]
+    names = set()
+    for key, f in (("band_inputs", lambda r: n * cin * r[0] * r[1]),
+                   ("band_outputs", lambda r: n * cout * r[2] * r[3]),
+                   ("cropped_weights", lambda r: cout * w.shape[1] * r[4] * r[5])):
+        team = [f(r) for r, s in zip(rects, side) if not s]
+        if team:
+            assert ws[key] == booked(max(team)) * size, (key, plan)
+            names |= {key, "sub_pass"}
+    if any(side):
+        blocks = [(n * cin * r[0] * r[1], n * cout * r[2] * r[3], cout * w.shape[1] * r[4] * r[5])
+                  for r, s in zip(rects, side) if s]
+        per_thread = sum(booked(max(b[k] for b in blocks)) for k in range(3))
+        assert ws["per_thread"] > plan["threads"] * per_thread * size, plan
+        names |= {"per_thread", "band_tasks"}
+    assert set(ws) == names, (names, plan)
+    assert plan["workspace_bytes"] == sum(ws.values()), plan
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_workspace_covers_the_rectangles(dtype, threads):
+    """A bands plan books its buffers in its workspace (explain's regions, summing to
+    workspace_bytes): input regions, output or grad_output blocks, blocks of weights or
+    weight gradient, the sub-passes' workspace (_check_workspace) and, for the input
+    gradient, the flipped kernel; the driver allocates nothing else."""
+    rng = np.random.default_rng(41)
+    hits = {"forward": 0, "grad_input": 0, "grad_weight": 0, "side": 0}
+    saved = cconv.get_num_threads()
+    try:
+        cconv.set_num_threads(threads)
+        for _ in range(8):
+            x, w, b, kwargs, g = _draw(rng, dtype)
+            gy = np.zeros(cconv.conv2d(x, w, b, **kwargs, backend=REFERENCE).shape, dtype)
+            plans = {**cconv.explain("conv2d", x, w, b, **kwargs),
+                     **cconv.explain("conv2d_backward", gy, x, w, **kwargs)}
+            for name in ("forward", "grad_weight"):
+                if plans[name]["algorithm"] == "bands":
+                    _check_workspace(plans[name], g, x, w, name)
+                    hits[name] += 1
+                    hits["side"] += plans[name]["side_by_side"] > 0
+            plan = plans["grad_input"]
+            if plan["algorithm"] == "bands":
+                ws = plan["workspace"]
+                full = {"rows": (0, w.shape[2] - 1), "cols": (0, w.shape[3] - 1)}
+                rows, cols = plan.get("taps", full)["rows"], plan.get("taps", full)["cols"]
+                taps = (rows[1] - rows[0] + 1) * (cols[1] - cols[0] + 1)
+                assert ws["flipped_weights"] == -(-w.size // w.shape[2] // w.shape[3] * taps
+                                                  // 16) * 16 * x.itemsize, plan
+                assert {"band_tasks", "per_thread"} <= set(ws) if plan["side_by_side"] else \
+                    {"band_inputs", "sub_pass"} <= set(ws), plan
+                assert plan["workspace_bytes"] == sum(ws.values()), plan
+                hits["grad_input"] += 1
+    finally:
+        cconv.set_num_threads(saved)
     assert hits["forward"] == 8 and hits["grad_input"] >= 2 and hits["grad_weight"] >= 2, hits
+    assert (hits["side"] >= 4) == (threads > 1), hits
