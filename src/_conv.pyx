@@ -24,7 +24,6 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
 import threading
@@ -277,137 +276,200 @@ cdef void _paste_block(const floating *src, Py_ssize_t planes, Py_ssize_t rn, Py
                     d[j] = q[j]
 
 
-cdef Py_ssize_t _bands_of(Py_ssize_t size, Py_ssize_t out, Py_ssize_t k, Py_ssize_t stride,
-                          Py_ssize_t dilation, Py_ssize_t pad, bint split,
-                          Py_ssize_t *b) noexcept nogil:
-    """The bands of one dimension (cconv_bands), or one band of the whole dimension (taps
-    [0, k), its padding kept) when not split."""
-    cdef double sums[3]
-    if split:
-        return cconv_bands(size, out, k, stride, dilation, pad, b, sums)
-    b[0] = 0
-    b[1] = out
-    b[2] = 0
-    b[3] = k
-    return 1
-
-
-cdef int _bands_pass(int pass_, const cconv_geom *g, Py_ssize_t batch, Py_ssize_t groups,
-                     Py_ssize_t m, const floating *a, const floating *b, const floating *bias,
-                     floating *out, int threads, bint split_h, bint split_w) except -1:
-    """A forward-shaped pass (x = a, w = b into y = out, + bias) or a weight gradient (x = a,
-    grad_output = b into grad_weight = out) of full geometry g, rectangle by rectangle
-    (cconv_bands): each rectangle's input region (and grad_output block) is copied, its
-    sub-pass planned with im2col forced (an unpadded pass: no finiteness to check, and the
-    same algorithm on any thread count, so the same bits) and run on `threads`, its result
-    pasted (forward) or added (weight gradient, in a fixed rectangle order).  Outputs no
-    rectangle covers read only padding: the bias, or no contribution."""
-    cdef Py_ssize_t C = g.channels, O = groups * m, Cin = groups * C
-    cdef Py_ssize_t KH = g.kernel_h, KW = g.kernel_w, H = g.in_h, W = g.in_w
-    cdef Py_ssize_t OH = g.out_h, OW = g.out_w, nw_full = O * C * KH * KW
-    cdef Py_ssize_t nh, nw, i, j, r0, rn, c0, cn, oh, ow, kh, kw, k, q
-    cdef Py_ssize_t *bh = <Py_ssize_t *>malloc(4 * (2 * KH + 2) * sizeof(Py_ssize_t))
-    cdef Py_ssize_t *bw = <Py_ssize_t *>malloc(4 * (2 * KW + 2) * sizeof(Py_ssize_t))
-    cdef floating *xs = <floating *>malloc(max(batch * Cin * H * W, 1) * sizeof(floating))
-    cdef floating *ws = <floating *>malloc(max(nw_full, 1) * sizeof(floating))
-    cdef floating *ys = <floating *>malloc(max(batch * O * OH * OW, 1) * sizeof(floating))
+cdef void _band_task(const ConvPlan *p, const _BandTask *task, int tid,
+                     const Py_ssize_t *bh, const Py_ssize_t *bw, const floating *a,
+                     const floating *b, const floating *bias, floating *out, floating *ws,
+                     Py_ssize_t wkh, Py_ssize_t wkw, Py_ssize_t wh0,
+                     Py_ssize_t ww0) noexcept nogil:
+    """One rectangle of a forward-shaped pass run side by side (_bands_pass), on thread
+    tid's T_A block: its output block pasted into out."""
+    cdef const cconv_geom *g = &p.g
+    cdef Py_ssize_t C = g.channels, O = p.groups * p.m, Cin = p.groups * C
+    cdef floating *blk = ws + p.off[R_THREADS] + tid * p.t_stride + p.t_off[T_A]
+    cdef floating *xs = blk + p.band_t[0]
+    cdef floating *ys = blk + p.band_t[1]
+    cdef floating *wb = blk + p.band_t[2]
+    cdef const Py_ssize_t *hb = bh + 4 * task.i
+    cdef const Py_ssize_t *wbd = bw + 4 * task.j
     cdef cconv_geom s2
+    _band_geom(g, p.split_h, p.split_w, hb, wbd, &s2)
+    _copy_block(a, p.batch * Cin, g.in_h, g.in_w, _band_start(g, True, p.split_h, hb), s2.in_h,
+                _band_start(g, False, p.split_w, wbd), s2.in_w, xs)
+    _copy_block(b, O * C, wkh, wkw, wh0 + hb[2], s2.kernel_h, ww0 + wbd[2], s2.kernel_w, wb)
+    _run_plan(&task.sub, xs, wb, bias, ys, blk + p.band_t[3])
+    _paste_block(ys, p.batch * O, s2.out_h, s2.out_w, out, g.out_h, g.out_w, hb[0], wbd[0],
+                 False)
+
+
+cdef void _bands_side(const ConvPlan *p, const _BandTask *tasks, Py_ssize_t n,
+                      const Py_ssize_t *bh, const Py_ssize_t *bw, const floating *a,
+                      const floating *b, const floating *bias, floating *out, floating *ws,
+                      Py_ssize_t wkh, Py_ssize_t wkw, Py_ssize_t wh0,
+                      Py_ssize_t ww0) noexcept nogil:
+    """The n rectangles run side by side, largest first, each on the thread that comes free
+    (which one never changes a result)."""
+    cdef Py_ssize_t t
+    for t in prange(n, num_threads=<int>min(<Py_ssize_t>p.threads, n), schedule='dynamic'):
+        _band_task(p, tasks + t, threadid(), bh, bw, a, b, bias, out, ws, wkh, wkw, wh0, ww0)
+
+
+cdef int _bands_pass(const ConvPlan *p, int pass_, const floating *a, const floating *b,
+                     const floating *bias, floating *out, floating *ws, Py_ssize_t wkh,
+                     Py_ssize_t wkw, Py_ssize_t wh0, Py_ssize_t ww0) except -1:
+    """A forward-shaped pass (x = a, w = b into y = out, + bias) or a weight gradient (x = a,
+    grad_output = b into grad_weight = out) of bands plan p on its geometry p.g (the live
+    taps of a trimmed plan), rectangle by rectangle (cconv_bands, _band_geom): each
+    rectangle's input region (and grad_output block, or weight block) is copied into the
+    plan's workspace ws (regions booked by _plan_bands), its sub-pass planned with im2col
+    forced (an unpadded pass, the same algorithm on any thread count, so the same bits) and
+    run, its result pasted (forward) or added (weight gradient, in the rectangles' order).
+    On a team the small rectangles of a forward (_band_side) run first, side by side on one
+    thread each, then the others one after another on p.sub_threads.  The weights (or
+    weight gradient) have wkh x wkw taps, p.g's tap 0 at (wh0, ww0).  Outputs no rectangle
+    covers read only padding: the bias, or no contribution."""
+    cdef const cconv_geom *g = &p.g
+    cdef Py_ssize_t C = g.channels, O = p.groups * p.m, Cin = p.groups * C, batch = p.batch
+    cdef Py_ssize_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w
+    cdef Py_ssize_t nh, nw, i, j, r0, c0, k, q, nside = 0
+    cdef Py_ssize_t bh[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef Py_ssize_t bw[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef floating *xs = ws + p.off[R_BAND_INPUTS]
+    cdef floating *ys = ws + p.off[R_BAND_OUTPUTS]
+    cdef floating *wb = ws + p.off[R_CROPPED]
+    cdef floating *sub_ws = ws + p.off[R_SUB_PASS]
+    cdef _BandTask *tasks = <_BandTask *>(ws + p.off[R_BAND_TASKS])
+    cdef _BandTask swap
     cdef ConvPlan sub
-    try:
-        if bh == NULL or bw == NULL or xs == NULL or ws == NULL or ys == NULL:
-            raise MemoryError()
-        nh = _bands_of(H, OH, KH, g.stride_h, g.dilation_h, g.pad_top, split_h, bh)
-        nw = _bands_of(W, OW, KW, g.stride_w, g.dilation_w, g.pad_left, split_w, bw)
+    cdef cconv_geom s2
+    cdef double total = 0, macs
+    nh = _bands_list(g, True, p.split_h, bh)
+    nw = _bands_list(g, False, p.split_w, bw)
+    with nogil:
         if pass_ == P_GRAD_WEIGHT:
-            memset(out, 0, nw_full * sizeof(floating))
+            memset(out, 0, O * C * wkh * wkw * sizeof(floating))
         else:
             for k in range(batch * O):
                 for q in range(OH * OW):
                     out[k * OH * OW + q] = bias[k % O] if bias != NULL else 0
-        s2 = g[0]
+    if p.side:
         for i in range(nh):
-            oh = bh[4 * i + 1] - bh[4 * i]
-            kh = bh[4 * i + 3] - bh[4 * i + 2]
-            # a dimension not cut is the whole of it, padded as the pass is
-            r0 = _band_start(g, True, split_h, bh + 4 * i)
-            rn = _band_span(g, True, split_h, bh + 4 * i)
-            s2.pad_top = 0 if split_h else g.pad_top
             for j in range(nw):
-                ow = bw[4 * j + 1] - bw[4 * j]
-                kw = bw[4 * j + 3] - bw[4 * j + 2]
-                c0 = _band_start(g, False, split_w, bw + 4 * j)
-                cn = _band_span(g, False, split_w, bw + 4 * j)
-                s2.pad_left = 0 if split_w else g.pad_left
-                s2.in_h = rn
-                s2.in_w = cn
-                s2.kernel_h = kh
-                s2.kernel_w = kw
-                s2.out_h = oh
-                s2.out_w = ow
-                with nogil:
-                    _copy_block(a, batch * Cin, H, W, r0, rn, c0, cn, xs)
+                _band_geom(g, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+                total += _band_macs(p, &s2)
+        for i in range(nh):
+            for j in range(nw):
+                _band_geom(g, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+                macs = _band_macs(p, &s2)
+                if not _band_side(p, macs, total):
+                    continue
+                if nside == p.side:
+                    raise RuntimeError("bands: more rectangles side by side than planned")
+                tasks[nside].sub = plan_conv(pass_, &s2, batch, p.groups, p.m,
+                                             sizeof(floating), 1, F_ALL, A_IM2COL)[0]
+                if tasks[nside].sub.ws_elems > p.t_size[T_A] - p.band_t[3]:
+                    raise RuntimeError("bands: a sub-pass needs more workspace than booked")
+                tasks[nside].i = i
+                tasks[nside].j = j
+                tasks[nside].macs = macs
+                nside += 1
+                k = nside - 1          # largest first (insertion, stable)
+                while k > 0 and tasks[k - 1].macs < tasks[k].macs:
+                    swap = tasks[k - 1]
+                    tasks[k - 1] = tasks[k]
+                    tasks[k] = swap
+                    k -= 1
+        if nside != p.side:
+            raise RuntimeError("bands: fewer rectangles side by side than planned")
+        with nogil:
+            _bands_side(p, tasks, nside, bh, bw, a, b, bias, out, ws, wkh, wkw, wh0, ww0)
+    for i in range(nh):
+        r0 = _band_start(g, True, p.split_h, bh + 4 * i)
+        for j in range(nw):
+            c0 = _band_start(g, False, p.split_w, bw + 4 * j)
+            _band_geom(g, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+            if p.side and _band_side(p, _band_macs(p, &s2), total):
+                continue                          # ran side by side
+            # the parent plan assumed its weights (grad_output) finite, so are their blocks
+            sub = plan_conv(pass_, &s2, batch, p.groups, p.m, sizeof(floating), p.sub_threads,
+                            F_ALL, A_IM2COL)[0]
+            if sub.ws_elems > p.size[R_SUB_PASS]:
+                raise RuntimeError("bands: a sub-pass needs more workspace than its plan booked")
+            with nogil:
+                _copy_block(a, batch * Cin, H, W, r0, s2.in_h, c0, s2.in_w, xs)
                 if pass_ == P_GRAD_WEIGHT:
-                    with nogil:
-                        _copy_block(b, batch * O, OH, OW, bh[4 * i], oh, bw[4 * j], ow, ys)
-                    sub = _plan(P_GRAD_WEIGHT, &s2, batch, groups, m, sizeof(floating), threads,
-                                xs, batch * Cin * rn * cn, ys, batch * O * oh * ow, A_IM2COL)
-                    _execute(&sub, xs, ys, <const floating *>NULL, ws)
-                    with nogil:
-                        _paste_block(ws, O * C, kh, kw, out, KH, KW, bh[4 * i + 2],
-                                     bw[4 * j + 2], True)
+                    _copy_block(b, batch * O, OH, OW, bh[4 * i], s2.out_h, bw[4 * j], s2.out_w,
+                                ys)
+                    _run_plan(&sub, xs, ys, <const floating *>NULL, wb, sub_ws)
+                    _paste_block(wb, O * C, s2.kernel_h, s2.kernel_w, out, wkh, wkw,
+                                 wh0 + bh[4 * i + 2], ww0 + bw[4 * j + 2], True)
                 else:
-                    with nogil:
-                        _copy_block(b, O * C, KH, KW, bh[4 * i + 2], kh, bw[4 * j + 2], kw, ws)
-                    sub = _plan(P_FORWARD, &s2, batch, groups, m, sizeof(floating), threads,
-                                xs, batch * Cin * rn * cn, ws, O * C * kh * kw, A_IM2COL)
-                    _execute(&sub, xs, ws, bias, ys)
-                    with nogil:
-                        _paste_block(ys, batch * O, oh, ow, out, OH, OW, bh[4 * i], bw[4 * j],
-                                     False)
-    finally:
-        free(bh)
-        free(bw)
-        free(xs)
-        free(ws)
-        free(ys)
+                    _copy_block(b, O * C, wkh, wkw, wh0 + bh[4 * i + 2], s2.kernel_h,
+                                ww0 + bw[4 * j + 2], s2.kernel_w, wb)
+                    _run_plan(&sub, xs, wb, bias, ys, sub_ws)
+                    _paste_block(ys, batch * O, s2.out_h, s2.out_w, out, OH, OW, bh[4 * i],
+                                 bw[4 * j], False)
     return 0
 
 
 cdef int _bands_run(const ConvPlan *p, const floating *a, const floating *b,
                     const floating *bias, floating *out) except -1:
-    """Run a bands plan (operands as _execute's) on its full (uncropped) kernel; a stride-1
-    input gradient as the forward of grad_output with the flipped, transposed kernel."""
-    cdef cconv_geom g = p.g
-    cdef Py_ssize_t khw, C, mo, gi, c, o, r
+    """Run a bands plan (operands as _execute's) on p.g, in its workspace; a stride-1 input
+    gradient as the forward of grad_output with the flipped, transposed kernel (p.g is that
+    transposed geometry, on the live taps of a trimmed plan: those are flipped)."""
+    cdef Py_ssize_t kh = p.g.kernel_h, kw = p.g.kernel_w
+    cdef Py_ssize_t fkh = p.full_kh if p.trimmed else kh, fkw = p.full_kw if p.trimmed else kw
+    cdef Py_ssize_t h0 = p.tap_h0 if p.trimmed else 0, w0 = p.tap_w0 if p.trimmed else 0
+    cdef Py_ssize_t C = p.m, mo = p.g.channels, gi, c, o, i, j
+    cdef _Scratch scratch = _scratch_for(p)
+    cdef floating *ws = <floating *>_ptr(scratch)
     cdef floating *wt
-    if p.trimmed:
-        g.pad_top += p.tap_h0 * g.dilation_h
-        g.pad_left += p.tap_w0 * g.dilation_w
-        g.kernel_h = p.full_kh
-        g.kernel_w = p.full_kw
-    if p.pass_ != P_GRAD_INPUT:
-        return _bands_pass(p.pass_, &g, p.batch, p.groups, p.m, a, b, bias, out,
-                           p.sub_threads, p.split_h, p.split_w)
-    # via_forward: g is the transposed geometry, p.m the conv's input channels per group
-    khw = g.kernel_h * g.kernel_w
-    C = p.m
-    mo = g.channels
-    wt = <floating *>malloc(max(p.groups * C * mo * khw, 1) * sizeof(floating))
-    if wt == NULL:
-        raise MemoryError()
     try:
+        if p.pass_ != P_GRAD_INPUT:
+            return _bands_pass(p, p.pass_, a, b, bias, out, ws, fkh, fkw, h0, w0)
+        # via_forward: p.m is the conv's input channels per group, p.g.channels its outputs
+        wt = ws + p.off[R_FLIPPED]
         with nogil:
             for gi in range(p.groups):
                 for c in range(C):
                     for o in range(mo):
-                        for r in range(khw):
-                            wt[((gi * C + c) * mo + o) * khw + khw - 1 - r] = \
-                                b[((gi * mo + o) * C + c) * khw + r]
-        _bands_pass(P_FORWARD, &g, p.batch, p.groups, p.m, a, wt, <const floating *>NULL,
-                    out, p.sub_threads, p.split_h, p.split_w)
+                        for i in range(kh):
+                            for j in range(kw):
+                                wt[(((gi * C + c) * mo + o) * kh + kh - 1 - i) * kw + kw - 1 - j] = \
+                                    b[(((gi * mo + o) * C + c) * fkh + h0 + i) * fkw + w0 + j]
+        return _bands_pass(p, P_FORWARD, a, wt, <const floating *>NULL, out, ws, kh, kw, 0, 0)
     finally:
-        free(wt)
-    return 0
+        if scratch is not None:
+            scratch.release()
+
+
+cdef void _run_plan(const ConvPlan *p, const floating *a, const floating *b,
+                    const floating *bias, floating *out, floating *ws) noexcept nogil:
+    """Run pass p (anything but A_EMPTY and A_BANDS) into out in workspace ws (p.ws_elems
+    elements, 64-byte aligned); operands as _execute's."""
+    cdef floating small_wt[_SMALL_WEIGHTS]
+    cdef floating *wt
+    cdef floating *cropped = ws + p.off[R_CROPPED] if p.trimmed else NULL
+    cdef Py_ssize_t planes = p.groups * p.m * p.g.channels    # out x in-per-group channels
+    if p.trimmed and p.pass_ != P_GRAD_WEIGHT:    # run on the live taps' weights
+        _crop_weights(p, b, planes, cropped)
+        b = cropped
+    if p.pass_ == P_FORWARD:
+        _forward(p, a, b, bias, out, ws)
+    elif p.pass_ == P_GRAD_WEIGHT and p.trimmed:
+        _grad_weight(p, a, b, cropped, ws)
+        _uncrop_weights(p, cropped, planes, out)
+    elif p.pass_ == P_GRAD_WEIGHT:
+        _grad_weight(p, a, b, out, ws)
+    elif p.algo == A_ROWS:
+        _grad_input_rows(p, a, b, out, ws)
+    elif not p.via_forward:
+        _grad_input_col2im(p, a, b, out, ws)
+    elif p.in_place:    # 1x1: _forward packs W^T straight from the weights
+        _forward(p, a, b, NULL, out, ws)
+    else:
+        wt = &small_wt[0] if p.size[R_FLIPPED] == 0 else ws + p.off[R_FLIPPED]
+        _flip(p, b, wt)
+        _forward(p, a, wt, NULL, out, ws)
 
 
 cdef void _plan_key(const ConvPlan *p, Py_ssize_t *key) noexcept nogil:
@@ -454,32 +516,9 @@ cdef int _execute_plan(const ConvPlan *p, const floating *a, const floating *b,
         return _bands_run(p, a, b, bias, out)
     cdef _Scratch scratch = _scratch_for(p)
     cdef floating *ws = <floating *>_ptr(scratch)
-    cdef floating small_wt[_SMALL_WEIGHTS]
-    cdef floating *wt
-    cdef floating *cropped = ws + p.off[R_CROPPED] if p.trimmed else NULL
-    cdef Py_ssize_t planes = p.groups * p.m * p.g.channels    # out x in-per-group channels
     try:
         with nogil:
-            if p.trimmed and p.pass_ != P_GRAD_WEIGHT:    # run on the live taps' weights
-                _crop_weights(p, b, planes, cropped)
-                b = cropped
-            if p.pass_ == P_FORWARD:
-                _forward(p, a, b, bias, out, ws)
-            elif p.pass_ == P_GRAD_WEIGHT and p.trimmed:
-                _grad_weight(p, a, b, cropped, ws)
-                _uncrop_weights(p, cropped, planes, out)
-            elif p.pass_ == P_GRAD_WEIGHT:
-                _grad_weight(p, a, b, out, ws)
-            elif p.algo == A_ROWS:
-                _grad_input_rows(p, a, b, out, ws)
-            elif not p.via_forward:
-                _grad_input_col2im(p, a, b, out, ws)
-            elif p.in_place:    # 1x1: _forward packs W^T straight from the weights
-                _forward(p, a, b, NULL, out, ws)
-            else:
-                wt = &small_wt[0] if p.size[R_FLIPPED] == 0 else ws + p.off[R_FLIPPED]
-                _flip(p, b, wt)
-                _forward(p, a, wt, NULL, out, ws)
+            _run_plan(p, a, b, bias, out, ws)
     finally:
         if scratch is not None:
             scratch.release()
@@ -1053,6 +1092,7 @@ cdef dict _describe(const ConvPlan *p, tuned=None):
         info["pieces"] = int(p.pieces)
         info["split"] = ("rows x cols" if p.split_h and p.split_w
                          else "rows" if p.split_h else "cols")
+        info["side_by_side"] = int(p.side)   # rectangles run one per thread
     if p.algo == A_COL2IM and p.nimg > 1:    # images of a few pixels share a GEMM
         info["images_per_task"] = int(p.nimg)
     if p.algo in (A_DOT, A_IM2COL, A_WINOGRAD) and p.pass_ == P_GRAD_WEIGHT:

@@ -277,19 +277,25 @@ cdef enum:  # shared regions, booked once per call
     R_MASK = 3        # dot kernel: which grid columns are real output pixels
     R_PARTIALS = 4    # weight gradient: partial sums of batch parts 1.. (part 0: the output)
     R_CROPPED = 5     # trimmed taps: the cropped weights, or the cropped weight gradient
+    #                   (bands: one rectangle's block of either, its largest)
     R_COLUMNS = 6     # rows: im2col columns with pixels as rows, and a copy of grad_output
     R_PADDED = 7      # padded forward cut into grid chunks: every slice's padded copy
-    R_THREADS = 8     # per-thread blocks, t_stride elements each
-    N_REGIONS = 9
+    R_BAND_INPUTS = 8     # bands: a rectangle's input region (its largest)
+    R_BAND_OUTPUTS = 9    # bands: a rectangle's output (or grad_output) block
+    R_SUB_PASS = 10       # bands: the rectangles' im2col sub-passes' own workspace
+    R_BAND_TASKS = 11     # bands: the rectangles run side by side (_BandTask each)
+    R_THREADS = 12    # per-thread blocks, t_stride elements each
+    N_REGIONS = 13
 
 cdef enum:  # regions inside each thread's block
     T_A = 0           # padded image copy, im2col panels, Winograd tiles, dot images, packed gy
+    #                   (bands: a side-by-side rectangle's copies and sub-pass workspace)
     T_B = 1           # C tile, B panel or col block
     N_TREGIONS = 2
 
 REGION_NAMES = ("flipped_weights", "packed_weights", "tap_offsets", "grid_mask",
                 "partial_sums", "cropped_weights", "pixel_columns", "padded_images",
-                "per_thread")
+                "band_inputs", "band_outputs", "sub_pass", "band_tasks", "per_thread")
 
 cdef struct ConvPlan:
     int pass_                 # P_*
@@ -333,6 +339,9 @@ cdef struct ConvPlan:
     Py_ssize_t pieces         # bands: rectangles with live taps (sub-passes run)
     int sub_threads           # bands: the thread count the sub-passes are planned with
     bint split_h, split_w     # bands: rows / columns cut into bands (else whole, padded)
+    Py_ssize_t side           # bands: rectangles run side by side, one thread each
+    Py_ssize_t band_t[4]      # ... their input region, output, weight block, sub-pass
+    #                           workspace: offsets in the thread's T_A block
     Py_ssize_t off[N_REGIONS]
     Py_ssize_t size[N_REGIONS]
     Py_ssize_t t_off[N_TREGIONS]
@@ -668,6 +677,121 @@ cdef int _bands_cost(ConvPlan *p, double pack, double full_per_col) noexcept nog
     return 2 if best < _BANDS_MARGIN * full else 1
 
 
+cdef inline void _band_geom(const cconv_geom *s, bint split_h, bint split_w,
+                            const Py_ssize_t *bh, const Py_ssize_t *bw,
+                            cconv_geom *s2) noexcept nogil:
+    """s2: the unpadded (in a dimension not cut: padded as s) sub-pass of the rectangle of
+    row band bh and column band bw (4 entries each, as cconv_bands's) of pass s: its input
+    region's size, the band's live taps, its outputs."""
+    s2[0] = s[0]
+    s2.in_h = _band_span(s, True, split_h, bh)
+    s2.in_w = _band_span(s, False, split_w, bw)
+    s2.pad_top = 0 if split_h else s.pad_top
+    s2.pad_left = 0 if split_w else s.pad_left
+    s2.kernel_h = bh[3] - bh[2]
+    s2.kernel_w = bw[3] - bw[2]
+    s2.out_h = bh[1] - bh[0]
+    s2.out_w = bw[1] - bw[0]
+
+
+cdef struct _BandTask:
+    ConvPlan sub              # its sub-pass, on one thread
+    Py_ssize_t i, j           # row band, column band
+    double macs
+
+
+cdef inline double _band_macs(const ConvPlan *p, const cconv_geom *s2) noexcept nogil:
+    return (<double>p.batch * p.groups * p.m * s2.channels * s2.kernel_h * s2.kernel_w
+            * s2.out_h * s2.out_w)
+
+
+cdef inline bint _band_side(const ConvPlan *p, double macs, double total) noexcept nogil:
+    """Whether a rectangle of `macs` multiply-adds (of `total` in the pass) runs side by side
+    with others, each on one thread, rather than on the whole team: in a forward-shaped pass
+    on a team, when it is no more than an equal share of the team's work (a larger one would
+    hold up the others).  Measured at 2 threads on benchmarks/dilated_pairs.py's layers
+    (results-dilated.md): forwards 0.59-0.90x the time, input gradients mostly faster
+    (0.72-1.14x); weight gradients 1.03-1.24x slower on 7 of 8 (their 3 rectangles, one
+    about half the work, their blocks kept apart and added in order): they stay on the team."""
+    return p.threads > 1 and p.pass_ != P_GRAD_WEIGHT and macs * p.threads <= total
+
+
+cdef void _plan_bands(ConvPlan *p) noexcept nogil:
+    """Books a bands plan's buffers (p.g, p.split_h, p.split_w chosen by _bands_cost).  On a
+    team the rectangles of a forward-shaped pass of at most an equal share of the work
+    (_band_side) run side by side, one thread each (if there are two or more): each thread's
+    T_A block holds the largest of their input regions, output blocks, weight blocks and
+    their sub-passes' workspaces on one thread; band_tasks their plans.  The others run one
+    after another on the team: the largest of their input regions, output (or grad_output)
+    blocks, weight (or weight gradient) blocks and sub-pass workspaces.  Each sub-pass is
+    the plan its driver asks for, im2col forced (planned here without the cache, which may
+    hold the plan being made).  A stride-1 input gradient also books the flipped kernel
+    (_plan_grad_input)."""
+    cdef const cconv_geom *s = &p.g
+    cdef Py_ssize_t bh[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef Py_ssize_t bw[4 * (2 * _BANDS_MAX_KERNEL + 2)]
+    cdef Py_ssize_t nh, nw, i, j, k
+    cdef Py_ssize_t big[4]
+    cdef Py_ssize_t side[4]
+    cdef Py_ssize_t *at
+    cdef Py_ssize_t O = p.groups * p.m, Cin = p.groups * s.channels
+    cdef int saved = _forced_algo
+    cdef int pass_ = P_GRAD_WEIGHT if p.pass_ == P_GRAD_WEIGHT else P_FORWARD
+    cdef double total = 0, macs
+    cdef bint on_side
+    cdef cconv_geom s2
+    cdef ConvPlan sub
+    global _forced_algo
+    p.sub_threads = p.threads
+    p.side = 0
+    nh = _bands_list(s, True, p.split_h, bh)
+    nw = _bands_list(s, False, p.split_w, bw)
+    for k in range(4):
+        big[k] = side[k] = 0
+    for i in range(nh):
+        for j in range(nw):
+            _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+            total += _band_macs(p, &s2)
+    for i in range(nh):
+        for j in range(nw):
+            _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+            on_side = _band_side(p, _band_macs(p, &s2), total)
+            at = &side[0] if on_side else &big[0]
+            at[0] = max(at[0], p.batch * Cin * s2.in_h * s2.in_w)
+            at[1] = max(at[1], p.batch * O * s2.out_h * s2.out_w)
+            at[2] = max(at[2], O * s2.channels * s2.kernel_h * s2.kernel_w)
+            _forced_algo = A_IM2COL
+            _plan_pass(&sub, pass_, &s2, p.batch, p.groups, p.m, p.itemsize,
+                       1 if on_side else p.sub_threads, F_ALL)
+            _forced_algo = saved
+            at[3] = max(at[3], sub.ws_elems)
+            p.side += on_side
+    if p.side < 2:            # one rectangle side by side is one on a team of one: recount
+        p.side = 0
+        for k in range(4):
+            big[k] = max(big[k], side[k])
+        if side[3]:           # its sub-pass on the team
+            for i in range(nh):
+                for j in range(nw):
+                    _band_geom(s, p.split_h, p.split_w, bh + 4 * i, bw + 4 * j, &s2)
+                    _forced_algo = A_IM2COL
+                    _plan_pass(&sub, pass_, &s2, p.batch, p.groups, p.m, p.itemsize,
+                               p.sub_threads, F_ALL)
+                    _forced_algo = saved
+                    big[3] = max(big[3], sub.ws_elems)
+    _book(p, R_BAND_INPUTS, big[0])
+    _book(p, R_BAND_OUTPUTS, big[1])
+    _book(p, R_CROPPED, big[2])
+    _book(p, R_SUB_PASS, big[3])
+    if p.side:
+        _book(p, R_BAND_TASKS, p.side * ((sizeof(_BandTask) + p.itemsize - 1) // p.itemsize))
+        k = 0
+        for i in range(4):
+            p.band_t[i] = k
+            k += _round_up(side[i], 16)
+        _book_thread(p, T_A, k)
+
+
 cdef inline bint _is_3x3_unit(const cconv_geom *s) noexcept nogil:
     return (s.kernel_h == 3 and s.kernel_w == 3 and s.stride_h == 1 and s.stride_w == 1
             and s.dilation_h == 1 and s.dilation_w == 1)
@@ -867,7 +991,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
                 return A_WINOGRAD
         if _forced_algo == A_ROWS and not p.via_forward and _rows_fit(p):
             return A_ROWS
-        if (_forced_algo == A_BANDS and (fin & F_OTHER) and not p.via_forward
+        if (_forced_algo == A_BANDS and (fin & F_OTHER)
                 and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD)):
             return A_BANDS
         p.forced = -1
@@ -888,11 +1012,9 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
         return A_ROWS
     # Not few pixels (rows above streams the weights once): skipping the padding's
     # multiply-adds, only with finite weights (PyTorch's 0 * inf = NaN on the padding) and
-    # channels enough for the sub-passes' GEMMs.  Not for the input gradient run as a forward
-    # (via_forward): the fuzzer found geometries where that gives wrong results (31 of 394
-    # forced random dilated layers, e.g. x 9x4, k 4x3, padding (5, 3), dilation 4, the
-    # columns split); forwards (267 of 267 forced) and weight gradients match.
-    if (pad and (fin & F_OTHER) and gemm_pays and not p.via_forward
+    # channels enough for the sub-passes' GEMMs.  Also the stride-1 input gradient run as a
+    # forward (via_forward) of the transposed geometry with the flipped kernel.
+    if (pad and (fin & F_OTHER) and gemm_pays
             and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD) == 2):
         p.reason = W_BANDS
         return A_BANDS
@@ -965,7 +1087,7 @@ cdef void _plan_forward_shape(ConvPlan *p, double macs, int fin) noexcept nogil:
     _choose_kernel(p, m, False)
     p.algo = _forward_choice(p, macs, fin)
     if p.algo == A_BANDS:       # the sub-passes plan their own teams
-        p.sub_threads = p.threads
+        _plan_bands(p)
         return
     if p.algo == A_DIRECT:
         p.threads = _team(p.threads, macs, p.batch * p.groups * m)
@@ -1166,9 +1288,7 @@ cdef void _plan_grad_input(ConvPlan *p, double macs, int fin) noexcept nogil:
         # F_OTHER the (flipped) weights, as in a forward pass
         _plan_forward_shape(p, macs, fin)
         n_wt = p.groups * s.channels * m * s.kernel_h * s.kernel_w
-        if p.algo == A_BANDS:       # flips the full kernel into its own buffer
-            pass
-        elif not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
+        if not (p.algo == A_DIRECT and _round_up(n_wt, 16) <= _SMALL_WEIGHTS) and not p.in_place:
             _book(p, R_FLIPPED, n_wt)
         _lay_out(p)
         return
@@ -1274,7 +1394,7 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
                 p.reason = W_GW_WINOGRAD
     p.algo = algo
     if algo == A_BANDS:
-        p.sub_threads = p.threads
+        _plan_bands(p)
         _lay_out(p)
         return
     if algo == A_DIRECT:
@@ -1423,8 +1543,6 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     cdef int i
     cdef _CacheSlot *slot
     cdef ConvPlan *p
-    cdef double macs
-    cdef int trim = 0
     global _forced_algo
     _forced_algo = want if want >= 0 else _env_algo
     _make_key(key, pass_, s, batch, groups, m, itemsize, threads, fin, _forced_algo)
@@ -1438,6 +1556,18 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
     global _cache_misses
     _cache_misses += 1
     p = &slot.plan
+    _plan_pass(p, pass_, s, batch, groups, m, itemsize, threads, fin)
+    memcpy(slot.key, key, sizeof(key))
+    slot.used = True
+    return p
+
+
+cdef void _plan_pass(ConvPlan *p, int pass_, const cconv_geom *s, Py_ssize_t batch,
+                     Py_ssize_t groups, Py_ssize_t m, int itemsize, int threads,
+                     int fin) noexcept nogil:
+    """plan_conv's plan, made into p (uncached), forcing _forced_algo where it applies."""
+    cdef double macs
+    cdef int trim = 0
     _plan_init(p, pass_, s, batch, groups, m, itemsize, threads)
     if pass_ != P_GRAD_BIAS and batch and s.channels * s.kernel_h * s.kernel_w and m:
         trim = _trim_taps(p, fin, <double>batch * s.out_h * s.out_w)
@@ -1466,9 +1596,6 @@ cdef const ConvPlan *plan_conv(int pass_, const cconv_geom *s, Py_ssize_t batch,
         _plan_grad_weight(p, macs, fin)
     else:
         _plan_grad_bias(p)
-    memcpy(slot.key, key, sizeof(key))
-    slot.used = True
-    return p
 
 
 cdef int applicable_algos(int pass_, const cconv_geom *s, Py_ssize_t batch, Py_ssize_t groups,

@@ -218,6 +218,8 @@ def _natural_cases():
     # dilation 6 on 9x9 maps: 31% of the multiply-adds read real input
     cases += [("bands", "forward", "conv2d", (arr(8, 32, 9, 9), arr(48, 32, 3, 3)),
                dict(padding=6, dilation=6)),
+              ("bands", "grad_input", "conv2d_backward",
+               (arr(8, 48, 9, 9), arr(8, 32, 9, 9), arr(48, 32, 3, 3)), dict(padding=6, dilation=6)),
               ("bands", "grad_weight", "conv2d_backward",
                (arr(8, 48, 9, 9), arr(8, 32, 9, 9), arr(48, 32, 3, 3)), dict(padding=6, dilation=6))]
     if _info()["channels_in_lanes"]:
@@ -434,7 +436,7 @@ APPLIES = {  # passes each algorithm applies to, on the random geometries of _dr
     "sum": ["grad_bias"],
     "rows": ["forward", "grad_input", "grad_weight"],
     "depthwise": ["forward", "grad_input", "grad_weight"],
-    "bands": ["forward", "grad_weight"],   # not the input gradient: see _forward_choice
+    "bands": ["forward", "grad_input", "grad_weight"],
 }
 
 
