@@ -1013,8 +1013,13 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     # Not few pixels (rows above streams the weights once): skipping the padding's
     # multiply-adds, only with finite weights (PyTorch's 0 * inf = NaN on the padding) and
     # channels enough for the sub-passes' GEMMs.  Also the stride-1 input gradient run as a
-    # forward (via_forward) of the transposed geometry with the flipped kernel.
+    # forward (via_forward) of the transposed geometry with the flipped kernel, of dilated
+    # layers only: where it was measured faster.  Undilated, that geometry is the full
+    # (k - 1) padding of every unpadded layer's input gradient, cut into 2k - 1 thin bands a
+    # dimension, which the cost model prices far too low (LeNet's 64x6x12x12, 16 5x5: 14.5 ms
+    # against 0.67 ms on the padded grid).
     if (pad and (fin & F_OTHER) and gemm_pays
+            and (not p.via_forward or s.dilation_h > 1 or s.dilation_w > 1)
             and _bands_cost(p, _IM2COL_PACK_FWD, m + _IM2COL_PACK_FWD) == 2):
         p.reason = W_BANDS
         return A_BANDS
