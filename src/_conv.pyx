@@ -1236,8 +1236,8 @@ def build_info():
         "adaptive_threads": {"enabled": bool(_adaptive_teams),
                              "calls_on_one_thread": int(_team_runs[0]),
                              "calls_on_the_team": int(_team_runs[1]),
-                             "override": "CCONV_ADAPTIVE_THREADS=0|1 (default 1: each planned team "
-                                         "is timed against one thread and the faster runs)"},
+                             "override": "CCONV_ADAPTIVE_THREADS=0|1 (default 0; 1: each planned "
+                                         "team is timed against one thread and the faster runs)"},
         "plan_cache": {"slots": _CACHE_SLOTS, "hits": int(_cache_hits),
                        "misses": int(_cache_misses)},
         "autotune": autotune_info(),

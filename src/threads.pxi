@@ -56,7 +56,11 @@ cdef inline int _elementwise_team(int threads, Py_ssize_t tasks, Py_ssize_t work
 # as the calls come: each keyed call (a pass's plan, a pool's geometry) keeps the recent
 # time of both, runs the faster, and measures the other now and then, often when the two
 # are close or the team's time rises, rarely when the team is clearly ahead.
-# CCONV_ADAPTIVE_THREADS=0 turns this off (the plan's team always runs).
+# Opt-in (CCONV_ADAPTIVE_THREADS=1): it helps next to a busy process (benchmarks/
+# under_load_results.md), but in a process that alternates cconv's calls with torch's (a
+# backend comparison: torch's OpenMP workers spin on the cores after each of its calls) it
+# put 2-thread passes on one thread where the team was faster: the seed-0 sweep's first 25
+# layers at 2 threads, torch/cconv geomean 1.60 on, 2.16 off.
 
 cdef extern from *:
     """
@@ -86,7 +90,7 @@ cdef struct TeamStats:
 
 
 cdef TeamStats _team_stats[_TEAM_SLOTS]
-cdef bint _adaptive_teams = True
+cdef bint _adaptive_teams = False
 cdef Py_ssize_t _team_runs[2]   # calls run on [one thread, the plan's team] by the choice below
 
 
@@ -150,24 +154,25 @@ cdef void _team_learn(TeamStats *st, int ran, double secs) noexcept nogil:
 
 
 cdef bint _adaptive_from_env() except -1:
-    """$CCONV_ADAPTIVE_THREADS: 1 (the default: teams checked against one thread) or 0."""
+    """$CCONV_ADAPTIVE_THREADS: 1 (teams checked against one thread by timing) or 0 (the
+    default: the planned team always runs)."""
     import os
     raw = os.environ.get("CCONV_ADAPTIVE_THREADS", "")
     value = raw.strip().lower()
-    if value in ("", "1", "true", "on", "yes"):
+    if value in ("1", "true", "on", "yes"):
         return True
-    if value in ("0", "false", "off", "no"):
+    if value in ("", "0", "false", "off", "no"):
         return False
-    raise ValueError(f"CCONV_ADAPTIVE_THREADS={raw!r} is not understood; accepted: 1 (the default: "
-                     f"a plan's team is checked against one thread by timing) or 0 (always the team)")
+    raise ValueError(f"CCONV_ADAPTIVE_THREADS={raw!r} is not understood; accepted: 1 (a plan's team "
+                     f"is checked against one thread by timing) or 0 (the default: always the team)")
 
 
 _adaptive_teams = _adaptive_from_env()
 
 
 def set_adaptive_threads(bint on):
-    """Check each plan's team against one thread by timing (True, the default) or not; the
-    recorded times are forgotten either way."""
+    """Check each plan's team against one thread by timing (True) or not (False, the default);
+    the recorded times are forgotten either way."""
     global _adaptive_teams
     _adaptive_teams = on
     memset(_team_stats, 0, sizeof(_team_stats))

@@ -278,8 +278,8 @@ def test_timed_team_choice_runs_both_sizes_with_identical_results():
                 ran = tuple(int(a > b) for a, b in zip(after, before))
                 assert ran == sizes, (module.__name__, on, before, after)
     finally:
-        conv.set_adaptive_threads(True)
-        pool.set_adaptive_threads(True)
+        conv.set_adaptive_threads(False)     # the default
+        pool.set_adaptive_threads(False)
         cconv.set_num_threads(saved)
 
 
