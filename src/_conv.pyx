@@ -490,22 +490,18 @@ cdef int _execute(const ConvPlan *p, const floating *a, const floating *b,
     (forward: x, w; grad_input: grad_output, w; grad_weight: x, grad_output), on the plan's
     team or on one thread, whichever the timed team choice (threads.pxi) finds faster."""
     cdef Py_ssize_t key[_TEAM_KEY]
-    cdef TeamStats *st = NULL
+    cdef TimedTeam tt
     cdef ConvPlan one
-    cdef int team = max(p.threads, p.side_threads), ran
-    cdef double t0
+    cdef int team = max(p.threads, p.side_threads)
     if p.algo == A_BANDS or team < 2 or not _adaptive_teams:
         return _execute_plan(p, a, b, bias, out)
     _plan_key(p, key)
-    st = _team_slot(key)
-    ran = _team_now(st, team)
-    if ran == 1:
+    if _timed_team_start(&tt, key, team) == 1:
         one = p[0]
         one.threads = one.side_threads = 1
         p = &one
-    t0 = cconv_now()
     _execute_plan(p, a, b, bias, out)
-    _team_learn(st, ran, cconv_now() - t0)
+    _timed_team_end(&tt)
     return 0
 
 

@@ -34,11 +34,13 @@ include "isa.pxi"
 include "threads.pxi"
 
 
-cdef TeamStats *_pool_stats(int op, int itemsize, Py_ssize_t planes, Py_ssize_t work,
-                            Py_ssize_t in_size, Py_ssize_t out_size, int team) noexcept nogil:
-    """The timed team choice's record (threads.pxi) of a pool call: keyed by the op and what
-    sets its time; NULL for a team of one."""
+cdef int _pool_team(TimedTeam *tt, int op, int itemsize, Py_ssize_t planes, Py_ssize_t work,
+                    Py_ssize_t in_size, Py_ssize_t out_size, int threads) noexcept nogil:
+    """Threads for a pool call over `planes` planes of `work` elements read and taps visited
+    (_elementwise_team), checked by the timed team choice (threads.pxi) under a key of the
+    op and what sets its time; close the call with _timed_team_end(tt)."""
     cdef Py_ssize_t key[_TEAM_KEY]
+    cdef int team = _elementwise_team(threads, planes, work)
     memset(key, 0, sizeof(key))
     key[0] = op
     key[1] = itemsize
@@ -47,7 +49,7 @@ cdef TeamStats *_pool_stats(int op, int itemsize, Py_ssize_t planes, Py_ssize_t 
     key[4] = in_size
     key[5] = out_size
     key[6] = team
-    return _team_stats_for(key, team)
+    return _timed_team_start(tt, key, team)
 
 
 cdef extern from "pool_kernels.h" nogil:
@@ -309,18 +311,16 @@ cdef inline Py_ssize_t _max_work(const PoolShape* s) noexcept nogil:
 
 cdef void _max_pool(const floating* xp, floating* op, int64_t* ip, const PoolShape* s,
                     int threads) noexcept:
-    cdef int t, team = _elementwise_team(threads, s.planes, _max_work(s))
-    cdef TeamStats *st = _pool_stats(0, sizeof(floating), s.planes, _max_work(s),
-                                     s.in_d * s.in_h * s.in_w, s.out_d * s.out_h * s.out_w, team)
-    cdef double t0 = cconv_now()
-    team = _team_now(st, team)
+    cdef TimedTeam tt
+    cdef int t, team = _pool_team(&tt, 0, sizeof(floating), s.planes, _max_work(s),
+                                  s.in_d * s.in_h * s.in_w, s.out_d * s.out_h * s.out_w, threads)
     with nogil:
         if team == 1:
             _max_pool_planes(xp, op, ip, s, 0, s.planes)
         else:
             for t in prange(team, num_threads=team, schedule="static"):
                 _max_pool_planes(xp, op, ip, s, _split(s.planes, t, team), _split(s.planes, t + 1, team))
-    _team_learn(st, team, cconv_now() - t0)
+    _timed_team_end(&tt)
 
 
 cdef _run_max_pool(x, out, indices, const PoolShape* s, int threads):
@@ -398,14 +398,12 @@ cdef Py_ssize_t _max_pool_backward(const floating[:, :, :, ::1] gy,
     """The scatter of every plane; returns how many indices were out of range."""
     cdef Py_ssize_t planes = gy.shape[0] * gy.shape[1], bad = 0
     cdef Py_ssize_t out_size = gy.shape[2] * gy.shape[3], in_size = grad.shape[2] * grad.shape[3]
-    cdef int t, team = _elementwise_team(threads, planes, planes * (in_size + out_size))
-    cdef TeamStats *st = _pool_stats(1, sizeof(floating), planes, planes * (in_size + out_size),
-                                     in_size, out_size, team)
+    cdef TimedTeam tt
+    cdef int t, team = _pool_team(&tt, 1, sizeof(floating), planes, planes * (in_size + out_size),
+                                  in_size, out_size, threads)
     cdef const floating* gp = &gy[0, 0, 0, 0]
     cdef const int64_t* ip = &indices[0, 0, 0, 0]
     cdef floating* rp = &grad[0, 0, 0, 0]
-    cdef double t0 = cconv_now()
-    team = _team_now(st, team)
     with nogil:
         if team == 1:
             bad = _max_unpool_planes(gp, ip, rp, out_size, in_size, 0, planes)
@@ -413,7 +411,7 @@ cdef Py_ssize_t _max_pool_backward(const floating[:, :, :, ::1] gy,
             for t in prange(team, num_threads=team, schedule="static"):
                 bad += _max_unpool_planes(gp, ip, rp, out_size, in_size, _split(planes, t, team),
                                           _split(planes, t + 1, team))
-    _team_learn(st, team, cconv_now() - t0)
+    _timed_team_end(&tt)
     return bad
 
 
@@ -542,15 +540,12 @@ cdef void _avg_pool_plane(const floating* x, floating* out, const PoolShape* s,
 cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, const PoolShape* s,
                     bint count_include_pad, Py_ssize_t divisor_override, int threads) noexcept:
     cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
-    cdef int team = _elementwise_team(threads, s.planes,
-                                      s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
-    cdef TeamStats *st = _pool_stats(2, sizeof(floating), s.planes,
-                                     s.planes * (in_size + out_size * s.kernel_h * s.kernel_w),
-                                     in_size, out_size, team)
+    cdef TimedTeam tt
+    cdef int team = _pool_team(&tt, 2, sizeof(floating), s.planes,
+                               s.planes * (in_size + out_size * s.kernel_h * s.kernel_w),
+                               in_size, out_size, threads)
     cdef const floating* xp = &x[0, 0, 0, 0]
     cdef floating* op = &out[0, 0, 0, 0]
-    cdef double t0 = cconv_now()
-    team = _team_now(st, team)
     with nogil:
         if team == 1:
             for p in range(s.planes):
@@ -560,7 +555,7 @@ cdef void _avg_pool(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, 
             for p in prange(s.planes, num_threads=team, schedule="static"):
                 _avg_pool_plane(xp + p * in_size, op + p * out_size, s, count_include_pad,
                                 divisor_override)
-    _team_learn(st, team, cconv_now() - t0)
+    _timed_team_end(&tt)
 
 
 def avg_pool2d(x, g, count_include_pad, divisor_override, int threads):
@@ -646,15 +641,12 @@ cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, 
                              const PoolShape* s, bint count_include_pad,
                              Py_ssize_t divisor_override, int threads) noexcept:
     cdef Py_ssize_t p, in_size = s.in_h * s.in_w, out_size = s.out_h * s.out_w
-    cdef int team = _elementwise_team(threads, s.planes,
-                                      s.planes * (in_size + out_size * s.kernel_h * s.kernel_w))
-    cdef TeamStats *st = _pool_stats(3, sizeof(floating), s.planes,
-                                     s.planes * (in_size + out_size * s.kernel_h * s.kernel_w),
-                                     in_size, out_size, team)
+    cdef TimedTeam tt
+    cdef int team = _pool_team(&tt, 3, sizeof(floating), s.planes,
+                               s.planes * (in_size + out_size * s.kernel_h * s.kernel_w),
+                               in_size, out_size, threads)
     cdef const floating* gp = &gy[0, 0, 0, 0]
     cdef floating* rp = &grad[0, 0, 0, 0]
-    cdef double t0 = cconv_now()
-    team = _team_now(st, team)
     with nogil:
         if team == 1:
             for p in range(s.planes):
@@ -664,7 +656,7 @@ cdef void _avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, 
             for p in prange(s.planes, num_threads=team, schedule="static"):
                 _avg_unpool_plane(gp + p * out_size, rp + p * in_size, s, count_include_pad,
                                   divisor_override)
-    _team_learn(st, team, cconv_now() - t0)
+    _timed_team_end(&tt)
 
 
 def avg_pool2d_backward(gy, g, count_include_pad, divisor_override, int threads):
@@ -815,11 +807,9 @@ cdef void _adaptive(AdaptiveKind kind, const floating* src, floating* dst, int64
     cdef Py_ssize_t p, in_size = a.in_d * a.in_h * a.in_w, out_size = a.out_d * a.out_h * a.out_w
     cdef Py_ssize_t src_size = out_size if kind == ADAPTIVE_AVG_BACKWARD else in_size
     cdef Py_ssize_t dst_size = in_size if kind == ADAPTIVE_AVG_BACKWARD else out_size
-    cdef int team = _elementwise_team(threads, planes, _adaptive_work(a, planes))
-    cdef TeamStats *st = _pool_stats(4 + <int>kind, sizeof(floating), planes,
-                                     _adaptive_work(a, planes), src_size, dst_size, team)
-    cdef double t0 = cconv_now()
-    team = _team_now(st, team)
+    cdef TimedTeam tt
+    cdef int team = _pool_team(&tt, 4 + <int>kind, sizeof(floating), planes,
+                               _adaptive_work(a, planes), src_size, dst_size, threads)
     with nogil:
         if team == 1:
             for p in range(planes):
@@ -829,7 +819,7 @@ cdef void _adaptive(AdaptiveKind kind, const floating* src, floating* dst, int64
             for p in prange(planes, num_threads=team, schedule="static"):
                 _adaptive_volume(kind, src + p * src_size, dst + p * dst_size,
                                  index + p * out_size if index != NULL else NULL, a)
-    _team_learn(st, team, cconv_now() - t0)
+    _timed_team_end(&tt)
 
 
 cdef _run_adaptive(AdaptiveKind kind, src, dst, indices, shape, out, int threads):

@@ -142,7 +142,6 @@ cdef void _team_learn(TeamStats *st, int ran, double secs) noexcept nogil:
     cdef int size = 2 if ran >= 2 else 1
     if st == NULL:
         return
-    _team_runs[size - 1] += 1
     if st.last != size or secs <= 0:
         st.last = size
         return
@@ -184,10 +183,26 @@ def team_runs():
     return int(_team_runs[0]), int(_team_runs[1])
 
 
-cdef inline TeamStats *_team_stats_for(const Py_ssize_t *key, int team) noexcept nogil:
-    """The stats slot of a keyed call, or NULL when there is nothing to choose (a team of
-    one) or the choice is off."""
-    return _team_slot(key) if team >= 2 and _adaptive_teams else NULL
+cdef struct TimedTeam:
+    TeamStats *st       # the call's record, NULL when nothing is chosen or timed
+    int ran             # the threads this call runs on
+    double t0
+
+
+cdef inline int _timed_team_start(TimedTeam *tt, const Py_ssize_t *key, int team) noexcept nogil:
+    """Begin a keyed call whose plan asks for `team`: the threads it runs on (the timed
+    choice's pick when it is on and there is a choice, else `team`)."""
+    tt.st = _team_slot(key) if team >= 2 and _adaptive_teams else NULL
+    tt.ran = _team_now(tt.st, team)
+    tt.t0 = cconv_now() if tt.st != NULL else 0
+    return tt.ran
+
+
+cdef inline void _timed_team_end(const TimedTeam *tt) noexcept nogil:
+    """End the call begun by _timed_team_start: its time is learnt and counted."""
+    if tt.st != NULL:
+        _team_learn(tt.st, tt.ran, cconv_now() - tt.t0)
+        _team_runs[1 if tt.ran >= 2 else 0] += 1
 
 
 def team_choice_trace(int team, times):

@@ -196,7 +196,9 @@ def test_idle_threads_sleep_instead_of_spinning():
     # libgomp's own default: spin 300,000 times at each wait, then sleep (a user's setting: kept)
     spinning = float(_run("\n    EXPECTED = None" + _IDLE_CPU, env={"GOMP_SPINCOUNT": "300000"}))
     active = float(_run("\n    EXPECTED = 'active'" + _IDLE_CPU, env={"OMP_WAIT_POLICY": "active"}))
-    assert active > 0.15, f"with OMP_WAIT_POLICY=active the worker should spin: {active:.4f} s of CPU"
+    # a spinning worker takes most of a core in 0.3 s; a loaded machine (a build beside the
+    # tests) leaves it less, still far above a sleeping worker's
+    assert active > 0.05, f"with OMP_WAIT_POLICY=active the worker should spin: {active:.4f} s of CPU"
     assert ours < 0.003, f"the idle worker used {ours:.4f} s of CPU in 0.3 s"
     if spinning > 0.003:  # where libgomp's default spin is visible (not in every build: ASan's is not)
         assert ours < spinning / 3, f"idle worker: {ours:.4f} s of CPU, libgomp's default spin {spinning:.4f} s"
@@ -247,6 +249,9 @@ def test_timed_team_choice_keeps_the_faster_size():
         assert loaded[110:200].count(2) <= 2 * 90 // 16 + 2, "load came: one thread within a few calls"
         assert loaded[230:300] == [2] * 70, "load went: the team again at the next probe"
         assert trace(1, [(1.0, 0.5)] * 10) == [1] * 10, "a team of one has nothing to choose"
+        counted = module.team_runs()
+        trace(2, [(1.0, 0.5)] * 20)
+        assert module.team_runs() == counted, "made-up calls are not counted as calls run"
 
 
 def test_timed_team_choice_runs_both_sizes_with_identical_results():
