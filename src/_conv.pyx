@@ -200,19 +200,17 @@ cdef void _crop_weights(const ConvPlan *p, const floating *w, Py_ssize_t planes,
     cdef Py_ssize_t fkh = p.full_kh, fkw = p.full_kw
     cdef Py_ssize_t full = (p.full_kd if vol else 1) * fkh * fkw, live = kd * kh * kw
     cdef const floating *src = w + ((p.tap_d0 if vol else 0) * fkh + p.tap_h0) * fkw + p.tap_w0
-    cdef Py_ssize_t a, t, i, j
+    cdef Py_ssize_t a, t, i
     if kd * kh == 1:        # one row of taps per plane (a 1 x kw crop): the common case
         for _ in range(planes):
-            for j in range(kw):
-                dst[j] = src[j]
+            _copy_row(dst, src, kw)
             dst += kw
             src += full
         return
     for a in range(planes):
         for t in range(kd):
             for i in range(kh):
-                for j in range(kw):
-                    dst[a * live + (t * kh + i) * kw + j] = src[a * full + (t * fkh + i) * fkw + j]
+                _copy_row(dst + a * live + (t * kh + i) * kw, src + a * full + (t * fkh + i) * fkw, kw)
 
 
 cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t planes,
@@ -231,30 +229,30 @@ cdef void _uncrop_weights(const ConvPlan *p, const floating *src, Py_ssize_t pla
 
 # ---- bands: rectangles of equal live taps, each an unpadded im2col sub-pass ----------------
 
+cdef inline void _copy_row(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n] (never overlapping) by vector moves, no library call: the rows here
+    (a band's, a kernel's live taps) are often shorter than a memcpy call costs."""
+    if floating is float:
+        copy_run_f32(dst, src, n)
+    else:
+        copy_run_f64(dst, src, n)
+
+
 cdef void _copy_block(const floating *src, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
                       Py_ssize_t r0, Py_ssize_t rn, Py_ssize_t c0, Py_ssize_t cn,
                       floating *dst) noexcept nogil:
-    """dst (planes, rn, cn) = src (planes, h, w)[:, r0:r0+rn, c0:c0+cn] (element loops:
-    rows of a few taps would spend more in memcpy's calls than in the copying)."""
-    cdef Py_ssize_t a, i, j
-    cdef floating *d
-    cdef const floating *q
+    """dst (planes, rn, cn) = src (planes, h, w)[:, r0:r0+rn, c0:c0+cn] (short rows: _copy_row)."""
+    cdef Py_ssize_t a, i
     if rn == h and cn == w:
         memcpy(dst, src, planes * h * w * sizeof(floating))
         return
     if cn == w:               # whole rows: one run per plane
         for a in range(planes):
-            d = dst + a * rn * w
-            q = src + (a * h + r0) * w
-            for j in range(rn * w):
-                d[j] = q[j]
+            _copy_row(dst + a * rn * w, src + (a * h + r0) * w, rn * w)
         return
     for a in range(planes):
         for i in range(rn):
-            d = dst + (a * rn + i) * cn
-            q = src + (a * h + r0 + i) * w + c0
-            for j in range(cn):
-                d[j] = q[j]
+            _copy_row(dst + (a * rn + i) * cn, src + (a * h + r0 + i) * w + c0, cn)
 
 
 cdef void _paste_block(const floating *src, Py_ssize_t planes, Py_ssize_t rn, Py_ssize_t cn,
@@ -272,8 +270,7 @@ cdef void _paste_block(const floating *src, Py_ssize_t planes, Py_ssize_t rn, Py
                 for j in range(cn):
                     d[j] += q[j]
             else:
-                for j in range(cn):
-                    d[j] = q[j]
+                _copy_row(d, q, cn)
 
 
 cdef void _band_task(const ConvPlan *p, const _BandTask *task, int tid,

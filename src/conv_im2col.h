@@ -109,12 +109,18 @@ static inline void S(copy_segment)(T *CCONV_RESTRICT d, const T *CCONV_RESTRICT 
     Py_ssize_t t;
     lo = cconv_min(lo, len);
     hi = cconv_max(lo, cconv_min(hi, len));
-    for (t = 0; t < lo; t++) d[t] = 0;
+    for (t = 0; t < lo; t++) {      /* a few pads: no memset call (CCONV_OPAQUE) */
+        d[t] = 0;
+        CCONV_OPAQUE(t);
+    }
     if (sw == 1)
-        for (t = lo; t < hi; t++) d[t] = row[iw0 + t];
+        S(copy_row)(d + lo, row + iw0 + lo, hi - lo);
     else
         for (t = lo; t < hi; t++) d[t] = row[iw0 + t * sw];
-    for (t = hi; t < len; t++) d[t] = 0;
+    for (t = hi; t < len; t++) {
+        d[t] = 0;
+        CCONV_OPAQUE(t);
+    }
 }
 
 /* Gather im2col row k for pixels [p0, p0 + n) into the contiguous out[0:n].  Works per

@@ -39,6 +39,8 @@ cdef extern from "conv_kernels.h" nogil:
     const kernel_f32 *cconv_kernel_wide_f32()
     const kernel_f64 *cconv_kernel_wide_f64()
 
+    void copy_run_f32(float *dst, const float *src, Py_ssize_t n)
+    void copy_run_f64(double *dst, const double *src, Py_ssize_t n)
     void pack_a_f32(float *dst, const float *src, Py_ssize_t m, Py_ssize_t k,
                     Py_ssize_t rs, Py_ssize_t cs, int mr)
     void pack_a_f64(double *dst, const double *src, Py_ssize_t m, Py_ssize_t k,

@@ -277,35 +277,6 @@ CCONV_BODY void S(pad_vol_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g
     for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) tail[t] = 0;
 }
 
-/* The output pixels of one row segment of a C block, out to y (len values; dst and src
- * never overlap).  Written as 32-byte moves, the last one moved back to end at the row's
- * end (it rewrites a few values with themselves), not as a plain loop: gcc turns that loop
- * into a call to memmove per segment, whose call and size dispatch cost more than the copy
- * for rows of 28 floats (video stem forward under perf: memmove and its PLT stub 11.6% of
- * the run, the call site another ~6%); CCONV_OPAQUE keeps it from seeing the loop as one. */
-CCONV_BODY void S(vol_copy_row)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src,
-                                Py_ssize_t len)
-{
-    typedef T cv32 __attribute__((vector_size(32), aligned(sizeof(T)), __may_alias__));
-    typedef T cv16 __attribute__((vector_size(16), aligned(sizeof(T)), __may_alias__));
-    const Py_ssize_t v = 32 / (Py_ssize_t)sizeof(T), h = 16 / (Py_ssize_t)sizeof(T);
-    if (len >= v) {
-        Py_ssize_t t = 0;
-        for (; t + v <= len; t += v) {
-            *(cv32 *)(dst + t) = *(const cv32 *)(src + t);
-            CCONV_OPAQUE(t);
-        }
-        if (t < len) *(cv32 *)(dst + len - v) = *(const cv32 *)(src + len - v);
-    } else if (len >= h) {
-        *(cv16 *)dst = *(const cv16 *)src;
-        *(cv16 *)(dst + len - h) = *(const cv16 *)(src + len - h);
-    } else {
-        if (len > 0) dst[0] = src[0];
-        if (len > 1) dst[1] = src[1];
-        if (len > 2) dst[2] = src[2];
-    }
-}
-
 /* Forward of output depths [od0, od0 + nout) of one volume-group slice: y (m x out_d x
  * out_h x out_w, the slice's full output) = W * x (+ bias) by implicit GEMM, on the copy
  * laid out for chunks of nd >= nout depths (every chunk shares the offsets).  apack, off
@@ -374,7 +345,7 @@ CCONV_BODY void CCONV_CAT(S(conv_fwd_vol), _body)(const S(kernel_t) *kern, const
                     const T *src = ctmp + (j - j0);
                     T *dst = y + (od0 + r) * HWo + oh * Wo + ow;
                     for (Py_ssize_t i = 0; i < m; i++)
-                        S(vol_copy_row)(dst + i * P, src + i * NB, len);
+                        S(copy_row)(dst + i * P, src + i * NB, len);
                 }
                 j += seg;
             }

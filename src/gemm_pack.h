@@ -5,6 +5,42 @@
 
 /* ---- GEMM building blocks ----------------------------------------------------- */
 
+/* dst[0:len) = src[0:len) (never overlapping) for rows that are often a few values long:
+ * a band's or a small map's rows, a kernel's live taps, an output row segment.  Written
+ * as 32-byte moves, the last one moved back to end at the row's end (it rewrites a few
+ * values with themselves), not as a plain loop: gcc turns that loop into a memmove call,
+ * whose call and size dispatch cost more than the copy for rows of tens of values (video
+ * stem forward under perf: memmove and its PLT stub 11.6% of the run, the call site
+ * another ~6%; dilated bands: 24% in block copies); CCONV_OPAQUE keeps it from seeing the
+ * loop as one. */
+CCONV_BODY void S(copy_row)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t len)
+{
+    typedef T cv32 __attribute__((vector_size(32), aligned(sizeof(T)), __may_alias__));
+    typedef T cv16 __attribute__((vector_size(16), aligned(sizeof(T)), __may_alias__));
+    const Py_ssize_t v = 32 / (Py_ssize_t)sizeof(T), h = 16 / (Py_ssize_t)sizeof(T);
+    if (len >= v) {
+        Py_ssize_t t = 0;
+        for (; t + v <= len; t += v) {
+            *(cv32 *)(dst + t) = *(const cv32 *)(src + t);
+            CCONV_OPAQUE(t);
+        }
+        if (t < len) *(cv32 *)(dst + len - v) = *(const cv32 *)(src + len - v);
+    } else if (len >= h) {
+        *(cv16 *)dst = *(const cv16 *)src;
+        *(cv16 *)(dst + len - h) = *(const cv16 *)(src + len - h);
+    } else {
+        if (len > 0) dst[0] = src[0];
+        if (len > 1) dst[1] = src[1];
+        if (len > 2) dst[2] = src[2];
+    }
+}
+
+/* copy_row for the drivers in Cython (block copies of bands, crops of kernel taps). */
+static void S(copy_run)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t len)
+{
+    S(copy_row)(dst, src, len);
+}
+
 /* Pack the m x k matrix src[i*rs + kk*cs] into mr-row strips: element (s*mr + i, kk) goes
  * to dst[s*k*mr + kk*mr + i]; rows past m are zero.  Size: ceil(m/mr)*mr*k. */
 static void S(pack_a)(T *CCONV_RESTRICT dst, const T *CCONV_RESTRICT src, Py_ssize_t m,
