@@ -43,28 +43,89 @@ static void S(tap_offsets)(const cconv_geom *g, Py_ssize_t *off)
             }
 }
 
-/* Fill xp (padded_size elements) from the (channels, in_h, in_w) slice x. */
+/* The sw column phases of one input row: row d + b*dstep gets row[b - pad + t*sw] for
+ * t < wph (0 outside [0, W)).  Stride 2 splits the row in one pass that reads each input
+ * value once (an even/odd split) instead of a strided gather per
+ * phase, which cost a third of a stride-2 volume forward.  Always inlined (as is
+ * pad_vol_phases): each ISA variant of conv_fwd_vol gets its own copy for its target. */
+CCONV_BODY void S(split_row)(T *CCONV_RESTRICT d, Py_ssize_t dstep,
+                             const T *CCONV_RESTRICT row, Py_ssize_t pad, Py_ssize_t wph,
+                             Py_ssize_t sw, Py_ssize_t W)
+{
+    if (sw != 2) {
+        for (Py_ssize_t b = 0; b < sw; b++)
+            S(copy_segment)(d + b * dstep, row, b - pad, wph, sw, W);
+        return;
+    }
+    T *CCONV_RESTRICT d0 = d;
+    T *CCONV_RESTRICT d1 = d + dstep;
+    /* [lo, hi): the t whose columns 2t - pad and 2t + 1 - pad both lie in [0, W) */
+    Py_ssize_t lo = pad > 0 ? (pad + 1) / 2 : 0;
+    Py_ssize_t hi = W - 2 + pad >= 0 ? (W - 2 + pad) / 2 + 1 : 0;
+    lo = cconv_min(lo, wph);
+    hi = cconv_max(lo, cconv_min(hi, wph));
+    for (Py_ssize_t t = 0; t < lo; t++) {
+        const Py_ssize_t c0 = 2 * t - pad;
+        d0[t] = c0 >= 0 && c0 < W ? row[c0] : (T)0;
+        d1[t] = c0 + 1 >= 0 && c0 + 1 < W ? row[c0 + 1] : (T)0;
+    }
+    if (hi > lo) {
+        const T *CCONV_RESTRICT src = row + 2 * lo - pad;
+        Py_ssize_t t = 0;
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+        /* four outputs per phase at a time: two unaligned 4-vectors split by two shuffles
+         * (gcc 12 leaves the scalar loop below unvectorised, even for AVX2) */
+        typedef T v4 __attribute__((vector_size(4 * sizeof(T))));
+        for (; t + 4 <= hi - lo; t += 4) {
+            v4 a, b, e, o;
+            memcpy(&a, src + 2 * t, sizeof a);
+            memcpy(&b, src + 2 * t + 4, sizeof b);
+            e = __builtin_shufflevector(a, b, 0, 2, 4, 6);
+            o = __builtin_shufflevector(a, b, 1, 3, 5, 7);
+            memcpy(d0 + lo + t, &e, sizeof e);
+            memcpy(d1 + lo + t, &o, sizeof o);
+        }
+#endif
+        for (; t < hi - lo; t++) {
+            d0[lo + t] = src[2 * t];
+            d1[lo + t] = src[2 * t + 1];
+        }
+    }
+    for (Py_ssize_t t = hi; t < wph; t++) {
+        const Py_ssize_t c0 = 2 * t - pad;
+        d0[t] = c0 >= 0 && c0 < W ? row[c0] : (T)0;
+        d1[t] = c0 + 1 >= 0 && c0 + 1 < W ? row[c0 + 1] : (T)0;
+    }
+}
+
+/* Fill xp (padded_size elements) from the (channels, in_h, in_w) slice x: input row by
+ * input row, each row split into its sw column phases at once (split_row: stride 2 reads
+ * each value once instead of a strided copy per phase; the dot weight gradient, depthwise
+ * and lanes passes of stride-2 layers make this copy for every image). */
 static void S(pad_phases)(const T *CCONV_RESTRICT x, const cconv_geom *g, int nr,
                           T *CCONV_RESTRICT xp)
 {
     Py_ssize_t hph, wph;
     S(phase_dims)(g, &hph, &wph);
     const Py_ssize_t sh = g->stride_h, sw = g->stride_w, H = g->in_h, W = g->in_w;
-    T *d = xp;
+    const Py_ssize_t plane_size = hph * wph;
     for (Py_ssize_t c = 0; c < g->channels; c++) {
         const T *plane = x + c * H * W;
-        for (Py_ssize_t a = 0; a < sh; a++)
-            for (Py_ssize_t b = 0; b < sw; b++)
-                for (Py_ssize_t r = 0; r < hph; r++, d += wph) {
-                    const Py_ssize_t ih = r * sh + a - g->pad_top;
-                    if (ih < 0 || ih >= H) {
-                        for (Py_ssize_t t = 0; t < wph; t++) d[t] = 0;
-                    } else {
-                        S(copy_segment)(d, plane + ih * W, b - g->pad_left, wph, sw, W);
-                    }
+        for (Py_ssize_t a = 0; a < sh; a++) {
+            T *d = xp + (c * sh + a) * sw * plane_size;
+            for (Py_ssize_t r = 0; r < hph; r++, d += wph) {
+                const Py_ssize_t ih = r * sh + a - g->pad_top;
+                if (ih < 0 || ih >= H) {
+                    for (Py_ssize_t b = 0; b < sw; b++)
+                        for (Py_ssize_t t = 0; t < wph; t++) d[b * plane_size + t] = 0;
+                } else {
+                    S(split_row)(d, plane_size, plane + ih * W, g->pad_left, wph, sw, W);
                 }
+            }
+        }
     }
-    for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) d[t] = 0;
+    T *tail = xp + g->channels * sh * sw * plane_size;
+    for (Py_ssize_t t = 0; t < wph + 2 * nr; t++) tail[t] = 0;
 }
 
 /* Columns of the flat grid handled per block; the C block is m x (CCONV_NB_PANELS*nr). */
@@ -187,61 +248,6 @@ static void S(vol_tap_offsets)(const cconv_geom *g, const cconv_depth *d, Py_ssi
                     off[k++] = (((c * sd + dz % sd) * sh + dy % sh) * sw + dx % sw) * vol
                                + (dz / sd) * plane + (dy / sh) * wph + dx / sw;
                 }
-}
-
-/* The sw column phases of one input row: row d + b*dstep gets row[b - pad + t*sw] for
- * t < wph (0 outside [0, W)).  Stride 2 splits the row in one pass that reads each input
- * value once (an even/odd split) instead of a strided gather per
- * phase, which cost a third of a stride-2 volume forward.  Always inlined (as is
- * pad_vol_phases): each ISA variant of conv_fwd_vol gets its own copy for its target. */
-CCONV_BODY void S(split_row)(T *CCONV_RESTRICT d, Py_ssize_t dstep,
-                             const T *CCONV_RESTRICT row, Py_ssize_t pad, Py_ssize_t wph,
-                             Py_ssize_t sw, Py_ssize_t W)
-{
-    if (sw != 2) {
-        for (Py_ssize_t b = 0; b < sw; b++)
-            S(copy_segment)(d + b * dstep, row, b - pad, wph, sw, W);
-        return;
-    }
-    T *CCONV_RESTRICT d0 = d;
-    T *CCONV_RESTRICT d1 = d + dstep;
-    /* [lo, hi): the t whose columns 2t - pad and 2t + 1 - pad both lie in [0, W) */
-    Py_ssize_t lo = pad > 0 ? (pad + 1) / 2 : 0;
-    Py_ssize_t hi = W - 2 + pad >= 0 ? (W - 2 + pad) / 2 + 1 : 0;
-    lo = cconv_min(lo, wph);
-    hi = cconv_max(lo, cconv_min(hi, wph));
-    for (Py_ssize_t t = 0; t < lo; t++) {
-        const Py_ssize_t c0 = 2 * t - pad;
-        d0[t] = c0 >= 0 && c0 < W ? row[c0] : (T)0;
-        d1[t] = c0 + 1 >= 0 && c0 + 1 < W ? row[c0 + 1] : (T)0;
-    }
-    if (hi > lo) {
-        const T *CCONV_RESTRICT src = row + 2 * lo - pad;
-        Py_ssize_t t = 0;
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-        /* four outputs per phase at a time: two unaligned 4-vectors split by two shuffles
-         * (gcc 12 leaves the scalar loop below unvectorised, even for AVX2) */
-        typedef T v4 __attribute__((vector_size(4 * sizeof(T))));
-        for (; t + 4 <= hi - lo; t += 4) {
-            v4 a, b, e, o;
-            memcpy(&a, src + 2 * t, sizeof a);
-            memcpy(&b, src + 2 * t + 4, sizeof b);
-            e = __builtin_shufflevector(a, b, 0, 2, 4, 6);
-            o = __builtin_shufflevector(a, b, 1, 3, 5, 7);
-            memcpy(d0 + lo + t, &e, sizeof e);
-            memcpy(d1 + lo + t, &o, sizeof o);
-        }
-#endif
-        for (; t < hi - lo; t++) {
-            d0[lo + t] = src[2 * t];
-            d1[lo + t] = src[2 * t + 1];
-        }
-    }
-    for (Py_ssize_t t = hi; t < wph; t++) {
-        const Py_ssize_t c0 = 2 * t - pad;
-        d0[t] = c0 >= 0 && c0 < W ? row[c0] : (T)0;
-        d1[t] = c0 + 1 >= 0 && c0 + 1 < W ? row[c0 + 1] : (T)0;
-    }
 }
 
 /* Fill xp (padded_vol_size elements) for output depths [od0, od0 + nd) of slice x: row by

@@ -466,3 +466,53 @@ def test_volume_wide_tile_isa_variants(isa):
     """The tile tests again under each CCONV_KERNEL_ISA this CPU runs: AVX2 runs the 4 x
     3-vector tile, generic only its own 4 x 8 tile."""
     run_under_isa(__file__, isa, "wide_tile and not variants", min_passed=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_strided_weight_gradient_dot_row_split_random(rng, dtype):
+    """The dot weight gradient's padded polyphase copy splits each input row into its column
+    phases in one pass (stride 2: the even/odd split, four values per phase at a time): random
+    strided conv3d layers whose folded conv2d weight gradient explain says runs on the dot
+    kernel, every width parity and column padding, against the NumPy reference (and torch,
+    where installed), and bit-identical at 1 and 2 threads."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    saved = cconv.get_num_threads()
+    ran = 0
+    try:
+        for _ in range(24):
+            c_in, c_out = int(rng.integers(1, 9)), int(rng.integers(4, 17))
+            kernel = (int(rng.integers(1, 4)), 3, int(rng.integers(2, 4)))
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.choice([2, 2, 3])))
+            padding = (int(rng.integers(0, 2)), int(rng.integers(0, 2)), int(rng.integers(0, 3)))
+            size = (int(rng.integers(kernel[0], 6)), int(rng.integers(4, 12)), int(rng.integers(5, 30)))
+            if size[2] + 2 * padding[2] < kernel[2]:
+                continue
+            x_shape, w_shape = (int(rng.integers(1, 3)), c_in) + size, (c_out, c_in) + kernel
+            args = dict(stride=stride, padding=padding)
+            x, w, _, geo = _operands(rng, x_shape, w_shape, args, dtype)
+            y = cconv.conv3d(x, w, **args, backend="cython")
+            gy = rng.standard_normal(y.shape).astype(dtype)
+            mask = (False, True, False)
+            plan = cconv.explain("conv3d_backward", gy, x, w, **args, output_mask=mask)["grad_weight"]
+            if plan["algorithm"] != "dot":
+                continue
+            ran += 1
+            ctx = f"x {x_shape} w {w_shape} {args}"
+            got = {}
+            for threads in (1, 2):
+                cconv.set_num_threads(threads)
+                got[threads] = cconv.conv3d_backward(gy, x, w, **args, output_mask=mask, backend="cython")[1]
+            assert_identical(got[1], got[2], context=ctx)
+            assert_close(got[1], ref.conv_backward(gy, x, w, *geo)[1], context=ctx)
+            if torch is not None:
+                tw = torch.ops.aten.convolution_backward(
+                    torch.from_numpy(gy), torch.from_numpy(x), torch.from_numpy(w), [c_out], list(stride),
+                    list(padding), [1, 1, 1], False, [0, 0, 0], 1, [False, True, False])[1]
+                assert_close(got[1], tw.numpy(), context=ctx + " (torch)")
+    finally:
+        cconv.set_num_threads(saved)
+    assert ran >= 8, ran
+    tally("differential", "conv3d weight gradient (dot, strided row split)")
