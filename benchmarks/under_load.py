@@ -46,23 +46,26 @@ def _worker(calls):
         for op, fn in ops.items():
             for _ in range(3):
                 fn()
-            times = []
-            deadline = time.perf_counter() + 20.0
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-                if time.perf_counter() > deadline:
-                    break
-            out[f"{name} {op}"] = times
+            out[f"{name} {op}"] = _timed(fn, calls)
     x = rng.standard_normal((32, 64, 32, 32), dtype=np.float32)
+    out["max_pool2d 32x64x32x32 2x2 forward"] = _timed(lambda: cconv.max_pool2d(x, 2, return_indices=True),
+                                                        calls)
+    print(json.dumps(out))
+
+
+def _timed(fn, calls):
+    """Seconds of each of `calls` calls (at most 20 s in all), and the cores the process used
+    meanwhile (its CPU time, every thread's, over the wall time): what the scheduler gave it."""
     times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    deadline = wall0 + 20.0
     for _ in range(calls):
         t0 = time.perf_counter()
-        cconv.max_pool2d(x, 2, return_indices=True)
+        fn()
         times.append(time.perf_counter() - t0)
-    out["max_pool2d 32x64x32x32 2x2 forward"] = times
-    print(json.dumps(out))
+        if time.perf_counter() > deadline:
+            break
+    return {"times": times, "cores": (time.process_time() - cpu0) / (time.perf_counter() - wall0)}
 
 
 def _busy():
@@ -101,14 +104,16 @@ def main(argv=None):
     env_extra = dict(item.split("=", 1) for item in args.env)
     busy = None if args.no_load else _busy()
     raw = {1: {}, 2: {}}
+    cores = {1: {}, 2: {}}   # per round: CPU time / wall time of the timed calls' process
     try:
         time.sleep(0.5)
         # Fresh processes on 1 and 2 threads in turn, so that both see the same drift in load.
         per_round = max(1, args.calls // args.rounds)
         for _ in range(args.rounds):
             for t in (1, 2):
-                for name, times in _run(t, per_round, env_extra).items():
-                    raw[t].setdefault(name, []).extend(times)
+                for name, run in _run(t, per_round, env_extra).items():
+                    raw[t].setdefault(name, []).extend(run["times"])
+                    cores[t].setdefault(name, []).append(run["cores"])
     finally:
         if busy is not None:
             busy.kill()
@@ -117,8 +122,10 @@ def main(argv=None):
     extra = " ".join(args.env) or "default wait policy"
     print(f"# cconv under load: {load}; {extra}; {args.calls} calls per case in {args.rounds} "
           f"alternating rounds; float32; times in ms\n")
-    print("| call | 1 thread median | 1 thread p90 | 2 threads median | 2 threads p90 | p90/median (2) | target met |")
-    print("|---|---:|---:|---:|---:|---:|:-:|")
+    print("| call | 1 thread median | 1 thread p90 | 2 threads median | 2 threads p90 | p90/median (2) "
+          "| cores used (1 / 2 threads) | target met |")
+    print("|---|---:|---:|---:|---:|---:|---:|:-:|")
+    import numpy as np
     rows = []
     met_all = True
     for name in raw[1]:
@@ -126,8 +133,11 @@ def main(argv=None):
         m2, q2 = _stats(raw[2][name])
         met = m2 <= m1 and q2 <= 1.5 * m2
         met_all &= met
-        rows.append(dict(call=name, median_1=m1, p90_1=q1, median_2=m2, p90_2=q2, met=met))
-        print(f"| {name} | {m1:.3f} | {q1:.3f} | {m2:.3f} | {q2:.3f} | {q2 / m2:.2f} | {'yes' if met else 'NO'} |")
+        c1, c2 = (float(np.median(cores[t][name])) for t in (1, 2))
+        rows.append(dict(call=name, median_1=m1, p90_1=q1, median_2=m2, p90_2=q2, cores_1=c1, cores_2=c2,
+                         met=met))
+        print(f"| {name} | {m1:.3f} | {q1:.3f} | {m2:.3f} | {q2:.3f} | {q2 / m2:.2f} | {c1:.2f} / {c2:.2f} "
+              f"| {'yes' if met else 'NO'} |")
     print(f"\ntarget (2 threads: median <= 1 thread's, p90 <= 1.5x median) met for every call: "
           f"{'yes' if met_all else 'no'}")
     if args.json:
