@@ -232,7 +232,8 @@ REASONS = (
     "3x3, stride 1, undilated, >= %d channels in and out per group, >= %d output tiles (more "
     "on wide layers), finite operands: 2.25x fewer multiplies"
     % (_WINO_MIN_CHANNELS, _WINO_MIN_TILES),
-    "float32 on AVX-512, 12-%d output channels per group filling the 16-lane blocks"
+    "float32 on AVX-512, 12-%d output channels per group filling the 16-lane blocks, and "
+    "its padded copy and lane-rounded multiply-adds cost less than im2col's packing"
     % _LANES_MAX_CHANNELS,
     "the padded image copy fits and its grid wastes fewer columns than im2col packing costs",
     "1x1 kernel: im2col is a plain copy into panels, which streams better",
@@ -965,6 +966,71 @@ cdef inline bint _spans_images(const ConvPlan *p) noexcept nogil:
     return p.batch > 1 and 16 * (_round_up(P, p.nr) - P) > _round_up(P, p.nr)
 
 
+cdef inline Py_ssize_t _phases_read(Py_ssize_t kernel, Py_ssize_t dilation,
+                                    Py_ssize_t stride) noexcept nogil:
+    """Stride phases of one dimension that some kernel tap reads: the distinct t*dilation
+    mod stride over the taps t."""
+    cdef Py_ssize_t t, u, n = 0
+    cdef bint seen
+    for t in range(kernel):
+        seen = False
+        for u in range(t):
+            if (u * dilation) % stride == (t * dilation) % stride:
+                seen = True
+                break
+        n += not seen
+    return n
+
+
+cdef inline double _unread_phase_elems(const cconv_geom *s) noexcept nogil:
+    """Elements of a padded polyphase image copy (padded_size) in the stride phases that no
+    kernel tap reads: a stride above the kernel (or a dilation sharing a factor with the
+    stride) leaves whole phases that the dot kernel and the padded grid copy for nothing."""
+    cdef Py_ssize_t hreq = (s.out_h - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1
+    cdef Py_ssize_t wreq = (s.out_w - 1) * s.stride_w + s.dilation_w * (s.kernel_w - 1) + 1
+    cdef double plane = (<double>((hreq + s.stride_h - 1) // s.stride_h)
+                         * ((wreq + s.stride_w - 1) // s.stride_w))
+    return s.channels * plane * (s.stride_h * s.stride_w
+                                 - _phases_read(s.kernel_h, s.dilation_h, s.stride_h)
+                                 * _phases_read(s.kernel_w, s.dilation_w, s.stride_w))
+
+
+cdef inline double _padded_copy_cols(const ConvPlan *p) noexcept nogil:
+    """The padded polyphase copies of a forward over the batch (every stride phase of each
+    image slice), in the column units of the padded / im2col rule (multiply-adds per weight
+    column, so over the K weight columns): a copied element of a phase some kernel tap reads
+    costs half of what packing an im2col element does (_IM2COL_PACK_FWD: rows copied whole,
+    where packing gathers K values per pixel), one of a phase no tap reads
+    (_unread_phase_elems: a stride above the kernel) a whole one: pure overhead."""
+    cdef double K = p.g.channels * p.g.kernel_h * p.g.kernel_w
+    cdef double unread = _unread_phase_elems(&p.g)
+    return (_IM2COL_PACK_FWD * p.batch
+            * (0.5 * padded_size_f32(&p.g, CCONV_LANES_SLACK) + 0.5 * unread) / K)
+
+
+cdef bint _lanes_pays(const ConvPlan *p) noexcept nogil:
+    """Whether channels in lanes cost less than the packed-im2col GEMM, in multiply-adds at
+    GEMM speed per weight column, over the batch.  Lanes computes round_up(m, 16) channels
+    (the 16-lane blocks) over the output rounded up to whole 16-pixel tiles, and first copies
+    each image slice's padded polyphase grid (_padded_copy_cols: all stride x stride phases,
+    which at a stride above the kernel holds inputs no tap reads: 16 phases at stride 4, for
+    the 4 or 9 a 2x2 or 3x3 kernel reads); im2col computes m rows over its columns and packs
+    only the K values per pixel it multiplies (_IM2COL_PACK_FWD each).  At stride 1 the copy
+    is about one input per output pixel against im2col's K, so this decides strided layers
+    with few channels.  Timing every algorithm (autotune) on 540 sweep passes (seeds 5-7,
+    1 thread): it turns lanes down on 2x2 and 3x3 kernels at stride 4 with 4-16 input
+    channels (im2col 1.8-2.3x faster) and keeps every other forward on lanes; pricing every
+    copied element as a packed one also turned down a stride-2 2x2 layer that lanes ran 1.24x
+    faster."""
+    cdef const cconv_geom *s = &p.g
+    cdef int cols = cconv_lanes_cols(s), rows = 16 // cols
+    cdef double tiled = (_round_up(s.out_h, rows) * _round_up(s.out_w, cols))
+    cdef double im2col_cols = (_round_up(p.batch * s.out_h * s.out_w, p.nr) if _spans_images(p)
+                               else p.batch * _round_up(s.out_h * s.out_w, p.nr))
+    return (p.batch * _round_up(p.m, 16) * tiled + _padded_copy_cols(p)
+            < im2col_cols * (p.m + _IM2COL_PACK_FWD))
+
+
 cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     """Sets p.algo, p.reason and p.needs for a forward-shaped pass on p.g."""
     cdef const cconv_geom *s = &p.g
@@ -973,6 +1039,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
     cdef bint direct_exact = not pad or (fin & F_OTHER)
     cdef bint gemm_pays = m >= _GEMM_MIN_CHANNELS, restream
     cdef Py_ssize_t wph, grid_cols, im2col_cols
+    cdef bint copy_grid
     if pad:
         p.needs |= F_OTHER
     if _forced_algo >= 0:
@@ -1030,11 +1097,17 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
             return A_WINOGRAD
     # Channels in lanes when they fill the lanes and are few enough that the GEMM's reuse
     # of each loaded input value (over mr rows) does not win (16-64 channels win 1.1-1.5x,
-    # 128 lose ~10%; 1x1 kernels stream better as im2col panels).
+    # 128 lose ~10%; 1x1 kernels stream better as im2col panels) ... and when its work, priced
+    # against im2col's (_lanes_pays), is the smaller: lanes copies the whole padded polyphase
+    # slice, every stride phase, where im2col packs only the K x pixels it multiplies.
+    copy_grid = False
     if (_lanes_fit(p) and khw > 1 and m <= _LANES_MAX_CHANNELS
             and 4 * m >= 3 * _round_up(m, 16)):
-        p.reason = W_LANES
-        return A_LANES
+        if _lanes_pays(p):
+            p.reason = W_LANES
+            return A_LANES
+        # The padded grid below makes the same copy that lost lanes the choice: price it.
+        copy_grid = True
     if (s.out_h == 1 and not p.via_forward and _lanes_fit(p) and khw > 1
             and 4 * m >= 3 * _round_up(m, 16)
             and p.batch * p.groups >= 2):
@@ -1052,6 +1125,7 @@ cdef int _forward_choice(ConvPlan *p, double macs, int fin) noexcept nogil:
                     and _round_up(m, p.mr) * s.channels * khw * p.itemsize > _padded_a_bytes())
         if not gemm_pays or not (im2col_cols * (m + _IM2COL_PACK_FWD)
                                  < grid_cols * m * (1 + restream * _PADDED_RESTREAM)
+                                 + copy_grid * _padded_copy_cols(p)
                                  or khw == 1):
             p.reason = W_PADDED
             return A_PADDED
@@ -1377,9 +1451,18 @@ cdef void _plan_grad_weight(ConvPlan *p, double macs, int fin) noexcept nogil:
             algo = A_DOT
             p.reason = W_DOT_POINTWISE
         # The dot kernel also sums over the grid's extra columns (dot_grid >= P); the
-        # packed GEMM pays _IM2COL_PACK_GW per packed element, spread over m rows.
+        # packed GEMM pays _IM2COL_PACK_GW per packed element, spread over m rows.  Besides,
+        # the dot kernel first copies every stride phase of each padded image, also those no
+        # kernel tap reads (_unread_phase_elems: 12 of 16 at stride 4 for a 2x2 kernel), at
+        # _IM2COL_PACK_GW per element over the K weight columns: its copy of the phases the
+        # taps read stands against im2col's packing, the others are extra.  Timing every
+        # algorithm on sweep seeds 5-7 and 11-12 (900 passes, 1 thread): it moved three
+        # 2x2-kernel weight gradients at stride 3-4 to the GEMM (1.5-2x faster) and no other;
+        # pricing the whole copy moved 10 on seeds 5-6, 5 of them slower (up to 1.38x).
         elif dot_ok and not (gemm_pays and (s.kernel_h * s.kernel_w == 1
-                                            or _dot_grid(p) * m > P * (m + _IM2COL_PACK_GW))):
+                                            or _dot_grid(p) * m
+                                            + _IM2COL_PACK_GW * _unread_phase_elems(s) / K
+                                            > P * (m + _IM2COL_PACK_GW))):
             algo = A_DOT
             p.reason = W_DOT
         elif gemm_pays or not direct_exact:
