@@ -550,6 +550,9 @@ def test_bit_identical_for_any_thread_count(dtype):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+# Forking a process whose OpenMP workers are alive is what this test checks; Python 3.12+
+# warns about any fork of a multi-threaded process.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_one_thread_enters_no_parallel_region_after_fork():
     """A forked child on one thread runs every pass without entering an OpenMP parallel region
     (libgomp's thread pool does not survive fork: entering one there can hang)."""

@@ -329,6 +329,9 @@ def _child_conv(args):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+# Forking a process whose OpenMP workers are alive is what this test checks; Python 3.12+
+# warns about any fork of a multi-threaded process.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_tunes_on_one_thread():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 16, 12, 12))
